@@ -1,0 +1,92 @@
+# ljwx-ingest -- see README.md. `make run` starts the local pipeline, `make test`
+# builds both variants and runs every test.
+
+CC      ?= cc
+PKGS    := hiredis libpq libcjson libuv
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lhttp_parser -lpthread -lm
+
+WARN    := -std=c11 -Wall -Wextra -Werror
+CFLAGS_COMMON := $(WARN) -D_DEFAULT_SOURCE -g -MMD -MP -Icommon $(PKG_CFLAGS)
+CFLAGS_REL    := $(CFLAGS_COMMON) -O2
+CFLAGS_ASAN   := $(CFLAGS_COMMON) -O1 -fno-omit-frame-pointer -fsanitize=address,undefined \
+                 -fno-sanitize-recover=undefined
+LDFLAGS_ASAN  := -fsanitize=address,undefined
+
+COMMON_SRC   := $(wildcard common/*.c)
+PRODUCER_SRC := $(wildcard producer/*.c)
+CONSUMER_SRC := $(wildcard consumer/*.c)
+UNIT_SRC     := $(wildcard tests/unit/test_*.c)
+
+REL  := build
+ASAN := build/asan
+
+objs = $(patsubst %.c,$(1)/%.o,$(2))
+
+PRODUCER := ljwx-producer
+CONSUMER := ljwx-consumer
+BINS_REL  := $(REL)/$(PRODUCER) $(REL)/$(CONSUMER)
+BINS_ASAN := $(ASAN)/$(PRODUCER) $(ASAN)/$(CONSUMER)
+UNIT_BINS := $(patsubst tests/unit/%.c,$(ASAN)/tests/%,$(UNIT_SRC))
+
+.PHONY: all asan deps run test unit integration clean
+
+all: $(BINS_REL)
+
+asan: $(BINS_ASAN)
+
+deps:
+	@scripts/deps.sh
+
+run: deps
+	@$(MAKE) --no-print-directory all
+	@scripts/run.sh
+
+test: deps
+	@$(MAKE) --no-print-directory all asan $(UNIT_BINS)
+	@$(MAKE) --no-print-directory unit integration
+
+unit: $(UNIT_BINS)
+	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
+
+integration: $(BINS_ASAN)
+	LJ_BIN_DIR=$(CURDIR)/$(ASAN) /usr/bin/python3 -m pytest -q tests/integration $(PYTEST_ARGS)
+
+# Object files are kept (not intermediate), and builds print one line a file.
+.SECONDARY:
+
+$(REL)/%.o: %.c
+	@mkdir -p $(dir $@)
+	@echo "  CC      $<"
+	@$(CC) $(CFLAGS_REL) -c $< -o $@
+
+$(ASAN)/%.o: %.c
+	@mkdir -p $(dir $@)
+	@echo "  CC asan $<"
+	@$(CC) $(CFLAGS_ASAN) -c $< -o $@
+
+$(REL)/$(PRODUCER): $(call objs,$(REL),$(PRODUCER_SRC) $(COMMON_SRC))
+	@echo "  LD      $@"
+	@$(CC) $^ -o $@ $(PKG_LIBS)
+
+$(REL)/$(CONSUMER): $(call objs,$(REL),$(CONSUMER_SRC) $(COMMON_SRC))
+	@echo "  LD      $@"
+	@$(CC) $^ -o $@ $(PKG_LIBS)
+
+$(ASAN)/$(PRODUCER): $(call objs,$(ASAN),$(PRODUCER_SRC) $(COMMON_SRC))
+	@echo "  LD asan $@"
+	@$(CC) $(LDFLAGS_ASAN) $^ -o $@ $(PKG_LIBS)
+
+$(ASAN)/$(CONSUMER): $(call objs,$(ASAN),$(CONSUMER_SRC) $(COMMON_SRC))
+	@echo "  LD asan $@"
+	@$(CC) $(LDFLAGS_ASAN) $^ -o $@ $(PKG_LIBS)
+
+$(ASAN)/tests/%: $(ASAN)/tests/unit/%.o $(call objs,$(ASAN),$(COMMON_SRC))
+	@mkdir -p $(dir $@)
+	@echo "  LD asan $@"
+	@$(CC) $(LDFLAGS_ASAN) $^ -o $@ $(PKG_LIBS) -lcmocka
+
+clean:
+	rm -rf build
+
+-include $(shell find build -name '*.d' 2>/dev/null)

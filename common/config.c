@@ -1,0 +1,209 @@
+#include "config.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "err.h"
+
+enum cfg_type { CFG_T_INT, CFG_T_STR };
+
+#define CFG_SECRET 1u
+
+typedef struct cfg_option {
+    const char *name;   /* flag: --name with '_' as '-' */
+    const char *env;
+    enum cfg_type type;
+    size_t offset;
+    size_t size;        /* for strings: the array size */
+    const char *def;
+    long min;
+    long max;
+    unsigned progs;
+    unsigned flags;
+    const char *help;
+} cfg_option;
+
+#define OFF(f) offsetof(lj_config, f)
+#define CFG_INT(name, env, field, def, min, max, progs, help) \
+    {name, env, CFG_T_INT, OFF(field), sizeof(int), def, min, max, progs, 0, help}
+#define CFG_STR(name, env, field, def, progs, flags, help) \
+    {name, env, CFG_T_STR, OFF(field), sizeof(((lj_config *)0)->field), def, 0, 0, progs, \
+     flags, help}
+
+/* Alphabetical; every default works for a local run. */
+static const cfg_option options[] = {
+    CFG_STR("admin_token", "LJ_ADMIN_TOKEN", admin_token, "", CFG_PRODUCER, CFG_SECRET,
+            "bearer token for admin endpoints; empty: loopback clients only"),
+    CFG_INT("batch_size", "LJ_BATCH_SIZE", batch_size, "200", 1, 10000, CFG_CONSUMER,
+            "max stream entries read per batch (XREADGROUP COUNT)"),
+    CFG_INT("block_ms", "LJ_BLOCK_MS", block_ms, "1000", 1, 60000, CFG_CONSUMER,
+            "XREADGROUP BLOCK time in ms"),
+    CFG_INT("enrich_ttl_ms", "LJ_ENRICH_TTL_MS", enrich_ttl_ms, "60000", 0, 86400000, CFG_BOTH,
+            "how long a device's owner (user, customer, org) is cached"),
+    CFG_STR("http_host", "LJ_HTTP_HOST", http_host, "127.0.0.1", CFG_PRODUCER, 0,
+            "address the HTTP server listens on"),
+    CFG_INT("http_port", "LJ_HTTP_PORT", http_port, "8080", 0, 65535, CFG_PRODUCER,
+            "HTTP listen port (0: any free port)"),
+    CFG_STR("log_level", "LJ_LOG_LEVEL", log_level, "info", CFG_BOTH, 0,
+            "debug, info, warn or error"),
+    CFG_INT("max_body_bytes", "LJ_MAX_BODY_BYTES", max_body_bytes, "1048576", 1, 1 << 30,
+            CFG_PRODUCER, "largest request body (413 above)"),
+    CFG_INT("max_depth", "LJ_MAX_DEPTH", max_depth, "32", 1, 1000, CFG_PRODUCER,
+            "deepest JSON nesting (400 above)"),
+    CFG_INT("max_records", "LJ_MAX_RECORDS", max_records, "1000", 1, 1000000, CFG_PRODUCER,
+            "most records in one upload (413 above)"),
+    CFG_STR("pg_dsn", "LJ_PG_DSN", pg_dsn, "host=127.0.0.1 port=5432 dbname=ljwx user=ljwx",
+            CFG_BOTH, CFG_SECRET, "libpq connection string"),
+    CFG_STR("redis_host", "LJ_REDIS_HOST", redis_host, "127.0.0.1", CFG_BOTH, 0,
+            "Redis host"),
+    CFG_STR("redis_password", "LJ_REDIS_PASSWORD", redis_password, "", CFG_BOTH, CFG_SECRET,
+            "Redis password (AUTH); empty: none"),
+    CFG_INT("redis_port", "LJ_REDIS_PORT", redis_port, "6379", 1, 65535, CFG_BOTH,
+            "Redis port"),
+    CFG_STR("status_host", "LJ_STATUS_HOST", status_host, "127.0.0.1", CFG_CONSUMER, 0,
+            "address of the status port (/health, /metrics)"),
+    CFG_INT("status_port", "LJ_STATUS_PORT", status_port, "9101", -1, 65535, CFG_CONSUMER,
+            "status port; 0: any free port, -1: none"),
+    CFG_STR("stream_prefix", "LJ_STREAM_PREFIX", stream_prefix, "", CFG_BOTH, 0,
+            "prefix of every stream and group name (several environments on one Redis)"),
+    CFG_INT("tz_offset_min", "LJ_TZ_OFFSET_MIN", tz_offset_min, "0", -840, 840, CFG_BOTH,
+            "offset from UTC, in minutes, of \"YYYY-MM-DD HH:MM:SS\" device timestamps"),
+    CFG_INT("workers", "LJ_WORKERS", workers, "1", 1, 256, CFG_CONSUMER,
+            "worker threads in this consumer process"),
+};
+
+#define N_OPTIONS (sizeof(options) / sizeof(options[0]))
+
+static int set_value(lj_config *c, const cfg_option *o, const char *v, char *err, size_t errlen)
+{
+    char *p = (char *)c + o->offset;
+    char *end;
+    long n;
+
+    if (o->type == CFG_T_STR) {
+        if (strlen(v) >= o->size) {
+            snprintf(err, errlen, "%s: value longer than %zu bytes", o->name, o->size - 1);
+            return LJ_EINVAL;
+        }
+        memcpy(p, v, strlen(v) + 1);
+        return 0;
+    }
+    errno = 0;
+    n = strtol(v, &end, 10);
+    if (errno != 0 || end == v || *end != '\0' || n < o->min || n > o->max) {
+        snprintf(err, errlen, "%s: expected an integer in %ld..%ld", o->name, o->min, o->max);
+        return LJ_EINVAL;
+    }
+    *(int *)(void *)p = (int)n;
+    return 0;
+}
+
+/* Matches "--http-port" (or "--http_port") against option 'name'. */
+static int flag_matches(const char *flag, size_t flen, const char *name)
+{
+    size_t i;
+
+    if (strlen(name) != flen)
+        return 0;
+    for (i = 0; i < flen; i++) {
+        char f = flag[i] == '-' ? '_' : flag[i];
+        if (f != name[i])
+            return 0;
+    }
+    return 1;
+}
+
+static const cfg_option *find_flag(const char *flag, size_t flen, unsigned prog)
+{
+    size_t i;
+
+    for (i = 0; i < N_OPTIONS; i++)
+        if ((options[i].progs & prog) && flag_matches(flag, flen, options[i].name))
+            return &options[i];
+    return NULL;
+}
+
+static int load_args(lj_config *c, unsigned prog, int argc, char **argv, char *err,
+                     size_t errlen)
+{
+    int i;
+
+    for (i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *eq;
+        const char *val;
+        const cfg_option *o;
+        size_t flen;
+        int rc;
+
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0)
+            return 1;
+        if (strncmp(a, "--", 2) != 0) {
+            snprintf(err, errlen, "unexpected argument '%s' (see --help)", a);
+            return LJ_EINVAL;
+        }
+        a += 2;
+        eq = strchr(a, '=');
+        flen = eq ? (size_t)(eq - a) : strlen(a);
+        if ((o = find_flag(a, flen, prog)) == NULL) {
+            snprintf(err, errlen, "unknown option '--%.*s' (see --help)", (int)flen, a);
+            return LJ_EINVAL;
+        }
+        if (eq) {
+            val = eq + 1;
+        } else if (i + 1 < argc) {
+            val = argv[++i];
+        } else {
+            snprintf(err, errlen, "option '--%s' needs a value", a);
+            return LJ_EINVAL;
+        }
+        if ((rc = set_value(c, o, val, err, errlen)) != 0)
+            return rc;
+    }
+    return 0;
+}
+
+int cfg_load(lj_config *c, unsigned prog, int argc, char **argv, char *err, size_t errlen)
+{
+    size_t i;
+    int rc;
+
+    memset(c, 0, sizeof(*c));
+    for (i = 0; i < N_OPTIONS; i++) {
+        const char *env = getenv(options[i].env);
+
+        if ((rc = set_value(c, &options[i], options[i].def, err, errlen)) != 0)
+            return rc;
+        if (env && (options[i].progs & prog) &&
+            (rc = set_value(c, &options[i], env, err, errlen)) != 0)
+            return rc;
+    }
+    return load_args(c, prog, argc, argv, err, errlen);
+}
+
+void cfg_print_help(FILE *out, unsigned prog, const char *progname)
+{
+    size_t i;
+
+    fprintf(out, "usage: %s [--option value | --option=value]...\n\n"
+                 "Every option may also be set by its environment variable; flags win.\n\n",
+            progname);
+    for (i = 0; i < N_OPTIONS; i++) {
+        const cfg_option *o = &options[i];
+        char flag[64];
+        size_t j;
+
+        if (!(o->progs & prog))
+            continue;
+        snprintf(flag, sizeof(flag), "--%s", o->name);
+        for (j = 2; flag[j]; j++)
+            if (flag[j] == '_')
+                flag[j] = '-';
+        fprintf(out, "  %-18s %-20s %s\n", flag, o->env, o->help);
+        if (o->flags & CFG_SECRET)
+            fprintf(out, "  %-18s %-20s (secret: default not shown)\n", "", "");
+        else
+            fprintf(out, "  %-18s %-20s default: \"%s\"\n", "", "", o->def);
+    }
+}

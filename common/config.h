@@ -1,0 +1,56 @@
+/* config.h -- configuration from defaults, environment and flags.
+ *
+ * One table in config.c describes every setting: its flag (--http-port), its
+ * environment variable (LJ_HTTP_PORT), its default and its help line. Later
+ * sources win: default < environment < command line. --help is printed from
+ * the same table, so the documentation cannot drift from the code. Secrets
+ * (CFG_SECRET) never have their value printed.
+ *
+ * Loaded once at start, before any thread exists; read-only afterwards.
+ */
+#ifndef LJ_COMMON_CONFIG_H
+#define LJ_COMMON_CONFIG_H
+
+#include <stddef.h>
+#include <stdio.h>
+
+/* Which program a setting belongs to. */
+#define CFG_PRODUCER 1u
+#define CFG_CONSUMER 2u
+#define CFG_BOTH (CFG_PRODUCER | CFG_CONSUMER)
+
+typedef struct lj_config {
+    /* shared */
+    char log_level[16];
+    char redis_host[256];
+    int redis_port;
+    char redis_password[256];
+    char pg_dsn[1024];
+    char stream_prefix[64];
+    int tz_offset_min;
+    int enrich_ttl_ms;
+    /* producer */
+    char http_host[64];
+    int http_port;
+    int max_body_bytes;
+    int max_records;
+    int max_depth;
+    char admin_token[256];
+    /* consumer */
+    int workers;
+    int batch_size;
+    int block_ms;
+    char status_host[64];
+    int status_port;
+} lj_config;
+
+/* Fills 'c' for program 'prog' (CFG_PRODUCER or CFG_CONSUMER) from the
+ * defaults, the environment and 'argv'. Returns 0; 1 when --help was asked
+ * for (the help is printed to stdout, the caller exits 0); LJ_EINVAL with a
+ * message in 'err' for an unknown flag or a bad or out-of-range value. */
+int cfg_load(lj_config *c, unsigned prog, int argc, char **argv, char *err, size_t errlen);
+
+/* Prints the usage and every setting of 'prog' with its env var and default. */
+void cfg_print_help(FILE *out, unsigned prog, const char *progname);
+
+#endif

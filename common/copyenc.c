@@ -1,0 +1,79 @@
+#include "copyenc.h"
+
+#include <string.h>
+
+#include "err.h"
+
+int copyenc_text(lj_buf *out, const char *s, size_t n)
+{
+    size_t i;
+    size_t run = 0;     /* start of the pending run of plain bytes */
+
+    if (lj_buf_reserve(out, n) != 0)
+        return LJ_ENOMEM;
+    for (i = 0; i < n; i++) {
+        const char *esc;
+
+        switch (s[i]) {
+        case '\\': esc = "\\\\"; break;
+        case '\t': esc = "\\t"; break;
+        case '\n': esc = "\\n"; break;
+        case '\r': esc = "\\r"; break;
+        default: continue;
+        }
+        if (lj_buf_append(out, s + run, i - run) != 0 || lj_buf_append(out, esc, 2) != 0)
+            return LJ_ENOMEM;
+        run = i + 1;
+    }
+    return lj_buf_append(out, s + run, n - run);
+}
+
+static int put_str(lj_buf *out, const char *s)
+{
+    if (s == NULL || *s == '\0')
+        return lj_buf_append(out, "\\N\t", 3);
+    if (copyenc_text(out, s, strlen(s)) != 0)
+        return LJ_ENOMEM;
+    return lj_buf_append(out, "\t", 1);
+}
+
+static int put_id(lj_buf *out, int64_t id)
+{
+    if (id <= 0)
+        return lj_buf_append(out, "\\N\t", 3);
+    return lj_buf_printf(out, "%lld\t", (long long)id);
+}
+
+static int put_field(lj_buf *out, const rec_health *r, rec_field f)
+{
+    if (!(r->present & (1u << f)))
+        return lj_buf_append(out, "\\N\t", 3);
+    if (rec_field_is_int(f))
+        return lj_buf_printf(out, "%lld\t", (long long)r->num[f]);
+    return lj_buf_printf(out, "%.15g\t", r->num[f]);
+}
+
+int copyenc_health_row(lj_buf *out, const rec_health *r, const copyenc_owner *owner,
+                       const copyenc_meta *meta)
+{
+    static const copyenc_owner nobody = {0, 0, 0};
+    char ts[40];
+    int f;
+
+    if (owner == NULL)
+        owner = &nobody;
+    rec_format_ts(r->ts_ms, ts, sizeof(ts));
+    if (put_str(out, r->device_sn) != 0 || put_str(out, ts) != 0 ||
+        put_id(out, owner->user_id) != 0 || put_id(out, owner->customer_id) != 0 ||
+        put_id(out, owner->org_id) != 0)
+        return LJ_ENOMEM;
+    for (f = 0; f < REC_NUM_FIELDS; f++)
+        if (put_field(out, r, (rec_field)f) != 0)
+            return LJ_ENOMEM;
+    if (put_str(out, r->sleep) != 0 || put_str(out, r->source_method) != 0 ||
+        put_str(out, meta->upload_method) != 0 || put_str(out, meta->stream_id) != 0 ||
+        put_str(out, meta->batch_id) != 0)
+        return LJ_ENOMEM;
+    out->data[out->len - 1] = '\n';    /* the last TAB ends the row */
+    return 0;
+}

@@ -1,0 +1,87 @@
+#include "pg.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "err.h"
+#include "log.h"
+
+PGconn *pg_connect(const char *dsn, const char *app, char *err, size_t errlen)
+{
+    const char *keys[] = {"dbname", "client_encoding", "application_name", NULL};
+    const char *vals[] = {dsn, "UTF8", app, NULL};
+    PGconn *c;
+
+    /* expand_dbname=1: 'dsn' is a full conninfo string; the two settings
+     * after it override whatever it says. */
+    c = PQconnectdbParams(keys, vals, 1);
+    if (c == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    if (PQstatus(c) != CONNECTION_OK) {
+        snprintf(err, errlen, "%s", PQerrorMessage(c));
+        err[strcspn(err, "\n")] = '\0';
+        PQfinish(c);
+        return NULL;
+    }
+    return c;
+}
+
+int pg_failure(PGconn *c)
+{
+    return PQstatus(c) == CONNECTION_OK ? LJ_EPG : LJ_EUNAVAIL;
+}
+
+static int check_result(PGconn *c, PGresult *r, ExecStatusType want, const char *what)
+{
+    int rc = 0;
+
+    if (PQresultStatus(r) != want) {
+        const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+
+        log_error("pg", "%s failed sqlstate=%s: %s", what, state ? state : "-",
+                  PQerrorMessage(c));
+        rc = pg_failure(c);
+    }
+    PQclear(r);
+    return rc;
+}
+
+/* A query may leave more results queued; the next command needs none left. */
+static void drain_results(PGconn *c)
+{
+    PGresult *r;
+
+    while ((r = PQgetResult(c)) != NULL)
+        PQclear(r);
+}
+
+int pg_exec(PGconn *c, const char *sql)
+{
+    return check_result(c, PQexec(c, sql), PGRES_COMMAND_OK, "exec");
+}
+
+int pg_copy_in(PGconn *c, const char *copy_sql, const char *data, size_t len)
+{
+    int rc;
+
+    if ((rc = check_result(c, PQexec(c, copy_sql), PGRES_COPY_IN, "copy start")) != 0)
+        return rc;
+    while (len > 0) {
+        /* PQputCopyData takes an int length: send in bounded pieces. */
+        int piece = len > (1u << 20) ? (1 << 20) : (int)len;
+
+        if (PQputCopyData(c, data, piece) != 1) {
+            PQputCopyEnd(c, "send failed");
+            break;
+        }
+        data += piece;
+        len -= (size_t)piece;
+    }
+    if (len == 0 && PQputCopyEnd(c, NULL) != 1)
+        log_error("pg", "copy end failed: %s", PQerrorMessage(c));
+    rc = check_result(c, PQgetResult(c), PGRES_COMMAND_OK, "copy");
+    drain_results(c);
+    return rc;
+}

@@ -1,0 +1,29 @@
+/* pg.h -- small libpq helpers.
+ *
+ * Blocking calls: use them from a consumer worker thread or a producer
+ * worker thread, never on an event loop. One PGconn per thread. Error text
+ * from the server goes to the log, never to HTTP clients (SECURITY.md).
+ */
+#ifndef LJ_COMMON_PG_H
+#define LJ_COMMON_PG_H
+
+#include <stddef.h>
+
+#include <libpq-fe.h>
+
+/* Connects with client_encoding=UTF8 and 'app' as application_name.
+ * Returns the connection, or NULL with a reason in 'err'. */
+PGconn *pg_connect(const char *dsn, const char *app, char *err, size_t errlen);
+
+/* Runs one parameterless command. 0, LJ_EUNAVAIL when the connection is
+ * lost, LJ_EPG for any other failure (logged). */
+int pg_exec(PGconn *c, const char *sql);
+
+/* Runs 'copy_sql' ("COPY ... FROM STDIN") and sends 'len' bytes of 'data'.
+ * Returns 0 or an error as pg_exec(). */
+int pg_copy_in(PGconn *c, const char *copy_sql, const char *data, size_t len);
+
+/* LJ_EUNAVAIL when 'c' is down, else LJ_EPG: the code for a failed call. */
+int pg_failure(PGconn *c);
+
+#endif

@@ -1,0 +1,62 @@
+#include "rds.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "err.h"
+#include "log.h"
+
+redisContext *rds_connect(const char *host, int port, const char *password, int timeout_ms,
+                          char *err, size_t errlen)
+{
+    struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
+    redisContext *c = redisConnectWithTimeout(host, port, tv);
+    redisReply *r;
+
+    if (c == NULL || c->err) {
+        snprintf(err, errlen, "%s", c ? c->errstr : "out of memory");
+        goto fail;
+    }
+    if (timeout_ms > 0 && redisSetTimeout(c, tv) != REDIS_OK) {
+        snprintf(err, errlen, "cannot set timeout");
+        goto fail;
+    }
+    if (password && *password) {
+        const char *argv[] = {"AUTH", password};
+
+        r = rds_command(c, 2, argv);
+        if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+            snprintf(err, errlen, "AUTH refused");
+            if (r)
+                freeReplyObject(r);
+            goto fail;
+        }
+        freeReplyObject(r);
+    }
+    return c;
+fail:
+    if (c)
+        redisFree(c);
+    return NULL;
+}
+
+redisReply *rds_command(redisContext *c, int argc, const char **argv)
+{
+    return redisCommandArgv(c, argc, argv, NULL);   /* NULL lengths: hiredis uses strlen */
+}
+
+int rds_group_create(redisContext *c, const char *stream, const char *group)
+{
+    const char *argv[] = {"XGROUP", "CREATE", stream, group, "0", "MKSTREAM"};
+    redisReply *r = rds_command(c, 6, argv);
+    int rc = 0;
+
+    if (r == NULL)
+        return LJ_EUNAVAIL;
+    if (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "BUSYGROUP", 9) != 0) {
+        log_error("rds", "XGROUP CREATE %s %s: %s", stream, group, r->str);
+        rc = LJ_EREDIS;
+    }
+    freeReplyObject(r);
+    return rc;
+}

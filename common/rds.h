@@ -1,0 +1,28 @@
+/* rds.h -- small synchronous hiredis helpers (consumer workers, scripts).
+ *
+ * Blocking calls on a redisContext owned by one thread. A context whose
+ * 'err' is set is dead: the caller frees it and reconnects with backoff.
+ * Commands are always built with argv (never client data in a format).
+ */
+#ifndef LJ_COMMON_RDS_H
+#define LJ_COMMON_RDS_H
+
+#include <stddef.h>
+
+#include <hiredis/hiredis.h>
+
+/* Connects (and AUTHs when 'password' is not empty) with 'timeout_ms' as
+ * both connect and command timeout; 0 means no command timeout. Returns the
+ * context or NULL with a reason in 'err'. */
+redisContext *rds_connect(const char *host, int port, const char *password, int timeout_ms,
+                          char *err, size_t errlen);
+
+/* Runs a command of 'argc' NUL-terminated strings. Returns the reply (caller
+ * frees with freeReplyObject) or NULL when the connection failed. */
+redisReply *rds_command(redisContext *c, int argc, const char **argv);
+
+/* Creates consumer group 'group' on 'stream' at ID 0, creating the stream
+ * too (MKSTREAM). An existing group is fine. 0, LJ_EREDIS or LJ_EUNAVAIL. */
+int rds_group_create(redisContext *c, const char *stream, const char *group);
+
+#endif

@@ -1,0 +1,714 @@
+#include "record.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "err.h"
+
+/* ------------------------------------------------------------------------
+ * The field table (SPEC §2.1)
+ * ------------------------------------------------------------------------ */
+
+typedef struct field_spec {
+    const char *column;
+    const char *keys[2];    /* accepted spellings, first wins */
+    int is_int;
+    double min;
+    double max;
+    const char *range;      /* for the rejection reason */
+} field_spec;
+
+static const field_spec fields[REC_NUM_FIELDS] = {
+    [REC_HEART_RATE] = {"heart_rate", {"heart_rate", "heartRate"}, 1, 0, 300, "0..300"},
+    [REC_BLOOD_OXYGEN] = {"blood_oxygen", {"blood_oxygen", "bloodOxygen"}, 1, 0, 100, "0..100"},
+    [REC_TEMPERATURE] = {"temperature", {"body_temperature", "temperature"}, 0, 25.0, 45.0,
+                         "25.0..45.0"},
+    [REC_PRESSURE_HIGH] = {"pressure_high", {"blood_pressure_systolic", "pressureHigh"}, 1, 0,
+                           300, "0..300"},
+    [REC_PRESSURE_LOW] = {"pressure_low", {"blood_pressure_diastolic", "pressureLow"}, 1, 0,
+                          300, "0..300"},
+    [REC_STRESS] = {"stress", {"stress", NULL}, 1, 0, 100, "0..100"},
+    [REC_STEP] = {"step", {"step", NULL}, 1, 0, 2147483647.0, "0..2147483647"},
+    [REC_DISTANCE] = {"distance", {"distance", NULL}, 1, 0, 2147483647.0, "0..2147483647"},
+    [REC_CALORIE] = {"calorie", {"calorie", NULL}, 1, 0, 2147483647.0, "0..2147483647"},
+    [REC_LATITUDE] = {"latitude", {"latitude", NULL}, 0, -90, 90, "-90..90"},
+    [REC_LONGITUDE] = {"longitude", {"longitude", NULL}, 0, -180, 180, "-180..180"},
+    [REC_ALTITUDE] = {"altitude", {"altitude", NULL}, 0, -100000, 100000, "-100000..100000"},
+};
+
+static const char *const sn_keys[] = {"deviceSn", "id", "device_sn"};
+static const char *const sleep_keys[] = {"sleepData", "sleep"};
+
+/* Reading times outside [2000-01-01, 2100-01-01) UTC are refused. */
+#define TS_MIN_MS 946684800000LL
+#define TS_MAX_MS 4102444800000LL
+/* Epoch values at or above this are milliseconds, below it seconds. */
+#define EPOCH_MS_THRESHOLD 100000000000.0
+
+const char *rec_field_column(rec_field f)
+{
+    return fields[f].column;
+}
+
+int rec_field_is_int(rec_field f)
+{
+    return fields[f].is_int;
+}
+
+/* ------------------------------------------------------------------------
+ * Calendar arithmetic (proleptic Gregorian, no TZ or locale involved)
+ * ------------------------------------------------------------------------ */
+
+/* Days since 1970-01-01 of y-m-d (H. Hinnant's days_from_civil). */
+static int64_t days_from_civil(int64_t y, unsigned m, unsigned d)
+{
+    int64_t era;
+    unsigned yoe;
+    unsigned doy;
+    unsigned doe;
+
+    y -= m <= 2;
+    era = (y >= 0 ? y : y - 399) / 400;
+    yoe = (unsigned)(y - era * 400);
+    doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + (int64_t)doe - 719468;
+}
+
+static void civil_from_days(int64_t z, int *y, unsigned *m, unsigned *d)
+{
+    int64_t era;
+    unsigned doe;
+    unsigned yoe;
+    unsigned doy;
+    unsigned mp;
+
+    z += 719468;
+    era = (z >= 0 ? z : z - 146096) / 146097;
+    doe = (unsigned)(z - era * 146097);
+    yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    mp = (5 * doy + 2) / 153;
+    *d = doy - (153 * mp + 2) / 5 + 1;
+    *m = mp < 10 ? mp + 3 : mp - 9;
+    *y = (int)((int64_t)yoe + era * 400 + (*m <= 2));
+}
+
+static int days_in_month(int y, unsigned m)
+{
+    static const int days[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    int leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+
+    return m == 2 && leap ? 29 : days[m - 1];
+}
+
+void rec_format_ts(int64_t ts_ms, char *out, size_t outlen)
+{
+    int64_t secs = ts_ms >= 0 ? ts_ms / 1000 : (ts_ms - 999) / 1000;
+    int ms = (int)(ts_ms - secs * 1000);
+    int64_t days = secs >= 0 ? secs / 86400 : (secs - 86399) / 86400;
+    int64_t sod = secs - days * 86400;
+    int y;
+    unsigned m;
+    unsigned d;
+
+    civil_from_days(days, &y, &m, &d);
+    snprintf(out, outlen, "%04d-%02u-%02u %02d:%02d:%02d.%03d+00", y, m, d, (int)(sod / 3600),
+             (int)(sod / 60 % 60), (int)(sod % 60), ms);
+}
+
+/* ------------------------------------------------------------------------
+ * Pre-scan: depth, UTF-8, NUL (before cJSON sees the bytes)
+ * ------------------------------------------------------------------------ */
+
+/* Length of the valid UTF-8 sequence at 'p' (at most 'n' bytes), 0 if invalid. */
+static size_t utf8_len(const unsigned char *p, size_t n)
+{
+    unsigned c = p[0];
+    size_t len;
+    unsigned cp;
+    size_t i;
+
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xC2 && c <= 0xDF) {
+        len = 2;
+        cp = c & 0x1F;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+        len = 3;
+        cp = c & 0x0F;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        len = 4;
+        cp = c & 0x07;
+    } else {
+        return 0;
+    }
+    if (n < len)
+        return 0;
+    for (i = 1; i < len; i++) {
+        if ((p[i] & 0xC0) != 0x80)
+            return 0;
+        cp = (cp << 6) | (p[i] & 0x3F);
+    }
+    if ((len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) || cp > 0x10FFFF ||
+        (cp >= 0xD800 && cp <= 0xDFFF))
+        return 0;   /* overlong, out of range, or a UTF-16 surrogate */
+    return len;
+}
+
+static int is_hex4_zero(const char *p, size_t n)
+{
+    return n >= 4 && p[0] == '0' && p[1] == '0' && p[2] == '0' && p[3] == '0';
+}
+
+int rec_prescan(const char *body, size_t len, int max_depth)
+{
+    const unsigned char *p = (const unsigned char *)body;
+    int depth = 0;
+    int in_string = 0;
+    size_t i = 0;
+
+    while (i < len) {
+        unsigned char c = p[i];
+        size_t n;
+
+        if (c == 0)
+            return LJ_EPARSE;
+        if (c >= 0x80) {
+            if ((n = utf8_len(p + i, len - i)) == 0)
+                return LJ_EPARSE;
+            i += n;
+            continue;
+        }
+        if (in_string) {
+            if (c == '\\') {
+                if (i + 1 < len && body[i + 1] == 'u' &&
+                    is_hex4_zero(body + i + 2, len - i - 2))
+                    return LJ_EPARSE;   /* cJSON would cut the string at the NUL */
+                i += 2;                 /* the escaped byte cannot end the string */
+                continue;
+            }
+            if (c == '"')
+                in_string = 0;
+        } else if (c == '"') {
+            in_string = 1;
+        } else if (c == '[' || c == '{') {
+            if (++depth > max_depth)
+                return LJ_EDEPTH;
+        } else if (c == ']' || c == '}') {
+            depth--;
+        }
+        i++;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------
+ * Values
+ * ------------------------------------------------------------------------ */
+
+/* The first present, non-null item among 'keys'. */
+static const cJSON *find_key(const cJSON *obj, const char *const *keys, size_t nkeys)
+{
+    size_t i;
+
+    for (i = 0; i < nkeys && keys[i]; i++) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, keys[i]);
+
+        if (v && !cJSON_IsNull(v))
+            return v;
+    }
+    return NULL;
+}
+
+/* A strict decimal number: what strtod accepts minus spaces, hex, inf, nan. */
+static int parse_numeric_string(const char *s, double *out)
+{
+    const char *p;
+    char *end;
+    double v;
+
+    if (*s == '\0')
+        return -1;
+    for (p = s; *p; p++)
+        if (!((*p >= '0' && *p <= '9') || *p == '.' || *p == '-' || *p == '+' || *p == 'e' ||
+              *p == 'E'))
+            return -1;
+    errno = 0;
+    v = strtod(s, &end);
+    if (*end != '\0' || end == s || errno == ERANGE || !isfinite(v))
+        return -1;
+    *out = v;
+    return 0;
+}
+
+/* A JSON number or numeric string as a finite double. 0, or -1. */
+static int number_of(const cJSON *v, double *out)
+{
+    if (cJSON_IsNumber(v)) {
+        if (!isfinite(v->valuedouble))
+            return -1;
+        *out = v->valuedouble;
+        return 0;
+    }
+    if (cJSON_IsString(v) && v->valuestring)
+        return parse_numeric_string(v->valuestring, out);
+    return -1;
+}
+
+static int reject(char *reason, const char *fmt, const char *arg1, const char *arg2)
+{
+    snprintf(reason, REC_REASON_MAX, fmt, arg1, arg2);
+    return LJ_EINVAL;
+}
+
+static int parse_field(const cJSON *obj, rec_field f, rec_health *out, char *reason)
+{
+    const field_spec *fs = &fields[f];
+    const cJSON *v = find_key(obj, fs->keys, 2);
+    double d;
+
+    if (v == NULL)
+        return 0;
+    if (number_of(v, &d) != 0)
+        return reject(reason, "%s must be a number", fs->column, NULL);
+    if (fs->is_int && d != floor(d))
+        return reject(reason, "%s must be an integer", fs->column, NULL);
+    if (d < fs->min || d > fs->max)
+        return reject(reason, "%s out of range %s", fs->column, fs->range);
+    out->num[f] = d;
+    out->present |= 1u << f;
+    return 0;
+}
+
+/* Printable ASCII without spaces, 1..'max' bytes. */
+static int is_token(const char *s, size_t max)
+{
+    size_t n = 0;
+
+    for (; s[n]; n++)
+        if ((unsigned char)s[n] < 0x21 || (unsigned char)s[n] > 0x7E)
+            return 0;
+    return n >= 1 && n <= max;
+}
+
+static int parse_device(const cJSON *obj, rec_health *out, char *reason)
+{
+    const cJSON *v = find_key(obj, sn_keys, 3);
+
+    if (v == NULL)
+        return reject(reason, "device_sn is required (deviceSn, id or device_sn)", NULL, NULL);
+    if (!cJSON_IsString(v) || v->valuestring == NULL)
+        return reject(reason, "device_sn must be a string", NULL, NULL);
+    if (!is_token(v->valuestring, REC_SN_MAX))
+        return reject(reason, "device_sn must be 1..64 printable ASCII characters, no spaces",
+                      NULL, NULL);
+    memcpy(out->device_sn, v->valuestring, strlen(v->valuestring) + 1);
+    return 0;
+}
+
+/* "YYYY-MM-DD HH:MM:SS" at 'tz_offset_min' from UTC, to ms since the epoch. */
+static int parse_datetime(const char *s, int tz_offset_min, int64_t *out)
+{
+    static const char shape[] = "dddd-dd-dd dd:dd:dd";
+    int y;
+    unsigned mo;
+    unsigned d;
+    unsigned h;
+    unsigned mi;
+    unsigned sec;
+    size_t i;
+
+    if (strlen(s) != sizeof(shape) - 1)
+        return -1;
+    for (i = 0; shape[i]; i++)
+        if (shape[i] == 'd' ? (s[i] < '0' || s[i] > '9') : s[i] != shape[i])
+            return -1;
+    y = atoi(s);
+    mo = (unsigned)atoi(s + 5);
+    d = (unsigned)atoi(s + 8);
+    h = (unsigned)atoi(s + 11);
+    mi = (unsigned)atoi(s + 14);
+    sec = (unsigned)atoi(s + 17);
+    if (mo < 1 || mo > 12 || d < 1 || (int)d > days_in_month(y, mo) || h > 23 || mi > 59 ||
+        sec > 59)
+        return -1;
+    *out = ((days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec) -
+            (int64_t)tz_offset_min * 60) * 1000;
+    return 0;
+}
+
+static int parse_timestamp(const cJSON *obj, const rec_opts *o, rec_health *out, char *reason)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, "timestamp");
+    double d;
+
+    if (v == NULL || cJSON_IsNull(v)) {
+        out->ts_ms = o->now_ms;
+        return 0;
+    }
+    if (number_of(v, &d) == 0) {
+        if (d >= EPOCH_MS_THRESHOLD)
+            out->ts_ms = d < 1e15 ? (int64_t)d : TS_MAX_MS;
+        else
+            out->ts_ms = d > -1e12 ? (int64_t)llround(d * 1000.0) : TS_MIN_MS - 1;
+    } else if (!cJSON_IsString(v) || v->valuestring == NULL ||
+               parse_datetime(v->valuestring, o->tz_offset_min, &out->ts_ms) != 0) {
+        return reject(reason, "timestamp must be epoch seconds, epoch milliseconds or "
+                              "\"YYYY-MM-DD HH:MM:SS\"", NULL, NULL);
+    }
+    if (out->ts_ms < TS_MIN_MS || out->ts_ms >= TS_MAX_MS)
+        return reject(reason, "timestamp out of range 2000-01-01..2099-12-31", NULL, NULL);
+    return 0;
+}
+
+static int parse_source(const cJSON *obj, rec_health *out, char *reason)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, "uploadMethod");
+
+    if (v == NULL || cJSON_IsNull(v)) {
+        memcpy(out->source_method, "api", 4);
+        return 0;
+    }
+    if (!cJSON_IsString(v) || v->valuestring == NULL ||
+        !is_token(v->valuestring, REC_SOURCE_MAX))
+        return reject(reason, "uploadMethod must be 1..20 printable ASCII characters", NULL,
+                      NULL);
+    memcpy(out->source_method, v->valuestring, strlen(v->valuestring) + 1);
+    return 0;
+}
+
+static int parse_sleep(const cJSON *obj, rec_health *out, char *reason)
+{
+    const cJSON *v = find_key(obj, sleep_keys, 2);
+
+    if (v == NULL)
+        return 0;
+    if (cJSON_IsString(v) && v->valuestring)
+        out->sleep = strdup(v->valuestring);
+    else
+        out->sleep = cJSON_PrintUnformatted(v);   /* a tree we parsed: compact text */
+    if (out->sleep == NULL)
+        return reject(reason, "out of memory", NULL, NULL);
+    return 0;
+}
+
+/* Validates one record object into 'out'. 0, or LJ_EINVAL with 'reason'. */
+static int parse_record(const cJSON *obj, const rec_opts *o, rec_health *out, char *reason)
+{
+    int f;
+
+    memset(out, 0, sizeof(*out));
+    if (!cJSON_IsObject(obj))
+        return reject(reason, "record must be a JSON object", NULL, NULL);
+    if (parse_device(obj, out, reason) != 0 || parse_timestamp(obj, o, out, reason) != 0 ||
+        parse_source(obj, out, reason) != 0)
+        return LJ_EINVAL;
+    for (f = 0; f < REC_NUM_FIELDS; f++)
+        if (parse_field(obj, (rec_field)f, out, reason) != 0)
+            return LJ_EINVAL;
+    return parse_sleep(obj, out, reason);
+}
+
+/* ------------------------------------------------------------------------
+ * Batches
+ * ------------------------------------------------------------------------ */
+
+void rec_batch_init(rec_batch *b)
+{
+    memset(b, 0, sizeof(*b));
+}
+
+void rec_batch_cleanup(rec_batch *b)
+{
+    size_t i;
+
+    for (i = 0; i < b->n; i++)
+        free(b->recs[i].sleep);
+    free(b->recs);
+    free(b->errs);
+    rec_batch_init(b);
+}
+
+static int grow(void **p, size_t *cap, size_t need, size_t size)
+{
+    size_t ncap;
+    void *np;
+
+    if (need <= *cap)
+        return 0;
+    ncap = *cap ? *cap * 2 : 16;
+    while (ncap < need)
+        ncap *= 2;
+    if ((np = realloc(*p, ncap * size)) == NULL)
+        return LJ_ENOMEM;
+    *p = np;
+    *cap = ncap;
+    return 0;
+}
+
+static int add_error(rec_batch *b, int index, const char *reason)
+{
+    if (grow((void **)&b->errs, &b->errcap, b->nerr + 1, sizeof(*b->errs)) != 0)
+        return LJ_ENOMEM;
+    b->errs[b->nerr].index = index;
+    snprintf(b->errs[b->nerr].reason, REC_REASON_MAX, "%s", reason);
+    b->nerr++;
+    return 0;
+}
+
+static int add_record(rec_batch *b, const cJSON *obj, int index, const rec_opts *o)
+{
+    char reason[REC_REASON_MAX];
+    rec_health r;
+
+    if (parse_record(obj, o, &r, reason) != 0) {
+        free(r.sleep);
+        return add_error(b, index, reason);
+    }
+    if (grow((void **)&b->recs, &b->cap, b->n + 1, sizeof(*b->recs)) != 0) {
+        free(r.sleep);
+        return LJ_ENOMEM;
+    }
+    b->recs[b->n++] = r;
+    return 0;
+}
+
+/* Finds the record list in 'root': the four body shapes. Sets '*single'
+ * when the body holds one record rather than a list. */
+static int find_records(const cJSON *root, rec_batch *out, const cJSON **list, const char **msg)
+{
+    const cJSON *data;
+    const cJSON *bid;
+
+    if (cJSON_IsArray(root)) {
+        *list = root;
+        return 0;
+    }
+    if (!cJSON_IsObject(root))
+        goto bad_shape;
+    data = cJSON_GetObjectItemCaseSensitive(root, "data");
+    if (data == NULL) {
+        *list = root;   /* a bare record */
+        return 0;
+    }
+    if (!cJSON_IsObject(data) && !cJSON_IsArray(data))
+        goto bad_shape;
+    bid = cJSON_GetObjectItemCaseSensitive(root, "batchId");
+    if (bid && !cJSON_IsNull(bid)) {
+        if (!cJSON_IsString(bid) || bid->valuestring == NULL ||
+            !is_token(bid->valuestring, REC_BATCH_ID_MAX)) {
+            *msg = "batchId must be a string of at most 64 characters";
+            return LJ_EPARSE;
+        }
+        memcpy(out->batch_id, bid->valuestring, strlen(bid->valuestring) + 1);
+    }
+    *list = data;
+    return 0;
+bad_shape:
+    *msg = "body must be a record, a list of records, or {\"data\": ...}";
+    return LJ_EPARSE;
+}
+
+static int parse_records(const cJSON *list, const rec_opts *o, rec_batch *out, const char **msg)
+{
+    const cJSON *item;
+    size_t count;
+    int i = 0;
+
+    if (!cJSON_IsArray(list)) {
+        out->total = 1;
+        return add_record(out, list, 0, o);
+    }
+    count = (size_t)cJSON_GetArraySize(list);
+    if (count == 0) {
+        *msg = "no records in upload";
+        return LJ_ENOREC;
+    }
+    if (count > o->max_records) {
+        *msg = "too many records in one upload";
+        return LJ_ETOOBIG;
+    }
+    out->total = count;
+    cJSON_ArrayForEach(item, list) {
+        if (add_record(out, item, i++, o) != 0)
+            return LJ_ENOMEM;
+    }
+    return 0;
+}
+
+int rec_parse_body(const char *body, size_t len, const rec_opts *opts, rec_batch *out,
+                   const char **msg)
+{
+    const char *end = NULL;
+    const cJSON *list;
+    cJSON *root = NULL;
+    char *copy;
+    int rc;
+
+    *msg = NULL;
+    if ((rc = rec_prescan(body, len, opts->max_depth)) != 0) {
+        *msg = rc == LJ_EDEPTH ? "JSON nested too deeply"
+                               : "body is not valid UTF-8 or contains a NUL";
+        return rc;
+    }
+    if ((copy = malloc(len + 1)) == NULL) {
+        *msg = "out of memory";
+        return LJ_ENOMEM;
+    }
+    memcpy(copy, body, len);
+    copy[len] = '\0';
+    root = cJSON_ParseWithLengthOpts(copy, len + 1, &end, 1);
+    if (root == NULL) {
+        *msg = "body is not valid JSON";
+        rc = LJ_EPARSE;
+        goto out;
+    }
+    if ((rc = find_records(root, out, &list, msg)) != 0)
+        goto out;
+    if ((rc = parse_records(list, opts, out, msg)) != 0 && *msg == NULL)
+        *msg = "out of memory";
+out:
+    if (rc != 0)
+        rec_batch_cleanup(out);
+    cJSON_Delete(root);
+    free(copy);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------
+ * The normalised payload
+ * ------------------------------------------------------------------------ */
+
+static int record_to_json(const rec_health *r, lj_buf *out)
+{
+    int f;
+
+    if (lj_buf_puts(out, "{\"device_sn\":") != 0 ||
+        lj_buf_json_str(out, r->device_sn, strlen(r->device_sn)) != 0 ||
+        lj_buf_printf(out, ",\"ts\":%lld", (long long)r->ts_ms) != 0)
+        return LJ_ENOMEM;
+    for (f = 0; f < REC_NUM_FIELDS; f++) {
+        if (!(r->present & (1u << f)))
+            continue;
+        if (fields[f].is_int ? lj_buf_printf(out, ",\"%s\":%lld", fields[f].column,
+                                             (long long)r->num[f])
+                             : lj_buf_printf(out, ",\"%s\":%.15g", fields[f].column, r->num[f]))
+            return LJ_ENOMEM;
+    }
+    if (r->sleep && (lj_buf_puts(out, ",\"sleep\":") != 0 ||
+                     lj_buf_json_str(out, r->sleep, strlen(r->sleep)) != 0))
+        return LJ_ENOMEM;
+    if (lj_buf_puts(out, ",\"source_method\":") != 0 ||
+        lj_buf_json_str(out, r->source_method, strlen(r->source_method)) != 0)
+        return LJ_ENOMEM;
+    return lj_buf_puts(out, "}");
+}
+
+int rec_batch_to_json(const rec_batch *b, lj_buf *out)
+{
+    size_t i;
+
+    if (lj_buf_puts(out, "[") != 0)
+        return LJ_ENOMEM;
+    for (i = 0; i < b->n; i++)
+        if ((i && lj_buf_puts(out, ",") != 0) || record_to_json(&b->recs[i], out) != 0)
+            return LJ_ENOMEM;
+    return lj_buf_puts(out, "]");
+}
+
+static int string_item(const cJSON *obj, const char *key, char *dst, size_t max, int required)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+    size_t n;
+
+    if (v == NULL)
+        return required ? -1 : 0;
+    if (!cJSON_IsString(v) || v->valuestring == NULL)
+        return -1;
+    n = strlen(v->valuestring);
+    if (n > max || (required && n == 0))
+        return -1;
+    memcpy(dst, v->valuestring, n + 1);
+    return 0;
+}
+
+static int record_from_json(const cJSON *obj, rec_health *r)
+{
+    const cJSON *ts = cJSON_GetObjectItemCaseSensitive(obj, "ts");
+    const cJSON *sleep = cJSON_GetObjectItemCaseSensitive(obj, "sleep");
+    int f;
+
+    memset(r, 0, sizeof(*r));
+    if (!cJSON_IsObject(obj) || string_item(obj, "device_sn", r->device_sn, REC_SN_MAX, 1) ||
+        string_item(obj, "source_method", r->source_method, REC_SOURCE_MAX, 1) ||
+        !cJSON_IsNumber(ts) || ts->valuedouble != floor(ts->valuedouble) ||
+        ts->valuedouble < TS_MIN_MS || ts->valuedouble >= TS_MAX_MS)
+        return -1;
+    r->ts_ms = (int64_t)ts->valuedouble;
+    for (f = 0; f < REC_NUM_FIELDS; f++) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, fields[f].column);
+
+        if (v == NULL)
+            continue;
+        if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble))
+            return -1;
+        r->num[f] = v->valuedouble;
+        r->present |= 1u << f;
+    }
+    if (sleep) {
+        if (!cJSON_IsString(sleep) || sleep->valuestring == NULL ||
+            (r->sleep = strdup(sleep->valuestring)) == NULL)
+            return -1;
+    }
+    return 0;
+}
+
+int rec_batch_from_json(const char *json, size_t len, rec_batch *out)
+{
+    const char *end = NULL;
+    const cJSON *item;
+    cJSON *root;
+    char *copy;
+    size_t first = out->n;
+    int rc = 0;
+
+    if ((copy = malloc(len + 1)) == NULL)
+        return LJ_ENOMEM;
+    memcpy(copy, json, len);
+    copy[len] = '\0';
+    root = cJSON_ParseWithLengthOpts(copy, len + 1, &end, 1);
+    if (root == NULL || !cJSON_IsArray(root)) {
+        rc = LJ_EPARSE;
+        goto out;
+    }
+    cJSON_ArrayForEach(item, root) {
+        rec_health r;
+
+        if (record_from_json(item, &r) != 0) {
+            free(r.sleep);
+            rc = LJ_EPARSE;
+            break;
+        }
+        if (grow((void **)&out->recs, &out->cap, out->n + 1, sizeof(*out->recs)) != 0) {
+            free(r.sleep);
+            rc = LJ_ENOMEM;
+            break;
+        }
+        out->recs[out->n++] = r;
+        out->total++;
+    }
+    if (rc != 0) {
+        while (out->n > first)
+            free(out->recs[--out->n].sleep);
+    }
+out:
+    cJSON_Delete(root);
+    free(copy);
+    return rc;
+}

@@ -1,0 +1,72 @@
+/* store.h -- store a batch of normalised health records in one transaction.
+ *
+ * The one piece of code that writes health rows, called by the consumer
+ * (upload_method "stream_v2") and by the producer's legacy path
+ * ("optimized"):
+ *
+ *     owners of the batch's devices        -- enrich_lookup(), cached
+ *     BEGIN
+ *     COPY health_staging FROM STDIN        -- every record, with its owner
+ *     INSERT INTO t_user_health_data SELECT ... FROM health_staging
+ *         ON CONFLICT (device_sn, ts) DO NOTHING RETURNING ...
+ *       + INSERT INTO t_alert_info ...      -- rules matched by the new rows
+ *     COMMIT
+ *
+ * so a redelivered batch, or the same reading sent twice on either path,
+ * never makes a second row (nor a second alert): it is counted in
+ * 'duplicates' instead. Blocking; one PGconn per thread.
+ */
+#ifndef LJ_COMMON_STORE_H
+#define LJ_COMMON_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <libpq-fe.h>
+
+#include "enrich.h"
+#include "record.h"
+
+/* The records of one upload (one stream entry) and where they came from. */
+typedef struct store_item {
+    const rec_health *recs;
+    size_t n;
+    const char *stream_id;  /* entry ID, or NULL on the legacy path */
+    const char *batch_id;   /* the upload's batchId, or NULL */
+} store_item;
+
+/* An alert raised by a batch, for notifiers (alert_stream) after COMMIT. */
+typedef struct store_alert {
+    int64_t id;
+    int64_t user_id;                /* 0 when the device is unbound */
+    char device_sn[REC_SN_MAX + 1];
+    char alert_type[33];            /* the metric, e.g. "heart_rate" */
+    char level[17];                 /* minor, major, critical */
+    char time[32];                  /* reading time, ISO 8601 UTC */
+    double value;
+} store_alert;
+
+/* What a stored batch did. Owns 'alerts': release with store_stats_cleanup(). */
+typedef struct store_stats {
+    size_t inserted;
+    size_t duplicates;
+    size_t unbound;                 /* records of devices bound to nobody */
+    store_alert *alerts;
+    size_t nalerts;
+} store_stats;
+
+void store_stats_cleanup(store_stats *st);
+
+/* Creates this session's staging table. Call once after every connect.
+ * 0, or an error as pg_exec(). */
+int store_prepare(PGconn *pg);
+
+/* Stores the records of 'n' items in one transaction, rows tagged with
+ * 'upload_method' and their owners from 'cache' (NULL: no enrichment). On 0
+ * the transaction is committed and 'st' (zeroed first) says what it did. On
+ * error nothing is stored (rolled back): LJ_EUNAVAIL when the connection is
+ * lost, LJ_EPG when the server refused the data, LJ_ENOMEM. */
+int store_health_batch(PGconn *pg, enrich_cache *cache, const store_item *items, size_t n,
+                       const char *upload_method, store_stats *st);
+
+#endif

@@ -1,0 +1,648 @@
+#include "http_server.h"
+
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+
+/* ------------------------------------------------------------------------
+ * Types
+ * ------------------------------------------------------------------------ */
+
+enum conn_state {
+    CONN_READING,   /* feeding bytes to the parser */
+    CONN_HANDLING,  /* a complete request is with the handler */
+    CONN_FLUSHING,  /* answered with Connection: close; closes after the write */
+    CONN_CLOSING    /* uv_close() called; freed when the last ref goes */
+};
+
+#define FIELD_MAX 32    /* header names we care about are shorter */
+
+struct http_conn {
+    uv_tcp_t tcp;
+    http_server *srv;
+    http_parser parser;
+    enum conn_state state;
+    int refs;               /* the uv handle, plus one while a request is deferred */
+    int deferred;
+    int in_process;         /* inside process_input(): do not re-enter */
+    int headers_scanned;    /* this request's header block passed scan_header_block() */
+    int keep_alive;
+    int read_paused;        /* too much pipelined input waiting: reads stopped */
+    int err_status;         /* set by a parser callback that refused the request */
+    const char *err_msg;
+    lj_buf in;              /* received bytes; in.data[in_off..] not parsed yet */
+    size_t in_off;
+    lj_buf url;
+    lj_buf body;
+    char field[FIELD_MAX + 1];
+    size_t field_len;
+    int in_value;           /* last callback was on_header_value */
+    char auth[HTTP_AUTH_MAX + 1];
+    size_t auth_len;
+    char remote[INET6_ADDRSTRLEN];
+    int loopback;
+    http_request req;
+    http_conn *prev;
+    http_conn *next;
+};
+
+struct http_server {
+    uv_loop_t *loop;
+    uv_tcp_t listener;
+    http_limits lim;
+    http_handler_fn handler;
+    void *handler_arg;
+    http_conn *conns;       /* every open connection, for http_server_close() */
+    int closing;
+    char readbuf[65536];    /* one loop thread: reads are copied out at once */
+};
+
+typedef struct write_req {
+    uv_write_t w;
+    char *data;
+} write_req;
+
+static http_parser_settings parser_settings;
+
+static void process_input(http_conn *c);
+static void conn_close(http_conn *c);
+
+/* ------------------------------------------------------------------------
+ * Connection lifetime
+ * ------------------------------------------------------------------------ */
+
+static void conn_unref(http_conn *c)
+{
+    if (--c->refs > 0)
+        return;
+    lj_buf_cleanup(&c->in);
+    lj_buf_cleanup(&c->url);
+    lj_buf_cleanup(&c->body);
+    free(c);
+}
+
+static void on_conn_closed(uv_handle_t *h)
+{
+    conn_unref(h->data);
+}
+
+static void conn_close(http_conn *c)
+{
+    http_server *s = c->srv;
+
+    if (c->state == CONN_CLOSING)
+        return;
+    c->state = CONN_CLOSING;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        s->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
+}
+
+static void reset_request(http_conn *c)
+{
+    lj_buf_reset(&c->url);
+    lj_buf_reset(&c->body);
+    c->field_len = 0;
+    c->in_value = 0;
+    c->auth_len = 0;
+    c->auth[0] = '\0';
+    c->err_status = 0;
+    c->err_msg = NULL;
+}
+
+/* ------------------------------------------------------------------------
+ * Strict framing: the header block is checked before the parser sees it
+ * ------------------------------------------------------------------------ */
+
+static int refuse(http_conn *c, int status, const char *msg)
+{
+    c->err_status = status;
+    c->err_msg = msg;
+    return -1;
+}
+
+/* Checks the header block that starts at the unparsed input. Returns 1 when
+ * a whole, clean block is there, 0 when more bytes are needed, -1 when the
+ * request is refused (c->err_status set). Rules (SECURITY.md): every line
+ * ends in CRLF (no bare CR or LF), no NUL or other control byte but HTAB, no
+ * line folding, and the size limits of SPEC §2.3. */
+static int scan_header_block(http_conn *c)
+{
+    const http_limits *lim = &c->srv->lim;
+    const unsigned char *p = (const unsigned char *)c->in.data + c->in_off;
+    size_t n = c->in.len - c->in_off;
+    size_t i = 0;
+    size_t start;
+    size_t line_start;
+    int lines = 0;
+
+    while (i + 1 < n && p[i] == '\r' && p[i + 1] == '\n')
+        i += 2;     /* RFC 9112 §2.2: empty lines before a request are ignored */
+    start = line_start = i;
+    for (; i < n; i++) {
+        unsigned char ch = p[i];
+
+        if (ch == '\r') {
+            size_t len = i - line_start;
+
+            if (i + 1 >= n)
+                return 0;
+            if (p[i + 1] != '\n')
+                return refuse(c, 400, "bare CR in header");
+            if (lines == 0 && len > lim->max_request_line)
+                return refuse(c, 414, "request line too long");
+            if (lines > 0 && len == 0)
+                return 1;
+            if (lines > 0 && len > lim->max_header_line)
+                return refuse(c, 431, "header line too long");
+            if (++lines > lim->max_headers + 1)
+                return refuse(c, 431, "too many headers");
+            i++;
+            line_start = i + 1;
+            continue;
+        }
+        if (ch == '\n')
+            return refuse(c, 400, "bare LF in header");
+        if ((ch < 0x20 && ch != '\t') || ch == 0x7f)
+            return refuse(c, 400, "control character in header");
+        if (lines > 0 && i == line_start && (ch == ' ' || ch == '\t'))
+            return refuse(c, 400, "folded header line");
+        if (lines == 0 && i - line_start >= lim->max_request_line)
+            return refuse(c, 414, "request line too long");
+        if (i - start >= lim->max_header_block)
+            return refuse(c, 431, "header block too large");
+    }
+    return 0;
+}
+
+/* RFC 9110 tchar. */
+static int is_tchar(unsigned char ch)
+{
+    static const char extra[] = "!#$%&'*+-.^_`|~";
+
+    return (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+           (ch != '\0' && strchr(extra, ch) != NULL);
+}
+
+/* ------------------------------------------------------------------------
+ * Parser callbacks
+ * ------------------------------------------------------------------------ */
+
+static int on_message_begin(http_parser *p)
+{
+    reset_request(p->data);
+    return 0;
+}
+
+static int on_url(http_parser *p, const char *at, size_t len)
+{
+    http_conn *c = p->data;
+
+    return lj_buf_append(&c->url, at, len) == 0 ? 0 : refuse(c, 500, "out of memory");
+}
+
+static int on_header_field(http_parser *p, const char *at, size_t len)
+{
+    http_conn *c = p->data;
+    size_t i;
+
+    for (i = 0; i < len; i++)
+        if (!is_tchar((unsigned char)at[i]))
+            return refuse(c, 400, "invalid header name");
+    if (c->in_value) {
+        c->in_value = 0;
+        c->field_len = 0;
+    }
+    for (i = 0; i < len && c->field_len < FIELD_MAX; i++)
+        c->field[c->field_len++] = (char)(at[i] | 0x20);     /* lower case */
+    if (i < len)
+        c->field_len = FIELD_MAX;   /* too long to be a name we read */
+    c->field[c->field_len] = '\0';
+    return 0;
+}
+
+static int on_header_value(http_parser *p, const char *at, size_t len)
+{
+    http_conn *c = p->data;
+
+    c->in_value = 1;
+    if (c->field_len == 13 && memcmp(c->field, "authorization", 13) == 0) {
+        if (c->auth_len + len > HTTP_AUTH_MAX)
+            return refuse(c, 431, "authorization header too long");
+        memcpy(c->auth + c->auth_len, at, len);
+        c->auth_len += len;
+        c->auth[c->auth_len] = '\0';
+    }
+    return 0;
+}
+
+static int on_headers_complete(http_parser *p)
+{
+    http_conn *c = p->data;
+
+    if (p->method == HTTP_POST && !(p->flags & (F_CHUNKED | F_CONTENTLENGTH)))
+        return refuse(c, 411, "Content-Length required");
+    if ((p->flags & F_CONTENTLENGTH) && p->content_length > c->srv->lim.max_body)
+        return refuse(c, 413, "body too large");
+    return 0;
+}
+
+static int on_body(http_parser *p, const char *at, size_t len)
+{
+    http_conn *c = p->data;
+
+    if (c->body.len + len > c->srv->lim.max_body)
+        return refuse(c, 413, "body too large");
+    return lj_buf_append(&c->body, at, len) == 0 ? 0 : refuse(c, 500, "out of memory");
+}
+
+static int on_message_complete(http_parser *p)
+{
+    http_conn *c = p->data;
+
+    c->keep_alive = http_should_keep_alive(p);
+    http_parser_pause(p, 1);    /* one request at a time: answers stay in order */
+    return 0;
+}
+
+/* ------------------------------------------------------------------------
+ * Request dispatch and input processing
+ * ------------------------------------------------------------------------ */
+
+static void dispatch(http_conn *c)
+{
+    http_request *r = &c->req;
+    char *q;
+
+    if (lj_buf_append(&c->body, "", 0) != 0 || lj_buf_append(&c->url, "", 0) != 0) {
+        conn_close(c);
+        return;
+    }
+    q = strchr(c->url.data, '?');
+    if (q)
+        *q++ = '\0';
+    r->conn = c;
+    r->method = (enum http_method)c->parser.method;
+    r->path = c->url.data;
+    r->query = q ? q : "";
+    r->body = c->body.data;
+    r->body_len = c->body.len;
+    r->authorization = c->auth;
+    r->remote_addr = c->remote;
+    r->remote_is_loopback = c->loopback;
+    c->state = CONN_HANDLING;
+    c->srv->handler(r, c->srv->handler_arg);
+    if (c->state == CONN_HANDLING && !c->deferred) {
+        log_error("http", "handler returned without an answer path=%s", r->path);
+        http_respond_error(r, 500, "internal error");
+    }
+}
+
+/* Status for a parser error that our callbacks did not set. */
+static int parser_error_status(enum http_errno e, const char **msg)
+{
+    switch (e) {
+    case HPE_INVALID_TRANSFER_ENCODING:
+        *msg = "only the chunked transfer coding is supported";
+        return 501;
+    case HPE_UNEXPECTED_CONTENT_LENGTH:
+        *msg = "conflicting Content-Length or Transfer-Encoding";
+        return 400;
+    case HPE_HEADER_OVERFLOW:
+        *msg = "header block too large";
+        return 431;
+    default:
+        *msg = http_errno_description(e);
+        return 400;
+    }
+}
+
+static void fail_request(http_conn *c, int status, const char *msg)
+{
+    http_request *r = &c->req;
+
+    /* The request may be half-parsed: answer on a minimal request. */
+    r->conn = c;
+    r->path = "";
+    c->keep_alive = 0;
+    c->state = CONN_HANDLING;
+    log_info("http", "refused status=%d remote=%s reason=\"%s\"", status, c->remote, msg);
+    http_respond_error(r, status, msg);
+}
+
+static void compact_input(http_conn *c)
+{
+    if (c->in_off == c->in.len) {
+        c->in_off = 0;
+        if (c->in.cap > 16384)
+            lj_buf_cleanup(&c->in);     /* idle connections keep no large buffer */
+        else
+            lj_buf_reset(&c->in);
+    }
+}
+
+static void process_input(http_conn *c)
+{
+    c->in_process = 1;
+    while (c->state == CONN_READING && c->in_off < c->in.len) {
+        size_t n;
+        enum http_errno e;
+
+        if (!c->headers_scanned) {
+            int rc = scan_header_block(c);
+
+            if (rc == 0)
+                break;
+            if (rc < 0) {
+                fail_request(c, c->err_status, c->err_msg);
+                break;
+            }
+            c->headers_scanned = 1;
+        }
+        n = http_parser_execute(&c->parser, &parser_settings, c->in.data + c->in_off,
+                                c->in.len - c->in_off);
+        c->in_off += n;
+        e = HTTP_PARSER_ERRNO(&c->parser);
+        if (c->err_status) {
+            fail_request(c, c->err_status, c->err_msg);
+        } else if (e == HPE_PAUSED) {
+            http_parser_pause(&c->parser, 0);
+            c->headers_scanned = 0;     /* the next bytes start a new request */
+            dispatch(c);
+        } else if (e != HPE_OK) {
+            const char *msg;
+            int status = parser_error_status(e, &msg);
+
+            fail_request(c, status, msg);
+        }
+    }
+    if (c->state != CONN_CLOSING)
+        compact_input(c);
+    c->in_process = 0;
+}
+
+/* ------------------------------------------------------------------------
+ * libuv callbacks
+ * ------------------------------------------------------------------------ */
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    http_conn *c = h->data;
+
+    (void)suggested;
+    buf->base = c->srv->readbuf;
+    buf->len = sizeof(c->srv->readbuf);
+}
+
+static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
+{
+    http_conn *c = s->data;
+
+    if (n < 0) {
+        conn_close(c);
+        return;
+    }
+    if (n == 0 || (c->state != CONN_READING && c->state != CONN_HANDLING))
+        return;
+    if (lj_buf_append(&c->in, buf->base, (size_t)n) != 0) {
+        conn_close(c);
+        return;
+    }
+    if (c->state == CONN_READING) {
+        process_input(c);
+    } else if (c->in.len - c->in_off > c->srv->lim.max_body + c->srv->lim.max_header_block) {
+        /* A client pipelining faster than we answer waits in TCP, not in our memory. */
+        c->read_paused = 1;
+        uv_read_stop(s);
+    }
+}
+
+static void on_write(uv_write_t *w, int status)
+{
+    write_req *wr = (write_req *)w;
+    http_conn *c = w->handle->data;
+
+    free(wr->data);
+    free(wr);
+    if (status < 0 || c->state == CONN_FLUSHING)
+        conn_close(c);
+}
+
+static void set_remote(http_conn *c)
+{
+    struct sockaddr_storage ss;
+    int len = sizeof(ss);
+
+    c->remote[0] = '\0';
+    c->loopback = 0;
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) != 0)
+        return;
+    if (ss.ss_family == AF_INET) {
+        struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+
+        uv_ip4_name(a, c->remote, sizeof(c->remote));
+        c->loopback = (ntohl(a->sin_addr.s_addr) >> 24) == 127;
+    } else if (ss.ss_family == AF_INET6) {
+        struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+
+        uv_ip6_name(a, c->remote, sizeof(c->remote));
+        c->loopback = strcmp(c->remote, "::1") == 0 || strncmp(c->remote, "::ffff:127.", 11) == 0;
+    }
+}
+
+static void on_connection(uv_stream_t *listener, int status)
+{
+    http_server *s = listener->data;
+    http_conn *c;
+
+    if (status < 0 || s->closing)
+        return;
+    if ((c = calloc(1, sizeof(*c))) == NULL)
+        return;
+    c->srv = s;
+    c->refs = 1;
+    c->state = CONN_READING;
+    http_parser_init(&c->parser, HTTP_REQUEST);
+    c->parser.data = c;
+    uv_tcp_init(s->loop, &c->tcp);
+    c->tcp.data = c;
+    c->next = s->conns;
+    if (s->conns)
+        s->conns->prev = c;
+    s->conns = c;
+    if (uv_accept(listener, (uv_stream_t *)&c->tcp) != 0) {
+        conn_close(c);
+        return;
+    }
+    uv_tcp_nodelay(&c->tcp, 1);
+    set_remote(c);
+    if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) != 0)
+        conn_close(c);
+}
+
+/* ------------------------------------------------------------------------
+ * Responses
+ * ------------------------------------------------------------------------ */
+
+void http_defer(http_request *req)
+{
+    req->conn->deferred = 1;
+    req->conn->refs++;
+}
+
+static int write_response(http_conn *c, int status, const char *extra_headers,
+                          const char *body, size_t body_len)
+{
+    const char *conn_hdr = c->keep_alive ? "keep-alive" : "close";
+    write_req *wr;
+    lj_buf out;
+    uv_buf_t b;
+    size_t len;
+
+    lj_buf_init(&out);
+    if (lj_buf_printf(&out,
+                      "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
+                      "Content-Length: %zu\r\nConnection: %s\r\n%s\r\n",
+                      status, http_status_str((enum http_status)status), body_len, conn_hdr,
+                      extra_headers ? extra_headers : "") != 0 ||
+        lj_buf_append(&out, body, body_len) != 0 || (wr = malloc(sizeof(*wr))) == NULL) {
+        lj_buf_cleanup(&out);
+        return -1;
+    }
+    wr->data = lj_buf_take(&out, &len);
+    b = uv_buf_init(wr->data, (unsigned int)len);
+    if (uv_write(&wr->w, (uv_stream_t *)&c->tcp, &b, 1, on_write) != 0) {
+        free(wr->data);
+        free(wr);
+        return -1;
+    }
+    return 0;
+}
+
+void http_respond(http_request *req, int status, const char *extra_headers, const char *body,
+                  size_t body_len)
+{
+    http_conn *c = req->conn;
+    int was_deferred = c->deferred;
+
+    c->deferred = 0;
+    if (c->state == CONN_HANDLING) {
+        if (status >= 400)
+            c->keep_alive = 0;
+        if (write_response(c, status, extra_headers, body, body_len) != 0) {
+            conn_close(c);
+        } else if (!c->keep_alive) {
+            c->state = CONN_FLUSHING;
+            uv_read_stop((uv_stream_t *)&c->tcp);
+        } else {
+            reset_request(c);
+            c->state = CONN_READING;
+            if (!c->in_process)
+                process_input(c);
+            if (c->read_paused && c->state == CONN_READING) {
+                c->read_paused = 0;
+                uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+            }
+        }
+    }
+    if (was_deferred)
+        conn_unref(c);
+}
+
+void http_respond_error(http_request *req, int status, const char *msg)
+{
+    lj_buf b;
+
+    lj_buf_init(&b);
+    if (lj_buf_puts(&b, "{\"status\":\"error\",\"message\":") != 0 ||
+        lj_buf_json_str(&b, msg, strlen(msg)) != 0 || lj_buf_puts(&b, "}") != 0) {
+        lj_buf_cleanup(&b);
+        conn_close(req->conn);
+        return;
+    }
+    http_respond(req, status, NULL, b.data, b.len);
+    lj_buf_cleanup(&b);
+}
+
+/* ------------------------------------------------------------------------
+ * Server
+ * ------------------------------------------------------------------------ */
+
+void http_limits_default(http_limits *lim, size_t max_body)
+{
+    lim->max_body = max_body;
+    lim->max_request_line = 2048;
+    lim->max_header_block = 8192;
+    lim->max_header_line = 4096;
+    lim->max_headers = 64;
+}
+
+http_server *http_server_new(uv_loop_t *loop, const http_limits *lim, http_handler_fn fn,
+                             void *arg)
+{
+    http_server *s = calloc(1, sizeof(*s));
+
+    if (s == NULL)
+        return NULL;
+    s->loop = loop;
+    s->lim = *lim;
+    s->handler = fn;
+    s->handler_arg = arg;
+    parser_settings.on_message_begin = on_message_begin;
+    parser_settings.on_url = on_url;
+    parser_settings.on_header_field = on_header_field;
+    parser_settings.on_header_value = on_header_value;
+    parser_settings.on_headers_complete = on_headers_complete;
+    parser_settings.on_body = on_body;
+    parser_settings.on_message_complete = on_message_complete;
+    /* Process-global; our own scan already caps the block at lim->max_header_block. */
+    http_parser_set_max_header_size((uint32_t)lim->max_header_block + 2);
+    uv_tcp_init(loop, &s->listener);
+    s->listener.data = s;
+    return s;
+}
+
+int http_server_listen(http_server *s, const char *host, int port)
+{
+    struct sockaddr_storage addr;
+    int rc;
+
+    if (uv_ip4_addr(host, port, (struct sockaddr_in *)&addr) != 0 &&
+        (rc = uv_ip6_addr(host, port, (struct sockaddr_in6 *)&addr)) != 0)
+        return rc;
+    if ((rc = uv_tcp_bind(&s->listener, (struct sockaddr *)&addr, 0)) != 0)
+        return rc;
+    return uv_listen((uv_stream_t *)&s->listener, 1024, on_connection);
+}
+
+int http_server_port(const http_server *s)
+{
+    struct sockaddr_storage ss;
+    int len = sizeof(ss);
+
+    if (uv_tcp_getsockname(&s->listener, (struct sockaddr *)&ss, &len) != 0)
+        return -1;
+    if (ss.ss_family == AF_INET6)
+        return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+    return ntohs(((struct sockaddr_in *)&ss)->sin_port);
+}
+
+void http_server_close(http_server *s)
+{
+    s->closing = 1;
+    uv_close((uv_handle_t *)&s->listener, NULL);
+    while (s->conns)
+        conn_close(s->conns);
+}
+
+void http_server_free(http_server *s)
+{
+    free(s);
+}

@@ -1,0 +1,80 @@
+/* http_server.h -- HTTP/1.1 server on a libuv loop (SPEC §2.3).
+ *
+ * Accepts connections, frames requests strictly (RFC 9112, stricter than
+ * http-parser: see SECURITY.md), enforces the size limits, and hands each
+ * complete request to one handler. Requests on a connection are handled one
+ * at a time, so pipelined requests are answered in order.
+ *
+ * Runs on one loop thread. The handler may answer at once with
+ * http_respond(), or later (after a Redis reply): it calls http_defer()
+ * before returning and http_respond() exactly once afterwards. A deferred
+ * request keeps its connection's memory alive; if the client went away
+ * meanwhile the response is dropped.
+ */
+#ifndef LJ_PRODUCER_HTTP_SERVER_H
+#define LJ_PRODUCER_HTTP_SERVER_H
+
+#include <stddef.h>
+
+#include <http_parser.h>
+#include <uv.h>
+
+#include "buf.h"
+
+typedef struct http_server http_server;
+typedef struct http_conn http_conn;
+
+typedef struct http_limits {
+    size_t max_body;            /* 413 above */
+    size_t max_request_line;    /* 414 above */
+    size_t max_header_block;    /* 431 above */
+    size_t max_header_line;     /* 431 above */
+    int max_headers;            /* 431 above */
+} http_limits;
+
+#define HTTP_AUTH_MAX 512
+
+/* One request, valid until http_respond(). The strings are NUL-terminated
+ * and owned by the connection. */
+typedef struct http_request {
+    http_conn *conn;
+    enum http_method method;
+    const char *path;           /* without the query string */
+    const char *query;          /* "" when none */
+    const char *body;
+    size_t body_len;
+    const char *authorization;  /* "" when absent */
+    const char *remote_addr;    /* "127.0.0.1" */
+    int remote_is_loopback;
+} http_request;
+
+typedef void (*http_handler_fn)(http_request *req, void *arg);
+
+/* Fills 'lim' with the SPEC §2.3 defaults and 'max_body'. */
+void http_limits_default(http_limits *lim, size_t max_body);
+
+/* Returns a server that will call 'fn' with 'arg' for each request, or NULL. */
+http_server *http_server_new(uv_loop_t *loop, const http_limits *lim, http_handler_fn fn,
+                             void *arg);
+/* Listens on 'host':'port' (0: any free port). 0 or a negative UV_E* code. */
+int http_server_listen(http_server *s, const char *host, int port);
+/* The port actually bound. */
+int http_server_port(const http_server *s);
+/* Stops accepting and closes every connection. Call once, then run the loop
+ * until it has no more handles and call http_server_free(). */
+void http_server_close(http_server *s);
+void http_server_free(http_server *s);
+
+/* Keeps 'req' valid after the handler returns; answer with http_respond(). */
+void http_defer(http_request *req);
+
+/* Sends the response to 'req': status line, Content-Type application/json,
+ * Content-Length, 'extra_headers' (each line ending in CRLF, or NULL) and
+ * 'body'. A 4xx/5xx status closes the connection after the write. */
+void http_respond(http_request *req, int status, const char *extra_headers, const char *body,
+                  size_t body_len);
+
+/* Convenience: {"status":"error","message":<msg>} with 'status'. */
+void http_respond_error(http_request *req, int status, const char *msg);
+
+#endif

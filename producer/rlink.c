@@ -1,0 +1,177 @@
+#include "rlink.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <hiredis/adapters/libuv.h>
+#include <hiredis/async.h>
+
+#include "err.h"
+#include "log.h"
+
+#define BACKOFF_MIN_MS 100
+#define BACKOFF_MAX_MS 5000
+
+struct rlink {
+    uv_loop_t *loop;
+    uv_timer_t retry;
+    redisAsyncContext *ac;  /* NULL while disconnected */
+    int ready;
+    int closing;
+    unsigned backoff_ms;
+    char host[256];
+    int port;
+    char password[256];
+};
+
+typedef struct pending {
+    rlink_cb cb;
+    void *arg;
+} pending;
+
+static void link_connect(rlink *l);
+
+static void on_retry(uv_timer_t *t)
+{
+    link_connect(t->data);
+}
+
+static void retry_later(rlink *l)
+{
+    l->ac = NULL;
+    l->ready = 0;
+    if (l->closing)
+        return;
+    uv_timer_start(&l->retry, on_retry, l->backoff_ms, 0);
+    l->backoff_ms = l->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : l->backoff_ms * 2;
+}
+
+static void on_connect(const redisAsyncContext *ac, int status)
+{
+    rlink *l = ac->data;
+
+    if (status != REDIS_OK) {
+        log_warn("rlink", "connect to %s:%d failed: %s; retry in %u ms", l->host, l->port,
+                 ac->errstr, l->backoff_ms);
+        retry_later(l);     /* hiredis frees 'ac' after this returns */
+        return;
+    }
+    log_info("rlink", "connected to %s:%d", l->host, l->port);
+    l->ready = 1;
+    l->backoff_ms = BACKOFF_MIN_MS;
+}
+
+static void on_disconnect(const redisAsyncContext *ac, int status)
+{
+    rlink *l = ac->data;
+
+    if (status != REDIS_OK)
+        log_warn("rlink", "lost %s:%d: %s", l->host, l->port, ac->errstr);
+    retry_later(l);
+}
+
+static void on_auth(redisAsyncContext *ac, void *reply, void *arg)
+{
+    redisReply *r = reply;
+
+    (void)arg;
+    if (r && r->type == REDIS_REPLY_ERROR) {
+        log_error("rlink", "AUTH refused");
+        redisAsyncDisconnect(ac);
+    }
+}
+
+static void link_connect(rlink *l)
+{
+    redisAsyncContext *ac = redisAsyncConnect(l->host, l->port);
+
+    if (ac == NULL || ac->err) {
+        log_warn("rlink", "connect to %s:%d failed: %s", l->host, l->port,
+                 ac ? ac->errstr : "out of memory");
+        if (ac)
+            redisAsyncFree(ac);
+        retry_later(l);
+        return;
+    }
+    ac->data = l;
+    if (redisLibuvAttach(ac, l->loop) != REDIS_OK) {
+        redisAsyncFree(ac);
+        retry_later(l);
+        return;
+    }
+    redisAsyncSetConnectCallback(ac, on_connect);
+    redisAsyncSetDisconnectCallback(ac, on_disconnect);
+    l->ac = ac;
+    if (l->password[0]) {
+        const char *argv[] = {"AUTH", l->password};
+        size_t lens[] = {4, strlen(l->password)};
+
+        /* Queued first, so it reaches Redis before any command. */
+        redisAsyncCommandArgv(ac, on_auth, NULL, 2, argv, lens);
+    }
+}
+
+rlink *rlink_new(uv_loop_t *loop, const char *host, int port, const char *password)
+{
+    rlink *l = calloc(1, sizeof(*l));
+
+    if (l == NULL)
+        return NULL;
+    l->loop = loop;
+    l->port = port;
+    l->backoff_ms = BACKOFF_MIN_MS;
+    snprintf(l->host, sizeof(l->host), "%s", host);
+    snprintf(l->password, sizeof(l->password), "%s", password ? password : "");
+    uv_timer_init(loop, &l->retry);
+    l->retry.data = l;
+    link_connect(l);
+    return l;
+}
+
+int rlink_ready(const rlink *l)
+{
+    return l->ready;
+}
+
+static void on_reply(redisAsyncContext *ac, void *reply, void *arg)
+{
+    pending *p = arg;
+
+    (void)ac;
+    p->cb(reply, p->arg);
+    free(p);
+}
+
+int rlink_command(rlink *l, int argc, const char **argv, const size_t *lens, rlink_cb cb,
+                  void *arg)
+{
+    pending *p;
+
+    if (!l->ready || l->ac == NULL)
+        return LJ_EUNAVAIL;
+    if ((p = malloc(sizeof(*p))) == NULL)
+        return LJ_ENOMEM;
+    p->cb = cb;
+    p->arg = arg;
+    if (redisAsyncCommandArgv(l->ac, on_reply, p, argc, argv, lens) != REDIS_OK) {
+        free(p);
+        return LJ_EUNAVAIL;
+    }
+    return 0;
+}
+
+static void on_timer_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+void rlink_close(rlink *l)
+{
+    l->closing = 1;
+    /* Not a graceful disconnect: that would wait for replies after 'l' is
+     * gone. Pending callbacks run now with NULL replies. */
+    if (l->ac)
+        redisAsyncFree(l->ac);
+    uv_close((uv_handle_t *)&l->retry, on_timer_closed);
+}

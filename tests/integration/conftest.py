@@ -1,0 +1,243 @@
+"""Integration harness: real redis-server and postgres processes on free
+loopback ports in a temporary folder, the schema applied with the project's
+migration runner, and the producer/consumer binaries run as real processes.
+
+Servers live for the whole session; each test gets its own stream prefix, so
+tests never see each other's streams, and uses its own device serials.
+"""
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+
+import psycopg
+import pytest
+import redis
+import requests
+
+TOP = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+BIN = os.environ.get("LJ_BIN_DIR", os.path.join(TOP, "build", "asan"))
+PG_BIN = "/usr/lib/postgresql/15/bin"
+IS_ROOT = os.geteuid() == 0
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(cond, timeout=10.0, interval=0.05, what="condition"):
+    """Polls cond() until it returns a truthy value; fails the test after timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = cond()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def as_pg(cmd):
+    """postgres refuses to run as root: run its tools as the postgres user then."""
+    return ["runuser", "-u", "postgres", "--"] + cmd if IS_ROOT else cmd
+
+
+class Servers:
+    def __init__(self, tmp):
+        self.tmp = tmp
+        self.redis_port = free_port()
+        self.pg_port = free_port()
+        self.redis_dir = os.path.join(tmp, "redis")
+        self.pg_dir = os.path.join(tmp, "pg")
+        self.dsn = f"host=127.0.0.1 port={self.pg_port} dbname=ljwx user=ljwx"
+        self.redis_proc = None
+
+    # -- redis ------------------------------------------------------------
+    def start_redis(self):
+        os.makedirs(self.redis_dir, exist_ok=True)
+        log = open(os.path.join(self.redis_dir, "redis.log"), "ab")
+        self.redis_proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1",
+             "--dir", self.redis_dir, "--appendonly", "yes", "--appendfsync", "everysec",
+             "--save", "", "--maxmemory", "512mb", "--maxmemory-policy", "noeviction"],
+            stdout=log, stderr=subprocess.STDOUT)
+        r = self.redis()
+        wait_for(lambda: self._ping(r), what="redis to start")
+
+    def stop_redis(self):
+        if self.redis_proc and self.redis_proc.poll() is None:
+            self.redis_proc.terminate()
+            self.redis_proc.wait(10)
+
+    def redis(self):
+        return redis.Redis(host="127.0.0.1", port=self.redis_port, decode_responses=True)
+
+    @staticmethod
+    def _ping(r):
+        try:
+            return r.ping()
+        except redis.exceptions.ConnectionError:
+            return False
+
+    # -- postgres ---------------------------------------------------------
+    def start_pg(self):
+        data = os.path.join(self.pg_dir, "data")
+        if not os.path.exists(data):
+            os.makedirs(self.pg_dir, exist_ok=True)
+            if IS_ROOT:
+                shutil.chown(self.tmp, "postgres")
+                shutil.chown(self.pg_dir, "postgres")
+            subprocess.run(as_pg([f"{PG_BIN}/initdb", "-D", data, "-U", "postgres", "-A",
+                                  "trust", "-E", "UTF8", "--locale=C.UTF-8"]),
+                           check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(as_pg([f"{PG_BIN}/pg_ctl", "-D", data, "-l",
+                              os.path.join(self.pg_dir, "postgres.log"), "-w", "-s", "start",
+                              "-o", f"-p {self.pg_port} -k {self.pg_dir} "
+                                    "-c listen_addresses=127.0.0.1 -c fsync=off"]),
+                       check=True)
+
+    def stop_pg(self):
+        data = os.path.join(self.pg_dir, "data")
+        if os.path.exists(os.path.join(data, "postmaster.pid")):
+            subprocess.run(as_pg([f"{PG_BIN}/pg_ctl", "-D", data, "-m", "fast", "-w", "-s",
+                                  "stop"]), check=False)
+
+    def create_db(self):
+        with psycopg.connect(f"host=127.0.0.1 port={self.pg_port} dbname=postgres "
+                             "user=postgres", autocommit=True) as c:
+            c.execute("CREATE ROLE ljwx LOGIN")
+            c.execute("CREATE DATABASE ljwx OWNER ljwx")
+
+    def migrate(self):
+        return subprocess.run([os.path.join(TOP, "scripts", "migrate.sh"), "--dsn", self.dsn],
+                              check=True, capture_output=True, text=True)
+
+    def sql(self, query, params=None):
+        with psycopg.connect(self.dsn, autocommit=True) as c:
+            cur = c.execute(query, params)
+            return cur.fetchall() if cur.description else None
+
+
+@pytest.fixture(scope="session")
+def servers():
+    tmp = tempfile.mkdtemp(prefix="ljwx-it-")
+    s = Servers(tmp)
+    try:
+        s.start_redis()
+        s.start_pg()
+        s.create_db()
+        s.migrate()
+        yield s
+    finally:
+        s.stop_redis()
+        s.stop_pg()
+        if not os.environ.get("LJ_KEEP_TMP"):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+class Proc:
+    """A producer or consumer process; stop() asserts a clean exit (0), which
+    under the sanitizer build also means no leak and no UB report."""
+
+    def __init__(self, name, argv, env, log_path):
+        self.name = name
+        self.log_path = log_path
+        self.log = open(log_path, "ab")
+        self.p = subprocess.Popen(argv, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+
+    def alive(self):
+        return self.p.poll() is None
+
+    def output(self):
+        with open(self.log_path, "r", errors="replace") as f:
+            return f.read()
+
+    def stop(self, sig=signal.SIGTERM, timeout=15):
+        if self.alive():
+            self.p.send_signal(sig)
+            try:
+                self.p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait()
+                pytest.fail(f"{self.name} did not stop within {timeout}s:\n{self.output()}")
+        self.log.close()
+        return self.p.returncode
+
+
+class Stack:
+    """Producer and consumers of one test, on their own stream prefix."""
+
+    def __init__(self, servers, tmp_path):
+        self.s = servers
+        self.tmp = tmp_path
+        self.prefix = f"t{uuid.uuid4().hex[:8]}:"
+        self.http_port = free_port()
+        self.url = f"http://127.0.0.1:{self.http_port}"
+        self.procs = []
+
+    def env(self, **extra):
+        env = dict(os.environ)
+        env.update({
+            "LJ_REDIS_HOST": "127.0.0.1", "LJ_REDIS_PORT": str(self.s.redis_port),
+            "LJ_PG_DSN": self.s.dsn, "LJ_STREAM_PREFIX": self.prefix,
+            "LJ_HTTP_HOST": "127.0.0.1", "LJ_HTTP_PORT": str(self.http_port),
+            "LJ_LOG_LEVEL": "debug", "LJ_BLOCK_MS": "200",
+            "ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0:exitcode=86",
+            "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1",
+        })
+        env.update({k: str(v) for k, v in extra.items()})
+        return env
+
+    def _start(self, name, args, env):
+        proc = Proc(name, [os.path.join(BIN, name)] + list(args), env,
+                    str(self.tmp / f"{name}-{len(self.procs)}.log"))
+        self.procs.append(proc)
+        return proc
+
+    def producer(self, *args, **env):
+        proc = self._start("ljwx-producer", args, self.env(**env))
+
+        def up():
+            if not proc.alive():
+                pytest.fail(f"producer exited:\n{proc.output()}")
+            try:
+                return requests.get(self.url + "/api/health", timeout=1).status_code == 200
+            except requests.ConnectionError:
+                return False
+        wait_for(up, what="producer to answer /api/health")
+        return proc
+
+    def consumer(self, *args, **env):
+        return self._start("ljwx-consumer", args, self.env(**env))
+
+    def post(self, path, body, **kw):
+        kw.setdefault("timeout", 10)
+        data = body if isinstance(body, (bytes, str)) else __import__("json").dumps(body)
+        return requests.post(self.url + path, data=data, **kw)
+
+    def stream(self, kind="health_data_stream"):
+        return self.prefix + kind
+
+    def stop_all(self):
+        failures = []
+        for proc in reversed(self.procs):
+            rc = proc.stop()
+            if rc != 0:
+                failures.append(f"{proc.name} exited {rc}:\n{proc.output()[-4000:]}")
+        return failures
+
+
+@pytest.fixture
+def stack(servers, tmp_path):
+    st = Stack(servers, tmp_path)
+    yield st
+    failures = st.stop_all()
+    if failures:
+        pytest.fail("\n".join(failures))

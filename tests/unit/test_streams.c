@@ -1,0 +1,69 @@
+/* Stream naming and the device hash used for routing and shards. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "streams.h"
+
+static void test_names_carry_the_prefix(void **state)
+{
+    char out[STREAM_NAME_MAX];
+
+    (void)state;
+    stream_name(out, sizeof(out), "", STREAM_HEALTH);
+    assert_string_equal(out, "health_data_stream");
+    stream_name(out, sizeof(out), "staging:", STREAM_DEVICE);
+    assert_string_equal(out, "staging:device_info_stream");
+    stream_name(out, sizeof(out), NULL, STREAM_EVENT);
+    assert_string_equal(out, "common_event_stream");
+    stream_group(out, sizeof(out), "", STREAM_HEALTH);
+    assert_string_equal(out, "health_processors");
+    stream_group(out, sizeof(out), "p:", STREAM_DEVICE);
+    assert_string_equal(out, "p:device_processors");
+    stream_group(out, sizeof(out), "", STREAM_EVENT);
+    assert_string_equal(out, "event_processors");
+    assert_string_equal(stream_message_type(STREAM_HEALTH), "health_data");
+}
+
+static void test_hash_is_fnv1a(void **state)
+{
+    (void)state;
+    /* Published FNV-1a 32-bit test vectors: the value is part of the
+     * routing contract between producer instances. */
+    assert_int_equal(stream_hash("", 0), 0x811c9dc5u);
+    assert_int_equal(stream_hash("a", 1), 0xe40c292cu);
+    assert_int_equal(stream_hash("foobar", 6), 0xbf9cf968u);
+}
+
+static void test_hash_spreads_serials(void **state)
+{
+    char sn[32];
+    int buckets[10] = {0};
+    int i;
+
+    (void)state;
+    for (i = 0; i < 10000; i++) {
+        int n = snprintf(sn, sizeof(sn), "WATCH-%06d", i);
+        buckets[stream_hash(sn, (size_t)n) % 10000 / 1000]++;
+    }
+    for (i = 0; i < 10; i++) {
+        assert_true(buckets[i] > 800);
+        assert_true(buckets[i] < 1200);
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_names_carry_the_prefix),
+        cmocka_unit_test(test_hash_is_fnv1a),
+        cmocka_unit_test(test_hash_spreads_serials),
+    };
+
+    return cmocka_run_group_tests_name("streams", tests, NULL, NULL);
+}
