@@ -12,12 +12,14 @@ bin=${LJ_BIN_DIR:-$top/build}
 
 pids=()
 stop() {
+    trap "" PIPE    # a closed terminal or pipe must not cut the clean-up short
     trap - INT TERM EXIT
     echo
     echo "run: stopping"
     for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
     for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
     "$here/stack.sh" stop
+    exit 0
 }
 trap stop INT TERM EXIT
 
