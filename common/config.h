@@ -42,6 +42,12 @@ typedef struct lj_config {
     int block_ms;
     char status_host[64];
     int status_port;
+    int device_workers;
+    int event_workers;
+    int max_deliveries;
+    int claim_idle_ms;
+    int upkeep_interval_ms;
+    int stale_consumer_ms;
 } lj_config;
 
 /* Fills 'c' for program 'prog' (CFG_PRODUCER or CFG_CONSUMER) from the

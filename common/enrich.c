@@ -131,8 +131,10 @@ static int fetch(enrich_cache *c, PGconn *pg, const lj_buf *missing, const char 
 
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
         log_error("enrich", "lookup failed: %s", PQerrorMessage(pg));
+        int rc = pg_failure(pg, r);
+
         PQclear(r);
-        return pg_failure(pg);
+        return rc;
     }
     /* Everything asked for is first remembered as unbound, then bound rows
      * overwrite their entries. */

@@ -28,9 +28,15 @@ PGconn *pg_connect(const char *dsn, const char *app, char *err, size_t errlen)
     return c;
 }
 
-int pg_failure(PGconn *c)
+int pg_failure(PGconn *c, const PGresult *r)
 {
-    return PQstatus(c) == CONNECTION_OK ? LJ_EPG : LJ_EUNAVAIL;
+    const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+
+    if (PQstatus(c) != CONNECTION_OK)
+        return LJ_EUNAVAIL;
+    if (state && (strncmp(state, "22", 2) == 0 || strncmp(state, "23", 2) == 0))
+        return LJ_EPOISON;
+    return LJ_EPG;
 }
 
 static int check_result(PGconn *c, PGresult *r, ExecStatusType want, const char *what)
@@ -42,7 +48,7 @@ static int check_result(PGconn *c, PGresult *r, ExecStatusType want, const char 
 
         log_error("pg", "%s failed sqlstate=%s: %s", what, state ? state : "-",
                   PQerrorMessage(c));
-        rc = pg_failure(c);
+        rc = pg_failure(c, r);
     }
     PQclear(r);
     return rc;

@@ -15,15 +15,19 @@
  * Returns the connection, or NULL with a reason in 'err'. */
 PGconn *pg_connect(const char *dsn, const char *app, char *err, size_t errlen);
 
-/* Runs one parameterless command. 0, LJ_EUNAVAIL when the connection is
- * lost, LJ_EPG for any other failure (logged). */
+/* Runs one parameterless command. 0, or a failure as pg_failure() (logged). */
 int pg_exec(PGconn *c, const char *sql);
 
 /* Runs 'copy_sql' ("COPY ... FROM STDIN") and sends 'len' bytes of 'data'.
  * Returns 0 or an error as pg_exec(). */
 int pg_copy_in(PGconn *c, const char *copy_sql, const char *data, size_t len);
 
-/* LJ_EUNAVAIL when 'c' is down, else LJ_EPG: the code for a failed call. */
-int pg_failure(PGconn *c);
+/* The code for a failed call whose result is 'r' (may be NULL):
+ * LJ_EUNAVAIL when the connection is down; LJ_EPOISON when the server
+ * refused the data itself (SQLSTATE class 22, data exception, or 23,
+ * integrity violation), which no retry will change; else LJ_EPG (a
+ * transient failure such as a deadlock, a timeout or a serialization
+ * failure, worth retrying). */
+int pg_failure(PGconn *c, const PGresult *r);
 
 #endif

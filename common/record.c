@@ -286,8 +286,7 @@ static int parse_field(const cJSON *obj, rec_field f, rec_health *out, char *rea
     return 0;
 }
 
-/* Printable ASCII without spaces, 1..'max' bytes. */
-static int is_token(const char *s, size_t max)
+int rec_is_token(const char *s, size_t max)
 {
     size_t n = 0;
 
@@ -305,7 +304,7 @@ static int parse_device(const cJSON *obj, rec_health *out, char *reason)
         return reject(reason, "device_sn is required (deviceSn, id or device_sn)", NULL, NULL);
     if (!cJSON_IsString(v) || v->valuestring == NULL)
         return reject(reason, "device_sn must be a string", NULL, NULL);
-    if (!is_token(v->valuestring, REC_SN_MAX))
+    if (!rec_is_token(v->valuestring, REC_SN_MAX))
         return reject(reason, "device_sn must be 1..64 printable ASCII characters, no spaces",
                       NULL, NULL);
     memcpy(out->device_sn, v->valuestring, strlen(v->valuestring) + 1);
@@ -343,27 +342,29 @@ static int parse_datetime(const char *s, int tz_offset_min, int64_t *out)
     return 0;
 }
 
-static int parse_timestamp(const cJSON *obj, const rec_opts *o, rec_health *out, char *reason)
+int rec_read_ts(const cJSON *obj, const rec_opts *o, int64_t *ts_ms, char *reason)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, "timestamp");
+    int64_t ts;
     double d;
 
     if (v == NULL || cJSON_IsNull(v)) {
-        out->ts_ms = o->now_ms;
+        *ts_ms = o->now_ms;
         return 0;
     }
     if (number_of(v, &d) == 0) {
         if (d >= EPOCH_MS_THRESHOLD)
-            out->ts_ms = d < 1e15 ? (int64_t)d : TS_MAX_MS;
+            ts = d < 1e15 ? (int64_t)d : TS_MAX_MS;
         else
-            out->ts_ms = d > -1e12 ? (int64_t)llround(d * 1000.0) : TS_MIN_MS - 1;
+            ts = d > -1e12 ? (int64_t)llround(d * 1000.0) : TS_MIN_MS - 1;
     } else if (!cJSON_IsString(v) || v->valuestring == NULL ||
-               parse_datetime(v->valuestring, o->tz_offset_min, &out->ts_ms) != 0) {
+               parse_datetime(v->valuestring, o->tz_offset_min, &ts) != 0) {
         return reject(reason, "timestamp must be epoch seconds, epoch milliseconds or "
                               "\"YYYY-MM-DD HH:MM:SS\"", NULL, NULL);
     }
-    if (out->ts_ms < TS_MIN_MS || out->ts_ms >= TS_MAX_MS)
+    if (ts < TS_MIN_MS || ts >= TS_MAX_MS)
         return reject(reason, "timestamp out of range 2000-01-01..2099-12-31", NULL, NULL);
+    *ts_ms = ts;
     return 0;
 }
 
@@ -376,7 +377,7 @@ static int parse_source(const cJSON *obj, rec_health *out, char *reason)
         return 0;
     }
     if (!cJSON_IsString(v) || v->valuestring == NULL ||
-        !is_token(v->valuestring, REC_SOURCE_MAX))
+        !rec_is_token(v->valuestring, REC_SOURCE_MAX))
         return reject(reason, "uploadMethod must be 1..20 printable ASCII characters", NULL,
                       NULL);
     memcpy(out->source_method, v->valuestring, strlen(v->valuestring) + 1);
@@ -406,7 +407,7 @@ static int parse_record(const cJSON *obj, const rec_opts *o, rec_health *out, ch
     memset(out, 0, sizeof(*out));
     if (!cJSON_IsObject(obj))
         return reject(reason, "record must be a JSON object", NULL, NULL);
-    if (parse_device(obj, out, reason) != 0 || parse_timestamp(obj, o, out, reason) != 0 ||
+    if (parse_device(obj, out, reason) != 0 || rec_read_ts(obj, o, &out->ts_ms, reason) != 0 ||
         parse_source(obj, out, reason) != 0)
         return LJ_EINVAL;
     for (f = 0; f < REC_NUM_FIELDS; f++)
@@ -502,7 +503,7 @@ static int find_records(const cJSON *root, rec_batch *out, const cJSON **list, c
     bid = cJSON_GetObjectItemCaseSensitive(root, "batchId");
     if (bid && !cJSON_IsNull(bid)) {
         if (!cJSON_IsString(bid) || bid->valuestring == NULL ||
-            !is_token(bid->valuestring, REC_BATCH_ID_MAX)) {
+            !rec_is_token(bid->valuestring, REC_BATCH_ID_MAX)) {
             *msg = "batchId must be a string of at most 64 characters";
             return LJ_EPARSE;
         }
@@ -542,17 +543,14 @@ static int parse_records(const cJSON *list, const rec_opts *o, rec_batch *out, c
     return 0;
 }
 
-int rec_parse_body(const char *body, size_t len, const rec_opts *opts, rec_batch *out,
+int rec_json_parse(const char *body, size_t len, int max_depth, cJSON **root,
                    const char **msg)
 {
     const char *end = NULL;
-    const cJSON *list;
-    cJSON *root = NULL;
     char *copy;
     int rc;
 
-    *msg = NULL;
-    if ((rc = rec_prescan(body, len, opts->max_depth)) != 0) {
+    if ((rc = rec_prescan(body, len, max_depth)) != 0) {
         *msg = rc == LJ_EDEPTH ? "JSON nested too deeply"
                                : "body is not valid UTF-8 or contains a NUL";
         return rc;
@@ -563,12 +561,27 @@ int rec_parse_body(const char *body, size_t len, const rec_opts *opts, rec_batch
     }
     memcpy(copy, body, len);
     copy[len] = '\0';
-    root = cJSON_ParseWithLengthOpts(copy, len + 1, &end, 1);
-    if (root == NULL) {
+    /* The length counts the NUL, and require_null_terminated refuses any
+     * byte after the value. */
+    *root = cJSON_ParseWithLengthOpts(copy, len + 1, &end, 1);
+    free(copy);
+    if (*root == NULL) {
         *msg = "body is not valid JSON";
-        rc = LJ_EPARSE;
-        goto out;
+        return LJ_EPARSE;
     }
+    return 0;
+}
+
+int rec_parse_body(const char *body, size_t len, const rec_opts *opts, rec_batch *out,
+                   const char **msg)
+{
+    const cJSON *list;
+    cJSON *root = NULL;
+    int rc;
+
+    *msg = NULL;
+    if ((rc = rec_json_parse(body, len, opts->max_depth, &root, msg)) != 0)
+        return rc;
     if ((rc = find_records(root, out, &list, msg)) != 0)
         goto out;
     if ((rc = parse_records(list, opts, out, msg)) != 0 && *msg == NULL)
@@ -577,7 +590,6 @@ out:
     if (rc != 0)
         rec_batch_cleanup(out);
     cJSON_Delete(root);
-    free(copy);
     return rc;
 }
 

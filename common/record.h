@@ -121,6 +121,22 @@ int rec_batch_to_json(const rec_batch *b, lj_buf *out);
  * by the caller, records appended). LJ_EPARSE when it is not that form. */
 int rec_batch_from_json(const char *json, size_t len, rec_batch *out);
 
+/* Building blocks shared with report.c (device info and events). */
+struct cJSON;
+
+/* rec_prescan(), then a cJSON parse that refuses trailing bytes. On 0
+ * '*root' is the tree (the caller deletes it); else LJ_EPARSE, LJ_EDEPTH or
+ * LJ_ENOMEM with a client message in 'msg'. */
+int rec_json_parse(const char *body, size_t len, int max_depth, struct cJSON **root,
+                   const char **msg);
+
+/* The reading time of 'obj' (its "timestamp", or opts->now_ms): 0, or
+ * LJ_EINVAL with a reason in 'reason' (REC_REASON_MAX bytes). */
+int rec_read_ts(const struct cJSON *obj, const rec_opts *opts, int64_t *ts_ms, char *reason);
+
+/* Nonzero when 's' is 1..'max' bytes of printable ASCII without spaces. */
+int rec_is_token(const char *s, size_t max);
+
 /* Formats 'ts_ms' as "YYYY-MM-DD HH:MM:SS.mmm+00" into 'out' (>= 32 bytes). */
 void rec_format_ts(int64_t ts_ms, char *out, size_t outlen);
 

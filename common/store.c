@@ -10,6 +10,7 @@
 #include "err.h"
 #include "log.h"
 #include "pg.h"
+#include "report.h"
 
 /* Session-local and emptied by every COMMIT or ROLLBACK, so a failed batch
  * leaves nothing behind for the next one. */
@@ -133,45 +134,99 @@ static void read_alert(const PGresult *r, int row, store_alert *a)
     a->id = strtoll(PQgetvalue(r, row, 1), NULL, 10);
     snprintf(a->device_sn, sizeof(a->device_sn), "%s", PQgetvalue(r, row, 2));
     snprintf(a->alert_type, sizeof(a->alert_type), "%s", PQgetvalue(r, row, 3));
-    a->value = strtod(PQgetvalue(r, row, 4), NULL);
+    a->value = PQgetisnull(r, row, 4) ? 0 : strtod(PQgetvalue(r, row, 4), NULL);
     snprintf(a->level, sizeof(a->level), "%s", PQgetvalue(r, row, 5));
     snprintf(a->time, sizeof(a->time), "%s", PQgetvalue(r, row, 6));
     a->user_id = PQgetisnull(r, row, 7) ? 0 : strtoll(PQgetvalue(r, row, 7), NULL, 10);
 }
 
-/* Runs the merge and reads the inserted count and the raised alerts. */
-static int merge_staging(PGconn *pg, store_stats *st)
+/* Reads a result of the shape (inserted count, alert columns...): adds the
+ * count to 'st' and appends the alerts of its rows. */
+static int collect(const PGresult *r, store_stats *st)
 {
-    PGresult *r = PQexec(pg, merge_sql);
-    int rows;
+    int rows = PQntuples(r);
+    store_alert *grown;
     int i;
-    int rc = 0;
+
+    if (rows == 0)
+        return 0;
+    st->inserted += (size_t)strtoull(PQgetvalue(r, 0, 0), NULL, 10);
+    if (PQgetisnull(r, 0, 1))
+        return 0;
+    grown = realloc(st->alerts, (st->nalerts + (size_t)rows) * sizeof(*grown));
+    if (grown == NULL)
+        return LJ_ENOMEM;
+    st->alerts = grown;
+    for (i = 0; i < rows; i++)
+        read_alert(r, i, &st->alerts[st->nalerts++]);
+    return 0;
+}
+
+/* Runs 'r' (already executed) through collect(); PQclear()s it. */
+static int take_result(PGconn *pg, PGresult *r, store_stats *st, const char *what)
+{
+    int rc;
 
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        log_error("store", "merge failed: %s", PQerrorMessage(pg));
-        rc = pg_failure(pg);
-        goto out;
+        log_error("store", "%s failed sqlstate=%s: %s", what,
+                  PQresultErrorField(r, PG_DIAG_SQLSTATE) ? PQresultErrorField(r, PG_DIAG_SQLSTATE)
+                                                          : "-",
+                  PQerrorMessage(pg));
+        rc = pg_failure(pg, r);
+    } else {
+        rc = collect(r, st);
     }
-    rows = PQntuples(r);
-    st->inserted = rows > 0 ? (size_t)strtoull(PQgetvalue(r, 0, 0), NULL, 10) : 0;
-    if (rows == 0 || PQgetisnull(r, 0, 1))
-        goto out;
-    if ((st->alerts = calloc((size_t)rows, sizeof(*st->alerts))) == NULL) {
-        rc = LJ_ENOMEM;
-        goto out;
-    }
-    for (i = 0; i < rows; i++)
-        read_alert(r, i, &st->alerts[i]);
-    st->nalerts = (size_t)rows;
-out:
     PQclear(r);
     return rc;
+}
+
+/* BEGIN, 'body' (which runs the statements), COMMIT; ROLLBACK on failure.
+ * On failure 'st' is emptied. */
+typedef int (*txn_body)(PGconn *pg, const void *arg, store_stats *st);
+
+static int in_transaction(PGconn *pg, txn_body body, const void *arg, store_stats *st)
+{
+    int rc;
+
+    if ((rc = pg_exec(pg, "BEGIN")) != 0)
+        goto failed;
+    if ((rc = body(pg, arg, st)) != 0) {
+        if (PQstatus(pg) == CONNECTION_OK)
+            pg_exec(pg, "ROLLBACK");
+        goto failed;
+    }
+    if ((rc = pg_exec(pg, "COMMIT")) != 0)
+        goto failed;    /* a failed COMMIT has already ended the transaction */
+    return 0;
+failed:
+    store_stats_cleanup(st);
+    st->inserted = 0;
+    return rc;
+}
+
+/* ------------------------------------------------------------------------
+ * Health records
+ * ------------------------------------------------------------------------ */
+
+typedef struct health_job {
+    const lj_buf *data;
+} health_job;
+
+static int health_body(PGconn *pg, const void *arg, store_stats *st)
+{
+    const health_job *job = arg;
+    int rc;
+
+    if ((rc = pg_copy_in(pg, copy_sql, job->data->data, job->data->len)) != 0)
+        return rc;
+    return take_result(pg, PQexec(pg, merge_sql), st, "merge");
 }
 
 int store_health_batch(PGconn *pg, enrich_cache *cache, const store_item *items, size_t n,
                        const char *upload_method, store_stats *st)
 {
     copyenc_owner *owners = NULL;
+    health_job job;
     lj_buf data;
     size_t rows = 0;
     size_t i;
@@ -185,23 +240,187 @@ int store_health_batch(PGconn *pg, enrich_cache *cache, const store_item *items,
         goto out;
     if ((rc = encode_items(&data, items, n, owners, upload_method)) != 0)
         goto out;
-    if ((rc = pg_exec(pg, "BEGIN")) != 0)
-        goto out;
-    if ((rc = pg_copy_in(pg, copy_sql, data.data, data.len)) != 0)
-        goto rollback;
-    if ((rc = merge_staging(pg, st)) != 0)
-        goto rollback;
-    if ((rc = pg_exec(pg, "COMMIT")) != 0)
-        goto failed;    /* a failed COMMIT has already ended the transaction */
-    st->duplicates = rows - st->inserted;
-    goto out;
-rollback:
-    if (PQstatus(pg) == CONNECTION_OK)
-        pg_exec(pg, "ROLLBACK");
-failed:
-    store_stats_cleanup(st);
+    job.data = &data;
+    if ((rc = in_transaction(pg, health_body, &job, st)) == 0)
+        st->duplicates = rows - st->inserted;
 out:
     free(owners);
     lj_buf_cleanup(&data);
     return rc;
+}
+
+/* ------------------------------------------------------------------------
+ * Device status reports and events
+ * ------------------------------------------------------------------------ */
+
+/* Owners of 'n' devices whose serials are 'stride' bytes apart from 'first'. */
+static int owners_of(PGconn *pg, enrich_cache *cache, const char *first, size_t stride,
+                     size_t n, copyenc_owner *owners, store_stats *st)
+{
+    const char **sns;
+    size_t i;
+    int rc;
+
+    memset(owners, 0, n * sizeof(*owners));
+    if (cache == NULL || n == 0)
+        return 0;
+    if ((sns = malloc(n * sizeof(*sns))) == NULL)
+        return LJ_ENOMEM;
+    for (i = 0; i < n; i++)
+        sns[i] = first + i * stride;
+    rc = enrich_lookup(cache, pg, sns, n, now_ms(), owners);
+    for (i = 0; rc == 0 && i < n; i++)
+        st->unbound += owners[i].user_id <= 0;
+    free(sns);
+    return rc;
+}
+
+/* An id as a parameter: NULL when unknown. */
+static const char *id_param(int64_t id, char *buf, size_t len)
+{
+    if (id <= 0)
+        return NULL;
+    snprintf(buf, len, "%lld", (long long)id);
+    return buf;
+}
+
+/* History first: its unique stream_id makes a redelivered report a no-op,
+ * and only a new report may move the latest state (never backwards). */
+static const char device_sql[] =
+    "WITH h AS ("
+    " INSERT INTO t_device_info_history (device_sn, info, report_time, stream_id)"
+    " VALUES ($1, $2::jsonb, $3::timestamptz, $4) ON CONFLICT (stream_id) DO NOTHING"
+    " RETURNING device_sn),"
+    "latest AS ("
+    " INSERT INTO t_device_info (device_sn, info, battery_level, wear_state, firmware_version,"
+    " user_id, customer_id, org_id, stream_id, report_time)"
+    " SELECT $1, $2::jsonb, $5::integer, NULLIF($6, ''), NULLIF($7, ''), $8::bigint,"
+    " $9::bigint, $10::bigint, $4, $3::timestamptz FROM h"
+    " ON CONFLICT (device_sn) DO UPDATE SET info = EXCLUDED.info,"
+    " battery_level = EXCLUDED.battery_level, wear_state = EXCLUDED.wear_state,"
+    " firmware_version = EXCLUDED.firmware_version, user_id = EXCLUDED.user_id,"
+    " customer_id = EXCLUDED.customer_id, org_id = EXCLUDED.org_id,"
+    " stream_id = EXCLUDED.stream_id, report_time = EXCLUDED.report_time, update_time = now()"
+    " WHERE t_device_info.report_time <= EXCLUDED.report_time)"
+    "SELECT (SELECT count(*) FROM h), NULL";
+
+typedef struct report_job {
+    const void *reps;
+    const char *const *stream_ids;
+    const copyenc_owner *owners;
+    size_t n;
+} report_job;
+
+static int device_body(PGconn *pg, const void *arg, store_stats *st)
+{
+    const report_job *job = arg;
+    const rep_device *d = job->reps;
+    size_t i;
+    int rc = 0;
+
+    for (i = 0; rc == 0 && i < job->n; i++) {
+        char ts[40];
+        char battery[16];
+        char ids[3][24];
+        const char *params[10];
+
+        rec_format_ts(d[i].ts_ms, ts, sizeof(ts));
+        snprintf(battery, sizeof(battery), "%d", d[i].battery_level);
+        params[0] = d[i].device_sn;
+        params[1] = d[i].info;
+        params[2] = ts;
+        params[3] = job->stream_ids[i];
+        params[4] = d[i].battery_level >= 0 ? battery : NULL;
+        params[5] = d[i].wear_state;
+        params[6] = d[i].firmware_version;
+        params[7] = id_param(job->owners[i].user_id, ids[0], sizeof(ids[0]));
+        params[8] = id_param(job->owners[i].customer_id, ids[1], sizeof(ids[1]));
+        params[9] = id_param(job->owners[i].org_id, ids[2], sizeof(ids[2]));
+        rc = take_result(pg, PQexecParams(pg, device_sql, 10, NULL, params, NULL, NULL, 0), st,
+                         "device info");
+    }
+    return rc;
+}
+
+/* The event, and an alert from the most severe enabled rule for its type. */
+static const char event_sql[] =
+    "WITH ev AS ("
+    " INSERT INTO t_common_event (device_sn, event_type, event_time, payload, user_id,"
+    " customer_id, org_id, stream_id)"
+    " VALUES ($1, $2, $3::timestamptz, $4::jsonb, $5::bigint, $6::bigint, $7::bigint, $8)"
+    " ON CONFLICT (device_sn, event_type, event_time) DO NOTHING"
+    " RETURNING device_sn, event_type, event_time, user_id, customer_id, org_id, stream_id),"
+    "al AS ("
+    " INSERT INTO t_alert_info (rule_id, user_id, customer_id, org_id, device_sn, alert_type,"
+    " alert_value, level, alert_time, stream_id)"
+    " SELECT r.id, ev.user_id, ev.customer_id, ev.org_id, ev.device_sn, ev.event_type, NULL,"
+    " r.level, ev.event_time, ev.stream_id FROM ev CROSS JOIN LATERAL ("
+    " SELECT id, level FROM t_alert_rule WHERE enabled AND metric = 'event'"
+    " AND event_type = ev.event_type"
+    " ORDER BY CASE level WHEN 'critical' THEN 3 WHEN 'major' THEN 2 ELSE 1 END DESC, id"
+    " LIMIT 1) r"
+    " ON CONFLICT DO NOTHING"
+    " RETURNING id, device_sn, alert_type, alert_value, level, alert_time, user_id)"
+    "SELECT (SELECT count(*) FROM ev), al.id, al.device_sn, al.alert_type, al.alert_value,"
+    " al.level, to_char(al.alert_time AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'),"
+    " al.user_id"
+    " FROM (SELECT 1) one LEFT JOIN al ON true";
+
+static int event_body(PGconn *pg, const void *arg, store_stats *st)
+{
+    const report_job *job = arg;
+    const rep_event *e = job->reps;
+    size_t i;
+    int rc = 0;
+
+    for (i = 0; rc == 0 && i < job->n; i++) {
+        char ts[40];
+        char ids[3][24];
+        const char *params[8];
+
+        rec_format_ts(e[i].ts_ms, ts, sizeof(ts));
+        params[0] = e[i].device_sn;
+        params[1] = e[i].event_type;
+        params[2] = ts;
+        params[3] = e[i].payload;
+        params[4] = id_param(job->owners[i].user_id, ids[0], sizeof(ids[0]));
+        params[5] = id_param(job->owners[i].customer_id, ids[1], sizeof(ids[1]));
+        params[6] = id_param(job->owners[i].org_id, ids[2], sizeof(ids[2]));
+        params[7] = job->stream_ids[i];
+        rc = take_result(pg, PQexecParams(pg, event_sql, 8, NULL, params, NULL, NULL, 0), st,
+                         "event");
+    }
+    return rc;
+}
+
+static int store_reports(PGconn *pg, enrich_cache *cache, const void *reps, size_t stride,
+                         const char *first_sn, const char *const *stream_ids, size_t n,
+                         txn_body body, store_stats *st)
+{
+    copyenc_owner *owners = calloc(n ? n : 1, sizeof(*owners));
+    report_job job = {reps, stream_ids, owners, n};
+    int rc;
+
+    memset(st, 0, sizeof(*st));
+    if (owners == NULL)
+        return LJ_ENOMEM;
+    if ((rc = owners_of(pg, cache, first_sn, stride, n, owners, st)) == 0 &&
+        (rc = in_transaction(pg, body, &job, st)) == 0)
+        st->duplicates = n - st->inserted;
+    free(owners);
+    return rc;
+}
+
+int store_device_batch(PGconn *pg, enrich_cache *cache, const rep_device *reps,
+                       const char *const *stream_ids, size_t n, store_stats *st)
+{
+    return store_reports(pg, cache, reps, sizeof(*reps), n ? reps[0].device_sn : NULL,
+                         stream_ids, n, device_body, st);
+}
+
+int store_event_batch(PGconn *pg, enrich_cache *cache, const rep_event *evs,
+                      const char *const *stream_ids, size_t n, store_stats *st)
+{
+    return store_reports(pg, cache, evs, sizeof(*evs), n ? evs[0].device_sn : NULL,
+                         stream_ids, n, event_body, st);
 }

@@ -26,6 +26,7 @@
 
 #include "enrich.h"
 #include "record.h"
+#include "report.h"
 
 /* The records of one upload (one stream entry) and where they came from. */
 typedef struct store_item {
@@ -65,8 +66,23 @@ int store_prepare(PGconn *pg);
  * 'upload_method' and their owners from 'cache' (NULL: no enrichment). On 0
  * the transaction is committed and 'st' (zeroed first) says what it did. On
  * error nothing is stored (rolled back): LJ_EUNAVAIL when the connection is
- * lost, LJ_EPG when the server refused the data, LJ_ENOMEM. */
+ * lost, LJ_EPOISON when the server refused the data, LJ_EPG for a transient
+ * failure, LJ_ENOMEM. */
 int store_health_batch(PGconn *pg, enrich_cache *cache, const store_item *items, size_t n,
                        const char *upload_method, store_stats *st);
+
+/* Stores device status reports in one transaction: each appended to the
+ * history (unique stream_id: a redelivered report adds nothing) and, when
+ * new, upserted as the device's latest state unless a later report is
+ * already there. 'stream_ids'[i] is the entry of reps[i]. Errors as
+ * store_health_batch(). */
+int store_device_batch(PGconn *pg, enrich_cache *cache, const rep_device *reps,
+                       const char *const *stream_ids, size_t n, store_stats *st);
+
+/* Stores events in one transaction (unique device, type and time), raising
+ * an alert for each new event that an enabled event rule matches (SOS,
+ * FALL_DOWN). Errors as store_health_batch(). */
+int store_event_batch(PGconn *pg, enrich_cache *cache, const rep_event *evs,
+                      const char *const *stream_ids, size_t n, store_stats *st);
 
 #endif

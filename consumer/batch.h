@@ -1,10 +1,11 @@
-/* batch.h -- turn an XREADGROUP reply into storable health batches.
+/* batch.h -- turn stream entries into storable batches.
  *
- * An entry whose payload cannot be read is kept in the batch, marked not
- * 'ok' with a reason, so the worker can acknowledge or dead-letter it by ID
- * without storing it. An entry whose fields are nil (trimmed while pending)
- * is marked 'gone'. Pure functions over the reply; the batch copies what it
- * keeps, so the reply may be freed afterwards.
+ * Reads the entries of an XREADGROUP or XAUTOCLAIM reply. Each entry keeps
+ * a copy of its fields (for the dead-letter stream) and, when its payload
+ * reads as the stream's kind, the decoded form. An entry whose payload
+ * cannot be read is not 'ok' and carries a reason; an entry whose fields
+ * are nil (trimmed while pending) is 'gone'. The batch copies what it keeps,
+ * so the reply may be freed afterwards.
  */
 #ifndef LJ_CONSUMER_BATCH_H
 #define LJ_CONSUMER_BATCH_H
@@ -14,32 +15,46 @@
 #include <hiredis/hiredis.h>
 
 #include "record.h"
+#include "report.h"
 #include "store.h"
+#include "streams.h"
 
 #define BATCH_ID_MAX 48
 
 typedef struct batch_entry {
     char id[BATCH_ID_MAX];      /* stream entry ID */
-    int ok;                     /* payload read into 'recs' */
+    int ok;                     /* payload decoded */
     int gone;                   /* fields were nil: entry trimmed */
     const char *reason;         /* why not ok (static string) */
-    rec_batch recs;
+    long long deliveries;       /* from XPENDING when known, else 0 */
+    char **fields;              /* field, value, field, value, ... (owned) */
+    size_t nfields;
+    union {
+        rec_batch health;       /* STREAM_HEALTH */
+        rep_device device;      /* STREAM_DEVICE */
+        rep_event event;        /* STREAM_EVENT */
+    } u;
 } batch_entry;
 
 typedef struct batch {
+    stream_kind kind;
     batch_entry *entries;
     size_t n;
 } batch;
 
-void batch_init(batch *b);
+void batch_init(batch *b, stream_kind kind);
 void batch_cleanup(batch *b);
 
-/* Reads the entries of one stream from an XREADGROUP reply 'r' into 'out'.
- * A nil reply (BLOCK timed out) gives an empty batch. Returns 0, LJ_EPARSE
- * when the reply does not have the XREADGROUP shape, LJ_ENOMEM. */
+/* Reads the entries of one stream from an XREADGROUP reply 'r'. A nil reply
+ * (BLOCK timed out) gives an empty batch. 0, LJ_EPARSE when the reply does
+ * not have the XREADGROUP shape, LJ_ENOMEM. */
 int batch_from_reply(const redisReply *r, batch *out);
 
-/* Points 'items' (room for b->n) at the ok entries; returns how many. */
-size_t batch_store_items(const batch *b, store_item *items);
+/* Reads an array of [id, fields] entries (as in XAUTOCLAIM's reply). */
+int batch_from_entries(const redisReply *entries, batch *out);
+
+/* Health only: points 'items' (room for n) at the ok entries of 'e'
+ * (an array of 'n' entry pointers); returns how many. */
+size_t batch_health_items(batch_entry *const *e, size_t n, store_item *items);
 
 #endif

@@ -1,6 +1,8 @@
 /* ljwx-consumer -- consumer-group workers of ljwx-ingest (SPEC §5).
  *
- * Starts --workers threads, each a worker with its own connections. The
+ * Starts --workers threads on the health stream, --device-workers on the
+ * device info stream and --event-workers on the event stream, each a worker
+ * with its own connections, and a status port (/health, /metrics). The
  * main thread only waits for SIGINT/SIGTERM (blocked in every thread and
  * taken with sigwait), then asks the workers to stop after their batch in
  * flight and joins them: exit 0, nothing acknowledged that was not
@@ -25,46 +27,76 @@ typedef struct fleet {
     int n;
 } fleet;
 
-#define COUNTER(field, name, help) {offsetof(worker_stats, field), name, help}
-
-static const struct {
+typedef struct stat_def {
     size_t offset;
     const char *name;
+    const char *type;
     const char *help;
-} counters[] = {
-    COUNTER(batches, "ljwx_consumer_batches_total", "Batches committed and acknowledged."),
-    COUNTER(entries_acked, "ljwx_consumer_entries_acked_total", "Stream entries acknowledged."),
-    COUNTER(rows_inserted, "ljwx_consumer_rows_inserted_total", "Rows inserted."),
-    COUNTER(duplicates_skipped, "ljwx_consumer_duplicates_skipped_total",
-            "Records skipped because their (device_sn, ts) was already stored."),
-    COUNTER(entries_unreadable, "ljwx_consumer_entries_unreadable_total",
-            "Entries whose payload could not be read."),
-    COUNTER(unbound_records, "ljwx_consumer_unbound_records_total",
-            "Records of devices bound to no user."),
-    COUNTER(alerts_raised, "ljwx_consumer_alerts_total", "Alerts raised."),
-    COUNTER(retries, "ljwx_consumer_retries_total", "Batches that failed and are retried."),
+} stat_def;
+
+#define STAT(field, name, type, help) {offsetof(worker_stats, field), name, type, help}
+
+/* Every figure a worker keeps, as exported (counters are atomic_ullong,
+ * gauges atomic_llong). */
+static const stat_def stats[] = {
+    STAT(batches, "ljwx_consumer_batches_total", "counter", "Batches committed and acknowledged."),
+    STAT(entries_acked, "ljwx_consumer_entries_acked_total", "counter",
+         "Stream entries acknowledged."),
+    STAT(rows_inserted, "ljwx_consumer_rows_inserted_total", "counter", "Rows inserted."),
+    STAT(duplicates_skipped, "ljwx_consumer_duplicates_skipped_total", "counter",
+         "Records skipped because they were already stored."),
+    STAT(dead_lettered, "ljwx_consumer_dead_lettered_total", "counter",
+         "Entries moved to the dead-letter stream."),
+    STAT(entries_gone, "ljwx_consumer_entries_gone_total", "counter",
+         "Pending entries found trimmed, acknowledged without storing."),
+    STAT(claimed, "ljwx_consumer_claimed_total", "counter",
+         "Entries taken over from other consumers."),
+    STAT(unbound_records, "ljwx_consumer_unbound_records_total", "counter",
+         "Records of devices bound to no user."),
+    STAT(alerts_raised, "ljwx_consumer_alerts_total", "counter", "Alerts raised."),
+    STAT(retries, "ljwx_consumer_retries_total", "counter",
+         "Batches that failed and are read again."),
+    STAT(lag, "ljwx_consumer_group_lag", "gauge",
+         "Entries of the stream not yet delivered to the group (-1: unknown)."),
+    STAT(pending, "ljwx_consumer_group_pending", "gauge",
+         "Entries delivered to the group and not acknowledged."),
+    STAT(length, "ljwx_consumer_stream_length", "gauge", "Entries in the stream."),
 };
+
+static void labels_of(const worker *w, char *out, size_t len)
+{
+    char stream[STREAM_NAME_MAX];
+
+    stream_name(stream, sizeof(stream), w->cfg->stream_prefix, w->kind);
+    snprintf(out, len, "worker=\"%d\",stream=\"%s\"", w->index, stream);
+}
+
+static double stat_value(const worker *w, const stat_def *d)
+{
+    const char *p = (const char *)&w->stats + d->offset;
+
+    if (strcmp(d->type, "gauge") == 0)
+        return (double)atomic_load((const atomic_llong *)(const void *)p);
+    return (double)atomic_load((const atomic_ullong *)(const void *)p);
+}
 
 static int render_metrics(const fleet *f, lj_buf *out)
 {
-    char labels[32];
-    size_t c;
+    char labels[STREAM_NAME_MAX + 64];
+    size_t d;
     int i;
 
-    for (c = 0; c < sizeof(counters) / sizeof(counters[0]); c++) {
-        metrics_write_head(out, counters[c].name, "counter", counters[c].help);
+    for (d = 0; d < sizeof(stats) / sizeof(stats[0]); d++) {
+        metrics_write_head(out, stats[d].name, stats[d].type, stats[d].help);
         for (i = 0; i < f->n; i++) {
-            const atomic_ullong *v =
-                (const atomic_ullong *)((const char *)&f->workers[i].stats + counters[c].offset);
-
-            snprintf(labels, sizeof(labels), "worker=\"%d\"", i);
-            metrics_write_value(out, counters[c].name, labels, (double)atomic_load(v));
+            labels_of(&f->workers[i], labels, sizeof(labels));
+            metrics_write_value(out, stats[d].name, labels, stat_value(&f->workers[i], &stats[d]));
         }
     }
     metrics_write_head(out, "ljwx_consumer_batch_seconds", "histogram",
                        "Time from a batch's arrival to its acknowledgement.");
     for (i = 0; i < f->n; i++) {
-        snprintf(labels, sizeof(labels), "worker=\"%d\"", i);
+        labels_of(&f->workers[i], labels, sizeof(labels));
         metrics_write_hist(out, "ljwx_consumer_batch_seconds", labels,
                            &f->workers[i].stats.batch_seconds);
     }
@@ -99,6 +131,28 @@ static int render(const char *path, lj_buf *out, const char **type, void *arg)
     return 404;
 }
 
+/* Starts the workers of every stream; returns how many run. */
+static int start_workers(const lj_config *cfg, atomic_int *stop, worker *workers,
+                         pthread_t *threads)
+{
+    const int per_kind[STREAM_KINDS] = {cfg->workers, cfg->device_workers, cfg->event_workers};
+    int n = 0;
+    int k;
+    int i;
+
+    for (k = 0; k < STREAM_KINDS; k++) {
+        for (i = 0; i < per_kind[k]; i++, n++) {
+            worker_init(&workers[n], n, (stream_kind)k, cfg, stop);
+            if (pthread_create(&threads[n], NULL, worker_thread, &workers[n]) != 0) {
+                log_error("main", "cannot start worker %d", n);
+                atomic_store(stop, 1);
+                return n;
+            }
+        }
+    }
+    return n;
+}
+
 int main(int argc, char **argv)
 {
     lj_config cfg;
@@ -109,6 +163,7 @@ int main(int argc, char **argv)
     fleet fl;
     sigset_t sigs;
     char err[256];
+    int total;
     int sig;
     int rc;
     int i;
@@ -130,23 +185,15 @@ int main(int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);    /* inherited by every worker */
     signal(SIGPIPE, SIG_IGN);
 
-    workers = calloc((size_t)cfg.workers, sizeof(*workers));
-    threads = calloc((size_t)cfg.workers, sizeof(*threads));
+    total = cfg.workers + cfg.device_workers + cfg.event_workers;
+    workers = calloc((size_t)total, sizeof(*workers));
+    threads = calloc((size_t)total, sizeof(*threads));
     if (workers == NULL || threads == NULL) {
         fprintf(stderr, "ljwx-consumer: out of memory\n");
         return 1;
     }
-    for (i = 0; i < cfg.workers; i++) {
-        worker_init(&workers[i], i, &cfg, &stop);
-        if (pthread_create(&threads[i], NULL, worker_thread, &workers[i]) != 0) {
-            log_error("main", "cannot start worker %d", i);
-            atomic_store(&stop, 1);
-            cfg.workers = i;
-            break;
-        }
-    }
     fl.workers = workers;
-    fl.n = cfg.workers;
+    fl.n = start_workers(&cfg, &stop, workers, threads);
     if (cfg.status_port >= 0)
         status = status_start(cfg.status_host, cfg.status_port, render, &fl);
     if (!atomic_load(&stop)) {
@@ -154,7 +201,7 @@ int main(int argc, char **argv)
         log_info("main", "signal %d: stopping after the batches in flight", sig);
         atomic_store(&stop, 1);
     }
-    for (i = 0; i < cfg.workers; i++)
+    for (i = 0; i < fl.n; i++)
         pthread_join(threads[i], NULL);
     status_stop(status);
     free(threads);

@@ -6,46 +6,41 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <hiredis/hiredis.h>
-#include <libpq-fe.h>
-
-#include "batch.h"
-#include "enrich.h"
+#include "claim.h"
+#include "deadletter.h"
 #include "err.h"
 #include "log.h"
 #include "pg.h"
 #include "rds.h"
+#include "session.h"
 #include "store.h"
-#include "streams.h"
+#include "upkeep.h"
 
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
+#define ENRICH_CACHE_DEVICES 65536
 
-/* What a worker holds while it runs. */
-typedef struct session {
-    worker *w;
-    redisContext *redis;
-    PGconn *pg;
-    char stream[STREAM_NAME_MAX];
-    char group[STREAM_NAME_MAX];
-    char alert_stream[STREAM_NAME_MAX];
-    char next_id[BATCH_ID_MAX];     /* "0"-based while re-reading pending, then ">" */
-    unsigned backoff_ms;
-    enrich_cache *owners;
-} session;
-
-void worker_init(worker *w, int index, const lj_config *cfg, const atomic_int *stop)
+void worker_init(worker *w, int index, stream_kind kind, const lj_config *cfg,
+                 const atomic_int *stop)
 {
-    char host[64];
-
     memset(w, 0, sizeof(*w));
     w->index = index;
+    w->kind = kind;
     w->cfg = cfg;
     w->stop = stop;
-    if (gethostname(host, sizeof(host)) != 0)
-        snprintf(host, sizeof(host), "localhost");
-    host[sizeof(host) - 1] = '\0';
-    snprintf(w->name, sizeof(w->name), "%s:%d:%d", host, (int)getpid(), index);
+    atomic_store(&w->stats.lag, -1);
+    if (gethostname(w->host, sizeof(w->host)) != 0)
+        snprintf(w->host, sizeof(w->host), "localhost");
+    w->host[sizeof(w->host) - 1] = '\0';
+    snprintf(w->name, sizeof(w->name), "%s:%d:%d", w->host, (int)getpid(), index);
+}
+
+int64_t session_clock_ms(void)
+{
+    struct timespec t;
+
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
 }
 
 static void sleep_ms(unsigned ms)
@@ -81,74 +76,84 @@ static void drop_pg(session *s)
     atomic_store(&s->w->stats.pg_up, 0);
 }
 
-/* Connects what is missing. After a reconnect the worker re-reads its own
- * pending entries first: they may be a batch it never acknowledged. */
-static int ensure_connected(session *s)
+static int connect_redis(session *s)
 {
     const lj_config *cfg = s->w->cfg;
     char err[256];
 
+    /* Command timeout above BLOCK, so a blocked read is not cut short. */
+    s->redis = rds_connect(cfg->redis_host, cfg->redis_port, cfg->redis_password,
+                           cfg->block_ms + 5000, err, sizeof(err));
     if (s->redis == NULL) {
-        /* Command timeout above BLOCK, so a blocked read is not cut short. */
-        s->redis = rds_connect(cfg->redis_host, cfg->redis_port, cfg->redis_password,
-                               cfg->block_ms + 5000, err, sizeof(err));
-        if (s->redis == NULL) {
-            log_warn("worker", "redis %s:%d: %s", cfg->redis_host, cfg->redis_port, err);
+        log_warn("worker", "redis %s:%d: %s", cfg->redis_host, cfg->redis_port, err);
+        return LJ_EUNAVAIL;
+    }
+    if (rds_group_create(s->redis, s->stream, s->group) != 0) {
+        drop_redis(s);
+        return LJ_EUNAVAIL;
+    }
+    atomic_store(&s->w->stats.redis_up, 1);
+    claim_dead_local(s);    /* entries of this host's dead processes, at once */
+    return 0;
+}
+
+static int connect_pg(session *s)
+{
+    char err[256];
+
+    if ((s->pg = pg_connect(s->w->cfg->pg_dsn, s->w->name, err, sizeof(err))) == NULL) {
+        log_warn("worker", "postgresql: %s", err);
+        return LJ_EUNAVAIL;
+    }
+    if (s->kind == STREAM_HEALTH && store_prepare(s->pg) != 0) {
+        drop_pg(s);
+        return LJ_EUNAVAIL;
+    }
+    atomic_store(&s->w->stats.pg_up, 1);
+    return 0;
+}
+
+/* Connects what is missing. After a reconnect the worker re-reads its own
+ * pending entries first: they may be a batch it never acknowledged. */
+static int ensure_connected(session *s)
+{
+    if (s->redis == NULL) {
+        if (connect_redis(s) != 0)
             return LJ_EUNAVAIL;
-        }
-        if (rds_group_create(s->redis, s->stream, s->group) != 0) {
-            drop_redis(s);
-            return LJ_EUNAVAIL;
-        }
         snprintf(s->next_id, sizeof(s->next_id), "0");
-        atomic_store(&s->w->stats.redis_up, 1);
     }
     if (s->pg == NULL) {
-        if ((s->pg = pg_connect(cfg->pg_dsn, s->w->name, err, sizeof(err))) == NULL) {
-            log_warn("worker", "postgresql: %s", err);
+        if (connect_pg(s) != 0)
             return LJ_EUNAVAIL;
-        }
-        if (store_prepare(s->pg) != 0) {
-            drop_pg(s);
-            return LJ_EUNAVAIL;
-        }
         snprintf(s->next_id, sizeof(s->next_id), "0");
-        atomic_store(&s->w->stats.pg_up, 1);
     }
     return 0;
 }
 
-static redisReply *read_batch(session *s)
-{
-    char count[16];
-    char block[16];
-    const char *argv[] = {"XREADGROUP", "GROUP", s->group, s->w->name, "COUNT", count,
-                          "BLOCK", block, "STREAMS", s->stream, s->next_id};
+/* ------------------------------------------------------------------------
+ * Acknowledging and storing
+ * ------------------------------------------------------------------------ */
 
-    snprintf(count, sizeof(count), "%d", s->w->cfg->batch_size);
-    snprintf(block, sizeof(block), "%d", s->w->cfg->block_ms);
-    return rds_command(s->redis, 11, argv);
-}
-
-/* XACK every entry of 'b' in one command. */
-static int ack_batch(session *s, const batch *b)
+int worker_ack(session *s, const char *const *ids, size_t n)
 {
-    const char **argv = malloc((b->n + 3) * sizeof(*argv));
+    const char **argv;
     redisReply *r;
     size_t i;
     int rc = 0;
 
-    if (argv == NULL)
+    if (n == 0)
+        return 0;
+    if ((argv = malloc((n + 3) * sizeof(*argv))) == NULL)
         return LJ_ENOMEM;
     argv[0] = "XACK";
     argv[1] = s->stream;
     argv[2] = s->group;
-    for (i = 0; i < b->n; i++)
-        argv[i + 3] = b->entries[i].id;
-    r = rds_command(s->redis, (int)(b->n + 3), argv);
+    for (i = 0; i < n; i++)
+        argv[i + 3] = ids[i];
+    r = rds_command(s->redis, (int)(n + 3), argv);
     free(argv);
     if (r == NULL || r->type != REDIS_REPLY_INTEGER) {
-        log_warn("worker", "XACK failed stream=%s n=%zu: %s", s->stream, b->n,
+        log_warn("worker", "XACK failed stream=%s n=%zu: %s", s->stream, n,
                  r ? (r->type == REDIS_REPLY_ERROR ? r->str : "bad reply") : s->redis->errstr);
         rc = r ? LJ_EREDIS : LJ_EUNAVAIL;
     } else {
@@ -186,85 +191,181 @@ static void publish_alerts(session *s, const store_stats *st)
     }
 }
 
-static void log_unreadable(session *s, const batch *b)
+/* Stores the 'n' (all ok) entries of 'e' in one transaction. */
+static int store_entries(session *s, batch_entry *const *e, size_t n, store_stats *st)
 {
+    const char **ids = malloc(n * sizeof(*ids));
+    void *reps = NULL;
     size_t i;
+    int rc = LJ_ENOMEM;
 
-    for (i = 0; i < b->n; i++) {
-        if (b->entries[i].ok)
-            continue;
-        atomic_fetch_add(&s->w->stats.entries_unreadable, 1);
-        log_error("worker", "unreadable entry stream=%s id=%s reason=\"%s\"", s->stream,
-                  b->entries[i].id, b->entries[i].reason);
+    if (ids == NULL)
+        return LJ_ENOMEM;
+    for (i = 0; i < n; i++)
+        ids[i] = e[i]->id;
+    if (s->kind == STREAM_HEALTH) {
+        store_item *items = malloc(n * sizeof(*items));
+
+        if (items != NULL)
+            rc = store_health_batch(s->pg, s->owners, items, batch_health_items(e, n, items),
+                                    "stream_v2", st);
+        free(items);
+    } else if (s->kind == STREAM_DEVICE) {
+        rep_device *d = reps = malloc(n * sizeof(*d));
+
+        for (i = 0; d && i < n; i++)
+            d[i] = e[i]->u.device;     /* shallow: the entries keep ownership */
+        if (d)
+            rc = store_device_batch(s->pg, s->owners, d, ids, n, st);
+    } else {
+        rep_event *ev = reps = malloc(n * sizeof(*ev));
+
+        for (i = 0; ev && i < n; i++)
+            ev[i] = e[i]->u.event;
+        if (ev)
+            rc = store_event_batch(s->pg, s->owners, ev, ids, n, st);
     }
+    free(reps);
+    free(ids);
+    return rc;
 }
 
-static double seconds_since(const struct timespec *t0)
+/* Stores and acknowledges 'n' entries. When PostgreSQL refuses the data
+ * (LJ_EPOISON: not when it is down or busy), the batch is split in halves
+ * until the entry it refuses is alone; that one is dead-lettered and the
+ * rest committed. */
+static int store_and_ack(session *s, batch_entry *const *e, size_t n, const char **ids)
 {
-    struct timespec t;
-
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)(t.tv_sec - t0->tv_sec) + (double)(t.tv_nsec - t0->tv_nsec) / 1e9;
-}
-
-static void count_batch(worker_stats *ws, const store_stats *st, const struct timespec *t0)
-{
-    atomic_fetch_add(&ws->batches, 1);
-    atomic_fetch_add(&ws->rows_inserted, st->inserted);
-    atomic_fetch_add(&ws->duplicates_skipped, st->duplicates);
-    atomic_fetch_add(&ws->unbound_records, st->unbound);
-    atomic_fetch_add(&ws->alerts_raised, st->nalerts);
-    metrics_hist_observe(&ws->batch_seconds, seconds_since(t0));
-}
-
-/* Stores and acknowledges one batch. An entry that cannot be read is
- * acknowledged without storing: keeping it pending would block nothing
- * (reads move past it) but would be redelivered forever. */
-static int process_batch(session *s, const batch *b, const struct timespec *t0)
-{
-    store_item *items = malloc(b->n * sizeof(*items));
-    store_stats st = {0};
-    size_t n;
+    store_stats st;
+    size_t i;
     int rc;
 
-    if (items == NULL)
-        return LJ_ENOMEM;
-    n = batch_store_items(b, items);
-    log_unreadable(s, b);
-    rc = n ? store_health_batch(s->pg, s->owners, items, n, "stream_v2", &st) : 0;
-    free(items);
+    if (n == 0)
+        return 0;
+    rc = store_entries(s, e, n, &st);
+    if (rc == LJ_EPOISON && n == 1)
+        return dlq_move(s, e[0], "refused by PostgreSQL (see the consumer log)");
+    if (rc == LJ_EPOISON) {
+        if ((rc = store_and_ack(s, e, n / 2, ids)) != 0)
+            return rc;
+        return store_and_ack(s, e + n / 2, n - n / 2, ids);
+    }
     if (rc != 0)
         return rc;
     publish_alerts(s, &st);
+    for (i = 0; i < n; i++)
+        ids[i] = e[i]->id;
     /* Not acknowledged: stays pending, and its redelivery is skipped as duplicates. */
-    if ((rc = ack_batch(s, b)) == 0) {
-        count_batch(&s->w->stats, &st, t0);
+    if ((rc = worker_ack(s, ids, n)) == 0) {
+        worker_stats *ws = &s->w->stats;
+
+        atomic_fetch_add(&ws->batches, 1);
+        atomic_fetch_add(&ws->rows_inserted, st.inserted);
+        atomic_fetch_add(&ws->duplicates_skipped, st.duplicates);
+        atomic_fetch_add(&ws->unbound_records, st.unbound);
+        atomic_fetch_add(&ws->alerts_raised, st.nalerts);
         log_debug("worker", "committed stream=%s entries=%zu rows=%zu duplicates=%zu",
-                  s->stream, b->n, st.inserted, st.duplicates);
+                  s->stream, n, st.inserted, st.duplicates);
     }
     store_stats_cleanup(&st);
     return rc;
 }
 
-/* One XREADGROUP and what follows. Returns 0 or the error that needs a
- * reconnect or a backoff. */
+/* Entries that will not be stored: gone ones are acknowledged (nothing is
+ * left to store), unreadable and over-delivered ones dead-lettered. Returns
+ * 0 or a connection error; '*keep' counts the entries left to store. */
+static int settle_unstorable(session *s, batch *b, batch_entry **keep, size_t *nkeep)
+{
+    char reason[96];
+    size_t i;
+    int rc = 0;
+
+    *nkeep = 0;
+    for (i = 0; rc == 0 && i < b->n; i++) {
+        batch_entry *e = &b->entries[i];
+        const char *id = e->id;
+
+        if (e->gone) {
+            log_warn("worker", "entry trimmed while pending stream=%s id=%s", s->stream, id);
+            if ((rc = worker_ack(s, &id, 1)) == 0)
+                atomic_fetch_add(&s->w->stats.entries_gone, 1);
+        } else if (!e->ok) {
+            rc = dlq_move(s, e, e->reason);
+        } else if (e->deliveries > s->w->cfg->max_deliveries) {
+            snprintf(reason, sizeof(reason), "delivered %lld times without being stored",
+                     e->deliveries);
+            rc = dlq_move(s, e, reason);
+        } else {
+            keep[(*nkeep)++] = e;
+        }
+    }
+    return rc;
+}
+
+int worker_handle_batch(session *s, batch *b, int redelivered)
+{
+    batch_entry **keep = malloc(b->n * sizeof(*keep));
+    const char **ids = malloc(b->n * sizeof(*ids));
+    struct timespec t0;
+    size_t nkeep;
+    int rc;
+
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    if (keep == NULL || ids == NULL) {
+        rc = LJ_ENOMEM;
+        goto out;
+    }
+    if (redelivered && (rc = claim_delivery_counts(s, b)) != 0)
+        goto out;
+    if ((rc = settle_unstorable(s, b, keep, &nkeep)) != 0)
+        goto out;
+    if ((rc = store_and_ack(s, keep, nkeep, ids)) == 0) {
+        struct timespec t;
+
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        metrics_hist_observe(&s->w->stats.batch_seconds,
+                             (double)(t.tv_sec - t0.tv_sec) +
+                                 (double)(t.tv_nsec - t0.tv_nsec) / 1e9);
+    }
+out:
+    free(keep);
+    free(ids);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------
+ * The loop
+ * ------------------------------------------------------------------------ */
+
+static redisReply *read_batch(session *s)
+{
+    char count[16];
+    char block[16];
+    const char *argv[] = {"XREADGROUP", "GROUP", s->group, s->w->name, "COUNT", count,
+                          "BLOCK", block, "STREAMS", s->stream, s->next_id};
+
+    snprintf(count, sizeof(count), "%d", s->w->cfg->batch_size);
+    snprintf(block, sizeof(block), "%d", s->w->cfg->block_ms);
+    return rds_command(s->redis, 11, argv);
+}
+
+/* One XREADGROUP and what follows. 0, or the error that needs a backoff. */
 static int step(session *s)
 {
     redisReply *r = read_batch(s);
-    struct timespec t0;
+    int pending_phase = strcmp(s->next_id, ">") != 0;
     batch b;
     int rc;
 
-    clock_gettime(CLOCK_MONOTONIC, &t0);    /* the batch's time starts when it arrives */
     if (r == NULL) {
         log_warn("worker", "XREADGROUP failed: %s", s->redis->errstr);
         drop_redis(s);
         return LJ_EUNAVAIL;
     }
-    batch_init(&b);
+    batch_init(&b, s->kind);
     if (r->type == REDIS_REPLY_ERROR) {
         log_warn("worker", "XREADGROUP refused: %s", r->str);
-        drop_redis(s);  /* e.g. NOGROUP after a flush: recreate on reconnect */
+        drop_redis(s);  /* e.g. NOGROUP after a flush: recreated on reconnect */
         rc = LJ_EREDIS;
         goto out;
     }
@@ -272,19 +373,17 @@ static int step(session *s)
         log_error("worker", "unexpected XREADGROUP reply shape");
         goto out;
     }
-    if (strcmp(s->next_id, ">") != 0) {
-        /* Re-reading our pending entries: continue after the last one, and
-         * switch to new entries once none are left. */
-        if (b.n == 0)
-            snprintf(s->next_id, sizeof(s->next_id), ">");
-        else
-            snprintf(s->next_id, sizeof(s->next_id), "%s", b.entries[b.n - 1].id);
+    if (pending_phase) {
+        /* Continue after the last pending entry; new entries once none is left. */
+        snprintf(s->next_id, sizeof(s->next_id), "%s", b.n ? b.entries[b.n - 1].id : ">");
     }
-    if (b.n > 0 && (rc = process_batch(s, &b, &t0)) != 0) {
+    if (b.n > 0 && (rc = worker_handle_batch(s, &b, pending_phase)) != 0) {
         atomic_fetch_add(&s->w->stats.retries, 1);
         snprintf(s->next_id, sizeof(s->next_id), "0");     /* retry from our pending */
-        if (rc == LJ_EUNAVAIL && s->pg && PQstatus(s->pg) != CONNECTION_OK)
+        if (s->pg && PQstatus(s->pg) != CONNECTION_OK)
             drop_pg(s);
+        if (s->redis && s->redis->err)
+            drop_redis(s);
     }
 out:
     batch_cleanup(&b);
@@ -292,24 +391,42 @@ out:
     return rc;
 }
 
+static int session_open(session *s, worker *w)
+{
+    const char *prefix = w->cfg->stream_prefix;
+
+    memset(s, 0, sizeof(*s));
+    s->w = w;
+    s->kind = w->kind;
+    s->backoff_ms = BACKOFF_MIN_MS;
+    stream_name(s->stream, sizeof(s->stream), prefix, w->kind);
+    stream_group(s->group, sizeof(s->group), prefix, w->kind);
+    snprintf(s->dead_stream, sizeof(s->dead_stream), "%s:dead", s->stream);
+    snprintf(s->alert_stream, sizeof(s->alert_stream), "%salert_stream", prefix);
+    snprintf(s->next_id, sizeof(s->next_id), "0");
+    s->owners = enrich_new(ENRICH_CACHE_DEVICES, w->cfg->enrich_ttl_ms);
+    return s->owners ? 0 : LJ_ENOMEM;
+}
+
 int worker_run(worker *w)
 {
     session s;
 
-    memset(&s, 0, sizeof(s));
-    s.w = w;
-    s.backoff_ms = BACKOFF_MIN_MS;
-    stream_name(s.stream, sizeof(s.stream), w->cfg->stream_prefix, STREAM_HEALTH);
-    stream_group(s.group, sizeof(s.group), w->cfg->stream_prefix, STREAM_HEALTH);
-    snprintf(s.alert_stream, sizeof(s.alert_stream), "%salert_stream", w->cfg->stream_prefix);
-    if ((s.owners = enrich_new(65536, w->cfg->enrich_ttl_ms)) == NULL) {
+    if (session_open(&s, w) != 0) {
         log_error("worker", "out of memory");
         return LJ_ENOMEM;
     }
-    snprintf(s.next_id, sizeof(s.next_id), "0");
     log_info("worker", "started consumer=%s stream=%s group=%s", w->name, s.stream, s.group);
     while (!atomic_load(w->stop)) {
-        if (ensure_connected(&s) != 0 || step(&s) != 0) {
+        if (ensure_connected(&s) != 0) {
+            back_off(&s);
+            continue;
+        }
+        if (session_clock_ms() >= s.next_upkeep_ms) {
+            upkeep_run(&s);
+            s.next_upkeep_ms = session_clock_ms() + w->cfg->upkeep_interval_ms;
+        }
+        if (s.redis && s.pg && step(&s) != 0) {
             back_off(&s);
             continue;
         }

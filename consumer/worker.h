@@ -1,12 +1,13 @@
 /* worker.h -- one consumer worker: XREADGROUP -> store -> XACK (SPEC §5.1).
  *
  * Each worker runs on its own thread with its own Redis and PostgreSQL
- * connections. It first re-reads its own pending entries (ID 0 onwards),
- * then new ones (">"). A batch is acknowledged only after store_*() has
- * committed it, so a crash at any point leaves the batch pending, and its
- * redelivery cannot make a second row (ON CONFLICT DO NOTHING).
- * Connection failures are retried with backoff; the worker returns when
- * '*stop' becomes nonzero, between batches.
+ * connections and serves one stream (health, device info or events). It
+ * first re-reads its own pending entries (ID 0 onwards), then new ones
+ * (">"). A batch is acknowledged only after it was committed, so a crash at
+ * any point leaves it pending, and its redelivery cannot make a second row.
+ * Between batches it does its upkeep (claim.c, upkeep.c). Connection
+ * failures are retried with backoff; the worker returns when '*stop' becomes
+ * nonzero, between batches.
  */
 #ifndef LJ_CONSUMER_WORKER_H
 #define LJ_CONSUMER_WORKER_H
@@ -16,33 +17,43 @@
 
 #include "config.h"
 #include "metrics.h"
+#include "streams.h"
 
+/* Counted by the worker, read by the status thread. */
 typedef struct worker_stats {
     atomic_ullong batches;
     atomic_ullong entries_acked;
     atomic_ullong rows_inserted;
     atomic_ullong duplicates_skipped;
-    atomic_ullong entries_unreadable;
+    atomic_ullong dead_lettered;
+    atomic_ullong entries_gone;     /* trimmed while pending: acknowledged, not stored */
+    atomic_ullong claimed;
     atomic_ullong unbound_records;
     atomic_ullong alerts_raised;
     atomic_ullong retries;          /* batches that failed and will be read again */
+    atomic_llong lag;               /* of this worker's group, from its last upkeep; -1 unknown */
+    atomic_llong pending;
+    atomic_llong length;
     atomic_int redis_up;
     atomic_int pg_up;
-    metrics_hist batch_seconds;     /* read to acknowledge */
+    metrics_hist batch_seconds;     /* arrival to acknowledgement */
 } worker_stats;
 
 typedef struct worker {
-    int index;
+    int index;              /* unique in this process: the consumer name's last part */
+    stream_kind kind;
     const lj_config *cfg;
     const atomic_int *stop;
     char name[128];         /* consumer name: host:pid:index */
+    char host[64];
     worker_stats stats;
 } worker;
 
-/* Prepares 'w' as worker 'index' of this process. */
-void worker_init(worker *w, int index, const lj_config *cfg, const atomic_int *stop);
+/* Prepares 'w' as worker 'index' of this process, serving 'kind'. */
+void worker_init(worker *w, int index, stream_kind kind, const lj_config *cfg,
+                 const atomic_int *stop);
 
-/* Runs until '*stop'; returns 0. Thread entry point through worker_thread(). */
+/* Runs until '*stop'; returns 0 (LJ_ENOMEM if it could not start). */
 int worker_run(worker *w);
 
 /* pthread start routine: worker_run((worker *)arg). */

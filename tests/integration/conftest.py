@@ -188,7 +188,7 @@ class Stack:
             "LJ_REDIS_HOST": "127.0.0.1", "LJ_REDIS_PORT": str(self.s.redis_port),
             "LJ_PG_DSN": self.s.dsn, "LJ_STREAM_PREFIX": self.prefix,
             "LJ_HTTP_HOST": "127.0.0.1", "LJ_HTTP_PORT": str(self.http_port),
-            "LJ_LOG_LEVEL": "debug", "LJ_BLOCK_MS": "200",
+            "LJ_LOG_LEVEL": "debug", "LJ_BLOCK_MS": "200", "LJ_STATUS_PORT": "0",
             "ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0:exitcode=86",
             "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1",
         })

@@ -1,0 +1,172 @@
+#include "upkeep.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "claim.h"
+#include "err.h"
+#include "log.h"
+#include "rds.h"
+
+#define PARTITION_LOCK "7262022"
+#define PARTITION_EVERY_MS (3600 * 1000)
+
+static int parse_id(const char *id, uint64_t *ms, uint64_t *seq)
+{
+    char *end;
+
+    *ms = strtoull(id, &end, 10);
+    if (*end != '-')
+        return -1;
+    *seq = strtoull(end + 1, &end, 10);
+    return *end == '\0' ? 0 : -1;
+}
+
+int upkeep_id_cmp(const char *a, const char *b)
+{
+    uint64_t ams;
+    uint64_t aseq;
+    uint64_t bms;
+    uint64_t bseq;
+
+    if (parse_id(a, &ams, &aseq) != 0 || parse_id(b, &bms, &bseq) != 0)
+        return 0;
+    if (ams != bms)
+        return ams < bms ? -1 : 1;
+    return aseq < bseq ? -1 : aseq > bseq;
+}
+
+static const redisReply *field(const redisReply *m, const char *key)
+{
+    size_t i;
+
+    for (i = 0; m->type == REDIS_REPLY_ARRAY && i + 1 < m->elements; i += 2)
+        if (m->element[i]->type == REDIS_REPLY_STRING && strcmp(m->element[i]->str, key) == 0)
+            return m->element[i + 1];
+    return NULL;
+}
+
+/* The oldest pending ID of 'group' into 'out'. 0, or -1. */
+static int oldest_pending(session *s, const char *group, char *out, size_t outlen)
+{
+    const char *argv[] = {"XPENDING", s->stream, group};
+    redisReply *r = rds_command(s->redis, 3, argv);
+    int rc = -1;
+
+    if (r && r->type == REDIS_REPLY_ARRAY && r->elements >= 2 &&
+        r->element[1]->type == REDIS_REPLY_STRING && r->element[1]->len < outlen) {
+        memcpy(out, r->element[1]->str, r->element[1]->len + 1);
+        rc = 0;
+    }
+    if (r)
+        freeReplyObject(r);
+    return rc;
+}
+
+/* Records our group's figures; returns in 'minid' the lowest ID any group
+ * still needs ("" when it cannot be known: then nothing is trimmed). */
+static void read_groups(session *s, char *minid, size_t len)
+{
+    const char *argv[] = {"XINFO", "GROUPS", s->stream};
+    redisReply *r = rds_command(s->redis, 3, argv);
+    size_t i;
+
+    minid[0] = '\0';
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements == 0)
+        goto out;
+    for (i = 0; i < r->elements; i++) {
+        const redisReply *g = r->element[i];
+        const redisReply *name = field(g, "name");
+        const redisReply *pending = field(g, "pending");
+        const redisReply *last = field(g, "last-delivered-id");
+        const redisReply *lag = field(g, "lag");
+        char need[BATCH_ID_MAX];
+
+        if (!name || !pending || !last || last->type != REDIS_REPLY_STRING ||
+            last->len >= sizeof(need)) {
+            minid[0] = '\0';
+            goto out;   /* unknown shape: trim nothing */
+        }
+        if (strcmp(name->str, s->group) == 0) {
+            atomic_store(&s->w->stats.pending, pending->integer);
+            atomic_store(&s->w->stats.lag,
+                         lag && lag->type == REDIS_REPLY_INTEGER ? lag->integer : -1);
+        }
+        memcpy(need, last->str, last->len + 1);
+        if (pending->integer > 0 && oldest_pending(s, name->str, need, sizeof(need)) != 0) {
+            minid[0] = '\0';
+            goto out;
+        }
+        if (i == 0 || upkeep_id_cmp(need, minid) < 0)
+            snprintf(minid, len, "%s", need);
+    }
+out:
+    if (r)
+        freeReplyObject(r);
+}
+
+static void trim(session *s)
+{
+    char minid[BATCH_ID_MAX];
+    const char *argv[] = {"XTRIM", s->stream, "MINID", minid};
+    const char *xlen[] = {"XLEN", s->stream};
+    redisReply *r;
+
+    read_groups(s, minid, sizeof(minid));
+    if (minid[0] && strcmp(minid, "0-0") != 0) {
+        r = rds_command(s->redis, 4, argv);
+        if (r && r->type == REDIS_REPLY_INTEGER && r->integer > 0)
+            log_debug("upkeep", "trimmed stream=%s below=%s n=%lld", s->stream, minid,
+                      r->integer);
+        if (r)
+            freeReplyObject(r);
+    }
+    if ((r = rds_command(s->redis, 2, xlen)) != NULL) {
+        if (r->type == REDIS_REPLY_INTEGER)
+            atomic_store(&s->w->stats.length, r->integer);
+        freeReplyObject(r);
+    }
+}
+
+/* Runs 'sql' and returns its first value as an integer (-1 on failure). */
+static long long query_int(PGconn *pg, const char *sql)
+{
+    PGresult *r = PQexec(pg, sql);
+    long long v = -1;
+
+    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 && !PQgetisnull(r, 0, 0))
+        v = strcmp(PQgetvalue(r, 0, 0), "t") == 0 ? 1 : strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+    else
+        log_warn("upkeep", "%s: %s", sql, PQerrorMessage(pg));
+    PQclear(r);
+    return v;
+}
+
+static void ensure_partitions(session *s)
+{
+    long long created;
+
+    if (query_int(s->pg, "SELECT pg_try_advisory_lock(" PARTITION_LOCK ")") != 1)
+        return;     /* another process is at it */
+    created = query_int(s->pg, "SELECT ensure_health_partitions(3)");
+    if (created > 0)
+        log_info("upkeep", "created %lld monthly partitions", created);
+    query_int(s->pg, "SELECT pg_advisory_unlock(" PARTITION_LOCK ")");
+}
+
+void upkeep_run(session *s)
+{
+    if (s->redis == NULL)
+        return;
+    claim_dead_local(s);
+    if (s->pg && claim_idle(s) != 0)
+        log_warn("upkeep", "claiming idle entries failed stream=%s", s->stream);
+    if (s->redis && !s->redis->err)
+        trim(s);
+    if (s->kind == STREAM_HEALTH && s->pg && session_clock_ms() >= s->next_partitions_ms) {
+        ensure_partitions(s);
+        s->next_partitions_ms = session_clock_ms() + PARTITION_EVERY_MS;
+    }
+}
