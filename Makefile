@@ -29,7 +29,7 @@ BINS_REL  := $(REL)/$(PRODUCER) $(REL)/$(CONSUMER)
 BINS_ASAN := $(ASAN)/$(PRODUCER) $(ASAN)/$(CONSUMER)
 UNIT_BINS := $(patsubst tests/unit/%.c,$(ASAN)/tests/%,$(UNIT_SRC))
 
-.PHONY: all asan deps run test unit integration clean
+.PHONY: all asan deps run test unit integration bench-consumer clean
 
 all: $(BINS_REL)
 
@@ -54,6 +54,10 @@ integration: $(BINS_ASAN)
 
 # Object files are kept (not intermediate), and builds print one line a file.
 .SECONDARY:
+
+# A benchmark, not a test: consumer drain rate next to psql \copy, same run.
+bench-consumer: deps all
+	/usr/bin/python3 tests/bench/bench_consumer.py $(BENCH_ARGS)
 
 $(REL)/%.o: %.c
 	@mkdir -p $(dir $@)

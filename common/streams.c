@@ -1,6 +1,7 @@
 #include "streams.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 
 static const struct {
     const char *stream;
@@ -37,4 +38,31 @@ uint32_t stream_hash(const char *sn, size_t n)
         h *= 16777619u;
     }
     return h;
+}
+
+static int parse_id(const char *id, unsigned long long *ms, unsigned long long *seq)
+{
+    char *end;
+
+    if (*id < '0' || *id > '9')
+        return -1;
+    *ms = strtoull(id, &end, 10);
+    if (*end != '-' || end[1] < '0' || end[1] > '9')
+        return -1;
+    *seq = strtoull(end + 1, &end, 10);
+    return *end == '\0' ? 0 : -1;
+}
+
+int stream_id_cmp(const char *a, const char *b)
+{
+    unsigned long long ams;
+    unsigned long long aseq;
+    unsigned long long bms;
+    unsigned long long bseq;
+
+    if (parse_id(a, &ams, &aseq) != 0 || parse_id(b, &bms, &bseq) != 0)
+        return 0;
+    if (ams != bms)
+        return ams < bms ? -1 : 1;
+    return aseq < bseq ? -1 : aseq > bseq;
 }

@@ -26,6 +26,10 @@ void stream_name(char *out, size_t outlen, const char *prefix, stream_kind kind)
 void stream_group(char *out, size_t outlen, const char *prefix, stream_kind kind);
 /* The "message_type" field of entries of 'kind' ("health_data"); static string. */
 const char *stream_message_type(stream_kind kind);
+/* Compares stream entry IDs "ms-seq" numerically: <0, 0 or >0. An
+ * unparsable ID compares equal to anything (callers then do nothing). */
+int stream_id_cmp(const char *a, const char *b);
+
 /* FNV-1a hash of 'n' bytes of 'sn'. */
 uint32_t stream_hash(const char *sn, size_t n);
 

@@ -1,6 +1,5 @@
 #include "upkeep.h"
 
-#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,31 +11,6 @@
 
 #define PARTITION_LOCK "7262022"
 #define PARTITION_EVERY_MS (3600 * 1000)
-
-static int parse_id(const char *id, uint64_t *ms, uint64_t *seq)
-{
-    char *end;
-
-    *ms = strtoull(id, &end, 10);
-    if (*end != '-')
-        return -1;
-    *seq = strtoull(end + 1, &end, 10);
-    return *end == '\0' ? 0 : -1;
-}
-
-int upkeep_id_cmp(const char *a, const char *b)
-{
-    uint64_t ams;
-    uint64_t aseq;
-    uint64_t bms;
-    uint64_t bseq;
-
-    if (parse_id(a, &ams, &aseq) != 0 || parse_id(b, &bms, &bseq) != 0)
-        return 0;
-    if (ams != bms)
-        return ams < bms ? -1 : 1;
-    return aseq < bseq ? -1 : aseq > bseq;
-}
 
 static const redisReply *field(const redisReply *m, const char *key)
 {
@@ -99,7 +73,7 @@ static void read_groups(session *s, char *minid, size_t len)
             minid[0] = '\0';
             goto out;
         }
-        if (i == 0 || upkeep_id_cmp(need, minid) < 0)
+        if (i == 0 || stream_id_cmp(need, minid) < 0)
             snprintf(minid, len, "%s", need);
     }
 out:

@@ -23,7 +23,4 @@
 
 void upkeep_run(session *s);
 
-/* Compares stream IDs "ms-seq": <0, 0, >0. Unparsable IDs compare equal. */
-int upkeep_id_cmp(const char *a, const char *b);
-
 #endif

@@ -57,12 +57,25 @@ static void test_hash_spreads_serials(void **state)
     }
 }
 
+static void test_ids_compare_numerically(void **state)
+{
+    (void)state;
+    assert_true(stream_id_cmp("1-0", "2-0") < 0);
+    assert_true(stream_id_cmp("10-0", "9-5") > 0);     /* not as strings */
+    assert_true(stream_id_cmp("5-10", "5-9") > 0);
+    assert_int_equal(stream_id_cmp("5-3", "5-3"), 0);
+    assert_int_equal(stream_id_cmp("x", "5-3"), 0);
+    assert_int_equal(stream_id_cmp("5-", "5-3"), 0);
+    assert_int_equal(stream_id_cmp("5-3z", "5-3"), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_names_carry_the_prefix),
         cmocka_unit_test(test_hash_is_fnv1a),
         cmocka_unit_test(test_hash_spreads_serials),
+        cmocka_unit_test(test_ids_compare_numerically),
     };
 
     return cmocka_run_group_tests_name("streams", tests, NULL, NULL);

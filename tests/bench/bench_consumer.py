@@ -1,0 +1,115 @@
+"""Consumer drain rate next to a plain `psql \\copy` of the same rows into the
+same table, in one run on this machine (a benchmark, not a test).
+
+    /usr/bin/python3 tests/bench/bench_consumer.py [--records N] [--workers 1,2]
+
+Starts its own Redis and PostgreSQL (the integration harness), loads a
+backlog of N records (entries of 100 records, 1,000 devices), and times how
+fast 1, 2, ... workers drain it into t_user_health_data (enrichment and
+alerts on, as in production). Prints one line per run and the ratios.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "integration"))
+from conftest import BIN, Servers, free_port  # noqa: E402
+
+PER_ENTRY = 100
+BASE_MS = 1_750_000_000_000
+
+
+def make_records(n):
+    return [{"device_sn": f"BENCH-{i % 1000:04d}", "ts": BASE_MS + i * 1000,
+             "heart_rate": 60 + i % 50, "blood_oxygen": 95 + i % 5,
+             "temperature": 36.0 + (i % 10) / 10, "step": i, "source_method": "api"}
+            for i in range(n)]
+
+
+def copy_reference(servers, records, tmp):
+    path = os.path.join(tmp, "rows.tsv")
+    with open(path, "w") as f:
+        for r in records:
+            ts = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r["ts"] // 1000))
+            f.write(f"{r['device_sn']}\t{ts}+00\t{r['heart_rate']}\t{r['blood_oxygen']}\t"
+                    f"{r['temperature']}\t{r['step']}\tapi\tstream_v2\n")
+    servers.sql("TRUNCATE t_user_health_data")
+    t0 = time.monotonic()
+    subprocess.run(["psql", "-X", "-q", servers.dsn, "-c",
+                    f"\\copy t_user_health_data (device_sn, ts, heart_rate, blood_oxygen, "
+                    f"temperature, step, source_method, upload_method) FROM '{path}'"],
+                   check=True)
+    elapsed = time.monotonic() - t0
+    servers.sql("TRUNCATE t_user_health_data")
+    return len(records) / elapsed
+
+
+def load_backlog(r, stream, records):
+    pipe = r.pipeline(transaction=False)
+    for i in range(0, len(records), PER_ENTRY):
+        chunk = records[i:i + PER_ENTRY]
+        pipe.xadd(stream, {"timestamp": str(int(time.time() * 1000)), "uuid": str(uuid.uuid4()),
+                           "device_sn": chunk[0]["device_sn"], "message_type": "health_data",
+                           "api_version": "v2", "batch_id": "",
+                           "payload": json.dumps(chunk, separators=(",", ":"))})
+        if len(pipe) >= 500:
+            pipe.execute()
+    pipe.execute()
+
+
+def drain(servers, records, workers, binary, tmp):
+    prefix = f"b{uuid.uuid4().hex[:6]}:"
+    r = servers.redis()
+    load_backlog(r, prefix + "health_data_stream", records)
+    servers.sql("TRUNCATE t_user_health_data")
+    env = dict(os.environ, LJ_REDIS_PORT=str(servers.redis_port), LJ_PG_DSN=servers.dsn,
+               LJ_STREAM_PREFIX=prefix, LJ_STATUS_PORT=str(free_port()),
+               LJ_LOG_LEVEL="warn", LJ_DEVICE_WORKERS="0", LJ_EVENT_WORKERS="0")
+    log = open(os.path.join(tmp, f"consumer-{workers}.log"), "w")
+    t0 = time.monotonic()
+    proc = subprocess.Popen([binary, "--workers", str(workers)], env=env, stdout=log,
+                            stderr=subprocess.STDOUT)
+    try:
+        while servers.sql("SELECT count(*) FROM t_user_health_data")[0][0] < len(records):
+            if time.monotonic() - t0 > 600:
+                raise SystemExit("drain did not finish within 600 s")
+            time.sleep(0.05)
+        elapsed = time.monotonic() - t0
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    return len(records) / elapsed
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--records", type=int, default=200_000)
+    ap.add_argument("--workers", default="1,2")
+    ap.add_argument("--binary", default=os.path.join(os.path.dirname(BIN), "ljwx-consumer"))
+    args = ap.parse_args()
+    tmp = tempfile.mkdtemp(prefix="ljwx-bench-")
+    servers = Servers(tmp)
+    try:
+        servers.start_redis()
+        servers.start_pg()
+        servers.create_db()
+        servers.migrate()
+        records = make_records(args.records)
+        copy_rate = copy_reference(servers, records, tmp)
+        print(f"psql \\copy          {args.records:>9} rows  {copy_rate:>10.0f} rows/s  1.00x")
+        for w in [int(x) for x in args.workers.split(",")]:
+            rate = drain(servers, records, w, args.binary, tmp)
+            print(f"consumer {w} worker(s) {args.records:>9} rows  {rate:>10.0f} rows/s  "
+                  f"{rate / copy_rate:.2f}x")
+    finally:
+        servers.stop_redis()
+        servers.stop_pg()
+
+
+if __name__ == "__main__":
+    main()
