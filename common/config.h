@@ -36,6 +36,13 @@ typedef struct lj_config {
     int max_records;
     int max_depth;
     char admin_token[256];
+    int pool_threads;
+    int max_connections;
+    int header_timeout_ms;
+    int body_timeout_ms;
+    int keepalive_ms;
+    int initial_ratio_permille;
+    int ratio_refresh_ms;
     /* consumer */
     int workers;
     int batch_size;

@@ -15,6 +15,7 @@ enum conn_state {
     CONN_READING,   /* feeding bytes to the parser */
     CONN_HANDLING,  /* a complete request is with the handler */
     CONN_FLUSHING,  /* answered with Connection: close; closes after the write */
+    CONN_LINGER,    /* written and shut down: reading and discarding before close */
     CONN_CLOSING    /* uv_close() called; freed when the last ref goes */
 };
 
@@ -22,10 +23,12 @@ enum conn_state {
 
 struct http_conn {
     uv_tcp_t tcp;
+    uv_timer_t timer;       /* the one deadline of the current state */
+    uv_shutdown_t shutdown;
     http_server *srv;
     http_parser parser;
     enum conn_state state;
-    int refs;               /* the uv handle, plus one while a request is deferred */
+    int refs;               /* the two uv handles, plus one while a request is deferred */
     int deferred;
     int in_process;         /* inside process_input(): do not re-enter */
     int headers_scanned;    /* this request's header block passed scan_header_block() */
@@ -33,6 +36,9 @@ struct http_conn {
     int read_paused;        /* too much pipelined input waiting: reads stopped */
     int err_status;         /* set by a parser callback that refused the request */
     const char *err_msg;
+    uint64_t first_byte_ms; /* loop time of the current request's first byte, 0: idle */
+    uint64_t headers_ms;    /* loop time its headers were complete, 0: not yet */
+    size_t lingered;        /* bytes discarded while lingering */
     lj_buf in;              /* received bytes; in.data[in_off..] not parsed yet */
     size_t in_off;
     lj_buf url;
@@ -56,6 +62,9 @@ struct http_server {
     http_handler_fn handler;
     void *handler_arg;
     http_conn *conns;       /* every open connection, for http_server_close() */
+    int nconns;
+    int accept_paused;      /* at max_connections: one connection waits in the listener */
+    http_observer obs;
     int closing;
     char readbuf[65536];    /* one loop thread: reads are copied out at once */
 };
@@ -69,6 +78,10 @@ static http_parser_settings parser_settings;
 
 static void process_input(http_conn *c);
 static void conn_close(http_conn *c);
+static void arm_timer(http_conn *c);
+static void accept_one(http_server *s);
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf);
 
 /* ------------------------------------------------------------------------
  * Connection lifetime
@@ -102,7 +115,15 @@ static void conn_close(http_conn *c)
         s->conns = c->next;
     if (c->next)
         c->next->prev = c->prev;
+    uv_close((uv_handle_t *)&c->timer, on_conn_closed);
     uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
+    s->nconns--;
+    if (s->obs.on_connections)
+        s->obs.on_connections(-1, s->obs.arg);
+    if (s->accept_paused && !s->closing) {
+        s->accept_paused = 0;
+        accept_one(s);      /* the connection waiting in the listener */
+    }
 }
 
 static void reset_request(http_conn *c)
@@ -251,6 +272,7 @@ static int on_headers_complete(http_parser *p)
         return refuse(c, 411, "Content-Length required");
     if ((p->flags & F_CONTENTLENGTH) && p->content_length > c->srv->lim.max_body)
         return refuse(c, 413, "body too large");
+    c->headers_ms = uv_now(c->srv->loop);
     return 0;
 }
 
@@ -297,6 +319,8 @@ static void dispatch(http_conn *c)
     r->authorization = c->auth;
     r->remote_addr = c->remote;
     r->remote_is_loopback = c->loopback;
+    r->start_ns = uv_hrtime();
+    r->route = -1;
     c->state = CONN_HANDLING;
     c->srv->handler(r, c->srv->handler_arg);
     if (c->state == CONN_HANDLING && !c->deferred) {
@@ -331,6 +355,8 @@ static void fail_request(http_conn *c, int status, const char *msg)
     /* The request may be half-parsed: answer on a minimal request. */
     r->conn = c;
     r->path = "";
+    r->start_ns = uv_hrtime();
+    r->route = -1;
     c->keep_alive = 0;
     c->state = CONN_HANDLING;
     log_info("http", "refused status=%d remote=%s reason=\"%s\"", status, c->remote, msg);
@@ -409,19 +435,81 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
         conn_close(c);
         return;
     }
+    if (c->state == CONN_LINGER) {
+        c->lingered += (size_t)n;
+        if (c->lingered > 65536)
+            conn_close(c);
+        return;
+    }
     if (n == 0 || (c->state != CONN_READING && c->state != CONN_HANDLING))
         return;
     if (lj_buf_append(&c->in, buf->base, (size_t)n) != 0) {
         conn_close(c);
         return;
     }
+    if (c->first_byte_ms == 0)
+        c->first_byte_ms = uv_now(c->srv->loop);
     if (c->state == CONN_READING) {
         process_input(c);
+        arm_timer(c);
     } else if (c->in.len - c->in_off > c->srv->lim.max_body + c->srv->lim.max_header_block) {
         /* A client pipelining faster than we answer waits in TCP, not in our memory. */
         c->read_paused = 1;
         uv_read_stop(s);
     }
+}
+
+static void on_timer(uv_timer_t *t)
+{
+    http_conn *c = t->data;
+
+    if (c->state == CONN_LINGER) {
+        conn_close(c);
+    } else if (c->state == CONN_READING) {
+        if (c->first_byte_ms == 0)
+            conn_close(c);  /* idle keep-alive connection */
+        else
+            fail_request(c, 408, "request not received in time");
+    }
+}
+
+/* Sets the deadline of the connection's current state (SPEC §2.3). */
+static void arm_timer(http_conn *c)
+{
+    const http_limits *lim = &c->srv->lim;
+    uint64_t now = uv_now(c->srv->loop);
+    uint64_t deadline;
+
+    if (c->state != CONN_READING) {
+        uv_timer_stop(&c->timer);
+        return;
+    }
+    if (c->first_byte_ms == 0) {
+        deadline = now + lim->keepalive_ms;
+    } else if (c->headers_ms == 0) {
+        deadline = c->first_byte_ms + lim->header_timeout_ms;
+    } else {
+        deadline = now + lim->body_idle_ms;
+        if (c->headers_ms + lim->body_total_ms < deadline)
+            deadline = c->headers_ms + lim->body_total_ms;
+    }
+    uv_timer_start(&c->timer, on_timer, deadline > now ? deadline - now : 0, 0);
+}
+
+static void on_shutdown(uv_shutdown_t *req, int status)
+{
+    http_conn *c = req->handle->data;
+
+    if (status < 0 || c->state == CONN_CLOSING) {
+        conn_close(c);
+        return;
+    }
+    c->state = CONN_LINGER;
+    if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) != 0) {
+        conn_close(c);
+        return;
+    }
+    uv_timer_start(&c->timer, on_timer, c->srv->lim.linger_ms, 0);
 }
 
 static void on_write(uv_write_t *w, int status)
@@ -431,8 +519,14 @@ static void on_write(uv_write_t *w, int status)
 
     free(wr->data);
     free(wr);
-    if (status < 0 || c->state == CONN_FLUSHING)
+    if (status < 0) {
         conn_close(c);
+    } else if (c->state == CONN_FLUSHING) {
+        /* Close gently: stop writing, then read and discard for a while, so
+         * the client reads our answer instead of a connection reset. */
+        if (uv_shutdown(&c->shutdown, (uv_stream_t *)&c->tcp, on_shutdown) != 0)
+            conn_close(c);
+    }
 }
 
 static void set_remote(http_conn *c)
@@ -457,34 +551,55 @@ static void set_remote(http_conn *c)
     }
 }
 
-static void on_connection(uv_stream_t *listener, int status)
+/* Accepts the connection waiting in the listener. */
+static void accept_one(http_server *s)
 {
-    http_server *s = listener->data;
     http_conn *c;
 
-    if (status < 0 || s->closing)
-        return;
     if ((c = calloc(1, sizeof(*c))) == NULL)
         return;
     c->srv = s;
-    c->refs = 1;
+    c->refs = 2;    /* tcp and timer handles */
     c->state = CONN_READING;
     http_parser_init(&c->parser, HTTP_REQUEST);
     c->parser.data = c;
     uv_tcp_init(s->loop, &c->tcp);
+    uv_timer_init(s->loop, &c->timer);
     c->tcp.data = c;
+    c->timer.data = c;
     c->next = s->conns;
     if (s->conns)
         s->conns->prev = c;
     s->conns = c;
-    if (uv_accept(listener, (uv_stream_t *)&c->tcp) != 0) {
+    s->nconns++;
+    if (s->obs.on_connections)
+        s->obs.on_connections(1, s->obs.arg);
+    if (uv_accept((uv_stream_t *)&s->listener, (uv_stream_t *)&c->tcp) != 0) {
         conn_close(c);
         return;
     }
     uv_tcp_nodelay(&c->tcp, 1);
     set_remote(c);
-    if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) != 0)
+    if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) != 0) {
         conn_close(c);
+        return;
+    }
+    arm_timer(c);
+}
+
+static void on_connection(uv_stream_t *listener, int status)
+{
+    http_server *s = listener->data;
+
+    if (status < 0 || s->closing)
+        return;
+    if (s->nconns >= s->lim.max_connections) {
+        /* Not accepting makes libuv stop watching the listener: further
+         * clients wait in the kernel's backlog until a connection closes. */
+        s->accept_paused = 1;
+        return;
+    }
+    accept_one(s);
 }
 
 /* ------------------------------------------------------------------------
@@ -497,8 +612,8 @@ void http_defer(http_request *req)
     req->conn->refs++;
 }
 
-static int write_response(http_conn *c, int status, const char *extra_headers,
-                          const char *body, size_t body_len)
+static int write_response(http_conn *c, int status, const char *type,
+                          const char *extra_headers, const char *body, size_t body_len)
 {
     const char *conn_hdr = c->keep_alive ? "keep-alive" : "close";
     write_req *wr;
@@ -508,9 +623,9 @@ static int write_response(http_conn *c, int status, const char *extra_headers,
 
     lj_buf_init(&out);
     if (lj_buf_printf(&out,
-                      "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
+                      "HTTP/1.1 %d %s\r\nContent-Type: %s\r\n"
                       "Content-Length: %zu\r\nConnection: %s\r\n%s\r\n",
-                      status, http_status_str((enum http_status)status), body_len, conn_hdr,
+                      status, http_status_str((enum http_status)status), type, body_len, conn_hdr,
                       extra_headers ? extra_headers : "") != 0 ||
         lj_buf_append(&out, body, body_len) != 0 || (wr = malloc(sizeof(*wr))) == NULL) {
         lj_buf_cleanup(&out);
@@ -529,14 +644,22 @@ static int write_response(http_conn *c, int status, const char *extra_headers,
 void http_respond(http_request *req, int status, const char *extra_headers, const char *body,
                   size_t body_len)
 {
+    http_respond_typed(req, status, "application/json", extra_headers, body, body_len);
+}
+
+void http_respond_typed(http_request *req, int status, const char *content_type,
+                        const char *extra_headers, const char *body, size_t body_len)
+{
     http_conn *c = req->conn;
     int was_deferred = c->deferred;
 
     c->deferred = 0;
+    if (c->state == CONN_HANDLING && c->srv->obs.on_response)
+        c->srv->obs.on_response(req, status, c->srv->obs.arg);
     if (c->state == CONN_HANDLING) {
         if (status >= 400)
             c->keep_alive = 0;
-        if (write_response(c, status, extra_headers, body, body_len) != 0) {
+        if (write_response(c, status, content_type, extra_headers, body, body_len) != 0) {
             conn_close(c);
         } else if (!c->keep_alive) {
             c->state = CONN_FLUSHING;
@@ -544,8 +667,12 @@ void http_respond(http_request *req, int status, const char *extra_headers, cons
         } else {
             reset_request(c);
             c->state = CONN_READING;
-            if (!c->in_process)
+            c->headers_ms = 0;
+            c->first_byte_ms = c->in.len > c->in_off ? uv_now(c->srv->loop) : 0;
+            if (!c->in_process) {
                 process_input(c);
+                arm_timer(c);
+            }
             if (c->read_paused && c->state == CONN_READING) {
                 c->read_paused = 0;
                 uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
@@ -582,6 +709,17 @@ void http_limits_default(http_limits *lim, size_t max_body)
     lim->max_header_block = 8192;
     lim->max_header_line = 4096;
     lim->max_headers = 64;
+    lim->max_connections = 16384;
+    lim->header_timeout_ms = 10000;
+    lim->body_idle_ms = 10000;
+    lim->body_total_ms = 60000;
+    lim->keepalive_ms = 15000;
+    lim->linger_ms = 2000;
+}
+
+void http_server_observe(http_server *s, const http_observer *obs)
+{
+    s->obs = *obs;
 }
 
 http_server *http_server_new(uv_loop_t *loop, const http_limits *lim, http_handler_fn fn,

@@ -15,6 +15,7 @@
 #define LJ_PRODUCER_HTTP_SERVER_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include <http_parser.h>
 #include <uv.h>
@@ -30,6 +31,12 @@ typedef struct http_limits {
     size_t max_header_block;    /* 431 above */
     size_t max_header_line;     /* 431 above */
     int max_headers;            /* 431 above */
+    int max_connections;        /* beyond: new connections wait in the backlog */
+    unsigned header_timeout_ms; /* first byte to end of headers, else 408 */
+    unsigned body_idle_ms;      /* between reads of a body, else 408 */
+    unsigned body_total_ms;     /* end of headers to end of body, else 408 */
+    unsigned keepalive_ms;      /* idle connection between requests: closed */
+    unsigned linger_ms;         /* after an error answer: read and discard this long */
 } http_limits;
 
 #define HTTP_AUTH_MAX 512
@@ -46,9 +53,18 @@ typedef struct http_request {
     const char *authorization;  /* "" when absent */
     const char *remote_addr;    /* "127.0.0.1" */
     int remote_is_loopback;
+    uint64_t start_ns;          /* when the request was complete (uv_hrtime) */
+    int route;                  /* set by the handler, reported to the observer */
 } http_request;
 
 typedef void (*http_handler_fn)(http_request *req, void *arg);
+
+/* Told about every response and every connection opened (+1) or closed (-1). */
+typedef struct http_observer {
+    void (*on_response)(const http_request *req, int status, void *arg);
+    void (*on_connections)(int delta, void *arg);
+    void *arg;
+} http_observer;
 
 /* Fills 'lim' with the SPEC §2.3 defaults and 'max_body'. */
 void http_limits_default(http_limits *lim, size_t max_body);
@@ -56,6 +72,9 @@ void http_limits_default(http_limits *lim, size_t max_body);
 /* Returns a server that will call 'fn' with 'arg' for each request, or NULL. */
 http_server *http_server_new(uv_loop_t *loop, const http_limits *lim, http_handler_fn fn,
                              void *arg);
+/* Reports responses and connections to 'obs' (copied). */
+void http_server_observe(http_server *s, const http_observer *obs);
+
 /* Listens on 'host':'port' (0: any free port). 0 or a negative UV_E* code. */
 int http_server_listen(http_server *s, const char *host, int port);
 /* The port actually bound. */
@@ -73,6 +92,10 @@ void http_defer(http_request *req);
  * 'body'. A 4xx/5xx status closes the connection after the write. */
 void http_respond(http_request *req, int status, const char *extra_headers, const char *body,
                   size_t body_len);
+
+/* As http_respond() with another Content-Type. */
+void http_respond_typed(http_request *req, int status, const char *content_type,
+                        const char *extra_headers, const char *body, size_t body_len);
 
 /* Convenience: {"status":"error","message":<msg>} with 'status'. */
 void http_respond_error(http_request *req, int status, const char *msg);

@@ -6,24 +6,41 @@
 #include <sys/time.h>
 
 #include "err.h"
+#include "legacy.h"
 #include "log.h"
 #include "record.h"
+#include "report.h"
+#include "stats.h"
 #include "streams.h"
 
+#define MAX_ERROR_DETAILS 10
+
 struct ingest {
+    uv_loop_t *loop;
     const lj_config *cfg;
     rlink *link;
-    char health_stream[STREAM_NAME_MAX];
+    gray *gray;
+    char streams[STREAM_KINDS][STREAM_NAME_MAX];
+    char alert_stream[STREAM_NAME_MAX];
     uint64_t rng;           /* xorshift state for entry UUIDs */
 };
 
-/* What the XADD callback needs to answer; the batch itself is gone by then. */
+enum shape { SHAPE_V2, SHAPE_ROUTED, SHAPE_BATCH };
+
+/* One health upload in flight. Owns its records until answered. */
 typedef struct upload {
+    ingest *in;
     http_request *req;
-    size_t accepted;
-    size_t rejected;
-    char *errors_json;      /* "[{...},...]", owned */
+    enum shape shape;
+    int may_fall_back;      /* routed: the legacy path is the fallback */
+    rec_batch b;
+    char batch_id[REC_BATCH_ID_MAX + 1];
+    uint64_t path_start_ns;
 } upload;
+
+/* ------------------------------------------------------------------------
+ * Small helpers
+ * ------------------------------------------------------------------------ */
 
 static int64_t now_ms(void)
 {
@@ -56,17 +73,26 @@ static void make_uuid(ingest *in, char out[37])
              (unsigned long long)(lo & 0xFFFFFFFFFFFFull));
 }
 
-ingest *ingest_new(const lj_config *cfg, rlink *link)
+static double seconds_since(uint64_t start_ns)
+{
+    return (double)(uv_hrtime() - start_ns) / 1e9;
+}
+
+ingest *ingest_new(uv_loop_t *loop, const lj_config *cfg, rlink *link, gray *g)
 {
     ingest *in = calloc(1, sizeof(*in));
+    int k;
 
     if (in == NULL)
         return NULL;
+    in->loop = loop;
     in->cfg = cfg;
     in->link = link;
+    in->gray = g;
     in->rng = ((uint64_t)now_ms() << 20) ^ (uint64_t)(uintptr_t)in ^ 0x9E3779B97F4A7C15ull;
-    stream_name(in->health_stream, sizeof(in->health_stream), cfg->stream_prefix,
-                STREAM_HEALTH);
+    for (k = 0; k < STREAM_KINDS; k++)
+        stream_name(in->streams[k], sizeof(in->streams[k]), cfg->stream_prefix, (stream_kind)k);
+    snprintf(in->alert_stream, sizeof(in->alert_stream), "%salert_stream", cfg->stream_prefix);
     return in;
 }
 
@@ -75,79 +101,28 @@ void ingest_free(ingest *in)
     free(in);
 }
 
-static int errors_to_json(const rec_batch *b, lj_buf *out)
+void ingest_unavailable(http_request *req, const char *msg)
 {
-    size_t i;
-
-    if (lj_buf_puts(out, "[") != 0)
-        return LJ_ENOMEM;
-    for (i = 0; i < b->nerr; i++) {
-        const rec_error *e = &b->errs[i];
-
-        if (lj_buf_printf(out, "%s{\"index\":%d,\"reason\":", i ? "," : "", e->index) != 0 ||
-            lj_buf_json_str(out, e->reason, strlen(e->reason)) != 0 ||
-            lj_buf_puts(out, "}") != 0)
-            return LJ_ENOMEM;
-    }
-    return lj_buf_puts(out, "]");
-}
-
-static void respond_unavailable(http_request *req, const char *msg)
-{
-    static const char retry[] = "Retry-After: 1\r\n";
-    char body[160];
+    char body[192];
     int n = snprintf(body, sizeof(body), "{\"status\":\"error\",\"message\":\"%s\"}", msg);
 
-    http_respond(req, 503, retry, body, (size_t)n);
+    http_respond(req, 503, "Retry-After: 1\r\n", body, (size_t)n);
 }
 
-static void upload_free(upload *u)
-{
-    free(u->errors_json);
-    free(u);
-}
-
-static void on_xadd(redisReply *r, void *arg)
-{
-    upload *u = arg;
-    lj_buf body;
-
-    if (r == NULL || r->type != REDIS_REPLY_STRING) {
-        log_warn("ingest", "XADD failed: %s", r ? (r->type == REDIS_REPLY_ERROR ? r->str
-                                                                              : "bad reply")
-                                                : "link lost");
-        respond_unavailable(u->req, "stream unavailable, retry later");
-        upload_free(u);
-        return;
-    }
-    lj_buf_init(&body);
-    if (lj_buf_puts(&body, "{\"status\":\"accepted\",\"stream_id\":") != 0 ||
-        lj_buf_json_str(&body, r->str, r->len) != 0 ||
-        lj_buf_printf(&body,
-                      ",\"message\":\"health data accepted for processing\","
-                      "\"processing\":\"async\",\"accepted\":%zu,\"rejected\":%zu,\"errors\":%s}",
-                      u->accepted, u->rejected, u->errors_json) != 0) {
-        http_respond_error(u->req, 500, "out of memory");
-    } else {
-        http_respond(u->req, 200, NULL, body.data, body.len);
-    }
-    lj_buf_cleanup(&body);
-    upload_free(u);
-}
-
-/* XADD <stream> * timestamp <ms> uuid <uuid> device_sn <sn> message_type health_data
- *      api_version v2 batch_id <id> payload <json> */
-static int send_xadd(ingest *in, const rec_batch *b, const lj_buf *payload, upload *u)
+/* XADD <stream> * timestamp <ms> uuid <uuid> device_sn <sn> message_type <t>
+ *      api_version v2 batch_id <id> payload <json>  ('cb' gets the reply) */
+static int send_xadd(ingest *in, stream_kind kind, const char *sn, const char *batch_id,
+                     const lj_buf *payload, rlink_cb cb, void *arg)
 {
     char ts[24];
     char uuid[37];
-    const char *argv[] = {"XADD", in->health_stream, "*",
+    const char *argv[] = {"XADD", in->streams[kind], "*",
                           "timestamp", ts,
                           "uuid", uuid,
-                          "device_sn", b->recs[0].device_sn,
-                          "message_type", stream_message_type(STREAM_HEALTH),
+                          "device_sn", sn,
+                          "message_type", stream_message_type(kind),
                           "api_version", "v2",
-                          "batch_id", b->batch_id,
+                          "batch_id", batch_id,
                           "payload", payload->data};
     size_t lens[sizeof(argv) / sizeof(argv[0])];
     size_t i;
@@ -157,70 +132,366 @@ static int send_xadd(ingest *in, const rec_batch *b, const lj_buf *payload, uplo
     for (i = 0; i + 1 < sizeof(argv) / sizeof(argv[0]); i++)
         lens[i] = strlen(argv[i]);
     lens[i] = payload->len;
-    return rlink_command(in->link, (int)(i + 1), argv, lens, on_xadd, u);
+    return rlink_command(in->link, (int)(i + 1), argv, lens, cb, arg);
 }
 
-static void respond_rejected(http_request *req, const rec_batch *b, const char *errors_json)
+static int errors_json(const rec_batch *b, lj_buf *out)
 {
-    lj_buf body;
+    size_t i;
 
-    lj_buf_init(&body);
-    if (lj_buf_printf(&body,
-                      "{\"status\":\"error\",\"message\":\"no valid record\","
-                      "\"accepted\":0,\"rejected\":%zu,\"errors\":%s}",
-                      b->nerr, errors_json) != 0)
+    if (lj_buf_puts(out, "[") != 0)
+        return LJ_ENOMEM;
+    for (i = 0; i < b->nerr; i++)
+        if (lj_buf_printf(out, "%s{\"index\":%d,\"reason\":", i ? "," : "", b->errs[i].index) ||
+            lj_buf_json_str(out, b->errs[i].reason, strlen(b->errs[i].reason)) ||
+            lj_buf_puts(out, "}"))
+            return LJ_ENOMEM;
+    return lj_buf_puts(out, "]");
+}
+
+/* The batch endpoint's keys (SPEC §2.1): "errors" is a count there, the
+ * reasons go to "error_details" (at most 10 strings). */
+static int batch_keys(const upload *u, lj_buf *out)
+{
+    size_t i;
+
+    if (lj_buf_puts(out, ",\"batch_id\":") || lj_buf_json_str(out, u->batch_id, strlen(u->batch_id)) ||
+        lj_buf_printf(out, ",\"total_records\":%zu,\"valid_records\":%zu,\"errors\":%zu,"
+                           "\"error_details\":[",
+                      u->b.total, u->b.n, u->b.nerr))
+        return LJ_ENOMEM;
+    for (i = 0; i < u->b.nerr && i < MAX_ERROR_DETAILS; i++) {
+        char line[REC_REASON_MAX + 32];
+
+        snprintf(line, sizeof(line), "record %d: %s", u->b.errs[i].index, u->b.errs[i].reason);
+        if ((i && lj_buf_puts(out, ",")) || lj_buf_json_str(out, line, strlen(line)))
+            return LJ_ENOMEM;
+    }
+    return lj_buf_printf(out, "],\"processing_time_ms\":%.3f",
+                         seconds_since(u->req->start_ns) * 1000.0);
+}
+
+/* Everything after "status" and the path's own keys: counts and errors. */
+static int common_keys(const upload *u, lj_buf *out)
+{
+    if (lj_buf_printf(out, ",\"accepted\":%zu,\"rejected\":%zu", u->b.n, u->b.nerr))
+        return LJ_ENOMEM;
+    if (u->shape == SHAPE_BATCH)
+        return batch_keys(u, out);
+    return lj_buf_puts(out, ",\"errors\":") || errors_json(&u->b, out) ? LJ_ENOMEM : 0;
+}
+
+static void upload_free(upload *u)
+{
+    rec_batch_cleanup(&u->b);
+    free(u);
+}
+
+static void respond_buf(http_request *req, int status, lj_buf *body, int rc)
+{
+    if (rc != 0)
         http_respond_error(req, 500, "out of memory");
     else
-        http_respond(req, 400, NULL, body.data, body.len);
-    lj_buf_cleanup(&body);
+        http_respond(req, status, NULL, body->data, body->len);
+    lj_buf_cleanup(body);
 }
 
-static int parse_status(int rc)
+/* ------------------------------------------------------------------------
+ * Legacy path
+ * ------------------------------------------------------------------------ */
+
+static void publish_alerts(ingest *in, const store_stats *st)
 {
-    return rc == LJ_ETOOBIG ? 413 : rc == LJ_ENOMEM ? 500 : 400;
+    size_t i;
+
+    for (i = 0; i < st->nalerts; i++) {
+        const store_alert *a = &st->alerts[i];
+        char id[24];
+        char user[24];
+        char value[32];
+        const char *argv[] = {"XADD", in->alert_stream, "*", "alert_id", id, "device_sn",
+                              a->device_sn, "user_id", user, "alert_type", a->alert_type,
+                              "value", value, "level", a->level, "time", a->time};
+        size_t lens[sizeof(argv) / sizeof(argv[0])];
+        size_t j;
+
+        snprintf(id, sizeof(id), "%lld", (long long)a->id);
+        snprintf(user, sizeof(user), "%lld", (long long)a->user_id);
+        snprintf(value, sizeof(value), "%.15g", a->value);
+        for (j = 0; j < sizeof(argv) / sizeof(argv[0]); j++)
+            lens[j] = strlen(argv[j]);
+        /* Fire and forget: the alert is already in t_alert_info. */
+        rlink_command(in->link, (int)(sizeof(argv) / sizeof(argv[0])), argv, lens, NULL, NULL);
+    }
+}
+
+static void on_legacy_done(int rc, const store_stats *st, void *arg)
+{
+    upload *u = arg;
+    lj_buf body;
+    int err;
+
+    stats_path(STATS_LEGACY, rc == 0, seconds_since(u->path_start_ns));
+    if (rc == LJ_EPOISON) {
+        http_respond_error(u->req, 400, "the database refused the records");
+        goto out;
+    }
+    if (rc != 0) {
+        log_warn("ingest", "legacy write failed: %s", lj_strerror(rc));
+        ingest_unavailable(u->req, "storage unavailable, retry later");
+        goto out;
+    }
+    publish_alerts(u->in, st);
+    lj_buf_init(&body);
+    err = lj_buf_printf(&body, "{\"status\":\"success\",\"message\":\"health data stored\","
+                               "\"inserted\":%zu,\"duplicates\":%zu",
+                        st->inserted, st->duplicates) ||
+          common_keys(u, &body) || lj_buf_puts(&body, "}");
+    respond_buf(u->req, 200, &body, err);
+out:
+    upload_free(u);
+}
+
+static void go_legacy(upload *u)
+{
+    u->path_start_ns = uv_hrtime();
+    if (legacy_store(u->in->loop, &u->b, on_legacy_done, u) != 0) {
+        ingest_unavailable(u->req, "storage unavailable, retry later");
+        upload_free(u);
+    }
+}
+
+/* ------------------------------------------------------------------------
+ * Stream path
+ * ------------------------------------------------------------------------ */
+
+static void stream_failed(upload *u, const char *why)
+{
+    atomic_fetch_add(&stats_fault.xadd_errors, 1);
+    stats_path(STATS_STREAM, 0, seconds_since(u->path_start_ns));
+    log_warn("ingest", "XADD failed: %s", why);
+    if (u->may_fall_back) {
+        atomic_fetch_add(&stats_fault.fallbacks, 1);
+        go_legacy(u);
+        return;
+    }
+    ingest_unavailable(u->req, "stream unavailable, retry later");
+    upload_free(u);
+}
+
+static void on_health_xadd(redisReply *r, void *arg)
+{
+    upload *u = arg;
+    lj_buf body;
+    int err;
+
+    if (r == NULL || r->type != REDIS_REPLY_STRING) {
+        stream_failed(u, r ? (r->type == REDIS_REPLY_ERROR ? r->str : "bad reply") : "link lost");
+        return;
+    }
+    stats_path(STATS_STREAM, 1, seconds_since(u->path_start_ns));
+    lj_buf_init(&body);
+    err = lj_buf_puts(&body, "{\"status\":\"accepted\",\"stream_id\":") ||
+          lj_buf_json_str(&body, r->str, r->len) ||
+          lj_buf_puts(&body, ",\"message\":\"health data accepted for processing\","
+                             "\"processing\":\"async\"") ||
+          common_keys(u, &body) || lj_buf_puts(&body, "}");
+    respond_buf(u->req, 200, &body, err);
+    upload_free(u);
+}
+
+static void go_stream(upload *u)
+{
+    lj_buf payload;
+    int rc;
+
+    u->path_start_ns = uv_hrtime();
+    lj_buf_init(&payload);
+    if (rec_batch_to_json(&u->b, &payload) != 0) {
+        http_respond_error(u->req, 500, "out of memory");
+        upload_free(u);
+    } else if ((rc = send_xadd(u->in, STREAM_HEALTH, u->b.recs[0].device_sn, u->b.batch_id,
+                               &payload, on_health_xadd, u)) != 0) {
+        stream_failed(u, "redis unavailable");
+    }
+    lj_buf_cleanup(&payload);
+}
+
+/* ------------------------------------------------------------------------
+ * Health endpoints
+ * ------------------------------------------------------------------------ */
+
+static void respond_rejected(upload *u)
+{
+    lj_buf body;
+    int err;
+
+    lj_buf_init(&body);
+    err = lj_buf_puts(&body, "{\"status\":\"error\",\"message\":\"no valid record\"") ||
+          common_keys(u, &body) || lj_buf_puts(&body, "}");
+    respond_buf(u->req, 400, &body, err);
+}
+
+/* Parses the body; answers and returns NULL when there is nothing to store. */
+static upload *start_upload(ingest *in, http_request *req, enum shape shape)
+{
+    rec_opts opts = {(size_t)in->cfg->max_records, in->cfg->max_depth, in->cfg->tz_offset_min,
+                     now_ms()};
+    const char *msg = NULL;
+    upload *u = calloc(1, sizeof(*u));
+    int rc;
+
+    if (u == NULL) {
+        http_respond_error(req, 500, "out of memory");
+        return NULL;
+    }
+    u->in = in;
+    u->req = req;
+    u->shape = shape;
+    rec_batch_init(&u->b);
+    if ((rc = rec_parse_body(req->body, req->body_len, &opts, &u->b, &msg)) != 0) {
+        http_respond_error(req, rc == LJ_ETOOBIG ? 413 : rc == LJ_ENOMEM ? 500 : 400,
+                           msg ? msg : lj_strerror(rc));
+        upload_free(u);
+        return NULL;
+    }
+    if (u->b.batch_id[0])
+        memcpy(u->batch_id, u->b.batch_id, sizeof(u->batch_id));
+    else
+        make_uuid(in, u->batch_id);
+    if (u->b.n == 0) {
+        respond_rejected(u);
+        upload_free(u);
+        return NULL;
+    }
+    return u;
 }
 
 void ingest_health_v2(ingest *in, http_request *req)
 {
-    rec_opts opts = {(size_t)in->cfg->max_records, in->cfg->max_depth,
-                     in->cfg->tz_offset_min, now_ms()};
-    rec_batch b;
-    lj_buf errors;
-    lj_buf payload;
-    const char *msg = NULL;
-    upload *u = NULL;
-    int rc;
+    upload *u = start_upload(in, req, SHAPE_V2);
 
-    rec_batch_init(&b);
-    lj_buf_init(&errors);
-    lj_buf_init(&payload);
-    if ((rc = rec_parse_body(req->body, req->body_len, &opts, &b, &msg)) != 0) {
-        http_respond_error(req, parse_status(rc), msg ? msg : lj_strerror(rc));
-        goto out;
+    if (u == NULL)
+        return;
+    http_defer(req);
+    go_stream(u);
+}
+
+/* Routed endpoints: the first record's device decides the path, so a
+ * device's uploads always take the same one. */
+static void route_health(ingest *in, http_request *req, enum shape shape)
+{
+    upload *u = start_upload(in, req, shape);
+
+    if (u == NULL)
+        return;
+    http_defer(req);
+    if (gray_takes_stream(in->gray, u->b.recs[0].device_sn)) {
+        u->may_fall_back = 1;
+        go_stream(u);
+    } else {
+        go_legacy(u);
     }
-    if (errors_to_json(&b, &errors) != 0)
-        goto oom;
-    if (b.n == 0) {
-        respond_rejected(req, &b, errors.data);
-        goto out;
+}
+
+void ingest_health_routed(ingest *in, http_request *req)
+{
+    route_health(in, req, SHAPE_ROUTED);
+}
+
+void ingest_health_batch(ingest *in, http_request *req)
+{
+    route_health(in, req, SHAPE_BATCH);
+}
+
+/* ------------------------------------------------------------------------
+ * Device info and events
+ * ------------------------------------------------------------------------ */
+
+typedef struct simple_upload {
+    http_request *req;
+    const char *what;
+    uint64_t start_ns;
+} simple_upload;
+
+static void on_simple_xadd(redisReply *r, void *arg)
+{
+    simple_upload *su = arg;
+    lj_buf body;
+    int err;
+
+    if (r == NULL || r->type != REDIS_REPLY_STRING) {
+        atomic_fetch_add(&stats_fault.xadd_errors, 1);
+        stats_path(STATS_STREAM, 0, seconds_since(su->start_ns));
+        ingest_unavailable(su->req, "stream unavailable, retry later");
+        free(su);
+        return;
     }
-    if (rec_batch_to_json(&b, &payload) != 0 || (u = calloc(1, sizeof(*u))) == NULL)
-        goto oom;
-    u->req = req;
-    u->accepted = b.n;
-    u->rejected = b.nerr;
-    u->errors_json = lj_buf_take(&errors, NULL);
-    if (send_xadd(in, &b, &payload, u) != 0) {
-        upload_free(u);
-        respond_unavailable(req, "stream unavailable, retry later");
-        goto out;
+    stats_path(STATS_STREAM, 1, seconds_since(su->start_ns));
+    lj_buf_init(&body);
+    err = lj_buf_puts(&body, "{\"status\":\"accepted\",\"stream_id\":") ||
+          lj_buf_json_str(&body, r->str, r->len) ||
+          lj_buf_printf(&body, ",\"message\":\"%s accepted for processing\"}", su->what);
+    respond_buf(su->req, 200, &body, err);
+    free(su);
+}
+
+/* Sends a validated device report or event; answers on failure. */
+static void send_simple(ingest *in, http_request *req, stream_kind kind, const char *sn,
+                        const lj_buf *payload, const char *what)
+{
+    simple_upload *su = malloc(sizeof(*su));
+
+    if (su == NULL) {
+        http_respond_error(req, 500, "out of memory");
+        return;
+    }
+    su->req = req;
+    su->what = what;
+    su->start_ns = uv_hrtime();
+    if (send_xadd(in, kind, sn, "", payload, on_simple_xadd, su) != 0) {
+        free(su);
+        atomic_fetch_add(&stats_fault.xadd_errors, 1);
+        ingest_unavailable(req, "stream unavailable, retry later");
+        return;
     }
     http_defer(req);
-    goto out;
-oom:
-    http_respond_error(req, 500, "out of memory");
-out:
+}
+
+void ingest_device_v2(ingest *in, http_request *req)
+{
+    rec_opts opts = {1, in->cfg->max_depth, in->cfg->tz_offset_min, now_ms()};
+    const char *msg = NULL;
+    lj_buf payload;
+    rep_device d;
+    int rc;
+
+    lj_buf_init(&payload);
+    if ((rc = rep_device_parse(req->body, req->body_len, &opts, &d, &msg)) != 0)
+        http_respond_error(req, rc == LJ_ENOMEM ? 500 : 400, msg);
+    else if (rep_device_to_json(&d, &payload) != 0)
+        http_respond_error(req, 500, "out of memory");
+    else
+        send_simple(in, req, STREAM_DEVICE, d.device_sn, &payload, "device info");
+    rep_device_cleanup(&d);
     lj_buf_cleanup(&payload);
-    lj_buf_cleanup(&errors);
-    rec_batch_cleanup(&b);
+}
+
+void ingest_event_v2(ingest *in, http_request *req)
+{
+    rec_opts opts = {1, in->cfg->max_depth, in->cfg->tz_offset_min, now_ms()};
+    const char *msg = NULL;
+    lj_buf payload;
+    rep_event e;
+    int rc;
+
+    lj_buf_init(&payload);
+    if ((rc = rep_event_parse(req->body, req->body_len, &opts, &e, &msg)) != 0)
+        http_respond_error(req, rc == LJ_ENOMEM ? 500 : 400, msg);
+    else if (rep_event_to_json(&e, &payload) != 0)
+        http_respond_error(req, 500, "out of memory");
+    else
+        send_simple(in, req, STREAM_EVENT, e.device_sn, &payload, "event");
+    rep_event_cleanup(&e);
+    lj_buf_cleanup(&payload);
 }

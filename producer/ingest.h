@@ -1,27 +1,43 @@
-/* ingest.h -- upload endpoints of the stream path (SPEC §2.1, §3).
+/* ingest.h -- the upload endpoints (SPEC §2, §3, §4).
  *
- * Validates an upload, appends it to its stream with one XADD carrying the
- * normalised records, and answers 200 "accepted" only once Redis has
- * replied with the entry ID. Redis down or refusing: 503 + Retry-After,
- * never a 2xx.
+ * Stream path: validate, one XADD carrying the normalised payload, answer
+ * 200 "accepted" only once Redis replied with the entry ID. Legacy path:
+ * the same validation, then a synchronous PostgreSQL write (legacy.c),
+ * answered 200 "success" after COMMIT.
  *
- * One ingest per loop thread; it borrows the loop's rlink and the config.
+ *   /upload_health_data_v2      stream path always; Redis down: 503
+ *   /upload_health_data         routed by the gray ratio (gray.c); when the
+ *   /upload_health_data_batch   stream path fails, the legacy path instead
+ *   /upload_device_info_v2      stream path (device_info_stream)
+ *   /upload_common_event_v2     stream path (common_event_stream)
+ *
+ * Neither path able to store: 503 with Retry-After. One ingest per loop
+ * thread; it borrows the loop's rlink and gray and the config.
  */
 #ifndef LJ_PRODUCER_INGEST_H
 #define LJ_PRODUCER_INGEST_H
 
+#include <uv.h>
+
 #include "config.h"
+#include "gray.h"
 #include "http_server.h"
 #include "rlink.h"
 
 typedef struct ingest ingest;
 
-/* Returns the ingest state for one loop, or NULL when out of memory.
- * 'cfg' and 'link' must outlive it. */
-ingest *ingest_new(const lj_config *cfg, rlink *link);
+/* Returns the ingest state for one loop, or NULL when out of memory. 'cfg',
+ * 'link' and 'g' must outlive it. */
+ingest *ingest_new(uv_loop_t *loop, const lj_config *cfg, rlink *link, gray *g);
 void ingest_free(ingest *in);
 
-/* POST /upload_health_data_v2 */
 void ingest_health_v2(ingest *in, http_request *req);
+void ingest_health_routed(ingest *in, http_request *req);
+void ingest_health_batch(ingest *in, http_request *req);
+void ingest_device_v2(ingest *in, http_request *req);
+void ingest_event_v2(ingest *in, http_request *req);
+
+/* Answers 503 with Retry-After and a JSON error 'msg'. */
+void ingest_unavailable(http_request *req, const char *msg);
 
 #endif

@@ -150,6 +150,10 @@ int rlink_command(rlink *l, int argc, const char **argv, const size_t *lens, rli
 
     if (!l->ready || l->ac == NULL)
         return LJ_EUNAVAIL;
+    if (cb == NULL)     /* fire and forget: hiredis discards the reply */
+        return redisAsyncCommandArgv(l->ac, NULL, NULL, argc, argv, lens) == REDIS_OK
+                   ? 0
+                   : LJ_EUNAVAIL;
     if ((p = malloc(sizeof(*p))) == NULL)
         return LJ_ENOMEM;
     p->cb = cb;

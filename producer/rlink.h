@@ -30,8 +30,8 @@ rlink *rlink_new(uv_loop_t *loop, const char *host, int port, const char *passwo
 int rlink_ready(const rlink *l);
 
 /* Sends one command of 'argc' arguments ('lens' bytes each). 0 when sent
- * ('cb' will be called exactly once), LJ_EUNAVAIL when the link is down ('cb'
- * is not called). */
+ * ('cb' will be called exactly once; NULL 'cb': the reply is dropped),
+ * LJ_EUNAVAIL when the link is down ('cb' is not called). */
 int rlink_command(rlink *l, int argc, const char **argv, const size_t *lens, rlink_cb cb,
                   void *arg);
 

@@ -1,18 +1,25 @@
-/* routes.h -- maps each request to its endpoint (SPEC §2, §7).
+/* routes.h -- maps each request to its endpoint (SPEC §2, §4, §7).
  *
- * One routes table per loop thread. Unknown paths answer 404, a known path
- * with the wrong method 405 with an Allow header.
+ * One routes value per loop thread, holding that loop's services. Unknown
+ * paths answer 404, a known path with the wrong method 405 with Allow.
  */
 #ifndef LJ_PRODUCER_ROUTES_H
 #define LJ_PRODUCER_ROUTES_H
 
+#include <uv.h>
+
+#include "config.h"
+#include "gray.h"
 #include "http_server.h"
 #include "ingest.h"
 #include "rlink.h"
 
 typedef struct routes {
+    uv_loop_t *loop;
+    const lj_config *cfg;
     ingest *ingest;
     rlink *link;
+    gray *gray;
 } routes;
 
 /* The http_handler_fn of the server; 'arg' is a routes. */

@@ -1,0 +1,238 @@
+#include "admin.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+
+#include <cjson/cJSON.h>
+
+#include "err.h"
+#include "log.h"
+#include "pool.h"
+#include "record.h"
+
+typedef struct change {
+    http_request *req;
+    uv_loop_t *loop;
+    int new_ratio;
+    int old_ratio;
+    int rollback;
+    char caller[64];
+} change;
+
+static const char redis_down[] =
+    "{\"success\":false,\"message\":\"redis unavailable: ratio not changed\"}";
+
+static void answer(http_request *req, int status, const char *headers, const char *body)
+{
+    http_respond(req, status, headers, body, strlen(body));
+}
+
+/* Compares without an early exit, so timing does not tell how much matched. */
+static int equal_secret(const char *a, const char *b)
+{
+    size_t la = strlen(a);
+    size_t lb = strlen(b);
+    unsigned char diff = (unsigned char)(la != lb);
+    size_t i;
+
+    for (i = 0; i < lb; i++)
+        diff |= (unsigned char)(a[i % (la ? la : 1)] ^ b[i]);
+    return diff == 0 && la == lb;
+}
+
+int admin_authorized(const lj_config *cfg, http_request *req)
+{
+    const char *auth = req->authorization;
+
+    if (cfg->admin_token[0] == '\0') {
+        if (req->remote_is_loopback)
+            return 1;
+        http_respond_error(req, 403, "admin calls are allowed from this host only");
+        return 0;
+    }
+    if (strncmp(auth, "Bearer ", 7) != 0) {
+        answer(req, 401, "WWW-Authenticate: Bearer\r\n",
+               "{\"status\":\"error\",\"message\":\"admin token required\"}");
+        return 0;
+    }
+    if (!equal_secret(auth + 7, cfg->admin_token)) {
+        log_warn("admin", "refused admin call with a wrong token remote=%s", req->remote_addr);
+        http_respond_error(req, 403, "admin token refused");
+        return 0;
+    }
+    return 1;
+}
+
+void admin_get_ratio(gray *g, http_request *req)
+{
+    char ratio[16];
+    char body[256];
+    int n;
+
+    gray_format(gray_ratio(g), ratio, sizeof(ratio));
+    n = snprintf(body, sizeof(body),
+                 "{\"current_ratio\":%s,\"description\":\"share of devices whose uploads to "
+                 "/upload_health_data take the stream path (0..1)\"}",
+                 ratio);
+    http_respond(req, 200, NULL, body, (size_t)n);
+}
+
+/* Reads {"ratio": x} with x a number (or numeric string) in 0..1. */
+static int parse_ratio_body(const http_request *req, int *out)
+{
+    const char *msg;
+    const cJSON *v;
+    cJSON *root = NULL;
+    double d = -1;
+    char *end;
+    int rc = -1;
+
+    if (rec_json_parse(req->body, req->body_len, 4, &root, &msg) != 0)
+        return -1;
+    v = cJSON_GetObjectItemCaseSensitive(root, "ratio");
+    if (cJSON_IsNumber(v))
+        d = v->valuedouble;
+    else if (cJSON_IsString(v) && v->valuestring && *v->valuestring &&
+             ((d = strtod(v->valuestring, &end)), *end != '\0'))
+        d = -1;
+    if (isfinite(d) && d >= 0.0 && d <= 1.0) {
+        *out = (int)lround(d * GRAY_SCALE);
+        rc = 0;
+    }
+    cJSON_Delete(root);
+    return rc;
+}
+
+static void audit_work(void *arg)
+{
+    change *c = arg;
+    PGconn *pg = pool_pg();
+    char old_s[32];
+    char new_s[32];
+    const char *params[4];
+    PGresult *r;
+
+    if (pg == NULL) {
+        log_error("admin", "audit row not written: postgresql unavailable");
+        return;
+    }
+    snprintf(new_s, sizeof(new_s), "%.4f", (double)c->new_ratio / GRAY_SCALE);
+    snprintf(old_s, sizeof(old_s), "%.4f", (double)c->old_ratio / GRAY_SCALE);
+    params[0] = old_s;
+    params[1] = new_s;
+    params[2] = c->caller;
+    params[3] = c->rollback ? "emergency_rollback" : "ratio_change";
+    r = PQexecParams(pg, "INSERT INTO t_stream_ratio_audit (old_ratio, new_ratio, caller, reason)"
+                         " VALUES ($1, $2, $3, $4)", 4, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+        log_error("admin", "audit row not written: %s", PQerrorMessage(pg));
+        if (PQstatus(pg) != CONNECTION_OK)
+            pool_pg_failed();
+    }
+    PQclear(r);
+}
+
+static void audit_done(void *arg)
+{
+    free(arg);
+}
+
+static void iso_now(char *out, size_t len)
+{
+    struct timeval tv;
+    struct tm tm;
+    char sec[24];
+
+    gettimeofday(&tv, NULL);
+    gmtime_r(&tv.tv_sec, &tm);
+    strftime(sec, sizeof(sec), "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(out, len, "%s.%03dZ", sec, (int)(tv.tv_usec / 1000));
+}
+
+static void on_changed(int ok, int old_ratio, void *arg)
+{
+    change *c = arg;
+    char old_s[16];
+    char new_s[16];
+    char when[40];
+    char body[512];
+    int n;
+
+    if (!ok) {
+        answer(c->req, 503, "Retry-After: 1\r\n", redis_down);
+        free(c);
+        return;
+    }
+    gray_format(old_ratio, old_s, sizeof(old_s));
+    gray_format(c->new_ratio, new_s, sizeof(new_s));
+    log_info("admin", "traffic ratio %s -> %s by %s%s", old_s, new_s, c->caller,
+             c->rollback ? " (emergency rollback)" : "");
+    if (c->rollback) {
+        iso_now(when, sizeof(when));
+        n = snprintf(body, sizeof(body),
+                     "{\"success\":true,\"rollback_time\":\"%s\",\"traffic_ratio\":0,"
+                     "\"old_ratio\":%s,\"message\":\"emergency rollback: every routed upload "
+                     "now takes the legacy path; consumers keep draining the streams\"}",
+                     when, old_s);
+    } else {
+        n = snprintf(body, sizeof(body),
+                     "{\"success\":true,\"old_ratio\":%s,\"new_ratio\":%s,"
+                     "\"message\":\"traffic ratio changed from %s to %s\"}",
+                     old_s, new_s, old_s, new_s);
+    }
+    http_respond(c->req, 200, NULL, body, (size_t)n);
+    /* The audit row is written after the answer: a rollback must not wait
+     * for (or fail with) PostgreSQL. */
+    c->req = NULL;
+    c->old_ratio = old_ratio;
+    if (pool_submit(c->loop, audit_work, audit_done, c) != 0) {
+        log_error("admin", "audit row not written: pool unavailable");
+        free(c);
+    }
+}
+
+static void change_ratio(uv_loop_t *loop, gray *g, http_request *req, int ratio, int rollback)
+{
+    change *c = calloc(1, sizeof(*c));
+
+    if (c == NULL) {
+        http_respond_error(req, 500, "out of memory");
+        return;
+    }
+    c->req = req;
+    c->loop = loop;
+    c->new_ratio = ratio;
+    c->rollback = rollback;
+    snprintf(c->caller, sizeof(c->caller), "%s", req->remote_addr);
+    if (gray_set(g, ratio, on_changed, c) != 0) {
+        free(c);
+        answer(req, 503, "Retry-After: 1\r\n", redis_down);
+        return;
+    }
+    http_defer(req);
+}
+
+void admin_set_ratio(uv_loop_t *loop, const lj_config *cfg, gray *g, http_request *req)
+{
+    int ratio;
+
+    if (!admin_authorized(cfg, req))
+        return;
+    if (parse_ratio_body(req, &ratio) != 0) {
+        answer(req, 400, NULL,
+               "{\"success\":false,\"message\":\"ratio must be a number from 0 to 1\"}");
+        return;
+    }
+    change_ratio(loop, g, req, ratio, 0);
+}
+
+void admin_rollback(uv_loop_t *loop, const lj_config *cfg, gray *g, http_request *req)
+{
+    if (!admin_authorized(cfg, req))
+        return;
+    change_ratio(loop, g, req, 0, 1);
+}

@@ -1,0 +1,30 @@
+/* admin.h -- gray-release control (SPEC §4) and its authentication.
+ *
+ *   GET  /api/stream_traffic_ratio   {"current_ratio":r,"description":..}
+ *   POST /api/stream_traffic_ratio   {"ratio":x} -> old and new ratio   (admin)
+ *   POST /api/emergency_rollback     ratio 0 everywhere at once          (admin)
+ *
+ * Admin calls need "Authorization: Bearer <token>" when --admin-token is
+ * set (compared in constant time; 401 without, 403 when wrong); with no
+ * token configured only loopback clients may call them (403 otherwise).
+ * Every change is appended to t_stream_ratio_audit (old, new, time, caller
+ * address) from a pool thread. Loop thread only.
+ */
+#ifndef LJ_PRODUCER_ADMIN_H
+#define LJ_PRODUCER_ADMIN_H
+
+#include <uv.h>
+
+#include "config.h"
+#include "gray.h"
+#include "http_server.h"
+
+/* Nonzero when 'req' may call admin endpoints; otherwise it has been
+ * answered (401/403). */
+int admin_authorized(const lj_config *cfg, http_request *req);
+
+void admin_get_ratio(gray *g, http_request *req);
+void admin_set_ratio(uv_loop_t *loop, const lj_config *cfg, gray *g, http_request *req);
+void admin_rollback(uv_loop_t *loop, const lj_config *cfg, gray *g, http_request *req);
+
+#endif

@@ -1,0 +1,50 @@
+/* gray.h -- the gray-release traffic ratio (SPEC §4).
+ *
+ * The ratio r (0..1) lives in Redis under <prefix>stream_traffic_ratio,
+ * shared by every producer; each loop caches it and re-reads it every
+ * --ratio-refresh-ms (500 ms), so a change reaches every instance within a
+ * second. While Redis holds no value, --initial-ratio-permille applies (0:
+ * everything on the legacy path until an operator raises it).
+ *
+ * Routing is sticky per device: a device takes the stream path when
+ *
+ *     fnv1a(device_sn) mod 10000 < r * 10000
+ *
+ * so a watch never flips between paths while r is unchanged, and raising r
+ * only moves devices from legacy to stream. Loop thread only.
+ */
+#ifndef LJ_PRODUCER_GRAY_H
+#define LJ_PRODUCER_GRAY_H
+
+#include <uv.h>
+
+#include "config.h"
+#include "rlink.h"
+
+#define GRAY_SCALE 10000    /* the ratio is held in 1/10000 */
+
+typedef struct gray gray;
+
+/* Starts the refresh timer on 'loop'. NULL when out of memory. */
+gray *gray_new(uv_loop_t *loop, rlink *link, const lj_config *cfg);
+/* Stops the timer; freed once its handle is closed. */
+void gray_close(gray *g);
+
+/* The cached ratio, in 1/GRAY_SCALE. */
+int gray_ratio(const gray *g);
+
+/* Nonzero when 'device_sn' takes the stream path at the cached ratio. */
+int gray_takes_stream(const gray *g, const char *device_sn);
+
+/* Called with the ratio that was in force before a change (in 1/GRAY_SCALE),
+ * or with 'ok' 0 when Redis did not take the change. */
+typedef void (*gray_set_cb)(int ok, int old_ratio, void *arg);
+
+/* Stores 'ratio' (1/GRAY_SCALE) in Redis for every instance and in this
+ * loop's cache. 0 when sent ('cb' will run), LJ_EUNAVAIL when Redis is down. */
+int gray_set(gray *g, int ratio, gray_set_cb cb, void *arg);
+
+/* "0.3" for 3000: the ratio as operators write it. 'out' >= 16 bytes. */
+void gray_format(int ratio, char *out, size_t len);
+
+#endif

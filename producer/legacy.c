@@ -1,0 +1,53 @@
+#include "legacy.h"
+
+#include <stdlib.h>
+
+#include "err.h"
+#include "pool.h"
+
+typedef struct legacy_job {
+    const rec_batch *b;
+    legacy_done_fn done;
+    void *arg;
+    store_stats st;
+    int rc;
+} legacy_job;
+
+static void work(void *arg)
+{
+    legacy_job *j = arg;
+    PGconn *pg = pool_pg();
+    store_item item = {j->b->recs, j->b->n, NULL, j->b->batch_id[0] ? j->b->batch_id : NULL};
+
+    if (pg == NULL) {
+        j->rc = LJ_EUNAVAIL;
+        return;
+    }
+    j->rc = store_health_batch(pg, pool_owners(), &item, 1, "optimized", &j->st);
+    if (j->rc == LJ_EUNAVAIL)
+        pool_pg_failed();
+}
+
+static void done(void *arg)
+{
+    legacy_job *j = arg;
+
+    j->done(j->rc, &j->st, j->arg);
+    store_stats_cleanup(&j->st);
+    free(j);
+}
+
+int legacy_store(uv_loop_t *loop, const rec_batch *b, legacy_done_fn fn, void *arg)
+{
+    legacy_job *j = calloc(1, sizeof(*j));
+    int rc;
+
+    if (j == NULL)
+        return UV_ENOMEM;
+    j->b = b;
+    j->done = fn;
+    j->arg = arg;
+    if ((rc = pool_submit(loop, work, done, j)) != 0)
+        free(j);
+    return rc;
+}

@@ -1,0 +1,33 @@
+/* ops.h -- operations endpoints (SPEC §7).
+ *
+ *   GET /api/health          Redis and PostgreSQL reachable; 200 while at
+ *                            least one path can store uploads, else 503
+ *   GET /api/stream_health   link state, ratio, stream lengths
+ *   GET /api/stream_stats    per stream: length, dead letters, groups with
+ *                            lag and pending, consumers with idle time
+ *   GET /api/stream_metrics  per path requests, qps, avg/p95 ms, error rate %
+ *   GET /api/stats           today's records, active devices and users
+ *   GET /metrics             Prometheus text
+ *
+ * Queries needing several round trips run on a pool thread with its own
+ * connections; the loop only formats nothing and waits for nothing.
+ */
+#ifndef LJ_PRODUCER_OPS_H
+#define LJ_PRODUCER_OPS_H
+
+#include <uv.h>
+
+#include "config.h"
+#include "gray.h"
+#include "http_server.h"
+#include "rlink.h"
+
+void ops_health(uv_loop_t *loop, rlink *link, gray *g, http_request *req);
+void ops_stream_health(uv_loop_t *loop, const lj_config *cfg, rlink *link, gray *g,
+                       http_request *req);
+void ops_stream_stats(uv_loop_t *loop, const lj_config *cfg, http_request *req);
+void ops_stream_metrics(http_request *req);
+void ops_stats(uv_loop_t *loop, http_request *req);
+void ops_metrics(http_request *req);
+
+#endif

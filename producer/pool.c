@@ -1,0 +1,117 @@
+#include "pool.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "log.h"
+#include "pg.h"
+#include "rds.h"
+#include "store.h"
+
+typedef struct job {
+    uv_work_t req;
+    pool_work_fn work;
+    pool_done_fn done;
+    void *arg;
+} job;
+
+static const lj_config *pool_cfg;
+
+/* Per pool thread; the threads live as long as the process. */
+static _Thread_local PGconn *tl_pg;
+static _Thread_local redisContext *tl_redis;
+static _Thread_local enrich_cache *tl_owners;
+
+void pool_init(const lj_config *cfg)
+{
+    char n[16];
+
+    pool_cfg = cfg;
+    snprintf(n, sizeof(n), "%d", cfg->pool_threads);
+    setenv("UV_THREADPOOL_SIZE", n, 1);     /* read by libuv when the pool first starts */
+}
+
+static void run_work(uv_work_t *req)
+{
+    job *j = req->data;
+
+    j->work(j->arg);
+}
+
+static void run_done(uv_work_t *req, int status)
+{
+    job *j = req->data;
+
+    (void)status;   /* never cancelled: we do not call uv_cancel */
+    j->done(j->arg);
+    free(j);
+}
+
+int pool_submit(uv_loop_t *loop, pool_work_fn work, pool_done_fn done, void *arg)
+{
+    job *j = malloc(sizeof(*j));
+    int rc;
+
+    if (j == NULL)
+        return UV_ENOMEM;
+    j->work = work;
+    j->done = done;
+    j->arg = arg;
+    j->req.data = j;
+    if ((rc = uv_queue_work(loop, &j->req, run_work, run_done)) != 0)
+        free(j);
+    return rc;
+}
+
+PGconn *pool_pg(void)
+{
+    char err[256];
+
+    if (tl_pg && PQstatus(tl_pg) != CONNECTION_OK)
+        pool_pg_failed();
+    if (tl_pg)
+        return tl_pg;
+    if ((tl_pg = pg_connect(pool_cfg->pg_dsn, "ljwx-producer", err, sizeof(err))) == NULL) {
+        log_warn("pool", "postgresql: %s", err);
+        return NULL;
+    }
+    if (store_prepare(tl_pg) != 0)
+        pool_pg_failed();
+    return tl_pg;
+}
+
+void pool_pg_failed(void)
+{
+    if (tl_pg)
+        PQfinish(tl_pg);
+    tl_pg = NULL;
+}
+
+redisContext *pool_redis(void)
+{
+    char err[256];
+
+    if (tl_redis && tl_redis->err)
+        pool_redis_failed();
+    if (tl_redis)
+        return tl_redis;
+    tl_redis = rds_connect(pool_cfg->redis_host, pool_cfg->redis_port,
+                           pool_cfg->redis_password, 2000, err, sizeof(err));
+    if (tl_redis == NULL)
+        log_warn("pool", "redis: %s", err);
+    return tl_redis;
+}
+
+void pool_redis_failed(void)
+{
+    if (tl_redis)
+        redisFree(tl_redis);
+    tl_redis = NULL;
+}
+
+enrich_cache *pool_owners(void)
+{
+    if (tl_owners == NULL)
+        tl_owners = enrich_new(65536, pool_cfg->enrich_ttl_ms);
+    return tl_owners;
+}
