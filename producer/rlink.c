@@ -4,7 +4,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <hiredis/adapters/libuv.h>
 #include <hiredis/async.h>
 
 #include "err.h"
@@ -31,6 +30,82 @@ typedef struct pending {
 } pending;
 
 static void link_connect(rlink *l);
+
+/* ------------------------------------------------------------------------
+ * Our own libuv adapter for hiredis' async API. The one shipped with hiredis
+ * 0.14 ignores a poll error: libuv reports a refused connect as POLLERR,
+ * stops the watcher and passes an error status, which that adapter drops,
+ * so hiredis never learns the connect failed and the link hangs for good.
+ * Here an error hands both directions to hiredis, which then sees the
+ * socket error and fails the connect or the connection.
+ * ------------------------------------------------------------------------ */
+
+typedef struct rl_events {
+    redisAsyncContext *ac;  /* NULL once hiredis let go */
+    uv_poll_t poll;
+    int events;
+} rl_events;
+
+static void ev_poll(uv_poll_t *h, int status, int events)
+{
+    rl_events *e = h->data;
+
+    if (status < 0)
+        events = UV_READABLE | UV_WRITABLE;
+    /* Write first: that is where hiredis completes (or fails) a connect. */
+    if (e->ac && (events & UV_WRITABLE))
+        redisAsyncHandleWrite(e->ac);
+    if (e->ac && (events & UV_READABLE))
+        redisAsyncHandleRead(e->ac);
+}
+
+static void ev_update(rl_events *e, int add, int what)
+{
+    e->events = add ? (e->events | what) : (e->events & ~what);
+    if (e->events)
+        uv_poll_start(&e->poll, e->events, ev_poll);
+    else
+        uv_poll_stop(&e->poll);
+}
+
+static void ev_add_read(void *p) { ev_update(p, 1, UV_READABLE); }
+static void ev_del_read(void *p) { ev_update(p, 0, UV_READABLE); }
+static void ev_add_write(void *p) { ev_update(p, 1, UV_WRITABLE); }
+static void ev_del_write(void *p) { ev_update(p, 0, UV_WRITABLE); }
+
+static void ev_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+static void ev_cleanup(void *p)
+{
+    rl_events *e = p;
+
+    e->ac = NULL;   /* the context is going: no more calls into it */
+    uv_close((uv_handle_t *)&e->poll, ev_closed);
+}
+
+static int ev_attach(redisAsyncContext *ac, uv_loop_t *loop)
+{
+    rl_events *e = calloc(1, sizeof(*e));
+
+    if (e == NULL)
+        return REDIS_ERR;
+    if (uv_poll_init(loop, &e->poll, ac->c.fd) != 0) {
+        free(e);
+        return REDIS_ERR;
+    }
+    e->ac = ac;
+    e->poll.data = e;
+    ac->ev.data = e;
+    ac->ev.addRead = ev_add_read;
+    ac->ev.delRead = ev_del_read;
+    ac->ev.addWrite = ev_add_write;
+    ac->ev.delWrite = ev_del_write;
+    ac->ev.cleanup = ev_cleanup;
+    return REDIS_OK;
+}
 
 static void on_retry(uv_timer_t *t)
 {
@@ -95,7 +170,9 @@ static void link_connect(rlink *l)
         return;
     }
     ac->data = l;
-    if (redisLibuvAttach(ac, l->loop) != REDIS_OK) {
+    if (ev_attach(ac, l->loop) != REDIS_OK) {
+        log_warn("rlink", "cannot watch the connection to %s:%d; retry in %u ms", l->host,
+                 l->port, l->backoff_ms);
         redisAsyncFree(ac);
         retry_later(l);
         return;
