@@ -41,6 +41,7 @@ typedef struct lj_config {
     int header_timeout_ms;
     int body_timeout_ms;
     int keepalive_ms;
+    int stream_high_watermark;
     int initial_ratio_permille;
     int ratio_refresh_ms;
     /* consumer */

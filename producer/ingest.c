@@ -20,6 +20,7 @@ struct ingest {
     const lj_config *cfg;
     rlink *link;
     gray *gray;
+    backlog *backlog;
     char streams[STREAM_KINDS][STREAM_NAME_MAX];
     char alert_stream[STREAM_NAME_MAX];
     uint64_t rng;           /* xorshift state for entry UUIDs */
@@ -78,7 +79,7 @@ static double seconds_since(uint64_t start_ns)
     return (double)(uv_hrtime() - start_ns) / 1e9;
 }
 
-ingest *ingest_new(uv_loop_t *loop, const lj_config *cfg, rlink *link, gray *g)
+ingest *ingest_new(uv_loop_t *loop, const lj_config *cfg, rlink *link, gray *g, backlog *bl)
 {
     ingest *in = calloc(1, sizeof(*in));
     int k;
@@ -89,6 +90,7 @@ ingest *ingest_new(uv_loop_t *loop, const lj_config *cfg, rlink *link, gray *g)
     in->cfg = cfg;
     in->link = link;
     in->gray = g;
+    in->backlog = bl;
     in->rng = ((uint64_t)now_ms() << 20) ^ (uint64_t)(uintptr_t)in ^ 0x9E3779B97F4A7C15ull;
     for (k = 0; k < STREAM_KINDS; k++)
         stream_name(in->streams[k], sizeof(in->streams[k]), cfg->stream_prefix, (stream_kind)k);
@@ -267,7 +269,6 @@ static void go_legacy(upload *u)
 
 static void stream_failed(upload *u, const char *why)
 {
-    atomic_fetch_add(&stats_fault.xadd_errors, 1);
     stats_path(STATS_STREAM, 0, seconds_since(u->path_start_ns));
     log_warn("ingest", "XADD failed: %s", why);
     if (u->may_fall_back) {
@@ -286,6 +287,7 @@ static void on_health_xadd(redisReply *r, void *arg)
     int err;
 
     if (r == NULL || r->type != REDIS_REPLY_STRING) {
+        atomic_fetch_add(&stats_fault.xadd_errors, 1);
         stream_failed(u, r ? (r->type == REDIS_REPLY_ERROR ? r->str : "bad reply") : "link lost");
         return;
     }
@@ -306,12 +308,18 @@ static void go_stream(upload *u)
     int rc;
 
     u->path_start_ns = uv_hrtime();
+    if (backlog_full(u->in->backlog, STREAM_HEALTH)) {
+        atomic_fetch_add(&stats_fault.backpressure, 1);
+        stream_failed(u, "stream over its high watermark");
+        return;
+    }
     lj_buf_init(&payload);
     if (rec_batch_to_json(&u->b, &payload) != 0) {
         http_respond_error(u->req, 500, "out of memory");
         upload_free(u);
     } else if ((rc = send_xadd(u->in, STREAM_HEALTH, u->b.recs[0].device_sn, u->b.batch_id,
                                &payload, on_health_xadd, u)) != 0) {
+        atomic_fetch_add(&stats_fault.xadd_errors, 1);
         stream_failed(u, "redis unavailable");
     }
     lj_buf_cleanup(&payload);
@@ -449,6 +457,12 @@ static void send_simple(ingest *in, http_request *req, stream_kind kind, const c
     su->req = req;
     su->what = what;
     su->start_ns = uv_hrtime();
+    if (backlog_full(in->backlog, kind)) {
+        free(su);
+        atomic_fetch_add(&stats_fault.backpressure, 1);
+        ingest_unavailable(req, "stream backlog full, retry later");
+        return;
+    }
     if (send_xadd(in, kind, sn, "", payload, on_simple_xadd, su) != 0) {
         free(su);
         atomic_fetch_add(&stats_fault.xadd_errors, 1);

@@ -11,7 +11,8 @@
  *   /upload_device_info_v2      stream path (device_info_stream)
  *   /upload_common_event_v2     stream path (common_event_stream)
  *
- * Neither path able to store: 503 with Retry-After. One ingest per loop
+ * A stream over its high watermark (backlog.c) counts as a failed stream
+ * path. Neither path able to store: 503 with Retry-After. One ingest per loop
  * thread; it borrows the loop's rlink and gray and the config.
  */
 #ifndef LJ_PRODUCER_INGEST_H
@@ -19,6 +20,7 @@
 
 #include <uv.h>
 
+#include "backlog.h"
 #include "config.h"
 #include "gray.h"
 #include "http_server.h"
@@ -27,8 +29,8 @@
 typedef struct ingest ingest;
 
 /* Returns the ingest state for one loop, or NULL when out of memory. 'cfg',
- * 'link' and 'g' must outlive it. */
-ingest *ingest_new(uv_loop_t *loop, const lj_config *cfg, rlink *link, gray *g);
+ * 'link', 'g' and 'bl' must outlive it. */
+ingest *ingest_new(uv_loop_t *loop, const lj_config *cfg, rlink *link, gray *g, backlog *bl);
 void ingest_free(ingest *in);
 
 void ingest_health_v2(ingest *in, http_request *req);

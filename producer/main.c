@@ -12,6 +12,7 @@
 
 #include <uv.h>
 
+#include "backlog.h"
 #include "config.h"
 #include "gray.h"
 #include "http_server.h"
@@ -28,6 +29,7 @@ typedef struct producer {
     uv_signal_t sigterm;
     http_server *http;
     rlink *link;
+    backlog *backlog;
     routes rt;
 } producer;
 
@@ -40,6 +42,7 @@ static void on_stop_signal(uv_signal_t *h, int signum)
     uv_close((uv_handle_t *)&p->sigterm, NULL);
     http_server_close(p->http);
     gray_close(p->rt.gray);
+    backlog_close(p->backlog);
     rlink_close(p->link);
 }
 
@@ -89,7 +92,8 @@ static int start(producer *p, const lj_config *cfg)
     p->rt.cfg = cfg;
     p->link = rlink_new(p->loop, cfg->redis_host, cfg->redis_port, cfg->redis_password);
     if (p->link == NULL || (p->rt.gray = gray_new(p->loop, p->link, cfg)) == NULL ||
-        (p->rt.ingest = ingest_new(p->loop, cfg, p->link, p->rt.gray)) == NULL)
+        (p->backlog = backlog_new(p->loop, p->link, cfg)) == NULL ||
+        (p->rt.ingest = ingest_new(p->loop, cfg, p->link, p->rt.gray, p->backlog)) == NULL)
         return -1;
     p->rt.link = p->link;
     limits_from(cfg, &lim);
@@ -141,6 +145,8 @@ int main(int argc, char **argv)
             http_server_close(p.http);
         if (p.rt.gray)
             gray_close(p.rt.gray);
+        if (p.backlog)
+            backlog_close(p.backlog);
         if (p.link)
             rlink_close(p.link);
     }

@@ -103,6 +103,10 @@ int stats_render_prometheus(lj_buf *out)
                        "Routed uploads sent to the legacy path because the stream failed.");
     metrics_write_value(out, "ljwx_fallbacks_total", "",
                         (double)atomic_load(&stats_fault.fallbacks));
+    metrics_write_head(out, "ljwx_backpressure_total", "counter",
+                       "Uploads turned away from a stream over its high watermark.");
+    metrics_write_value(out, "ljwx_backpressure_total", "",
+                        (double)atomic_load(&stats_fault.backpressure));
     metrics_write_head(out, "ljwx_unavailable_total", "counter", "503 responses.");
     metrics_write_value(out, "ljwx_unavailable_total", "",
                         (double)atomic_load(&stats_fault.unavailable));

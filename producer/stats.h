@@ -43,6 +43,7 @@ typedef struct stats_faults {
     atomic_ullong xadd_errors;      /* XADD refused or unanswered */
     atomic_ullong fallbacks;        /* routed uploads sent to the legacy path by a fault */
     atomic_ullong unavailable;      /* 503 answers */
+    atomic_ullong backpressure;     /* uploads refused (or sent to legacy) by a full stream */
     atomic_llong open_connections;
 } stats_faults;
 

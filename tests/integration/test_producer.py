@@ -300,3 +300,35 @@ def test_redis_down_routed_uploads_fall_back_and_v2_gets_503(stack, servers):
     sn2 = serial("resumed")
     wait_for(lambda: stack.post("/upload_health_data", {"deviceSn": sn2, "heartRate": 70})
              .json().get("status") == "accepted", timeout=15, what="the stream path to resume")
+
+
+# -- backpressure ------------------------------------------------------------------------------------
+
+def test_backpressure_answers_503_before_anything_is_lost(stack):
+    stack.producer(LJ_STREAM_HIGH_WATERMARK=5, LJ_RATIO_REFRESH_MS=50)
+    sn = serial("full")
+    accepted = []
+    for i in range(40):
+        resp = stack.post("/upload_health_data_v2", {"deviceSn": sn, "timestamp": BASE_S + i})
+        if resp.status_code == 503:
+            assert resp.headers["Retry-After"]
+            break
+        assert resp.status_code == 200
+        accepted.append(resp.json()["stream_id"])
+        time.sleep(0.02)
+    else:
+        raise AssertionError("no 503 although nothing drains the stream")
+    assert 5 <= len(accepted) <= 10
+    assert [e[0] for e in stack.s.redis().xrange(stack.stream())] == accepted
+    # A routed upload takes the legacy path instead of the full stream.
+    assert set_ratio(stack, 1).status_code == 200
+    wait_for(lambda: get_ratio(stack.url) == 1, what="ratio")
+    resp = stack.post("/upload_health_data", {"deviceSn": sn, "timestamp": BASE_S + 100})
+    assert resp.status_code == 200 and resp.json()["status"] == "success"
+    # Draining (and trimming) reopens the stream; every accepted upload is stored.
+    stack.consumer(LJ_UPKEEP_INTERVAL_MS=100)
+    wait_for(lambda: len(rows(stack, sn)) == len(accepted) + 1, what="every accepted upload")
+    wait_for(lambda: stack.post("/upload_health_data_v2", {"deviceSn": sn}).status_code == 200,
+             what="the stream to accept again")
+    prom = requests.get(stack.url + "/metrics", timeout=5).text
+    assert "ljwx_backpressure_total 0" not in prom
