@@ -99,6 +99,8 @@ static const cfg_option options[] = {
             "prefix of every stream and group name (several environments on one Redis)"),
     CFG_INT("tz_offset_min", "LJ_TZ_OFFSET_MIN", tz_offset_min, "0", -840, 840, CFG_BOTH,
             "offset from UTC, in minutes, of \"YYYY-MM-DD HH:MM:SS\" device timestamps"),
+    CFG_INT("threads", "LJ_THREADS", threads, "1", 1, 64, CFG_PRODUCER,
+            "event loops, each with its own listener (SO_REUSEPORT) and Redis connection"),
     CFG_INT("upkeep_interval_ms", "LJ_UPKEEP_INTERVAL_MS", upkeep_interval_ms, "5000", 100,
             3600000, CFG_CONSUMER,
             "how often a worker claims idle entries, trims acknowledged ones and reads lag"),

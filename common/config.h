@@ -42,6 +42,7 @@ typedef struct lj_config {
     int body_timeout_ms;
     int keepalive_ms;
     int stream_high_watermark;
+    int threads;
     int initial_ratio_permille;
     int ratio_refresh_ms;
     /* consumer */

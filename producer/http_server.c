@@ -1,6 +1,9 @@
 #include "http_server.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -750,14 +753,33 @@ http_server *http_server_new(uv_loop_t *loop, const http_limits *lim, http_handl
 int http_server_listen(http_server *s, const char *host, int port)
 {
     struct sockaddr_storage addr;
+    socklen_t len = sizeof(struct sockaddr_in);
+    int one = 1;
+    int fd;
     int rc;
 
-    if (uv_ip4_addr(host, port, (struct sockaddr_in *)&addr) != 0 &&
-        (rc = uv_ip6_addr(host, port, (struct sockaddr_in6 *)&addr)) != 0)
+    if (uv_ip4_addr(host, port, (struct sockaddr_in *)&addr) != 0) {
+        if ((rc = uv_ip6_addr(host, port, (struct sockaddr_in6 *)&addr)) != 0)
+            return rc;
+        len = sizeof(struct sockaddr_in6);
+    }
+    /* SO_REUSEPORT lets every loop thread bind its own listener to the one
+     * port, and the kernel spread connections over them (libuv 1.44 has no
+     * flag for it, so the socket is made here). */
+    if ((fd = socket(addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)) < 0)
+        return uv_translate_sys_error(errno);
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0 ||
+        bind(fd, (struct sockaddr *)&addr, len) != 0) {
+        rc = uv_translate_sys_error(errno);
+        close(fd);
         return rc;
-    if ((rc = uv_tcp_bind(&s->listener, (struct sockaddr *)&addr, 0)) != 0)
+    }
+    if ((rc = uv_tcp_open(&s->listener, fd)) != 0) {
+        close(fd);
         return rc;
-    return uv_listen((uv_stream_t *)&s->listener, 1024, on_connection);
+    }
+    return uv_listen((uv_stream_t *)&s->listener, 4096, on_connection);
 }
 
 int http_server_port(const http_server *s)

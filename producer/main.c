@@ -1,9 +1,13 @@
 /* ljwx-producer -- the HTTP ingest front of ljwx-ingest (SPEC §1, §2, §4).
  *
- * One libuv loop: the HTTP server, the async Redis link, the gray-release
- * ratio, signal handlers; PostgreSQL work on the pool threads (pool.c).
- * SIGINT/SIGTERM stop accepting, close connections and exit 0.
+ * --threads event loops, each on its own thread with its own listener on
+ * the shared port (SO_REUSEPORT), its own async Redis link (so the XADDs of
+ * its requests pipeline), gray-release cache and backlog watch. PostgreSQL
+ * work runs on the shared pool threads (pool.c). The main thread only waits
+ * for SIGINT/SIGTERM (blocked in every thread, taken with sigwait), then
+ * asks every loop to close its connections, and exits 0.
  */
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,28 +27,16 @@
 #include "routes.h"
 #include "stats.h"
 
-typedef struct producer {
-    uv_loop_t *loop;
-    uv_signal_t sigint;
-    uv_signal_t sigterm;
+/* Everything one loop thread owns. */
+typedef struct loop_ctx {
+    uv_loop_t loop;
+    uv_async_t stop;
+    pthread_t thread;
     http_server *http;
     rlink *link;
     backlog *backlog;
     routes rt;
-} producer;
-
-static void on_stop_signal(uv_signal_t *h, int signum)
-{
-    producer *p = h->data;
-
-    log_info("main", "signal %d: stopping", signum);
-    uv_close((uv_handle_t *)&p->sigint, NULL);
-    uv_close((uv_handle_t *)&p->sigterm, NULL);
-    http_server_close(p->http);
-    gray_close(p->rt.gray);
-    backlog_close(p->backlog);
-    rlink_close(p->link);
-}
+} loop_ctx;
 
 static void observe_response(const http_request *req, int status, void *arg)
 {
@@ -75,52 +67,90 @@ static void raise_fd_limit(int connections)
 static void limits_from(const lj_config *cfg, http_limits *lim)
 {
     http_limits_default(lim, (size_t)cfg->max_body_bytes);
-    lim->max_connections = cfg->max_connections;
+    /* The cap is for the process: each loop takes its share. */
+    lim->max_connections = cfg->max_connections / cfg->threads > 0
+                               ? cfg->max_connections / cfg->threads
+                               : 1;
     lim->header_timeout_ms = (unsigned)cfg->header_timeout_ms;
     lim->body_idle_ms = (unsigned)cfg->body_timeout_ms;
     lim->body_total_ms = (unsigned)cfg->body_timeout_ms * 6;
     lim->keepalive_ms = (unsigned)cfg->keepalive_ms;
 }
 
-static int start(producer *p, const lj_config *cfg)
+/* Closes what 'c' opened; its loop then runs out of handles and returns. */
+static void close_loop(loop_ctx *c)
+{
+    uv_close((uv_handle_t *)&c->stop, NULL);
+    if (c->http)
+        http_server_close(c->http);
+    if (c->rt.gray)
+        gray_close(c->rt.gray);
+    if (c->backlog)
+        backlog_close(c->backlog);
+    if (c->link)
+        rlink_close(c->link);
+}
+
+static void on_stop(uv_async_t *a)
+{
+    close_loop(a->data);
+}
+
+/* Builds loop 'c' listening on 'port'. 0, or -1 (logged). */
+static int open_loop(loop_ctx *c, const lj_config *cfg, int port)
 {
     http_observer obs = {observe_response, observe_connections, NULL};
     http_limits lim;
     int rc;
 
-    p->rt.loop = p->loop;
-    p->rt.cfg = cfg;
-    p->link = rlink_new(p->loop, cfg->redis_host, cfg->redis_port, cfg->redis_password);
-    if (p->link == NULL || (p->rt.gray = gray_new(p->loop, p->link, cfg)) == NULL ||
-        (p->backlog = backlog_new(p->loop, p->link, cfg)) == NULL ||
-        (p->rt.ingest = ingest_new(p->loop, cfg, p->link, p->rt.gray, p->backlog)) == NULL)
+    uv_loop_init(&c->loop);
+    uv_async_init(&c->loop, &c->stop, on_stop);
+    c->stop.data = c;
+    c->rt.loop = &c->loop;
+    c->rt.cfg = cfg;
+    c->link = rlink_new(&c->loop, cfg->redis_host, cfg->redis_port, cfg->redis_password);
+    if (c->link == NULL || (c->rt.gray = gray_new(&c->loop, c->link, cfg)) == NULL ||
+        (c->backlog = backlog_new(&c->loop, c->link, cfg)) == NULL ||
+        (c->rt.ingest = ingest_new(&c->loop, cfg, c->link, c->rt.gray, c->backlog)) == NULL)
         return -1;
-    p->rt.link = p->link;
+    c->rt.link = c->link;
     limits_from(cfg, &lim);
-    if ((p->http = http_server_new(p->loop, &lim, route_request, &p->rt)) == NULL)
+    if ((c->http = http_server_new(&c->loop, &lim, route_request, &c->rt)) == NULL)
         return -1;
-    http_server_observe(p->http, &obs);
-    if ((rc = http_server_listen(p->http, cfg->http_host, cfg->http_port)) != 0) {
-        log_error("main", "listen on %s:%d failed: %s", cfg->http_host, cfg->http_port,
-                  uv_strerror(rc));
+    http_server_observe(c->http, &obs);
+    if ((rc = http_server_listen(c->http, cfg->http_host, port)) != 0) {
+        log_error("main", "listen on %s:%d failed: %s", cfg->http_host, port, uv_strerror(rc));
         return -1;
     }
-    log_info("main", "listening on http://%s:%d redis=%s:%d", cfg->http_host,
-             http_server_port(p->http), cfg->redis_host, cfg->redis_port);
-    uv_signal_init(p->loop, &p->sigint);
-    uv_signal_init(p->loop, &p->sigterm);
-    p->sigint.data = p->sigterm.data = p;
-    uv_signal_start(&p->sigint, on_stop_signal, SIGINT);
-    uv_signal_start(&p->sigterm, on_stop_signal, SIGTERM);
     return 0;
+}
+
+static void *run_loop(void *arg)
+{
+    loop_ctx *c = arg;
+
+    uv_run(&c->loop, UV_RUN_DEFAULT);
+    return NULL;
+}
+
+static void free_loop(loop_ctx *c)
+{
+    http_server_free(c->http);
+    ingest_free(c->rt.ingest);
+    uv_loop_close(&c->loop);
 }
 
 int main(int argc, char **argv)
 {
-    producer p;
     lj_config cfg;
+    loop_ctx *loops;
+    sigset_t sigs;
     char err[256];
+    int started = 0;
+    int port;
+    int sig;
     int rc;
+    int i;
 
     rc = cfg_load(&cfg, CFG_PRODUCER, argc, argv, err, sizeof(err));
     if (rc == 1) {
@@ -133,27 +163,49 @@ int main(int argc, char **argv)
     }
     log_init("producer", log_level_parse(cfg.log_level) < 0 ? LOG_INFO
                                                              : log_level_parse(cfg.log_level));
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);    /* inherited by every thread */
     signal(SIGPIPE, SIG_IGN);
     raise_fd_limit(cfg.max_connections);
     pool_init(&cfg);
     stats_init();
-    memset(&p, 0, sizeof(p));
-    p.loop = uv_default_loop();
-    if (start(&p, &cfg) != 0) {
-        rc = 1;
-        if (p.http)
-            http_server_close(p.http);
-        if (p.rt.gray)
-            gray_close(p.rt.gray);
-        if (p.backlog)
-            backlog_close(p.backlog);
-        if (p.link)
-            rlink_close(p.link);
+    if ((loops = calloc((size_t)cfg.threads, sizeof(*loops))) == NULL)
+        return 1;
+    port = cfg.http_port;
+    rc = 0;
+    for (i = 0; i < cfg.threads && rc == 0; i++) {
+        if (open_loop(&loops[i], &cfg, port) != 0) {
+            close_loop(&loops[i]);
+            uv_run(&loops[i].loop, UV_RUN_DEFAULT);
+            free_loop(&loops[i]);
+            rc = 1;
+            break;
+        }
+        port = http_server_port(loops[i].http);    /* port 0: the others join the chosen one */
+        if (pthread_create(&loops[i].thread, NULL, run_loop, &loops[i]) != 0) {
+            close_loop(&loops[i]);
+            uv_run(&loops[i].loop, UV_RUN_DEFAULT);
+            free_loop(&loops[i]);
+            rc = 1;
+            break;
+        }
+        started++;
     }
-    uv_run(p.loop, UV_RUN_DEFAULT);
-    http_server_free(p.http);
-    ingest_free(p.rt.ingest);
-    uv_loop_close(p.loop);
+    if (rc == 0) {
+        log_info("main", "listening on http://%s:%d threads=%d redis=%s:%d", cfg.http_host, port,
+                 cfg.threads, cfg.redis_host, cfg.redis_port);
+        sigwait(&sigs, &sig);
+        log_info("main", "signal %d: stopping", sig);
+    }
+    for (i = 0; i < started; i++)
+        uv_async_send(&loops[i].stop);
+    for (i = 0; i < started; i++) {
+        pthread_join(loops[i].thread, NULL);
+        free_loop(&loops[i]);
+    }
+    free(loops);
     log_info("main", "stopped");
     return rc;
 }

@@ -332,3 +332,20 @@ def test_backpressure_answers_503_before_anything_is_lost(stack):
              what="the stream to accept again")
     prom = requests.get(stack.url + "/metrics", timeout=5).text
     assert "ljwx_backpressure_total 0" not in prom
+
+
+def test_several_event_loops_share_one_port(stack):
+    stack.producer(LJ_THREADS=3)
+    stack.consumer()
+    sn = serial("loops")
+
+    def one(i):
+        # A new connection each time, so the kernel spreads them over the loops.
+        r = requests.post(stack.url + "/upload_health_data_v2", timeout=10,
+                          data=json.dumps({"deviceSn": sn, "timestamp": BASE_S + i}))
+        return r.status_code
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        assert set(pool.map(one, range(60))) == {200}
+    wait_for(lambda: len(rows(stack, sn)) == 60, what="60 rows")
+    assert "threads=3" in stack.procs[0].output()
