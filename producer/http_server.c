@@ -271,6 +271,8 @@ static int on_headers_complete(http_parser *p)
 {
     http_conn *c = p->data;
 
+    if (p->uses_transfer_encoding && !(p->flags & F_CHUNKED))
+        return refuse(c, 501, "only the chunked transfer coding is supported");
     if (p->method == HTTP_POST && !(p->flags & (F_CHUNKED | F_CONTENTLENGTH)))
         return refuse(c, 411, "Content-Length required");
     if ((p->flags & F_CONTENTLENGTH) && p->content_length > c->srv->lim.max_body)
@@ -286,6 +288,17 @@ static int on_body(http_parser *p, const char *at, size_t len)
     if (c->body.len + len > c->srv->lim.max_body)
         return refuse(c, 413, "body too large");
     return lj_buf_append(&c->body, at, len) == 0 ? 0 : refuse(c, 500, "out of memory");
+}
+
+/* A chunk announcing more than the body may still hold is refused at its
+ * size line, before any of its bytes are read. */
+static int on_chunk_header(http_parser *p)
+{
+    http_conn *c = p->data;
+
+    if (p->content_length > c->srv->lim.max_body - c->body.len)
+        return refuse(c, 413, "body too large");
+    return 0;
 }
 
 static int on_message_complete(http_parser *p)
@@ -743,6 +756,7 @@ http_server *http_server_new(uv_loop_t *loop, const http_limits *lim, http_handl
     parser_settings.on_headers_complete = on_headers_complete;
     parser_settings.on_body = on_body;
     parser_settings.on_message_complete = on_message_complete;
+    parser_settings.on_chunk_header = on_chunk_header;
     /* Process-global; our own scan already caps the block at lim->max_header_block. */
     http_parser_set_max_header_size((uint32_t)lim->max_header_block + 2);
     uv_tcp_init(loop, &s->listener);

@@ -3,6 +3,7 @@ gray release, rollback, admin auth, device info and events, operations
 endpoints, limits and timeouts, Redis outages. Real servers throughout."""
 import concurrent.futures
 import json
+import re
 import socket
 import time
 import uuid
@@ -349,3 +350,51 @@ def test_several_event_loops_share_one_port(stack):
         assert set(pool.map(one, range(60))) == {200}
     wait_for(lambda: len(rows(stack, sn)) == 60, what="60 rows")
     assert "threads=3" in stack.procs[0].output()
+
+
+def test_header_and_chunk_limits(stack):
+    stack.producer(LJ_MAX_BODY_BYTES=1000)
+    long_line = b"POST /upload_health_data_v2?" + b"a" * 3000 + b" HTTP/1.1\r\nHost: x\r\n\r\n"
+    assert raw(stack, long_line).startswith(b"HTTP/1.1 414 ")
+    big_header = (b"POST /upload_health_data_v2 HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 5000 +
+                  b"\r\nContent-Length: 2\r\n\r\n{}")
+    assert raw(stack, big_header).startswith(b"HTTP/1.1 431 ")
+    many = b"".join(b"X-H%d: v\r\n" % i for i in range(70))
+    flood = b"POST /upload_health_data_v2 HTTP/1.1\r\nHost: x\r\n" + many + b"\r\n"
+    assert raw(stack, flood).startswith(b"HTTP/1.1 431 ")
+    chunk = b"x" * 900
+    chunked = (b"POST /upload_health_data_v2 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked"
+               b"\r\n\r\n" + (b"%x\r\n" % len(chunk) + chunk + b"\r\n") * 2 + b"0\r\n\r\n")
+    assert raw(stack, chunked).startswith(b"HTTP/1.1 413 ")
+    huge_chunk = (b"POST /upload_health_data_v2 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked"
+                  b"\r\n\r\n8000000000000000\r\nxx")
+    assert raw(stack, huge_chunk).startswith(b"HTTP/1.1 413 ")
+    gzip = (b"POST /upload_health_data_v2 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n")
+    assert raw(stack, gzip).startswith(b"HTTP/1.1 501 ")
+    no_length = b"POST /upload_health_data_v2 HTTP/1.1\r\nHost: x\r\n\r\n"
+    assert raw(stack, no_length).startswith(b"HTTP/1.1 411 ")
+    assert stack.s.redis().exists(stack.stream()) == 0
+
+
+def test_ten_thousand_keep_alive_connections_are_held(stack):
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 12_000:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 20_000), hard))
+    stack.producer(LJ_KEEPALIVE_MS=120_000)
+    socks = []
+    try:
+        for _ in range(10_000):
+            socks.append(socket.create_connection(("127.0.0.1", stack.http_port), timeout=10))
+        def open_connections():
+            text = requests.get(stack.url + "/metrics", timeout=10).text
+            return int(re.search(r"^ljwx_open_connections (\d+)$", text, re.M).group(1))
+        # 10,000 held plus the one asking.
+        wait_for(lambda: open_connections() == 10_001, timeout=30, what="10,000 connections")
+        req = b"GET /api/stream_traffic_ratio HTTP/1.1\r\nHost: x\r\n\r\n"
+        for s in socks[::500]:      # a sample, spread over the whole set
+            s.sendall(req)
+            assert s.recv(4096).startswith(b"HTTP/1.1 200 ")
+    finally:
+        for s in socks:
+            s.close()
