@@ -8,6 +8,7 @@ import socket
 import time
 import uuid
 
+import pytest
 import requests
 
 from conftest import wait_for
@@ -379,6 +380,8 @@ def test_header_and_chunk_limits(stack):
 def test_ten_thousand_keep_alive_connections_are_held(stack):
     import resource
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 12_000:
+        pytest.skip(f"this machine allows {hard} open files, fewer than the test needs")
     if soft < 12_000:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 20_000), hard))
     stack.producer(LJ_KEEPALIVE_MS=120_000)
