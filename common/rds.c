@@ -45,6 +45,25 @@ redisReply *rds_command(redisContext *c, int argc, const char **argv)
     return redisCommandArgv(c, argc, argv, NULL);   /* NULL lengths: hiredis uses strlen */
 }
 
+const redisReply *rds_map_get(const redisReply *m, const char *key)
+{
+    size_t i;
+
+    if (m == NULL || m->type != REDIS_REPLY_ARRAY)
+        return NULL;
+    for (i = 0; i + 1 < m->elements; i += 2)
+        if (m->element[i]->type == REDIS_REPLY_STRING && strcmp(m->element[i]->str, key) == 0)
+            return m->element[i + 1];
+    return NULL;
+}
+
+long long rds_map_int(const redisReply *m, const char *key)
+{
+    const redisReply *v = rds_map_get(m, key);
+
+    return v && v->type == REDIS_REPLY_INTEGER ? v->integer : -1;
+}
+
 int rds_group_create(redisContext *c, const char *stream, const char *group)
 {
     const char *argv[] = {"XGROUP", "CREATE", stream, group, "0", "MKSTREAM"};

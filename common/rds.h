@@ -21,6 +21,13 @@ redisContext *rds_connect(const char *host, int port, const char *password, int 
  * frees with freeReplyObject) or NULL when the connection failed. */
 redisReply *rds_command(redisContext *c, int argc, const char **argv);
 
+/* The value of 'key' in a flat [key, value, key, value, ...] reply (as
+ * XINFO returns in RESP2), or NULL. */
+const redisReply *rds_map_get(const redisReply *m, const char *key);
+
+/* The integer value of 'key' in such a reply, or -1. */
+long long rds_map_int(const redisReply *m, const char *key);
+
 /* Creates consumer group 'group' on 'stream' at ID 0, creating the stream
  * too (MKSTREAM). An existing group is fine. 0, LJ_EREDIS or LJ_EUNAVAIL. */
 int rds_group_create(redisContext *c, const char *stream, const char *group);

@@ -74,6 +74,20 @@ void store_stats_cleanup(store_stats *st)
     st->nalerts = 0;
 }
 
+void store_alert_argv(const char *stream, const store_alert *a, store_alert_text *t,
+                      const char *argv[STORE_ALERT_ARGC])
+{
+    const char *v[STORE_ALERT_ARGC] = {"XADD", stream, "*", "alert_id", t->id,
+                                       "device_sn", a->device_sn, "user_id", t->user,
+                                       "alert_type", a->alert_type, "value", t->value,
+                                       "level", a->level, "time", a->time};
+
+    snprintf(t->id, sizeof(t->id), "%lld", (long long)a->id);
+    snprintf(t->user, sizeof(t->user), "%lld", (long long)a->user_id);
+    snprintf(t->value, sizeof(t->value), "%.15g", a->value);
+    memcpy(argv, v, sizeof(v));
+}
+
 static int64_t now_ms(void)
 {
     struct timespec ts;

@@ -58,6 +58,21 @@ typedef struct store_stats {
 
 void store_stats_cleanup(store_stats *st);
 
+/* An alert as the arguments of one XADD to the alert stream (for notifiers):
+ *   XADD <stream> * alert_id <id> device_sn <sn> user_id <id> alert_type <t>
+ *                   value <v> level <l> time <iso>
+ * 'argv' points into 'stream', 'a' and 't' (which holds the numbers' text). */
+#define STORE_ALERT_ARGC 17
+
+typedef struct store_alert_text {
+    char id[24];
+    char user[24];
+    char value[32];
+} store_alert_text;
+
+void store_alert_argv(const char *stream, const store_alert *a, store_alert_text *t,
+                      const char *argv[STORE_ALERT_ARGC]);
+
 /* Creates this session's staging table. Call once after every connect.
  * 0, or an error as pg_exec(). */
 int store_prepare(PGconn *pg);

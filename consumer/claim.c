@@ -14,26 +14,6 @@
 #define TAKEOVER_CHUNK "1000"
 #define AUTOCLAIM_ROUNDS 10
 
-/* Value of 'key' in a flat [key, value, ...] reply, or NULL. */
-static const redisReply *map_get(const redisReply *m, const char *key)
-{
-    size_t i;
-
-    if (m->type != REDIS_REPLY_ARRAY)
-        return NULL;
-    for (i = 0; i + 1 < m->elements; i += 2)
-        if (m->element[i]->type == REDIS_REPLY_STRING && strcmp(m->element[i]->str, key) == 0)
-            return m->element[i + 1];
-    return NULL;
-}
-
-static long long map_int(const redisReply *m, const char *key)
-{
-    const redisReply *v = map_get(m, key);
-
-    return v && v->type == REDIS_REPLY_INTEGER ? v->integer : -1;
-}
-
 /* Nonzero when 'name' is host:pid:n of this host and that pid is gone. */
 static int is_dead_local(const session *s, const char *name)
 {
@@ -118,7 +98,7 @@ void claim_dead_local(session *s)
         goto out;
     for (i = 0; i < r->elements; i++) {
         const redisReply *c = r->element[i];
-        const redisReply *name = map_get(c, "name");
+        const redisReply *name = rds_map_get(c, "name");
 
         if (name == NULL || name->type != REDIS_REPLY_STRING ||
             strcmp(name->str, s->w->name) == 0)
@@ -128,8 +108,8 @@ void claim_dead_local(session *s)
                 delete_consumer(s, name->str, "dead");
             /* Its entries are now ours: read them with the pending ones. */
             snprintf(s->next_id, sizeof(s->next_id), "0");
-        } else if (map_int(c, "pending") == 0 &&
-                   map_int(c, "idle") > s->w->cfg->stale_consumer_ms) {
+        } else if (rds_map_int(c, "pending") == 0 &&
+                   rds_map_int(c, "idle") > s->w->cfg->stale_consumer_ms) {
             delete_consumer(s, name->str, "stale");
         }
     }

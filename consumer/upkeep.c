@@ -12,16 +12,6 @@
 #define PARTITION_LOCK "7262022"
 #define PARTITION_EVERY_MS (3600 * 1000)
 
-static const redisReply *field(const redisReply *m, const char *key)
-{
-    size_t i;
-
-    for (i = 0; m->type == REDIS_REPLY_ARRAY && i + 1 < m->elements; i += 2)
-        if (m->element[i]->type == REDIS_REPLY_STRING && strcmp(m->element[i]->str, key) == 0)
-            return m->element[i + 1];
-    return NULL;
-}
-
 /* The oldest pending ID of 'group' into 'out'. 0, or -1. */
 static int oldest_pending(session *s, const char *group, char *out, size_t outlen)
 {
@@ -52,10 +42,10 @@ static void read_groups(session *s, char *minid, size_t len)
         goto out;
     for (i = 0; i < r->elements; i++) {
         const redisReply *g = r->element[i];
-        const redisReply *name = field(g, "name");
-        const redisReply *pending = field(g, "pending");
-        const redisReply *last = field(g, "last-delivered-id");
-        const redisReply *lag = field(g, "lag");
+        const redisReply *name = rds_map_get(g, "name");
+        const redisReply *pending = rds_map_get(g, "pending");
+        const redisReply *last = rds_map_get(g, "last-delivered-id");
+        const redisReply *lag = rds_map_get(g, "lag");
         char need[BATCH_ID_MAX];
 
         if (!name || !pending || !last || last->type != REDIS_REPLY_STRING ||

@@ -171,21 +171,15 @@ static void publish_alerts(session *s, const store_stats *st)
     size_t i;
 
     for (i = 0; i < st->nalerts; i++) {
-        const store_alert *a = &st->alerts[i];
-        char id[24];
-        char user[24];
-        char value[32];
-        const char *argv[] = {"XADD", s->alert_stream, "*", "alert_id", id, "device_sn",
-                              a->device_sn, "user_id", user, "alert_type", a->alert_type,
-                              "value", value, "level", a->level, "time", a->time};
+        const char *argv[STORE_ALERT_ARGC];
+        store_alert_text t;
         redisReply *r;
 
-        snprintf(id, sizeof(id), "%lld", (long long)a->id);
-        snprintf(user, sizeof(user), "%lld", (long long)a->user_id);
-        snprintf(value, sizeof(value), "%.15g", a->value);
-        r = rds_command(s->redis, (int)(sizeof(argv) / sizeof(argv[0])), argv);
+        store_alert_argv(s->alert_stream, &st->alerts[i], &t, argv);
+        r = rds_command(s->redis, STORE_ALERT_ARGC, argv);
         if (r == NULL || r->type == REDIS_REPLY_ERROR)
-            log_warn("worker", "alert not published alert_id=%s device=%s", id, a->device_sn);
+            log_warn("worker", "alert not published alert_id=%s device=%s", t.id,
+                     st->alerts[i].device_sn);
         if (r)
             freeReplyObject(r);
     }

@@ -202,28 +202,21 @@ static void respond_buf(http_request *req, int status, lj_buf *body, int rc)
  * Legacy path
  * ------------------------------------------------------------------------ */
 
+/* Fire and forget: the alerts are already in t_alert_info. */
 static void publish_alerts(ingest *in, const store_stats *st)
 {
     size_t i;
+    size_t j;
 
     for (i = 0; i < st->nalerts; i++) {
-        const store_alert *a = &st->alerts[i];
-        char id[24];
-        char user[24];
-        char value[32];
-        const char *argv[] = {"XADD", in->alert_stream, "*", "alert_id", id, "device_sn",
-                              a->device_sn, "user_id", user, "alert_type", a->alert_type,
-                              "value", value, "level", a->level, "time", a->time};
-        size_t lens[sizeof(argv) / sizeof(argv[0])];
-        size_t j;
+        const char *argv[STORE_ALERT_ARGC];
+        size_t lens[STORE_ALERT_ARGC];
+        store_alert_text t;
 
-        snprintf(id, sizeof(id), "%lld", (long long)a->id);
-        snprintf(user, sizeof(user), "%lld", (long long)a->user_id);
-        snprintf(value, sizeof(value), "%.15g", a->value);
-        for (j = 0; j < sizeof(argv) / sizeof(argv[0]); j++)
+        store_alert_argv(in->alert_stream, &st->alerts[i], &t, argv);
+        for (j = 0; j < STORE_ALERT_ARGC; j++)
             lens[j] = strlen(argv[j]);
-        /* Fire and forget: the alert is already in t_alert_info. */
-        rlink_command(in->link, (int)(sizeof(argv) / sizeof(argv[0])), argv, lens, NULL, NULL);
+        rlink_command(in->link, STORE_ALERT_ARGC, argv, lens, NULL, NULL);
     }
 }
 

@@ -121,23 +121,6 @@ static long long xlen(redisContext *c, const char *key)
     return n;
 }
 
-static const redisReply *field(const redisReply *m, const char *key)
-{
-    size_t i;
-
-    for (i = 0; m->type == REDIS_REPLY_ARRAY && i + 1 < m->elements; i += 2)
-        if (m->element[i]->type == REDIS_REPLY_STRING && strcmp(m->element[i]->str, key) == 0)
-            return m->element[i + 1];
-    return NULL;
-}
-
-static long long int_field(const redisReply *m, const char *key)
-{
-    const redisReply *v = field(m, key);
-
-    return v && v->type == REDIS_REPLY_INTEGER ? v->integer : -1;
-}
-
 static int consumers_json(redisContext *c, const char *stream, const char *group, lj_buf *out)
 {
     const char *argv[] = {"XINFO", "CONSUMERS", stream, group};
@@ -146,14 +129,14 @@ static int consumers_json(redisContext *c, const char *stream, const char *group
     int rc = lj_buf_puts(out, "[");
 
     for (i = 0; rc == 0 && r && r->type == REDIS_REPLY_ARRAY && i < r->elements; i++) {
-        const redisReply *name = field(r->element[i], "name");
+        const redisReply *name = rds_map_get(r->element[i], "name");
 
         if (name == NULL || name->type != REDIS_REPLY_STRING)
             continue;
         rc = lj_buf_puts(out, i ? ",{\"name\":" : "{\"name\":") ||
              lj_buf_json_str(out, name->str, name->len) ||
              lj_buf_printf(out, ",\"pending\":%lld,\"idle_ms\":%lld}",
-                           int_field(r->element[i], "pending"), int_field(r->element[i], "idle"));
+                           rds_map_int(r->element[i], "pending"), rds_map_int(r->element[i], "idle"));
     }
     if (r)
         freeReplyObject(r);
@@ -169,8 +152,8 @@ static int groups_json(redisContext *c, const char *stream, lj_buf *out)
 
     for (i = 0; rc == 0 && r && r->type == REDIS_REPLY_ARRAY && i < r->elements; i++) {
         const redisReply *g = r->element[i];
-        const redisReply *name = field(g, "name");
-        const redisReply *last = field(g, "last-delivered-id");
+        const redisReply *name = rds_map_get(g, "name");
+        const redisReply *last = rds_map_get(g, "last-delivered-id");
 
         if (name == NULL || name->type != REDIS_REPLY_STRING || last == NULL ||
             last->type != REDIS_REPLY_STRING)
@@ -179,7 +162,7 @@ static int groups_json(redisContext *c, const char *stream, lj_buf *out)
              lj_buf_json_str(out, name->str, name->len) ||
              lj_buf_printf(out, ",\"pending\":%lld,\"lag\":%lld,\"last_delivered_id\":\"%s\","
                                 "\"consumers\":",
-                           int_field(g, "pending"), int_field(g, "lag"), last->str) ||
+                           rds_map_int(g, "pending"), rds_map_int(g, "lag"), last->str) ||
              consumers_json(c, stream, name->str, out) || lj_buf_puts(out, "}");
     }
     if (r)
