@@ -51,6 +51,8 @@ struct http_conn {
     int in_value;           /* last callback was on_header_value */
     char auth[HTTP_AUTH_MAX + 1];
     size_t auth_len;
+    char te[16];            /* Transfer-Encoding, lower case; longer: not "chunked" */
+    size_t te_len;
     char remote[INET6_ADDRSTRLEN];
     int loopback;
     http_request req;
@@ -137,6 +139,8 @@ static void reset_request(http_conn *c)
     c->in_value = 0;
     c->auth_len = 0;
     c->auth[0] = '\0';
+    c->te_len = 0;
+    c->te[0] = '\0';
     c->err_status = 0;
     c->err_msg = NULL;
 }
@@ -263,6 +267,14 @@ static int on_header_value(http_parser *p, const char *at, size_t len)
         memcpy(c->auth + c->auth_len, at, len);
         c->auth_len += len;
         c->auth[c->auth_len] = '\0';
+    } else if (c->field_len == 17 && memcmp(c->field, "transfer-encoding", 17) == 0) {
+        size_t i;
+
+        for (i = 0; i < len && c->te_len < sizeof(c->te) - 1; i++)
+            c->te[c->te_len++] = (char)(at[i] | 0x20);
+        if (i < len)
+            c->te_len = sizeof(c->te) - 1;  /* too long to be just "chunked" */
+        c->te[c->te_len] = '\0';
     }
     return 0;
 }
@@ -271,7 +283,8 @@ static int on_headers_complete(http_parser *p)
 {
     http_conn *c = p->data;
 
-    if (p->uses_transfer_encoding && !(p->flags & F_CHUNKED))
+    /* Exactly "chunked": the parser would also take "gzip, chunked". */
+    if (p->uses_transfer_encoding && strcmp(c->te, "chunked") != 0)
         return refuse(c, 501, "only the chunked transfer coding is supported");
     if (p->method == HTTP_POST && !(p->flags & (F_CHUNKED | F_CONTENTLENGTH)))
         return refuse(c, 411, "Content-Length required");

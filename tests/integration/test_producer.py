@@ -372,6 +372,12 @@ def test_header_and_chunk_limits(stack):
     assert raw(stack, huge_chunk).startswith(b"HTTP/1.1 413 ")
     gzip = (b"POST /upload_health_data_v2 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n")
     assert raw(stack, gzip).startswith(b"HTTP/1.1 501 ")
+    both = (b"POST /upload_health_data_v2 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked"
+            b"\r\n\r\n2\r\n{}\r\n0\r\n\r\n")
+    assert raw(stack, both).startswith(b"HTTP/1.1 501 ")
+    upper = (b"POST /upload_health_data_v2 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: Chunked"
+             b"\r\n\r\n2\r\n{}\r\n0\r\n\r\n")
+    assert raw(stack, upper).startswith(b"HTTP/1.1 400 ")     # parsed, but {} holds no record
     no_length = b"POST /upload_health_data_v2 HTTP/1.1\r\nHost: x\r\n\r\n"
     assert raw(stack, no_length).startswith(b"HTTP/1.1 411 ")
     assert stack.s.redis().exists(stack.stream()) == 0
