@@ -29,7 +29,11 @@ BINS_REL  := $(REL)/$(PRODUCER) $(REL)/$(CONSUMER)
 BINS_ASAN := $(ASAN)/$(PRODUCER) $(ASAN)/$(CONSUMER)
 UNIT_BINS := $(patsubst tests/unit/%.c,$(ASAN)/tests/%,$(UNIT_SRC))
 
-.PHONY: all asan deps run test unit integration bench-consumer clean
+FUZZ_SECONDS ?= 60
+FUZZ := build/fuzz/fuzz_request
+FUZZ_SRC := tests/fuzz/fuzz_request.c producer/http_frame.c $(COMMON_SRC)
+
+.PHONY: all asan deps run test unit integration fuzz bench-consumer clean
 
 all: $(BINS_REL)
 
@@ -43,8 +47,9 @@ run: deps
 	@scripts/run.sh
 
 test: deps
-	@$(MAKE) --no-print-directory all asan $(UNIT_BINS)
+	@$(MAKE) --no-print-directory all asan $(UNIT_BINS) $(FUZZ)
 	@$(MAKE) --no-print-directory unit integration
+	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=30
 
 unit: $(UNIT_BINS)
 	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
@@ -54,6 +59,20 @@ integration: $(BINS_ASAN)
 
 # Object files are kept (not intermediate), and builds print one line a file.
 .SECONDARY:
+
+# libFuzzer over request framing and body validation, bounded in time. New
+# inputs go to a scratch corpus; the seeds in tests/fuzz/corpus stay as they are.
+fuzz: $(FUZZ)
+	@rm -rf build/fuzz/corpus && mkdir -p build/fuzz/corpus
+	$(FUZZ) -max_total_time=$(FUZZ_SECONDS) -max_len=8192 -timeout=10 -rss_limit_mb=2048 \
+	    -print_final_stats=1 build/fuzz/corpus tests/fuzz/corpus
+
+$(FUZZ): $(FUZZ_SRC) $(wildcard common/*.h producer/http_frame.h)
+	@mkdir -p $(dir $@)
+	@echo "  LD fuzz $@"
+	@clang -std=c11 -D_DEFAULT_SOURCE -g -O1 -Icommon -Iproducer $(PKG_CFLAGS) \
+	    -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+	    $(FUZZ_SRC) -o $@ $(PKG_LIBS)
 
 # A benchmark, not a test: consumer drain rate next to psql \copy, same run.
 bench-consumer: deps all

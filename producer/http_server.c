@@ -156,67 +156,15 @@ static int refuse(http_conn *c, int status, const char *msg)
     return -1;
 }
 
-/* Checks the header block that starts at the unparsed input. Returns 1 when
- * a whole, clean block is there, 0 when more bytes are needed, -1 when the
- * request is refused (c->err_status set). Rules (SECURITY.md): every line
- * ends in CRLF (no bare CR or LF), no NUL or other control byte but HTAB, no
- * line folding, and the size limits of SPEC §2.3. */
+/* Checks the header block at the unparsed input (http_frame_scan). */
 static int scan_header_block(http_conn *c)
 {
-    const http_limits *lim = &c->srv->lim;
-    const unsigned char *p = (const unsigned char *)c->in.data + c->in_off;
-    size_t n = c->in.len - c->in_off;
-    size_t i = 0;
-    size_t start;
-    size_t line_start;
-    int lines = 0;
+    int status = 0;
+    const char *msg = NULL;
+    int rc = http_frame_scan(c->in.data + c->in_off, c->in.len - c->in_off, &c->srv->lim,
+                             &status, &msg);
 
-    while (i + 1 < n && p[i] == '\r' && p[i + 1] == '\n')
-        i += 2;     /* RFC 9112 §2.2: empty lines before a request are ignored */
-    start = line_start = i;
-    for (; i < n; i++) {
-        unsigned char ch = p[i];
-
-        if (ch == '\r') {
-            size_t len = i - line_start;
-
-            if (i + 1 >= n)
-                return 0;
-            if (p[i + 1] != '\n')
-                return refuse(c, 400, "bare CR in header");
-            if (lines == 0 && len > lim->max_request_line)
-                return refuse(c, 414, "request line too long");
-            if (lines > 0 && len == 0)
-                return 1;
-            if (lines > 0 && len > lim->max_header_line)
-                return refuse(c, 431, "header line too long");
-            if (++lines > lim->max_headers + 1)
-                return refuse(c, 431, "too many headers");
-            i++;
-            line_start = i + 1;
-            continue;
-        }
-        if (ch == '\n')
-            return refuse(c, 400, "bare LF in header");
-        if ((ch < 0x20 && ch != '\t') || ch == 0x7f)
-            return refuse(c, 400, "control character in header");
-        if (lines > 0 && i == line_start && (ch == ' ' || ch == '\t'))
-            return refuse(c, 400, "folded header line");
-        if (lines == 0 && i - line_start >= lim->max_request_line)
-            return refuse(c, 414, "request line too long");
-        if (i - start >= lim->max_header_block)
-            return refuse(c, 431, "header block too large");
-    }
-    return 0;
-}
-
-/* RFC 9110 tchar. */
-static int is_tchar(unsigned char ch)
-{
-    static const char extra[] = "!#$%&'*+-.^_`|~";
-
-    return (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
-           (ch != '\0' && strchr(extra, ch) != NULL);
+    return rc < 0 ? refuse(c, status, msg) : rc;
 }
 
 /* ------------------------------------------------------------------------
@@ -242,7 +190,7 @@ static int on_header_field(http_parser *p, const char *at, size_t len)
     size_t i;
 
     for (i = 0; i < len; i++)
-        if (!is_tchar((unsigned char)at[i]))
+        if (!http_frame_is_tchar((unsigned char)at[i]))
             return refuse(c, 400, "invalid header name");
     if (c->in_value) {
         c->in_value = 0;
@@ -730,21 +678,6 @@ void http_respond_error(http_request *req, int status, const char *msg)
 /* ------------------------------------------------------------------------
  * Server
  * ------------------------------------------------------------------------ */
-
-void http_limits_default(http_limits *lim, size_t max_body)
-{
-    lim->max_body = max_body;
-    lim->max_request_line = 2048;
-    lim->max_header_block = 8192;
-    lim->max_header_line = 4096;
-    lim->max_headers = 64;
-    lim->max_connections = 16384;
-    lim->header_timeout_ms = 10000;
-    lim->body_idle_ms = 10000;
-    lim->body_total_ms = 60000;
-    lim->keepalive_ms = 15000;
-    lim->linger_ms = 2000;
-}
 
 void http_server_observe(http_server *s, const http_observer *obs)
 {

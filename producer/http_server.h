@@ -21,23 +21,10 @@
 #include <uv.h>
 
 #include "buf.h"
+#include "http_frame.h"
 
 typedef struct http_server http_server;
 typedef struct http_conn http_conn;
-
-typedef struct http_limits {
-    size_t max_body;            /* 413 above */
-    size_t max_request_line;    /* 414 above */
-    size_t max_header_block;    /* 431 above */
-    size_t max_header_line;     /* 431 above */
-    int max_headers;            /* 431 above */
-    int max_connections;        /* beyond: new connections wait in the backlog */
-    unsigned header_timeout_ms; /* first byte to end of headers, else 408 */
-    unsigned body_idle_ms;      /* between reads of a body, else 408 */
-    unsigned body_total_ms;     /* end of headers to end of body, else 408 */
-    unsigned keepalive_ms;      /* idle connection between requests: closed */
-    unsigned linger_ms;         /* after an error answer: read and discard this long */
-} http_limits;
 
 #define HTTP_AUTH_MAX 512
 
@@ -65,9 +52,6 @@ typedef struct http_observer {
     void (*on_connections)(int delta, void *arg);
     void *arg;
 } http_observer;
-
-/* Fills 'lim' with the SPEC §2.3 defaults and 'max_body'. */
-void http_limits_default(http_limits *lim, size_t max_body);
 
 /* Returns a server that will call 'fn' with 'arg' for each request, or NULL. */
 http_server *http_server_new(uv_loop_t *loop, const http_limits *lim, http_handler_fn fn,
