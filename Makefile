@@ -65,6 +65,7 @@ integration: $(BINS_ASAN)
 fuzz: $(FUZZ)
 	@rm -rf build/fuzz/corpus && mkdir -p build/fuzz/corpus
 	$(FUZZ) -max_total_time=$(FUZZ_SECONDS) -max_len=8192 -timeout=10 -rss_limit_mb=2048 \
+	    -artifact_prefix=build/fuzz/ \
 	    -print_final_stats=1 build/fuzz/corpus tests/fuzz/corpus
 
 $(FUZZ): $(FUZZ_SRC) $(wildcard common/*.h producer/http_frame.h)
