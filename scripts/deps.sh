@@ -8,7 +8,7 @@ PKGS=(
     libhiredis-dev libpq-dev libcjson-dev libuv1-dev libhttp-parser-dev
     redis-server postgresql-15 postgresql-client-15 curl    # local stack
     libcmocka-dev python3 python3-pytest python3-requests   # tests
-    python3-psycopg python3-redis clang libclang-rt-14-dev
+    python3-psycopg python3-redis clang libclang-rt-14-dev docker-compose python3-yaml
 )
 
 missing=()

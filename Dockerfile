@@ -1,0 +1,22 @@
+# ljwx-ingest on Debian 12, built with the same Makefile as everywhere else.
+FROM debian:12 AS build
+RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+        gcc make pkg-config libhiredis-dev libpq-dev libcjson-dev libuv1-dev libhttp-parser-dev \
+    && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY Makefile ./
+COPY common common
+COPY producer producer
+COPY consumer consumer
+RUN make all
+
+FROM debian:12
+RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+        libhiredis0.14 libpq5 libcjson1 libuv1 libhttp-parser2.9 postgresql-client-15 curl \
+    && rm -rf /var/lib/apt/lists/* \
+    && useradd --system --no-create-home ljwx
+COPY --from=build /src/build/ljwx-producer /src/build/ljwx-consumer /usr/local/bin/
+COPY migrations /opt/ljwx/migrations
+COPY scripts/migrate.sh /opt/ljwx/scripts/migrate.sh
+USER ljwx
+CMD ["ljwx-producer", "--help"]

@@ -1,0 +1,25 @@
+"""docker-compose.yml stays valid and wired the way docs/ say (no Docker
+engine here: the file is checked, not run)."""
+import os
+import subprocess
+
+import yaml
+
+from conftest import TOP
+
+
+def test_compose_file_is_valid_and_complete():
+    out = subprocess.run(["docker-compose", "-f", os.path.join(TOP, "docker-compose.yml"),
+                          "config"], capture_output=True, text=True, check=True).stdout
+    cfg = yaml.safe_load(out)
+    services = cfg["services"]
+    assert set(services) == {"redis", "postgres", "migrate", "producer", "consumer"}
+    assert "--appendonly yes" in " ".join(services["redis"]["command"]) or \
+        "appendonly yes" in str(services["redis"]["command"])
+    assert "noeviction" in str(services["redis"]["command"])
+    for name in ("redis", "postgres", "producer", "consumer"):
+        assert "healthcheck" in services[name], name
+    assert services["producer"]["depends_on"]["migrate"]["condition"] == \
+        "service_completed_successfully"
+    assert "ports" not in services["consumer"]      # scalable: no fixed host port
+    assert services["producer"]["ports"][0]["target"] == 8080
