@@ -54,8 +54,10 @@ test: deps
 unit: $(UNIT_BINS)
 	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
 
+# PYTEST_ARGS selects tests, e.g. PYTEST_ARGS="tests/integration -k rollback".
+PYTEST_ARGS ?= tests/integration
 integration: $(BINS_ASAN)
-	LJ_BIN_DIR=$(CURDIR)/$(ASAN) /usr/bin/python3 -m pytest -q tests/integration $(PYTEST_ARGS)
+	LJ_BIN_DIR=$(CURDIR)/$(ASAN) /usr/bin/python3 -m pytest -q $(PYTEST_ARGS)
 
 # Object files are kept (not intermediate), and builds print one line a file.
 .SECONDARY:
