@@ -58,6 +58,12 @@ static void raise_fd_limit(int connections)
 
     if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= want)
         return;
+    if (rl.rlim_max < want) {
+        struct rlimit raised = {want, want};
+
+        if (setrlimit(RLIMIT_NOFILE, &raised) == 0)     /* allowed to root only */
+            return;
+    }
     rl.rlim_cur = want < rl.rlim_max ? want : rl.rlim_max;
     if (setrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur < want)
         log_warn("main", "open files limited to %llu: fewer than %d connections possible",

@@ -4,6 +4,7 @@ import json
 import uuid
 
 import pytest
+import requests
 
 from conftest import wait_for
 
@@ -79,3 +80,68 @@ def test_sql_looking_text_is_stored_verbatim(stack):
     assert resp.status_code == 200
     wait_for(lambda: stack.s.sql("SELECT payload->>'note' FROM t_common_event"
                                  " WHERE device_sn = %s", (sn,)) == [(evil,)], what="event")
+
+
+def test_slowloris_one_byte_a_second_gets_408(stack):
+    import socket
+    import time
+    stack.producer(LJ_HEADER_TIMEOUT_MS=2000)
+    request = b"POST /upload_health_data_v2 HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}"
+    with socket.create_connection(("127.0.0.1", stack.http_port), timeout=1) as s:
+        t0 = time.monotonic()
+        answer = b""
+        for byte in request:
+            try:
+                s.sendall(bytes([byte]))
+            except OSError:
+                break
+            try:
+                answer += s.recv(4096)
+            except socket.timeout:
+                continue
+            if answer:
+                break
+        assert answer.startswith(b"HTTP/1.1 408 ")
+        assert 1.5 < time.monotonic() - t0 < 6
+
+
+HOLDER = """
+import socket, sys
+socks = []
+for _ in range(int(sys.argv[2])):
+    s = socket.socket()
+    s.setblocking(False)
+    s.connect_ex(("127.0.0.1", int(sys.argv[1])))
+    socks.append(s)
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_twenty_thousand_idle_connections_do_not_stop_service(stack):
+    import subprocess
+    import sys
+    stack.producer(LJ_KEEPALIVE_MS=1500)
+    # Two client processes of 10,000 connections each: one process may not
+    # hold 20,000 descriptors here.
+    holders = [subprocess.Popen([sys.executable, "-c", HOLDER, str(stack.http_port), "10000"],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+               for _ in range(2)]
+    try:
+        for h in holders:
+            assert h.stdout.readline().strip() == "ready"
+        # Idle connections are closed after the keep-alive time, those waiting
+        # in the backlog are then accepted and closed in turn; service goes on.
+        resp = wait_for(lambda: _try_get(stack), timeout=30, what="an answer")
+        assert resp.status_code == 200
+    finally:
+        for h in holders:
+            h.stdin.close()
+            h.wait(30)
+
+
+def _try_get(stack):
+    try:
+        return requests.get(stack.url + "/api/stream_traffic_ratio", timeout=2)
+    except requests.RequestException:
+        return None
