@@ -85,6 +85,21 @@ int lj_buf_printf(lj_buf *b, const char *fmt, ...)
     return 0;
 }
 
+int lj_buf_int(lj_buf *b, long long v)
+{
+    char tmp[24];
+    char *p = tmp + sizeof(tmp);
+    unsigned long long u = v < 0 ? 0ull - (unsigned long long)v : (unsigned long long)v;
+
+    do {
+        *--p = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0)
+        *--p = '-';
+    return lj_buf_append(b, p, (size_t)(tmp + sizeof(tmp) - p));
+}
+
 int lj_buf_json_str(lj_buf *b, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";

@@ -27,6 +27,8 @@ int lj_buf_append(lj_buf *b, const void *p, size_t n);
 int lj_buf_puts(lj_buf *b, const char *s);
 int lj_buf_printf(lj_buf *b, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+/* Appends the decimal form of 'v' (no printf: this is on every record's path). */
+int lj_buf_int(lj_buf *b, long long v);
 /* Appends 's' ('n' bytes, assumed UTF-8) as a quoted JSON string. */
 int lj_buf_json_str(lj_buf *b, const char *s, size_t n);
 /* Takes the bytes out of 'b' (caller frees them); 'b' is left empty. */

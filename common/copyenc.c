@@ -41,7 +41,7 @@ static int put_id(lj_buf *out, int64_t id)
 {
     if (id <= 0)
         return lj_buf_append(out, "\\N\t", 3);
-    return lj_buf_printf(out, "%lld\t", (long long)id);
+    return lj_buf_int(out, id) || lj_buf_append(out, "\t", 1) ? LJ_ENOMEM : 0;
 }
 
 static int put_field(lj_buf *out, const rec_health *r, rec_field f)
@@ -49,7 +49,8 @@ static int put_field(lj_buf *out, const rec_health *r, rec_field f)
     if (!(r->present & (1u << f)))
         return lj_buf_append(out, "\\N\t", 3);
     if (rec_field_is_int(f))
-        return lj_buf_printf(out, "%lld\t", (long long)r->num[f]);
+        return lj_buf_int(out, (long long)r->num[f]) || lj_buf_append(out, "\t", 1) ? LJ_ENOMEM
+                                                                                    : 0;
     return lj_buf_printf(out, "%.15g\t", r->num[f]);
 }
 

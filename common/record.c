@@ -1,6 +1,8 @@
 #include "record.h"
 
 #include <errno.h>
+#include <pthread.h>
+#include <stddef.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,9 +16,43 @@
  * The field table (SPEC §2.1)
  * ------------------------------------------------------------------------ */
 
+/* Every key a record may carry. A record's members are matched against
+ * this list once (index_record), so each field is then found by its id
+ * instead of a string search through the object per spelling. */
+#define REC_KEYS(XX)                                                              \
+    XX(DEVICESN, "deviceSn") XX(ID, "id") XX(DEVICE_SN, "device_sn")              \
+    XX(HEART_RATE, "heart_rate") XX(HEARTRATE, "heartRate")                       \
+    XX(BLOOD_OXYGEN, "blood_oxygen") XX(BLOODOXYGEN, "bloodOxygen")               \
+    XX(BODY_TEMPERATURE, "body_temperature") XX(TEMPERATURE, "temperature")       \
+    XX(SYSTOLIC, "blood_pressure_systolic") XX(PRESSUREHIGH, "pressureHigh")      \
+    XX(DIASTOLIC, "blood_pressure_diastolic") XX(PRESSURELOW, "pressureLow")      \
+    XX(STRESS, "stress") XX(STEP, "step") XX(DISTANCE, "distance")                \
+    XX(CALORIE, "calorie") XX(LATITUDE, "latitude") XX(LONGITUDE, "longitude")    \
+    XX(ALTITUDE, "altitude") XX(SLEEPDATA, "sleepData") XX(SLEEP, "sleep")        \
+    XX(TIMESTAMP, "timestamp") XX(UPLOADMETHOD, "uploadMethod")
+
+enum key_id {
+    K_NONE = -1,
+#define XX(id, name) K_##id,
+    REC_KEYS(XX)
+#undef XX
+    K_COUNT
+};
+
+static const char *const key_names[K_COUNT] = {
+#define XX(id, name) name,
+    REC_KEYS(XX)
+#undef XX
+};
+
+/* A record's members by key id (first occurrence; NULL when absent). */
+typedef struct rec_index {
+    const cJSON *v[K_COUNT];
+} rec_index;
+
 typedef struct field_spec {
     const char *column;
-    const char *keys[2];    /* accepted spellings, first wins */
+    int keys[2];            /* accepted spellings (key ids), first wins */
     int is_int;
     double min;
     double max;
@@ -24,25 +60,25 @@ typedef struct field_spec {
 } field_spec;
 
 static const field_spec fields[REC_NUM_FIELDS] = {
-    [REC_HEART_RATE] = {"heart_rate", {"heart_rate", "heartRate"}, 1, 0, 300, "0..300"},
-    [REC_BLOOD_OXYGEN] = {"blood_oxygen", {"blood_oxygen", "bloodOxygen"}, 1, 0, 100, "0..100"},
-    [REC_TEMPERATURE] = {"temperature", {"body_temperature", "temperature"}, 0, 25.0, 45.0,
+    [REC_HEART_RATE] = {"heart_rate", {K_HEART_RATE, K_HEARTRATE}, 1, 0, 300, "0..300"},
+    [REC_BLOOD_OXYGEN] = {"blood_oxygen", {K_BLOOD_OXYGEN, K_BLOODOXYGEN}, 1, 0, 100,
+                          "0..100"},
+    [REC_TEMPERATURE] = {"temperature", {K_BODY_TEMPERATURE, K_TEMPERATURE}, 0, 25.0, 45.0,
                          "25.0..45.0"},
-    [REC_PRESSURE_HIGH] = {"pressure_high", {"blood_pressure_systolic", "pressureHigh"}, 1, 0,
-                           300, "0..300"},
-    [REC_PRESSURE_LOW] = {"pressure_low", {"blood_pressure_diastolic", "pressureLow"}, 1, 0,
-                          300, "0..300"},
-    [REC_STRESS] = {"stress", {"stress", NULL}, 1, 0, 100, "0..100"},
-    [REC_STEP] = {"step", {"step", NULL}, 1, 0, 2147483647.0, "0..2147483647"},
-    [REC_DISTANCE] = {"distance", {"distance", NULL}, 1, 0, 2147483647.0, "0..2147483647"},
-    [REC_CALORIE] = {"calorie", {"calorie", NULL}, 1, 0, 2147483647.0, "0..2147483647"},
-    [REC_LATITUDE] = {"latitude", {"latitude", NULL}, 0, -90, 90, "-90..90"},
-    [REC_LONGITUDE] = {"longitude", {"longitude", NULL}, 0, -180, 180, "-180..180"},
-    [REC_ALTITUDE] = {"altitude", {"altitude", NULL}, 0, -100000, 100000, "-100000..100000"},
+    [REC_PRESSURE_HIGH] = {"pressure_high", {K_SYSTOLIC, K_PRESSUREHIGH}, 1, 0, 300, "0..300"},
+    [REC_PRESSURE_LOW] = {"pressure_low", {K_DIASTOLIC, K_PRESSURELOW}, 1, 0, 300, "0..300"},
+    [REC_STRESS] = {"stress", {K_STRESS, K_NONE}, 1, 0, 100, "0..100"},
+    [REC_STEP] = {"step", {K_STEP, K_NONE}, 1, 0, 2147483647.0, "0..2147483647"},
+    [REC_DISTANCE] = {"distance", {K_DISTANCE, K_NONE}, 1, 0, 2147483647.0, "0..2147483647"},
+    [REC_CALORIE] = {"calorie", {K_CALORIE, K_NONE}, 1, 0, 2147483647.0, "0..2147483647"},
+    [REC_LATITUDE] = {"latitude", {K_LATITUDE, K_NONE}, 0, -90, 90, "-90..90"},
+    [REC_LONGITUDE] = {"longitude", {K_LONGITUDE, K_NONE}, 0, -180, 180, "-180..180"},
+    [REC_ALTITUDE] = {"altitude", {K_ALTITUDE, K_NONE}, 0, -100000, 100000,
+                      "-100000..100000"},
 };
 
-static const char *const sn_keys[] = {"deviceSn", "id", "device_sn"};
-static const char *const sleep_keys[] = {"sleepData", "sleep"};
+static const int sn_keys[] = {K_DEVICESN, K_ID, K_DEVICE_SN};
+static const int sleep_keys[] = {K_SLEEPDATA, K_SLEEP};
 
 /* Reading times outside [2000-01-01, 2100-01-01) UTC are refused. */
 #define TS_MIN_MS 946684800000LL
@@ -212,13 +248,37 @@ int rec_prescan(const char *body, size_t len, int max_depth)
  * Values
  * ------------------------------------------------------------------------ */
 
-/* The first present, non-null item among 'keys'. */
-static const cJSON *find_key(const cJSON *obj, const char *const *keys, size_t nkeys)
+static int key_id(const char *name)
+{
+    int k;
+
+    for (k = 0; k < K_COUNT; k++)
+        if (key_names[k][0] == name[0] && strcmp(key_names[k], name) == 0)
+            return k;
+    return K_NONE;
+}
+
+/* One pass over the members of 'obj'; unknown keys are ignored. */
+static void index_record(const cJSON *obj, rec_index *ix)
+{
+    const cJSON *m;
+
+    memset(ix, 0, sizeof(*ix));
+    for (m = obj->child; m; m = m->next) {
+        int k = m->string ? key_id(m->string) : K_NONE;
+
+        if (k != K_NONE && ix->v[k] == NULL)
+            ix->v[k] = m;
+    }
+}
+
+/* The first present, non-null member among 'keys'. */
+static const cJSON *find_key(const rec_index *ix, const int *keys, size_t nkeys)
 {
     size_t i;
 
-    for (i = 0; i < nkeys && keys[i]; i++) {
-        const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, keys[i]);
+    for (i = 0; i < nkeys && keys[i] != K_NONE; i++) {
+        const cJSON *v = ix->v[keys[i]];
 
         if (v && !cJSON_IsNull(v))
             return v;
@@ -267,10 +327,10 @@ static int reject(char *reason, const char *fmt, const char *arg1, const char *a
     return LJ_EINVAL;
 }
 
-static int parse_field(const cJSON *obj, rec_field f, rec_health *out, char *reason)
+static int parse_field(const rec_index *ix, rec_field f, rec_health *out, char *reason)
 {
     const field_spec *fs = &fields[f];
-    const cJSON *v = find_key(obj, fs->keys, 2);
+    const cJSON *v = find_key(ix, fs->keys, 2);
     double d;
 
     if (v == NULL)
@@ -296,9 +356,9 @@ int rec_is_token(const char *s, size_t max)
     return n >= 1 && n <= max;
 }
 
-static int parse_device(const cJSON *obj, rec_health *out, char *reason)
+static int parse_device(const rec_index *ix, rec_health *out, char *reason)
 {
-    const cJSON *v = find_key(obj, sn_keys, 3);
+    const cJSON *v = find_key(ix, sn_keys, 3);
 
     if (v == NULL)
         return reject(reason, "device_sn is required (deviceSn, id or device_sn)", NULL, NULL);
@@ -342,9 +402,9 @@ static int parse_datetime(const char *s, int tz_offset_min, int64_t *out)
     return 0;
 }
 
-int rec_read_ts(const cJSON *obj, const rec_opts *o, int64_t *ts_ms, char *reason)
+/* The reading time from the "timestamp" value 'v' (NULL: none given). */
+static int read_ts_value(const cJSON *v, const rec_opts *o, int64_t *ts_ms, char *reason)
 {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, "timestamp");
     int64_t ts;
     double d;
 
@@ -368,9 +428,14 @@ int rec_read_ts(const cJSON *obj, const rec_opts *o, int64_t *ts_ms, char *reaso
     return 0;
 }
 
-static int parse_source(const cJSON *obj, rec_health *out, char *reason)
+int rec_read_ts(const cJSON *obj, const rec_opts *o, int64_t *ts_ms, char *reason)
 {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, "uploadMethod");
+    return read_ts_value(cJSON_GetObjectItemCaseSensitive(obj, "timestamp"), o, ts_ms, reason);
+}
+
+static int parse_source(const rec_index *ix, rec_health *out, char *reason)
+{
+    const cJSON *v = ix->v[K_UPLOADMETHOD];
 
     if (v == NULL || cJSON_IsNull(v)) {
         memcpy(out->source_method, "api", 4);
@@ -384,16 +449,16 @@ static int parse_source(const cJSON *obj, rec_health *out, char *reason)
     return 0;
 }
 
-static int parse_sleep(const cJSON *obj, rec_health *out, char *reason)
+static int parse_sleep(const rec_index *ix, rec_health *out, char *reason)
 {
-    const cJSON *v = find_key(obj, sleep_keys, 2);
+    const cJSON *v = find_key(ix, sleep_keys, 2);
 
     if (v == NULL)
         return 0;
     if (cJSON_IsString(v) && v->valuestring)
         out->sleep = strdup(v->valuestring);
     else
-        out->sleep = cJSON_PrintUnformatted(v);   /* a tree we parsed: compact text */
+        out->sleep = rec_json_print(v);     /* a tree we parsed: compact text */
     if (out->sleep == NULL)
         return reject(reason, "out of memory", NULL, NULL);
     return 0;
@@ -402,18 +467,21 @@ static int parse_sleep(const cJSON *obj, rec_health *out, char *reason)
 /* Validates one record object into 'out'. 0, or LJ_EINVAL with 'reason'. */
 static int parse_record(const cJSON *obj, const rec_opts *o, rec_health *out, char *reason)
 {
+    rec_index ix;
     int f;
 
     memset(out, 0, sizeof(*out));
     if (!cJSON_IsObject(obj))
         return reject(reason, "record must be a JSON object", NULL, NULL);
-    if (parse_device(obj, out, reason) != 0 || rec_read_ts(obj, o, &out->ts_ms, reason) != 0 ||
-        parse_source(obj, out, reason) != 0)
+    index_record(obj, &ix);
+    if (parse_device(&ix, out, reason) != 0 ||
+        read_ts_value(ix.v[K_TIMESTAMP], o, &out->ts_ms, reason) != 0 ||
+        parse_source(&ix, out, reason) != 0)
         return LJ_EINVAL;
     for (f = 0; f < REC_NUM_FIELDS; f++)
-        if (parse_field(obj, (rec_field)f, out, reason) != 0)
+        if (parse_field(&ix, (rec_field)f, out, reason) != 0)
             return LJ_EINVAL;
-    return parse_sleep(obj, out, reason);
+    return parse_sleep(&ix, out, reason);
 }
 
 /* ------------------------------------------------------------------------
@@ -543,6 +611,76 @@ static int parse_records(const cJSON *list, const rec_opts *o, rec_batch *out, c
     return 0;
 }
 
+/* ------------------------------------------------------------------------
+ * The parse arena
+ *
+ * cJSON allocates every value and key separately; on the upload path that
+ * was a third of the producer's time in malloc and free. While a tree from
+ * rec_json_parse() is alive, this thread's cJSON allocations come from a
+ * bump arena instead, and the whole tree is dropped at once. The hooks are
+ * process-wide but the arena is per thread; outside an arena (the consumer's
+ * rec_batch_from_json) they fall through to malloc/free.
+ * ------------------------------------------------------------------------ */
+
+#define ARENA_BLOCK (64 * 1024)
+
+typedef struct arena_block {
+    struct arena_block *next;
+    size_t cap;
+    size_t used;
+    max_align_t data[];
+} arena_block;
+
+static _Thread_local arena_block *tl_blocks;   /* newest first */
+static _Thread_local int tl_trees;             /* trees alive on this thread */
+
+static void *arena_malloc(size_t n)
+{
+    arena_block *b = tl_blocks;
+    size_t need = (n + 15) & ~(size_t)15;
+
+    if (tl_trees == 0)
+        return malloc(n);
+    if (b == NULL || b->used + need > b->cap) {
+        size_t cap = need > ARENA_BLOCK ? need : ARENA_BLOCK;
+
+        if ((b = malloc(sizeof(*b) + cap)) == NULL)
+            return NULL;
+        b->cap = cap;
+        b->used = 0;
+        b->next = tl_blocks;
+        tl_blocks = b;
+    }
+    b->used += need;
+    return (char *)b->data + b->used - need;
+}
+
+static void arena_free(void *p)
+{
+    if (tl_trees == 0)
+        free(p);    /* arena memory goes with the arena */
+}
+
+/* Drops every block: nothing stays behind when the thread ends. */
+static void arena_reset(void)
+{
+    while (tl_blocks) {
+        arena_block *b = tl_blocks;
+
+        tl_blocks = b->next;
+        free(b);
+    }
+}
+
+static pthread_once_t hooks_once = PTHREAD_ONCE_INIT;
+
+static void install_hooks(void)
+{
+    cJSON_Hooks hooks = {arena_malloc, arena_free};
+
+    cJSON_InitHooks(&hooks);
+}
+
 int rec_json_parse(const char *body, size_t len, int max_depth, cJSON **root,
                    const char **msg)
 {
@@ -550,6 +688,7 @@ int rec_json_parse(const char *body, size_t len, int max_depth, cJSON **root,
     char *copy;
     int rc;
 
+    pthread_once(&hooks_once, install_hooks);
     if ((rc = rec_prescan(body, len, max_depth)) != 0) {
         *msg = rc == LJ_EDEPTH ? "JSON nested too deeply"
                                : "body is not valid UTF-8 or contains a NUL";
@@ -561,15 +700,34 @@ int rec_json_parse(const char *body, size_t len, int max_depth, cJSON **root,
     }
     memcpy(copy, body, len);
     copy[len] = '\0';
+    tl_trees++;
     /* The length counts the NUL, and require_null_terminated refuses any
      * byte after the value. */
     *root = cJSON_ParseWithLengthOpts(copy, len + 1, &end, 1);
     free(copy);
     if (*root == NULL) {
+        rec_json_free(NULL);
         *msg = "body is not valid JSON";
         return LJ_EPARSE;
     }
     return 0;
+}
+
+void rec_json_free(cJSON *root)
+{
+    (void)root;     /* its memory is the arena's */
+    if (tl_trees > 0 && --tl_trees == 0)
+        arena_reset();
+}
+
+char *rec_json_print(const cJSON *v)
+{
+    char *text = cJSON_PrintUnformatted(v);     /* in the arena while a tree lives */
+    char *copy = text ? strdup(text) : NULL;
+
+    if (text)
+        cJSON_free(text);
+    return copy;
 }
 
 int rec_parse_body(const char *body, size_t len, const rec_opts *opts, rec_batch *out,
@@ -589,7 +747,7 @@ int rec_parse_body(const char *body, size_t len, const rec_opts *opts, rec_batch
 out:
     if (rc != 0)
         rec_batch_cleanup(out);
-    cJSON_Delete(root);
+    rec_json_free(root);
     return rc;
 }
 
@@ -603,14 +761,15 @@ static int record_to_json(const rec_health *r, lj_buf *out)
 
     if (lj_buf_puts(out, "{\"device_sn\":") != 0 ||
         lj_buf_json_str(out, r->device_sn, strlen(r->device_sn)) != 0 ||
-        lj_buf_printf(out, ",\"ts\":%lld", (long long)r->ts_ms) != 0)
+        lj_buf_puts(out, ",\"ts\":") != 0 || lj_buf_int(out, r->ts_ms) != 0)
         return LJ_ENOMEM;
     for (f = 0; f < REC_NUM_FIELDS; f++) {
         if (!(r->present & (1u << f)))
             continue;
-        if (fields[f].is_int ? lj_buf_printf(out, ",\"%s\":%lld", fields[f].column,
-                                             (long long)r->num[f])
-                             : lj_buf_printf(out, ",\"%s\":%.15g", fields[f].column, r->num[f]))
+        if (lj_buf_puts(out, ",\"") != 0 || lj_buf_puts(out, fields[f].column) != 0 ||
+            lj_buf_puts(out, "\":") != 0 ||
+            (fields[f].is_int ? lj_buf_int(out, (long long)r->num[f])
+                              : lj_buf_printf(out, "%.15g", r->num[f])) != 0)
             return LJ_ENOMEM;
     }
     if (r->sleep && (lj_buf_puts(out, ",\"sleep\":") != 0 ||

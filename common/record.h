@@ -125,10 +125,20 @@ int rec_batch_from_json(const char *json, size_t len, rec_batch *out);
 struct cJSON;
 
 /* rec_prescan(), then a cJSON parse that refuses trailing bytes. On 0
- * '*root' is the tree (the caller deletes it); else LJ_EPARSE, LJ_EDEPTH or
- * LJ_ENOMEM with a client message in 'msg'. */
+ * '*root' is the tree, to be released with rec_json_free(); else LJ_EPARSE,
+ * LJ_EDEPTH or LJ_ENOMEM with a client message in 'msg'.
+ * The tree lives in a per-thread arena (one allocation pass instead of a
+ * malloc per value, freed at once), so: release it with rec_json_free(),
+ * never cJSON_Delete(), and print parts of it with rec_json_print(). */
 int rec_json_parse(const char *body, size_t len, int max_depth, struct cJSON **root,
                    const char **msg);
+
+/* Releases a tree from rec_json_parse() (NULL: no-op). */
+void rec_json_free(struct cJSON *root);
+
+/* 'v' (part of a tree from rec_json_parse) as compact JSON text in a
+ * malloc'd string the caller frees; NULL when out of memory. */
+char *rec_json_print(const struct cJSON *v);
 
 /* The reading time of 'obj' (its "timestamp", or opts->now_ms): 0, or
  * LJ_EINVAL with a reason in 'reason' (REC_REASON_MAX bytes). */

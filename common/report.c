@@ -105,13 +105,13 @@ int rep_device_parse(const char *body, size_t len, const rec_opts *opts, rep_dev
                read_text(first_of(root, "firmwareVersion", "firmware"), out->firmware_version,
                          REP_TEXT_MAX)) {
         *msg = "wearState and firmwareVersion must be text of at most 64 characters";
-    } else if ((out->info = cJSON_PrintUnformatted(root)) == NULL) {
+    } else if ((out->info = rec_json_print(root)) == NULL) {
         *msg = "out of memory";
         rc = LJ_ENOMEM;
     } else {
         rc = 0;
     }
-    cJSON_Delete(root);
+    rec_json_free(root);
     return rc;
 }
 
@@ -137,14 +137,14 @@ int rep_event_parse(const char *body, size_t len, const rec_opts *opts, rep_even
         *msg = "eventType must be 1..64 printable ASCII characters";
     } else if (rec_read_ts(root, opts, &out->ts_ms, reason) != 0) {
         *msg = "timestamp must be epoch seconds, epoch milliseconds or \"YYYY-MM-DD HH:MM:SS\"";
-    } else if ((out->payload = cJSON_PrintUnformatted(root)) == NULL) {
+    } else if ((out->payload = rec_json_print(root)) == NULL) {
         *msg = "out of memory";
         rc = LJ_ENOMEM;
     } else {
         memcpy(out->event_type, type->valuestring, strlen(type->valuestring) + 1);
         rc = 0;
     }
-    cJSON_Delete(root);
+    rec_json_free(root);
     return rc;
 }
 
@@ -199,7 +199,7 @@ static cJSON *read_head(const char *json, size_t len, char *sn, int64_t *ts_ms)
         read_serial(cJSON_GetObjectItemCaseSensitive(root, "device_sn"), sn) != 0 ||
         !cJSON_IsNumber(ts) || ts->valuedouble != floor(ts->valuedouble) ||
         ts->valuedouble < 0 || ts->valuedouble > 1e15) {
-        cJSON_Delete(root);
+        rec_json_free(root);
         return NULL;
     }
     *ts_ms = (int64_t)ts->valuedouble;
@@ -224,13 +224,13 @@ int rep_device_from_json(const char *json, size_t len, rep_device *out)
                   out->firmware_version, REP_TEXT_MAX) != 0 ||
         !cJSON_IsObject(info))
         goto out;
-    if ((out->info = cJSON_PrintUnformatted(info)) == NULL) {
+    if ((out->info = rec_json_print(info)) == NULL) {
         rc = LJ_ENOMEM;
         goto out;
     }
     rc = 0;
 out:
-    cJSON_Delete(root);
+    rec_json_free(root);
     return rc;
 }
 
@@ -250,12 +250,12 @@ int rep_event_from_json(const char *json, size_t len, rep_event *out)
         !rec_is_token(type->valuestring, REP_TEXT_MAX) || !cJSON_IsObject(payload))
         goto out;
     memcpy(out->event_type, type->valuestring, strlen(type->valuestring) + 1);
-    if ((out->payload = cJSON_PrintUnformatted(payload)) == NULL) {
+    if ((out->payload = rec_json_print(payload)) == NULL) {
         rc = LJ_ENOMEM;
         goto out;
     }
     rc = 0;
 out:
-    cJSON_Delete(root);
+    rec_json_free(root);
     return rc;
 }

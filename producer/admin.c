@@ -103,7 +103,7 @@ static int parse_ratio_body(const http_request *req, int *out)
         *out = (int)lround(d * GRAY_SCALE);
         rc = 0;
     }
-    cJSON_Delete(root);
+    rec_json_free(root);
     return rc;
 }
 
