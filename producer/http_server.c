@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "log.h"
 
@@ -53,6 +54,7 @@ struct http_conn {
     size_t auth_len;
     char te[16];            /* Transfer-Encoding, lower case; longer: not "chunked" */
     size_t te_len;
+    int expect_continue;    /* "Expect: 100-continue" */
     char remote[INET6_ADDRSTRLEN];
     int loopback;
     http_request req;
@@ -141,6 +143,7 @@ static void reset_request(http_conn *c)
     c->auth[0] = '\0';
     c->te_len = 0;
     c->te[0] = '\0';
+    c->expect_continue = 0;
     c->err_status = 0;
     c->err_msg = NULL;
 }
@@ -215,6 +218,8 @@ static int on_header_value(http_parser *p, const char *at, size_t len)
         memcpy(c->auth + c->auth_len, at, len);
         c->auth_len += len;
         c->auth[c->auth_len] = '\0';
+    } else if (c->field_len == 6 && memcmp(c->field, "expect", 6) == 0) {
+        c->expect_continue = len == 12 && strncasecmp(at, "100-continue", 12) == 0;
     } else if (c->field_len == 17 && memcmp(c->field, "transfer-encoding", 17) == 0) {
         size_t i;
 
@@ -225,6 +230,22 @@ static int on_header_value(http_parser *p, const char *at, size_t len)
         c->te[c->te_len] = '\0';
     }
     return 0;
+}
+
+static void on_write(uv_write_t *w, int status);
+
+/* The interim "100 Continue", after the checks that could refuse the body. */
+static void send_continue(http_conn *c)
+{
+    static char line[] = "HTTP/1.1 100 Continue\r\n\r\n";
+    write_req *wr = malloc(sizeof(*wr));
+    uv_buf_t b = uv_buf_init(line, sizeof(line) - 1);
+
+    if (wr == NULL)
+        return;     /* the client sends the body after its own timeout */
+    wr->data = NULL;
+    if (uv_write(&wr->w, (uv_stream_t *)&c->tcp, &b, 1, on_write) != 0)
+        free(wr);
 }
 
 static int on_headers_complete(http_parser *p)
@@ -239,6 +260,8 @@ static int on_headers_complete(http_parser *p)
     if ((p->flags & F_CONTENTLENGTH) && p->content_length > c->srv->lim.max_body)
         return refuse(c, 413, "body too large");
     c->headers_ms = uv_now(c->srv->loop);
+    if (c->expect_continue && p->http_minor >= 1)
+        send_continue(c);   /* clients such as curl wait for it before the body */
     return 0;
 }
 

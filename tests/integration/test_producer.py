@@ -407,3 +407,19 @@ def test_ten_thousand_keep_alive_connections_are_held(stack):
     finally:
         for s in socks:
             s.close()
+
+
+def test_expect_100_continue_is_answered_at_once(stack):
+    import subprocess
+    stack.producer()
+    sn = serial("expect")
+    records = [{"deviceSn": sn, "heartRate": 70, "timestamp": BASE_S + i} for i in range(60)]
+    body = json.dumps({"data": records})
+    assert len(body) > 2048     # curl sends "Expect: 100-continue" for such bodies
+    t0 = time.monotonic()
+    out = subprocess.run(["curl", "-s", "-v", "-X", "POST", "-H", "Expect: 100-continue",
+                          "--data-binary", body, stack.url + "/upload_health_data_v2"],
+                         capture_output=True, text=True, timeout=10)
+    assert "HTTP/1.1 100 Continue" in out.stderr
+    assert json.loads(out.stdout)["accepted"] == 60
+    assert time.monotonic() - t0 < 0.9     # curl would otherwise wait a second
