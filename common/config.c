@@ -85,6 +85,8 @@ static const cfg_option options[] = {
             "Redis password (AUTH); empty: none"),
     CFG_INT("redis_port", "LJ_REDIS_PORT", redis_port, "6379", 1, 65535, CFG_BOTH,
             "Redis port"),
+    CFG_INT("redis_timeout_ms", "LJ_REDIS_TIMEOUT_MS", redis_timeout_ms, "2000", 50, 60000,
+            CFG_PRODUCER, "a Redis reply later than this drops the link (503 or fallback)"),
     CFG_INT("stale_consumer_ms", "LJ_STALE_CONSUMER_MS", stale_consumer_ms, "3600000", 1000,
             604800000, CFG_CONSUMER,
             "consumers idle this long with nothing pending are removed from the group"),

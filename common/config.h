@@ -43,6 +43,7 @@ typedef struct lj_config {
     int keepalive_ms;
     int stream_high_watermark;
     int threads;
+    int redis_timeout_ms;
     int initial_ratio_permille;
     int ratio_refresh_ms;
     /* consumer */

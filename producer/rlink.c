@@ -12,9 +12,16 @@
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
 
+typedef struct pending pending;
+
 struct rlink {
     uv_loop_t *loop;
     uv_timer_t retry;
+    uv_timer_t watch;       /* checks that Redis answers in time */
+    unsigned timeout_ms;
+    pending *head;          /* commands in flight, oldest first: Redis answers in order */
+    pending *tail;
+    int open_timers;        /* while closing */
     redisAsyncContext *ac;  /* NULL while disconnected */
     int ready;
     int closing;
@@ -24,12 +31,16 @@ struct rlink {
     char password[256];
 };
 
-typedef struct pending {
-    rlink_cb cb;
+struct pending {
+    rlink *l;
+    rlink_cb cb;            /* NULL: the reply is dropped */
     void *arg;
-} pending;
+    uint64_t sent_ms;
+    pending *next;
+};
 
 static void link_connect(rlink *l);
+static void on_watch(uv_timer_t *t);
 
 /* ------------------------------------------------------------------------
  * Our own libuv adapter for hiredis' async API. The one shipped with hiredis
@@ -189,7 +200,8 @@ static void link_connect(rlink *l)
     }
 }
 
-rlink *rlink_new(uv_loop_t *loop, const char *host, int port, const char *password)
+rlink *rlink_new(uv_loop_t *loop, const char *host, int port, const char *password,
+                 unsigned timeout_ms)
 {
     rlink *l = calloc(1, sizeof(*l));
 
@@ -200,8 +212,12 @@ rlink *rlink_new(uv_loop_t *loop, const char *host, int port, const char *passwo
     l->backoff_ms = BACKOFF_MIN_MS;
     snprintf(l->host, sizeof(l->host), "%s", host);
     snprintf(l->password, sizeof(l->password), "%s", password ? password : "");
+    l->timeout_ms = timeout_ms;
     uv_timer_init(loop, &l->retry);
     l->retry.data = l;
+    uv_timer_init(loop, &l->watch);
+    l->watch.data = l;
+    uv_timer_start(&l->watch, on_watch, timeout_ms / 4 + 1, timeout_ms / 4 + 1);
     link_connect(l);
     return l;
 }
@@ -211,13 +227,34 @@ int rlink_ready(const rlink *l)
     return l->ready;
 }
 
+/* Replies (and the NULLs of a lost link) come in the order of the commands. */
 static void on_reply(redisAsyncContext *ac, void *reply, void *arg)
 {
     pending *p = arg;
+    rlink *l = p->l;
 
     (void)ac;
-    p->cb(reply, p->arg);
+    l->head = p->next;
+    if (l->head == NULL)
+        l->tail = NULL;
+    if (p->cb)
+        p->cb(reply, p->arg);
     free(p);
+}
+
+/* A Redis that accepts but does not answer (hung, stopped) must not hold
+ * uploads: past the timeout the link is dropped, every waiting command gets
+ * its NULL reply (503 or fallback), and the link reconnects. */
+static void on_watch(uv_timer_t *t)
+{
+    rlink *l = t->data;
+
+    if (l->head == NULL || l->ac == NULL ||
+        uv_now(l->loop) - l->head->sent_ms < l->timeout_ms)
+        return;
+    log_warn("rlink", "%s:%d did not answer within %u ms: dropping the link", l->host, l->port,
+             l->timeout_ms);
+    redisAsyncFree(l->ac);      /* runs on_reply(NULL) for each, then on_disconnect */
 }
 
 int rlink_command(rlink *l, int argc, const char **argv, const size_t *lens, rlink_cb cb,
@@ -227,24 +264,31 @@ int rlink_command(rlink *l, int argc, const char **argv, const size_t *lens, rli
 
     if (!l->ready || l->ac == NULL)
         return LJ_EUNAVAIL;
-    if (cb == NULL)     /* fire and forget: hiredis discards the reply */
-        return redisAsyncCommandArgv(l->ac, NULL, NULL, argc, argv, lens) == REDIS_OK
-                   ? 0
-                   : LJ_EUNAVAIL;
     if ((p = malloc(sizeof(*p))) == NULL)
         return LJ_ENOMEM;
+    p->l = l;
     p->cb = cb;
     p->arg = arg;
+    p->sent_ms = uv_now(l->loop);
+    p->next = NULL;
     if (redisAsyncCommandArgv(l->ac, on_reply, p, argc, argv, lens) != REDIS_OK) {
         free(p);
         return LJ_EUNAVAIL;
     }
+    if (l->tail)
+        l->tail->next = p;
+    else
+        l->head = p;
+    l->tail = p;
     return 0;
 }
 
 static void on_timer_closed(uv_handle_t *h)
 {
-    free(h->data);
+    rlink *l = h->data;
+
+    if (--l->open_timers == 0)
+        free(l);
 }
 
 void rlink_close(rlink *l)
@@ -254,5 +298,7 @@ void rlink_close(rlink *l)
      * gone. Pending callbacks run now with NULL replies. */
     if (l->ac)
         redisAsyncFree(l->ac);
+    l->open_timers = 2;
     uv_close((uv_handle_t *)&l->retry, on_timer_closed);
+    uv_close((uv_handle_t *)&l->watch, on_timer_closed);
 }

@@ -1,10 +1,10 @@
 /* rlink.h -- the producer's asynchronous Redis link on a libuv loop.
  *
  * One hiredis async context per loop, so every request on the loop pipelines
- * its commands over one connection. When the connection fails or drops, the
- * link reconnects by itself with exponential backoff (100 ms .. 5 s); while
- * it is down rlink_command() refuses at once, so callers answer 503 (or fall
- * back) instead of queueing.
+ * its commands over one connection. When the connection fails, drops or stops
+ * answering (--redis-timeout-ms), the link reconnects by itself with
+ * exponential backoff (100 ms .. 5 s); while it is down rlink_command()
+ * refuses at once, so callers answer 503 (or fall back) instead of queueing.
  *
  * Loop thread only. hiredis frees replies after the callback returns: copy
  * what you keep. A callback gets a NULL reply when the link was lost.
@@ -23,8 +23,11 @@ typedef struct rlink rlink;
 typedef void (*rlink_cb)(redisReply *reply, void *arg);
 
 /* Starts connecting to 'host':'port' (AUTH with 'password' unless empty).
- * Returns the link, or NULL when out of memory. */
-rlink *rlink_new(uv_loop_t *loop, const char *host, int port, const char *password);
+ * A command unanswered after 'timeout_ms' drops the link (every waiting
+ * callback gets NULL) and a reconnect follows. Returns the link, or NULL
+ * when out of memory. */
+rlink *rlink_new(uv_loop_t *loop, const char *host, int port, const char *password,
+                 unsigned timeout_ms);
 
 /* Nonzero when connected and ready for commands. */
 int rlink_ready(const rlink *l);

@@ -423,3 +423,23 @@ def test_expect_100_continue_is_answered_at_once(stack):
     assert "HTTP/1.1 100 Continue" in out.stderr
     assert json.loads(out.stdout)["accepted"] == 60
     assert time.monotonic() - t0 < 0.9     # curl would otherwise wait a second
+
+
+def test_redis_that_stops_answering_does_not_hold_uploads(stack, servers):
+    stack.producer(LJ_REDIS_TIMEOUT_MS=500)
+    assert set_ratio(stack, 1).status_code == 200
+    wait_for(lambda: get_ratio(stack.url) == 1, what="ratio")
+    sn = serial("hung")
+    servers.redis_proc.send_signal(__import__("signal").SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        resp = stack.post("/upload_health_data_v2", {"deviceSn": sn, "timestamp": BASE_S})
+        assert resp.status_code == 503
+        assert time.monotonic() - t0 < 3
+        resp = stack.post("/upload_health_data", {"deviceSn": sn, "timestamp": BASE_S + 1})
+        assert resp.status_code == 200 and resp.json()["status"] == "success"
+    finally:
+        servers.redis_proc.send_signal(__import__("signal").SIGCONT)
+    wait_for(lambda: stack.post("/upload_health_data_v2", {"deviceSn": sn}).status_code == 200,
+             timeout=15, what="the stream path to come back")
+    assert "did not answer within 500 ms" in stack.procs[0].output()
