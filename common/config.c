@@ -219,28 +219,45 @@ int cfg_load(lj_config *c, unsigned prog, int argc, char **argv, char *err, size
     return load_args(c, prog, argc, argv, err, errlen);
 }
 
+static int by_name(const void *a, const void *b)
+{
+    return strcmp((*(const cfg_option *const *)a)->name, (*(const cfg_option *const *)b)->name);
+}
+
 void cfg_print_help(FILE *out, unsigned prog, const char *progname)
 {
+    const cfg_option *shown[N_OPTIONS];
+    int flag_w = 0;
+    int env_w = 0;
+    size_t n = 0;
     size_t i;
 
+    for (i = 0; i < N_OPTIONS; i++) {
+        if (!(options[i].progs & prog))
+            continue;
+        shown[n++] = &options[i];
+        if ((int)strlen(options[i].name) + 2 > flag_w)
+            flag_w = (int)strlen(options[i].name) + 2;
+        if ((int)strlen(options[i].env) > env_w)
+            env_w = (int)strlen(options[i].env);
+    }
+    qsort(shown, n, sizeof(shown[0]), by_name);
     fprintf(out, "usage: %s [--option value | --option=value]...\n\n"
                  "Every option may also be set by its environment variable; flags win.\n\n",
             progname);
-    for (i = 0; i < N_OPTIONS; i++) {
-        const cfg_option *o = &options[i];
+    for (i = 0; i < n; i++) {
+        const cfg_option *o = shown[i];
         char flag[64];
         size_t j;
 
-        if (!(o->progs & prog))
-            continue;
         snprintf(flag, sizeof(flag), "--%s", o->name);
         for (j = 2; flag[j]; j++)
             if (flag[j] == '_')
                 flag[j] = '-';
-        fprintf(out, "  %-18s %-20s %s\n", flag, o->env, o->help);
+        fprintf(out, "  %-*s  %-*s  %s\n", flag_w, flag, env_w, o->env, o->help);
         if (o->flags & CFG_SECRET)
-            fprintf(out, "  %-18s %-20s (secret: default not shown)\n", "", "");
+            fprintf(out, "  %-*s  %-*s  (secret: default not shown)\n", flag_w, "", env_w, "");
         else
-            fprintf(out, "  %-18s %-20s default: \"%s\"\n", "", "", o->def);
+            fprintf(out, "  %-*s  %-*s  default: \"%s\"\n", flag_w, "", env_w, "", o->def);
     }
 }

@@ -5,7 +5,7 @@ import subprocess
 
 import yaml
 
-from conftest import TOP
+from conftest import BIN, TOP
 
 
 def test_compose_file_is_valid_and_complete():
@@ -23,3 +23,11 @@ def test_compose_file_is_valid_and_complete():
         "service_completed_successfully"
     assert "ports" not in services["consumer"]      # scalable: no fixed host port
     assert services["producer"]["ports"][0]["target"] == 8080
+
+
+def test_configuration_reference_matches_help():
+    env = dict(os.environ, LJ_BIN_DIR=os.path.dirname(BIN))
+    fresh = subprocess.run([os.path.join(TOP, "scripts", "config_doc.sh")], env=env,
+                           capture_output=True, text=True, check=True).stdout
+    with open(os.path.join(TOP, "docs", "configuration.md")) as f:
+        assert f.read() == fresh, "docs/configuration.md is stale: run scripts/config_doc.sh"
