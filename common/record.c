@@ -1,9 +1,15 @@
+/* record.c -- the health record model and its validation (SPEC §2.1).
+ *
+ * Layout: the field table, calendar arithmetic, the pre-scan, value
+ * readers, record and body validation, the cJSON parse arena, and the
+ * normalised payload (to/from JSON). See record.h for the contract.
+ */
 #include "record.h"
 
 #include <errno.h>
+#include <math.h>
 #include <pthread.h>
 #include <stddef.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,7 +19,7 @@
 #include "err.h"
 
 /* ------------------------------------------------------------------------
- * The field table (SPEC §2.1)
+ * The field table
  * ------------------------------------------------------------------------ */
 
 /* Every key a record may carry. A record's members are matched against
@@ -59,6 +65,8 @@ typedef struct field_spec {
     const char *range;      /* for the rejection reason */
 } field_spec;
 
+#define INT_MAX_D 2147483647.0
+
 static const field_spec fields[REC_NUM_FIELDS] = {
     [REC_HEART_RATE] = {"heart_rate", {K_HEART_RATE, K_HEARTRATE}, 1, 0, 300, "0..300"},
     [REC_BLOOD_OXYGEN] = {"blood_oxygen", {K_BLOOD_OXYGEN, K_BLOODOXYGEN}, 1, 0, 100,
@@ -68,9 +76,9 @@ static const field_spec fields[REC_NUM_FIELDS] = {
     [REC_PRESSURE_HIGH] = {"pressure_high", {K_SYSTOLIC, K_PRESSUREHIGH}, 1, 0, 300, "0..300"},
     [REC_PRESSURE_LOW] = {"pressure_low", {K_DIASTOLIC, K_PRESSURELOW}, 1, 0, 300, "0..300"},
     [REC_STRESS] = {"stress", {K_STRESS, K_NONE}, 1, 0, 100, "0..100"},
-    [REC_STEP] = {"step", {K_STEP, K_NONE}, 1, 0, 2147483647.0, "0..2147483647"},
-    [REC_DISTANCE] = {"distance", {K_DISTANCE, K_NONE}, 1, 0, 2147483647.0, "0..2147483647"},
-    [REC_CALORIE] = {"calorie", {K_CALORIE, K_NONE}, 1, 0, 2147483647.0, "0..2147483647"},
+    [REC_STEP] = {"step", {K_STEP, K_NONE}, 1, 0, INT_MAX_D, "0..2147483647"},
+    [REC_DISTANCE] = {"distance", {K_DISTANCE, K_NONE}, 1, 0, INT_MAX_D, "0..2147483647"},
+    [REC_CALORIE] = {"calorie", {K_CALORIE, K_NONE}, 1, 0, INT_MAX_D, "0..2147483647"},
     [REC_LATITUDE] = {"latitude", {K_LATITUDE, K_NONE}, 0, -90, 90, "-90..90"},
     [REC_LONGITUDE] = {"longitude", {K_LONGITUDE, K_NONE}, 0, -180, 180, "-180..180"},
     [REC_ALTITUDE] = {"altitude", {K_ALTITUDE, K_NONE}, 0, -100000, 100000,
@@ -88,16 +96,16 @@ static const int sleep_keys[] = {K_SLEEPDATA, K_SLEEP};
 
 const char *rec_field_column(rec_field f)
 {
-    return fields[f].column;
+    return (unsigned)f < REC_NUM_FIELDS ? fields[f].column : "?";
 }
 
 int rec_field_is_int(rec_field f)
 {
-    return fields[f].is_int;
+    return (unsigned)f < REC_NUM_FIELDS && fields[f].is_int;
 }
 
 /* ------------------------------------------------------------------------
- * Calendar arithmetic (proleptic Gregorian, no TZ or locale involved)
+ * Calendar arithmetic (proleptic Gregorian; no TZ, locale or timegm)
  * ------------------------------------------------------------------------ */
 
 /* Days since 1970-01-01 of y-m-d (H. Hinnant's days_from_civil). */
@@ -111,11 +119,12 @@ static int64_t days_from_civil(int64_t y, unsigned m, unsigned d)
     y -= m <= 2;
     era = (y >= 0 ? y : y - 399) / 400;
     yoe = (unsigned)(y - era * 400);
-    doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
     doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     return era * 146097 + (int64_t)doe - 719468;
 }
 
+/* The inverse: y-m-d of 'z' days since 1970-01-01. */
 static void civil_from_days(int64_t z, int *y, unsigned *m, unsigned *d)
 {
     int64_t era;
@@ -135,9 +144,9 @@ static void civil_from_days(int64_t z, int *y, unsigned *m, unsigned *d)
     *y = (int)((int64_t)yoe + era * 400 + (*m <= 2));
 }
 
-static int days_in_month(int y, unsigned m)
+static unsigned days_in_month(int y, unsigned m)
 {
-    static const int days[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    static const unsigned days[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
     int leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
 
     return m == 2 && leap ? 29 : days[m - 1];
@@ -145,9 +154,10 @@ static int days_in_month(int y, unsigned m)
 
 void rec_format_ts(int64_t ts_ms, char *out, size_t outlen)
 {
-    int64_t secs = ts_ms >= 0 ? ts_ms / 1000 : (ts_ms - 999) / 1000;
+    /* Floor division, so times before 1970 still print a valid clock. */
+    int64_t secs = ts_ms >= 0 ? ts_ms / 1000 : -((-(ts_ms + 1)) / 1000) - 1;
     int ms = (int)(ts_ms - secs * 1000);
-    int64_t days = secs >= 0 ? secs / 86400 : (secs - 86399) / 86400;
+    int64_t days = secs >= 0 ? secs / 86400 : -((-(secs + 1)) / 86400) - 1;
     int64_t sod = secs - days * 86400;
     int y;
     unsigned m;
@@ -182,7 +192,7 @@ static size_t utf8_len(const unsigned char *p, size_t n)
         len = 4;
         cp = c & 0x07;
     } else {
-        return 0;
+        return 0;   /* a continuation byte, C0/C1 (always overlong) or F5..FF */
     }
     if (n < len)
         return 0;
@@ -197,16 +207,12 @@ static size_t utf8_len(const unsigned char *p, size_t n)
     return len;
 }
 
-static int is_hex4_zero(const char *p, size_t n)
-{
-    return n >= 4 && p[0] == '0' && p[1] == '0' && p[2] == '0' && p[3] == '0';
-}
-
 int rec_prescan(const char *body, size_t len, int max_depth)
 {
     const unsigned char *p = (const unsigned char *)body;
     int depth = 0;
     int in_string = 0;
+    int escaped = 0;
     size_t i = 0;
 
     while (i < len) {
@@ -219,17 +225,18 @@ int rec_prescan(const char *body, size_t len, int max_depth)
             if ((n = utf8_len(p + i, len - i)) == 0)
                 return LJ_EPARSE;
             i += n;
+            escaped = 0;
             continue;
         }
-        if (in_string) {
-            if (c == '\\') {
-                if (i + 1 < len && body[i + 1] == 'u' &&
-                    is_hex4_zero(body + i + 2, len - i - 2))
-                    return LJ_EPARSE;   /* cJSON would cut the string at the NUL */
-                i += 2;                 /* the escaped byte cannot end the string */
-                continue;
-            }
-            if (c == '"')
+        if (escaped) {
+            /* cJSON would end the string at a decoded NUL and drop the rest. */
+            if (c == 'u' && len - i > 4 && memcmp(body + i + 1, "0000", 4) == 0)
+                return LJ_EPARSE;
+            escaped = 0;
+        } else if (in_string) {
+            if (c == '\\')
+                escaped = 1;
+            else if (c == '"')
                 in_string = 0;
         } else if (c == '"') {
             in_string = 1;
@@ -237,7 +244,8 @@ int rec_prescan(const char *body, size_t len, int max_depth)
             if (++depth > max_depth)
                 return LJ_EDEPTH;
         } else if (c == ']' || c == '}') {
-            depth--;
+            if (--depth < 0)
+                return LJ_EPARSE;   /* closes what was never opened */
         }
         i++;
     }
@@ -258,7 +266,8 @@ static int key_id(const char *name)
     return K_NONE;
 }
 
-/* One pass over the members of 'obj'; unknown keys are ignored. */
+/* One pass over the members of 'obj'; unknown keys are ignored, and a
+ * repeated key keeps its first value (as cJSON's own lookup does). */
 static void index_record(const cJSON *obj, rec_index *ix)
 {
     const cJSON *m;
@@ -272,7 +281,7 @@ static void index_record(const cJSON *obj, rec_index *ix)
     }
 }
 
-/* The first present, non-null member among 'keys'. */
+/* The first present, non-null member among 'keys' (JSON null = absent). */
 static const cJSON *find_key(const rec_index *ix, const int *keys, size_t nkeys)
 {
     size_t i;
@@ -286,7 +295,8 @@ static const cJSON *find_key(const rec_index *ix, const int *keys, size_t nkeys)
     return NULL;
 }
 
-/* A strict decimal number: what strtod accepts minus spaces, hex, inf, nan. */
+/* A strict decimal number: what strtod accepts minus spaces, hex, inf and
+ * nan (the character set excludes them), and minus overflow. */
 static int parse_numeric_string(const char *s, double *out)
 {
     const char *p;
@@ -307,12 +317,13 @@ static int parse_numeric_string(const char *s, double *out)
     return 0;
 }
 
-/* A JSON number or numeric string as a finite double. 0, or -1. */
+/* A JSON number or numeric string as a finite double. 0, or -1. Never
+ * valueint: it saturates silently. */
 static int number_of(const cJSON *v, double *out)
 {
     if (cJSON_IsNumber(v)) {
         if (!isfinite(v->valuedouble))
-            return -1;
+            return -1;      /* cJSON reads 1e400 as inf */
         *out = v->valuedouble;
         return 0;
     }
@@ -321,39 +332,60 @@ static int number_of(const cJSON *v, double *out)
     return -1;
 }
 
-static int reject(char *reason, const char *fmt, const char *arg1, const char *arg2)
+/* Nonzero when 's' is 'min'..'max' bytes of printable ASCII (0x21..0x7E,
+ * plus the space when 'space_ok'). */
+static int is_printable(const char *s, size_t min, size_t max, int space_ok)
 {
-    snprintf(reason, REC_REASON_MAX, fmt, arg1, arg2);
+    unsigned char lo = space_ok ? 0x20 : 0x21;
+    size_t n;
+
+    for (n = 0; s[n]; n++)
+        if ((unsigned char)s[n] < lo || (unsigned char)s[n] > 0x7E || n == max)
+            return 0;
+    return n >= min;
+}
+
+int rec_is_token(const char *s, size_t max)
+{
+    return is_printable(s, 1, max, 0);
+}
+
+static int reject(char *reason, const char *text)
+{
+    snprintf(reason, REC_REASON_MAX, "%s", text);
     return LJ_EINVAL;
 }
+
+static int reject_field(char *reason, const char *column, const char *what)
+{
+    snprintf(reason, REC_REASON_MAX, "%s %s", column, what);
+    return LJ_EINVAL;
+}
+
+/* ------------------------------------------------------------------------
+ * One record
+ * ------------------------------------------------------------------------ */
 
 static int parse_field(const rec_index *ix, rec_field f, rec_health *out, char *reason)
 {
     const field_spec *fs = &fields[f];
     const cJSON *v = find_key(ix, fs->keys, 2);
+    char what[48];
     double d;
 
     if (v == NULL)
         return 0;
     if (number_of(v, &d) != 0)
-        return reject(reason, "%s must be a number", fs->column, NULL);
+        return reject_field(reason, fs->column, "must be a number");
     if (fs->is_int && d != floor(d))
-        return reject(reason, "%s must be an integer", fs->column, NULL);
-    if (d < fs->min || d > fs->max)
-        return reject(reason, "%s out of range %s", fs->column, fs->range);
+        return reject_field(reason, fs->column, "must be an integer");
+    if (d < fs->min || d > fs->max) {
+        snprintf(what, sizeof(what), "out of range %s", fs->range);
+        return reject_field(reason, fs->column, what);
+    }
     out->num[f] = d;
     out->present |= 1u << f;
     return 0;
-}
-
-int rec_is_token(const char *s, size_t max)
-{
-    size_t n = 0;
-
-    for (; s[n]; n++)
-        if ((unsigned char)s[n] < 0x21 || (unsigned char)s[n] > 0x7E)
-            return 0;
-    return n >= 1 && n <= max;
 }
 
 static int parse_device(const rec_index *ix, rec_health *out, char *reason)
@@ -361,17 +393,24 @@ static int parse_device(const rec_index *ix, rec_health *out, char *reason)
     const cJSON *v = find_key(ix, sn_keys, 3);
 
     if (v == NULL)
-        return reject(reason, "device_sn is required (deviceSn, id or device_sn)", NULL, NULL);
+        return reject(reason, "device_sn is required (deviceSn, id or device_sn)");
     if (!cJSON_IsString(v) || v->valuestring == NULL)
-        return reject(reason, "device_sn must be a string", NULL, NULL);
+        return reject(reason, "device_sn must be a string");
     if (!rec_is_token(v->valuestring, REC_SN_MAX))
-        return reject(reason, "device_sn must be 1..64 printable ASCII characters, no spaces",
-                      NULL, NULL);
+        return reject(reason, "device_sn must be 1..64 printable ASCII characters, no spaces");
     memcpy(out->device_sn, v->valuestring, strlen(v->valuestring) + 1);
     return 0;
 }
 
-/* "YYYY-MM-DD HH:MM:SS" at 'tz_offset_min' from UTC, to ms since the epoch. */
+/* Two decimal digits at 's' (already checked to be digits). */
+static unsigned two_digits(const char *s)
+{
+    return (unsigned)(s[0] - '0') * 10 + (unsigned)(s[1] - '0');
+}
+
+/* "YYYY-MM-DD HH:MM:SS" at 'tz_offset_min' from UTC (local = UTC + offset),
+ * to ms since the epoch. 0, or -1 when not exactly that form or no such
+ * date or time. */
 static int parse_datetime(const char *s, int tz_offset_min, int64_t *out)
 {
     static const char shape[] = "dddd-dd-dd dd:dd:dd";
@@ -383,23 +422,33 @@ static int parse_datetime(const char *s, int tz_offset_min, int64_t *out)
     unsigned sec;
     size_t i;
 
-    if (strlen(s) != sizeof(shape) - 1)
-        return -1;
     for (i = 0; shape[i]; i++)
         if (shape[i] == 'd' ? (s[i] < '0' || s[i] > '9') : s[i] != shape[i])
-            return -1;
-    y = atoi(s);
-    mo = (unsigned)atoi(s + 5);
-    d = (unsigned)atoi(s + 8);
-    h = (unsigned)atoi(s + 11);
-    mi = (unsigned)atoi(s + 14);
-    sec = (unsigned)atoi(s + 17);
-    if (mo < 1 || mo > 12 || d < 1 || (int)d > days_in_month(y, mo) || h > 23 || mi > 59 ||
+            return -1;      /* also stops at a short string's NUL */
+    if (s[i] != '\0')
+        return -1;
+    y = (int)(two_digits(s) * 100 + two_digits(s + 2));
+    mo = two_digits(s + 5);
+    d = two_digits(s + 8);
+    h = two_digits(s + 11);
+    mi = two_digits(s + 14);
+    sec = two_digits(s + 17);
+    if (mo < 1 || mo > 12 || d < 1 || d > days_in_month(y, mo) || h > 23 || mi > 59 ||
         sec > 59)
         return -1;
-    *out = ((days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec) -
+    *out = (days_from_civil(y, mo, d) * 86400 + (int64_t)(h * 3600 + mi * 60 + sec) -
             (int64_t)tz_offset_min * 60) * 1000;
     return 0;
+}
+
+/* Epoch seconds (fractions allowed) or milliseconds, to ms. Values far
+ * outside the accepted range are clamped just outside it, so the range
+ * check refuses them without an overflowing conversion. */
+static int64_t epoch_to_ms(double d)
+{
+    if (d >= EPOCH_MS_THRESHOLD)
+        return d < 1e15 ? (int64_t)llround(d) : TS_MAX_MS;
+    return d > -1e12 ? (int64_t)llround(d * 1000.0) : TS_MIN_MS - 1;
 }
 
 /* The reading time from the "timestamp" value 'v' (NULL: none given). */
@@ -412,18 +461,14 @@ static int read_ts_value(const cJSON *v, const rec_opts *o, int64_t *ts_ms, char
         *ts_ms = o->now_ms;
         return 0;
     }
-    if (number_of(v, &d) == 0) {
-        if (d >= EPOCH_MS_THRESHOLD)
-            ts = d < 1e15 ? (int64_t)d : TS_MAX_MS;
-        else
-            ts = d > -1e12 ? (int64_t)llround(d * 1000.0) : TS_MIN_MS - 1;
-    } else if (!cJSON_IsString(v) || v->valuestring == NULL ||
-               parse_datetime(v->valuestring, o->tz_offset_min, &ts) != 0) {
+    if (number_of(v, &d) == 0)
+        ts = epoch_to_ms(d);
+    else if (!cJSON_IsString(v) || v->valuestring == NULL ||
+             parse_datetime(v->valuestring, o->tz_offset_min, &ts) != 0)
         return reject(reason, "timestamp must be epoch seconds, epoch milliseconds or "
-                              "\"YYYY-MM-DD HH:MM:SS\"", NULL, NULL);
-    }
+                              "\"YYYY-MM-DD HH:MM:SS\"");
     if (ts < TS_MIN_MS || ts >= TS_MAX_MS)
-        return reject(reason, "timestamp out of range 2000-01-01..2099-12-31", NULL, NULL);
+        return reject(reason, "timestamp out of range 2000-01-01..2099-12-31");
     *ts_ms = ts;
     return 0;
 }
@@ -442,14 +487,14 @@ static int parse_source(const rec_index *ix, rec_health *out, char *reason)
         return 0;
     }
     if (!cJSON_IsString(v) || v->valuestring == NULL ||
-        !rec_is_token(v->valuestring, REC_SOURCE_MAX))
-        return reject(reason, "uploadMethod must be 1..20 printable ASCII characters", NULL,
-                      NULL);
+        !is_printable(v->valuestring, 1, REC_SOURCE_MAX, 1))
+        return reject(reason, "uploadMethod must be 1..20 printable ASCII characters");
     memcpy(out->source_method, v->valuestring, strlen(v->valuestring) + 1);
     return 0;
 }
 
-static int parse_sleep(const rec_index *ix, rec_health *out, char *reason)
+/* A string is kept as its text, any other value as its compact JSON. */
+static int parse_sleep(const rec_index *ix, rec_health *out)
 {
     const cJSON *v = find_key(ix, sleep_keys, 2);
 
@@ -458,13 +503,12 @@ static int parse_sleep(const rec_index *ix, rec_health *out, char *reason)
     if (cJSON_IsString(v) && v->valuestring)
         out->sleep = strdup(v->valuestring);
     else
-        out->sleep = rec_json_print(v);     /* a tree we parsed: compact text */
-    if (out->sleep == NULL)
-        return reject(reason, "out of memory", NULL, NULL);
-    return 0;
+        out->sleep = rec_json_print(v);
+    return out->sleep ? 0 : LJ_ENOMEM;
 }
 
-/* Validates one record object into 'out'. 0, or LJ_EINVAL with 'reason'. */
+/* Validates one record object into 'out'. 0; LJ_EINVAL with 'reason';
+ * or LJ_ENOMEM. 'out->sleep' may be set (to free) whatever the result. */
 static int parse_record(const cJSON *obj, const rec_opts *o, rec_health *out, char *reason)
 {
     rec_index ix;
@@ -472,7 +516,7 @@ static int parse_record(const cJSON *obj, const rec_opts *o, rec_health *out, ch
 
     memset(out, 0, sizeof(*out));
     if (!cJSON_IsObject(obj))
-        return reject(reason, "record must be a JSON object", NULL, NULL);
+        return reject(reason, "record must be a JSON object");
     index_record(obj, &ix);
     if (parse_device(&ix, out, reason) != 0 ||
         read_ts_value(ix.v[K_TIMESTAMP], o, &out->ts_ms, reason) != 0 ||
@@ -481,7 +525,7 @@ static int parse_record(const cJSON *obj, const rec_opts *o, rec_health *out, ch
     for (f = 0; f < REC_NUM_FIELDS; f++)
         if (parse_field(&ix, (rec_field)f, out, reason) != 0)
             return LJ_EINVAL;
-    return parse_sleep(&ix, out, reason);
+    return parse_sleep(&ix, out);
 }
 
 /* ------------------------------------------------------------------------
@@ -504,6 +548,7 @@ void rec_batch_cleanup(rec_batch *b)
     rec_batch_init(b);
 }
 
+/* Makes '*p' (an array of 'size'-byte items, '*cap' of them) hold 'need'. */
 static int grow(void **p, size_t *cap, size_t need, size_t size)
 {
     size_t ncap;
@@ -511,10 +556,10 @@ static int grow(void **p, size_t *cap, size_t need, size_t size)
 
     if (need <= *cap)
         return 0;
-    ncap = *cap ? *cap * 2 : 16;
+    ncap = *cap ? *cap : 16;
     while (ncap < need)
         ncap *= 2;
-    if ((np = realloc(*p, ncap * size)) == NULL)
+    if (ncap > (size_t)-1 / size || (np = realloc(*p, ncap * size)) == NULL)
         return LJ_ENOMEM;
     *p = np;
     *cap = ncap;
@@ -531,25 +576,33 @@ static int add_error(rec_batch *b, int index, const char *reason)
     return 0;
 }
 
+static int push_record(rec_batch *b, const rec_health *r)
+{
+    if (grow((void **)&b->recs, &b->cap, b->n + 1, sizeof(*b->recs)) != 0)
+        return LJ_ENOMEM;
+    b->recs[b->n++] = *r;
+    return 0;
+}
+
+/* Validates record 'index' of the upload into 'b': a valid one joins
+ * 'recs', a bad one 'errs'. 0, or LJ_ENOMEM. */
 static int add_record(rec_batch *b, const cJSON *obj, int index, const rec_opts *o)
 {
     char reason[REC_REASON_MAX];
     rec_health r;
+    int rc = parse_record(obj, o, &r, reason);
 
-    if (parse_record(obj, o, &r, reason) != 0) {
+    if (rc == LJ_EINVAL) {
         free(r.sleep);
         return add_error(b, index, reason);
     }
-    if (grow((void **)&b->recs, &b->cap, b->n + 1, sizeof(*b->recs)) != 0) {
+    if (rc != 0 || (rc = push_record(b, &r)) != 0)
         free(r.sleep);
-        return LJ_ENOMEM;
-    }
-    b->recs[b->n++] = r;
-    return 0;
+    return rc;
 }
 
-/* Finds the record list in 'root': the four body shapes. Sets '*single'
- * when the body holds one record rather than a list. */
+/* Finds the records in 'root' (one of the four body shapes) and the
+ * batchId of a {"data": ...} body. '*list' is an array, or one record. */
 static int find_records(const cJSON *root, rec_batch *out, const cJSON **list, const char **msg)
 {
     const cJSON *data;
@@ -571,7 +624,7 @@ static int find_records(const cJSON *root, rec_batch *out, const cJSON **list, c
     bid = cJSON_GetObjectItemCaseSensitive(root, "batchId");
     if (bid && !cJSON_IsNull(bid)) {
         if (!cJSON_IsString(bid) || bid->valuestring == NULL ||
-            !rec_is_token(bid->valuestring, REC_BATCH_ID_MAX)) {
+            !is_printable(bid->valuestring, 0, REC_BATCH_ID_MAX, 1)) {
             *msg = "batchId must be a string of at most 64 characters";
             return LJ_EPARSE;
         }
@@ -600,7 +653,7 @@ static int parse_records(const cJSON *list, const rec_opts *o, rec_batch *out, c
         return LJ_ENOREC;
     }
     if (count > o->max_records) {
-        *msg = "too many records in one upload";
+        *msg = "too many records in one upload";  /* before any validation work */
         return LJ_ETOOBIG;
     }
     out->total = count;
@@ -637,11 +690,15 @@ static _Thread_local int tl_trees;             /* trees alive on this thread */
 static void *arena_malloc(size_t n)
 {
     arena_block *b = tl_blocks;
-    size_t need = (n + 15) & ~(size_t)15;
+    size_t align = sizeof(max_align_t);
+    size_t need;
 
     if (tl_trees == 0)
         return malloc(n);
-    if (b == NULL || b->used + need > b->cap) {
+    if (n > ((size_t)-1 >> 1))
+        return NULL;
+    need = (n + align - 1) / align * align;
+    if (b == NULL || b->cap - b->used < need) {
         size_t cap = need > ARENA_BLOCK ? need : ARENA_BLOCK;
 
         if ((b = malloc(sizeof(*b) + cap)) == NULL)
@@ -681,10 +738,19 @@ static void install_hooks(void)
     cJSON_InitHooks(&hooks);
 }
 
+/* cJSON's hooks are a plain global: set them before main() starts any
+ * thread, so no thread can be inside cJSON while they change. The
+ * pthread_once in rec_json_parse() makes this an optimisation, not a need. */
+__attribute__((constructor)) static void hooks_at_start(void)
+{
+    pthread_once(&hooks_once, install_hooks);
+}
+
 int rec_json_parse(const char *body, size_t len, int max_depth, cJSON **root,
                    const char **msg)
 {
     const char *end = NULL;
+    cJSON *tree;
     char *copy;
     int rc;
 
@@ -703,13 +769,14 @@ int rec_json_parse(const char *body, size_t len, int max_depth, cJSON **root,
     tl_trees++;
     /* The length counts the NUL, and require_null_terminated refuses any
      * byte after the value. */
-    *root = cJSON_ParseWithLengthOpts(copy, len + 1, &end, 1);
+    tree = cJSON_ParseWithLengthOpts(copy, len + 1, &end, 1);
     free(copy);
-    if (*root == NULL) {
+    if (tree == NULL) {
         rec_json_free(NULL);
         *msg = "body is not valid JSON";
         return LJ_EPARSE;
     }
+    *root = tree;
     return 0;
 }
 
@@ -739,21 +806,43 @@ int rec_parse_body(const char *body, size_t len, const rec_opts *opts, rec_batch
 
     *msg = NULL;
     if ((rc = rec_json_parse(body, len, opts->max_depth, &root, msg)) != 0)
-        return rc;
+        goto fail;
     if ((rc = find_records(root, out, &list, msg)) != 0)
         goto out;
     if ((rc = parse_records(list, opts, out, msg)) != 0 && *msg == NULL)
         *msg = "out of memory";
 out:
-    if (rc != 0)
-        rec_batch_cleanup(out);
     rec_json_free(root);
+fail:
+    if (rc != 0)
+        rec_batch_cleanup(out);     /* nothing half-parsed reaches the caller */
     return rc;
 }
 
 /* ------------------------------------------------------------------------
  * The normalised payload
+ *
+ *     [{"device_sn":"A1","ts":1700000000000,"heart_rate":80,"temperature":36.6,
+ *       "sleep":"...","source_method":"wifi"}, ...]
  * ------------------------------------------------------------------------ */
+
+/* Appends 'v' as the shorter of %.15g and %.17g that reads back as 'v':
+ * 36.6 stays 36.6, and the round trip is exact for every double. */
+static int put_double(lj_buf *out, double v)
+{
+    char text[32];
+    int n = snprintf(text, sizeof(text), "%.15g", v);
+
+    if (strtod(text, NULL) != v)
+        n = snprintf(text, sizeof(text), "%.17g", v);
+    return lj_buf_append(out, text, (size_t)n);
+}
+
+static int put_key(lj_buf *out, const char *key)
+{
+    return lj_buf_puts(out, ",\"") || lj_buf_puts(out, key) || lj_buf_puts(out, "\":")
+               ? LJ_ENOMEM : 0;
+}
 
 static int record_to_json(const rec_health *r, lj_buf *out)
 {
@@ -766,16 +855,15 @@ static int record_to_json(const rec_health *r, lj_buf *out)
     for (f = 0; f < REC_NUM_FIELDS; f++) {
         if (!(r->present & (1u << f)))
             continue;
-        if (lj_buf_puts(out, ",\"") != 0 || lj_buf_puts(out, fields[f].column) != 0 ||
-            lj_buf_puts(out, "\":") != 0 ||
+        if (put_key(out, fields[f].column) != 0 ||
             (fields[f].is_int ? lj_buf_int(out, (long long)r->num[f])
-                              : lj_buf_printf(out, "%.15g", r->num[f])) != 0)
+                              : put_double(out, r->num[f])) != 0)
             return LJ_ENOMEM;
     }
-    if (r->sleep && (lj_buf_puts(out, ",\"sleep\":") != 0 ||
+    if (r->sleep && (put_key(out, "sleep") != 0 ||
                      lj_buf_json_str(out, r->sleep, strlen(r->sleep)) != 0))
         return LJ_ENOMEM;
-    if (lj_buf_puts(out, ",\"source_method\":") != 0 ||
+    if (put_key(out, "source_method") != 0 ||
         lj_buf_json_str(out, r->source_method, strlen(r->source_method)) != 0)
         return LJ_ENOMEM;
     return lj_buf_puts(out, "}");
@@ -793,51 +881,60 @@ int rec_batch_to_json(const rec_batch *b, lj_buf *out)
     return lj_buf_puts(out, "]");
 }
 
-static int string_item(const cJSON *obj, const char *key, char *dst, size_t max, int required)
+/* The string member 'key' of 'obj' (1..'max' bytes) into 'dst'. 0, or -1. */
+static int string_item(const cJSON *obj, const char *key, char *dst, size_t max)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
     size_t n;
 
-    if (v == NULL)
-        return required ? -1 : 0;
     if (!cJSON_IsString(v) || v->valuestring == NULL)
         return -1;
     n = strlen(v->valuestring);
-    if (n > max || (required && n == 0))
+    if (n == 0 || n > max)
         return -1;
     memcpy(dst, v->valuestring, n + 1);
     return 0;
 }
 
+/* Reads one payload object into 'r'. 0, -1 (not that form; 'r->sleep' may
+ * be set, to free) or LJ_ENOMEM. */
 static int record_from_json(const cJSON *obj, rec_health *r)
 {
-    const cJSON *ts = cJSON_GetObjectItemCaseSensitive(obj, "ts");
-    const cJSON *sleep = cJSON_GetObjectItemCaseSensitive(obj, "sleep");
+    const cJSON *ts;
+    const cJSON *sleep;
     int f;
 
     memset(r, 0, sizeof(*r));
-    if (!cJSON_IsObject(obj) || string_item(obj, "device_sn", r->device_sn, REC_SN_MAX, 1) ||
-        string_item(obj, "source_method", r->source_method, REC_SOURCE_MAX, 1) ||
+    if (!cJSON_IsObject(obj))
+        return -1;
+    ts = cJSON_GetObjectItemCaseSensitive(obj, "ts");
+    if (string_item(obj, "device_sn", r->device_sn, REC_SN_MAX) != 0 ||
+        string_item(obj, "source_method", r->source_method, REC_SOURCE_MAX) != 0 ||
         !cJSON_IsNumber(ts) || ts->valuedouble != floor(ts->valuedouble) ||
         ts->valuedouble < TS_MIN_MS || ts->valuedouble >= TS_MAX_MS)
         return -1;
     r->ts_ms = (int64_t)ts->valuedouble;
     for (f = 0; f < REC_NUM_FIELDS; f++) {
         const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, fields[f].column);
+        double d;
 
         if (v == NULL)
             continue;
-        if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble))
+        if (!cJSON_IsNumber(v) || !isfinite(d = v->valuedouble))
             return -1;
-        r->num[f] = v->valuedouble;
+        /* An integer column must take the value as it is, and the
+         * conversion when printing it back must not overflow. */
+        if (fields[f].is_int && (d != floor(d) || fabs(d) > INT_MAX_D))
+            return -1;
+        r->num[f] = d;
         r->present |= 1u << f;
     }
-    if (sleep) {
-        if (!cJSON_IsString(sleep) || sleep->valuestring == NULL ||
-            (r->sleep = strdup(sleep->valuestring)) == NULL)
-            return -1;
-    }
-    return 0;
+    sleep = cJSON_GetObjectItemCaseSensitive(obj, "sleep");
+    if (sleep == NULL)
+        return 0;
+    if (!cJSON_IsString(sleep) || sleep->valuestring == NULL)
+        return -1;
+    return (r->sleep = strdup(sleep->valuestring)) ? 0 : LJ_ENOMEM;
 }
 
 int rec_batch_from_json(const char *json, size_t len, rec_batch *out)
@@ -847,6 +944,7 @@ int rec_batch_from_json(const char *json, size_t len, rec_batch *out)
     cJSON *root;
     char *copy;
     size_t first = out->n;
+    size_t total = out->total;
     int rc = 0;
 
     if ((copy = malloc(len + 1)) == NULL)
@@ -854,32 +952,28 @@ int rec_batch_from_json(const char *json, size_t len, rec_batch *out)
     memcpy(copy, json, len);
     copy[len] = '\0';
     root = cJSON_ParseWithLengthOpts(copy, len + 1, &end, 1);
-    if (root == NULL || !cJSON_IsArray(root)) {
+    free(copy);
+    if (!cJSON_IsArray(root)) {
         rc = LJ_EPARSE;
         goto out;
     }
     cJSON_ArrayForEach(item, root) {
         rec_health r;
 
-        if (record_from_json(item, &r) != 0) {
+        if ((rc = record_from_json(item, &r)) != 0 || (rc = push_record(out, &r)) != 0) {
             free(r.sleep);
-            rc = LJ_EPARSE;
+            if (rc != LJ_ENOMEM)
+                rc = LJ_EPARSE;
             break;
         }
-        if (grow((void **)&out->recs, &out->cap, out->n + 1, sizeof(*out->recs)) != 0) {
-            free(r.sleep);
-            rc = LJ_ENOMEM;
-            break;
-        }
-        out->recs[out->n++] = r;
         out->total++;
     }
-    if (rc != 0) {
+    if (rc != 0) {      /* all or nothing */
         while (out->n > first)
             free(out->recs[--out->n].sleep);
+        out->total = total;
     }
 out:
     cJSON_Delete(root);
-    free(copy);
     return rc;
 }
