@@ -31,3 +31,39 @@ def test_configuration_reference_matches_help():
                            capture_output=True, text=True, check=True).stdout
     with open(os.path.join(TOP, "docs", "configuration.md")) as f:
         assert f.read() == fresh, "docs/configuration.md is stale: run scripts/config_doc.sh"
+
+
+def test_grafana_dashboard_uses_only_metrics_we_export(stack):
+    import json
+    import re
+
+    import requests
+
+    from conftest import free_port
+    stack.producer()
+    port = free_port()
+    stack.consumer(LJ_STATUS_PORT=port)
+    exported = requests.get(stack.url + "/metrics", timeout=5).text
+
+    def consumer_metrics():
+        try:
+            return requests.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+        except requests.RequestException:
+            return ""
+    from conftest import wait_for
+    exported += wait_for(consumer_metrics, what="consumer metrics")
+    names = set(re.findall(r"^([a-z_]+)(?:\{| )", exported, re.M))
+    with open(os.path.join(TOP, "deploy", "grafana", "ljwx-ingest.json")) as f:
+        dash = json.load(f)
+    used = {m for p in dash["panels"] for t in p["targets"]
+            for m in re.findall(r"\b(ljwx_[a-z_]+)", t["expr"])}
+    assert used and used <= names, used - names
+
+
+def test_systemd_units_run_the_installed_binaries():
+    for unit, binary in (("ljwx-producer.service", "ljwx-producer"),
+                         ("ljwx-consumer@.service", "ljwx-consumer")):
+        with open(os.path.join(TOP, "deploy", "systemd", unit)) as f:
+            text = f.read()
+        assert f"ExecStart=/usr/local/bin/{binary}" in text
+        assert "KillSignal=SIGTERM" in text and "User=ljwx" in text
