@@ -81,7 +81,40 @@ void admin_get_ratio(gray *g, http_request *req)
     http_respond(req, 200, NULL, body, (size_t)n);
 }
 
-/* Reads {"ratio": x} with x a number (or numeric string) in 0..1. */
+/* 'd' as a ratio in 1/GRAY_SCALE; -1 when it is not a number in 0..1. */
+static int ratio_of(double d)
+{
+    return isfinite(d) && d >= 0.0 && d <= 1.0 ? (int)lround(d * GRAY_SCALE) : -1;
+}
+
+/* The value of "ratio=x" in a query string or form body ('n' bytes). */
+static int ratio_from_form(const char *s, size_t n)
+{
+    char buf[64];
+    const char *p = s;
+    char *end;
+    double d;
+
+    while (p && (size_t)(p - s) < n) {
+        if (strncmp(p, "ratio=", 6) == 0) {
+            size_t len = strcspn(p + 6, "&");
+
+            if (len == 0 || len >= sizeof(buf) || (size_t)(p + 6 - s) + len > n)
+                return -1;
+            memcpy(buf, p + 6, len);
+            buf[len] = '\0';
+            d = strtod(buf, &end);
+            return *end == '\0' ? ratio_of(d) : -1;
+        }
+        p = memchr(p, '&', n - (size_t)(p - s));
+        if (p)
+            p++;
+    }
+    return -1;
+}
+
+/* Reads the new ratio: {"ratio": x} (a number or numeric string), or, as
+ * older tools send it, ratio=x in a form body or the query string. */
 static int parse_ratio_body(const http_request *req, int *out)
 {
     const char *msg;
@@ -89,22 +122,26 @@ static int parse_ratio_body(const http_request *req, int *out)
     cJSON *root = NULL;
     double d = -1;
     char *end;
-    int rc = -1;
+    int r = -1;
 
-    if (rec_json_parse(req->body, req->body_len, 4, &root, &msg) != 0)
-        return -1;
-    v = cJSON_GetObjectItemCaseSensitive(root, "ratio");
-    if (cJSON_IsNumber(v))
-        d = v->valuedouble;
-    else if (cJSON_IsString(v) && v->valuestring && *v->valuestring &&
-             ((d = strtod(v->valuestring, &end)), *end != '\0'))
-        d = -1;
-    if (isfinite(d) && d >= 0.0 && d <= 1.0) {
-        *out = (int)lround(d * GRAY_SCALE);
-        rc = 0;
+    if (rec_json_parse(req->body, req->body_len, 4, &root, &msg) == 0) {
+        v = cJSON_GetObjectItemCaseSensitive(root, "ratio");
+        if (cJSON_IsNumber(v))
+            d = v->valuedouble;
+        else if (cJSON_IsString(v) && v->valuestring && *v->valuestring &&
+                 ((d = strtod(v->valuestring, &end)), *end != '\0'))
+            d = -1;
+        r = ratio_of(d);
+        rec_json_free(root);
+    } else {
+        r = ratio_from_form(req->body, req->body_len);
+        if (r < 0 && req->body_len == 0)
+            r = ratio_from_form(req->query, strlen(req->query));
     }
-    rec_json_free(root);
-    return rc;
+    if (r < 0)
+        return -1;
+    *out = r;
+    return 0;
 }
 
 static void audit_work(void *arg)

@@ -255,7 +255,11 @@ static int on_headers_complete(http_parser *p)
     /* Exactly "chunked": the parser would also take "gzip, chunked". */
     if (p->uses_transfer_encoding && strcmp(c->te, "chunked") != 0)
         return refuse(c, 501, "only the chunked transfer coding is supported");
-    if (p->method == HTTP_POST && !(p->flags & (F_CHUNKED | F_CONTENTLENGTH)))
+    /* A POST without a length is refused where a body is the point (uploads);
+     * admin calls such as `curl -X POST .../api/emergency_rollback` send none,
+     * and RFC 9112 §6.3 reads that as an empty body. */
+    if (p->method == HTTP_POST && !(p->flags & (F_CHUNKED | F_CONTENTLENGTH)) &&
+        (c->url.len < 5 || strncmp(c->url.data, "/api/", 5) != 0))
         return refuse(c, 411, "Content-Length required");
     if ((p->flags & F_CONTENTLENGTH) && p->content_length > c->srv->lim.max_body)
         return refuse(c, 413, "body too large");

@@ -443,3 +443,29 @@ def test_redis_that_stops_answering_does_not_hold_uploads(stack, servers):
     wait_for(lambda: stack.post("/upload_health_data_v2", {"deviceSn": sn}).status_code == 200,
              timeout=15, what="the stream path to come back")
     assert "did not answer within 500 ms" in stack.procs[0].output()
+
+
+def test_admin_calls_work_as_plain_curl_posts_without_a_body(stack):
+    import subprocess
+    stack.producer()
+    assert set_ratio(stack, 0.3).status_code == 200
+    out = subprocess.run(["curl", "-s", "-X", "POST", stack.url + "/api/emergency_rollback"],
+                         capture_output=True, text=True, timeout=10)
+    body = json.loads(out.stdout)
+    assert body["success"] is True and body["traffic_ratio"] == 0
+    assert get_ratio(stack.url) == 0
+    # Uploads still need a length.
+    assert raw(stack, b"POST /upload_health_data HTTP/1.1\r\nHost: x\r\n\r\n").startswith(
+        b"HTTP/1.1 411 ")
+
+
+def test_ratio_may_come_as_a_form_or_query_parameter(stack):
+    stack.producer()
+    resp = requests.post(stack.url + "/api/stream_traffic_ratio", data="ratio=0.25",
+                         headers={"Content-Type": "application/x-www-form-urlencoded"}, timeout=5)
+    assert resp.status_code == 200 and resp.json()["new_ratio"] == 0.25
+    resp = requests.post(stack.url + "/api/stream_traffic_ratio?ratio=0.5", timeout=5)
+    assert resp.status_code == 200 and resp.json()["new_ratio"] == 0.5
+    for bad in ("ratio=2", "ratio=", "ratio=x", "other=1"):
+        assert requests.post(stack.url + "/api/stream_traffic_ratio", data=bad,
+                             timeout=5).status_code == 400
