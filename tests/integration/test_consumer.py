@@ -198,27 +198,37 @@ def test_events_are_stored_and_sos_and_fall_raise_critical_alerts(stack):
 
 # -- poison, dead letters, claims ------------------------------------------------------
 
-def test_poison_entry_is_dead_lettered_and_the_rest_of_its_batch_committed(stack):
+def test_poison_entry_is_dead_lettered_and_the_rest_of_its_batch_committed(stack, servers):
     good = serial("good")
     bad = serial("poison")
     ids = [health_entry(stack, [{"device_sn": good, "ts": BASE_MS + i}]) for i in range(3)]
-    poison_id = health_entry(stack, [{"device_sn": bad, "ts": BASE_MS,
-                                      "heart_rate": 3_000_000_000}])      # integer overflow
+    # Refused by PostgreSQL (a CHECK constraint, as an operator might add one):
+    # the batch is split until this entry is alone, the rest is committed.
+    refused_id = health_entry(stack, [{"device_sn": bad, "ts": BASE_MS}])
+    # Refused when read: an integer column value no column can hold.
+    overflow_id = health_entry(stack, [{"device_sn": good, "ts": BASE_MS + 5,
+                                        "heart_rate": 3_000_000_000}])
     unreadable_id = stack.s.redis().xadd(stack.stream(), {"payload": "not a record list"})
     ids += [health_entry(stack, [{"device_sn": good, "ts": BASE_MS + 10 + i}])
             for i in range(3)]
-    port = free_port()
-    stack.consumer(LJ_STATUS_PORT=port)
-    wait_for(lambda: drained(stack), what="the stream to drain")
+    servers.sql("ALTER TABLE t_user_health_data ADD CONSTRAINT it_poison"
+                f" CHECK (device_sn <> '{bad}')")
+    try:
+        port = free_port()
+        stack.consumer(LJ_STATUS_PORT=port)
+        wait_for(lambda: drained(stack), what="the stream to drain")
+    finally:
+        servers.sql("ALTER TABLE t_user_health_data DROP CONSTRAINT it_poison")
     assert len(rows(stack, good)) == 6
     assert rows(stack, bad) == []
     dead = stack.s.redis().xrange(stack.stream() + ":dead")
     by_id = {e[1]["dead_id"]: e[1] for e in dead}
-    assert set(by_id) == {poison_id, unreadable_id}
-    assert "refused by PostgreSQL" in by_id[poison_id]["dead_reason"]
-    assert "3000000000" in by_id[poison_id]["payload"]     # the original fields travel along
+    assert set(by_id) == {refused_id, overflow_id, unreadable_id}
+    assert "refused by PostgreSQL" in by_id[refused_id]["dead_reason"]
+    assert bad in by_id[refused_id]["payload"]      # the original fields travel along
+    assert "normalised" in by_id[overflow_id]["dead_reason"]
     assert "normalised" in by_id[unreadable_id]["dead_reason"]
-    assert metrics_of(port)["ljwx_consumer_dead_lettered_total"] == 2
+    assert metrics_of(port)["ljwx_consumer_dead_lettered_total"] == 3
 
 
 def test_entries_of_a_dead_local_consumer_are_taken_over_at_once(stack):

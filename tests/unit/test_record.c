@@ -108,6 +108,16 @@ static rec_health record_of(const char *record)
  * Fields
  * ------------------------------------------------------------------------ */
 
+/* A record of device "A" whose 'key' is 'value', quoted when 'quoted'. */
+static const char *one_field(char *rec, size_t size, const char *key, const char *value,
+                             int quoted)
+{
+    const char *q = quoted ? "\"" : "";
+
+    snprintf(rec, size, "{\"deviceSn\":\"A\",\"%s\":%s%s%s}", key, q, value, q);
+    return rec;
+}
+
 /* Accepted at 'lo' and 'hi' (as a number and as a numeric string),
  * rejected just outside both with the exact range reason. */
 static void check_bounds(const char *key, rec_field f, const char *lo, const char *hi,
@@ -115,22 +125,17 @@ static void check_bounds(const char *key, rec_field f, const char *lo, const cha
 {
     char rec[256];
     char want[REC_REASON_MAX];
+    int quoted;
 
     snprintf(want, sizeof(want), "%s out of range %s", rec_field_column(f), range);
-    snprintf(rec, sizeof(rec), "{\"deviceSn\":\"A\",\"%s\":%s}", key, lo);
-    assert_true(field_of(rec, f) == strtod(lo, NULL));
-    snprintf(rec, sizeof(rec), "{\"deviceSn\":\"A\",\"%s\":%s}", key, hi);
-    assert_true(field_of(rec, f) == strtod(hi, NULL));
-    snprintf(rec, sizeof(rec), "{\"deviceSn\":\"A\",\"%s\":\"%s\"}", key, lo);
-    assert_true(field_of(rec, f) == strtod(lo, NULL));
-    snprintf(rec, sizeof(rec), "{\"deviceSn\":\"A\",\"%s\":\"%s\"}", key, hi);
-    assert_true(field_of(rec, f) == strtod(hi, NULL));
-    snprintf(rec, sizeof(rec), "{\"deviceSn\":\"A\",\"%s\":%s}", key, below);
-    assert_reason(rec, want);
-    snprintf(rec, sizeof(rec), "{\"deviceSn\":\"A\",\"%s\":%s}", key, above);
-    assert_reason(rec, want);
-    snprintf(rec, sizeof(rec), "{\"deviceSn\":\"A\",\"%s\":\"%s\"}", key, above);
-    assert_reason(rec, want);
+    for (quoted = 0; quoted <= 1; quoted++) {
+        assert_true(field_of(one_field(rec, sizeof(rec), key, lo, quoted), f) ==
+                    strtod(lo, NULL));
+        assert_true(field_of(one_field(rec, sizeof(rec), key, hi, quoted), f) ==
+                    strtod(hi, NULL));
+        assert_reason(one_field(rec, sizeof(rec), key, below, quoted), want);
+        assert_reason(one_field(rec, sizeof(rec), key, above, quoted), want);
+    }
 }
 
 static void test_ranges_of_every_field_and_both_spellings(void **state)
