@@ -33,7 +33,7 @@ FUZZ_SECONDS ?= 60
 FUZZ := build/fuzz/fuzz_request
 FUZZ_SRC := tests/fuzz/fuzz_request.c producer/http_frame.c $(COMMON_SRC)
 
-.PHONY: all asan deps run test unit integration fuzz bench-consumer clean
+.PHONY: all asan deps run test unit integration fuzz bench bench-consumer clean
 
 all: $(BINS_REL)
 
@@ -77,7 +77,19 @@ $(FUZZ): $(FUZZ_SRC) $(wildcard common/*.h producer/http_frame.h)
 	    -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
 	    $(FUZZ_SRC) -o $@ $(PKG_LIBS)
 
-# A benchmark, not a test: consumer drain rate next to psql \copy, same run.
+# Benchmarks, not tests (CI does not run them). `make bench` runs every
+# workload next to its reference in one invocation; BENCH_ARGS=--quick for a
+# shorter run.
+bench: deps all build/loadgen
+	@scripts/bench_deps.sh
+	/usr/bin/python3 tests/bench/bench.py $(BENCH_ARGS)
+
+build/loadgen: tests/bench/loadgen.c
+	@mkdir -p build
+	@echo "  LD      $@"
+	@$(CC) $(WARN) -D_GNU_SOURCE -O2 $< -o $@ $(PKG_CFLAGS) -luv
+
+# Consumer drain rate next to psql \copy, same run.
 bench-consumer: deps all
 	/usr/bin/python3 tests/bench/bench_consumer.py $(BENCH_ARGS)
 

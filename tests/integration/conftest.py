@@ -59,13 +59,13 @@ class Servers:
         self.redis_proc = None
 
     # -- redis ------------------------------------------------------------
-    def start_redis(self):
+    def start_redis(self, maxmemory="512mb"):
         os.makedirs(self.redis_dir, exist_ok=True)
         log = open(os.path.join(self.redis_dir, "redis.log"), "ab")
         self.redis_proc = subprocess.Popen(
             ["redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1",
              "--dir", self.redis_dir, "--appendonly", "yes", "--appendfsync", "everysec",
-             "--save", "", "--maxmemory", "512mb", "--maxmemory-policy", "noeviction"],
+             "--save", "", "--maxmemory", maxmemory, "--maxmemory-policy", "noeviction"],
             stdout=log, stderr=subprocess.STDOUT)
         r = self.redis()
         wait_for(lambda: self._ping(r), what="redis to start")

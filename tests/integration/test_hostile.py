@@ -1,6 +1,7 @@
 """Hostile input (SPEC §2.3, SECURITY.md): each request gets its status and
 nothing it carried is stored; SQL-looking text is stored verbatim."""
 import json
+import os
 import uuid
 
 import pytest
@@ -105,17 +106,7 @@ def test_slowloris_one_byte_a_second_gets_408(stack):
         assert 1.5 < time.monotonic() - t0 < 6
 
 
-HOLDER = """
-import socket, sys
-socks = []
-for _ in range(int(sys.argv[2])):
-    s = socket.socket()
-    s.setblocking(False)
-    s.connect_ex(("127.0.0.1", int(sys.argv[1])))
-    socks.append(s)
-print("ready", flush=True)
-sys.stdin.read()
-"""
+HOLDER = os.path.join(os.path.dirname(__file__), "..", "hold_connections.py")
 
 
 def test_twenty_thousand_idle_connections_do_not_stop_service(stack):
@@ -124,7 +115,7 @@ def test_twenty_thousand_idle_connections_do_not_stop_service(stack):
     stack.producer(LJ_KEEPALIVE_MS=1500)
     # Two client processes of 10,000 connections each: one process may not
     # hold 20,000 descriptors here.
-    holders = [subprocess.Popen([sys.executable, "-c", HOLDER, str(stack.http_port), "10000"],
+    holders = [subprocess.Popen([sys.executable, HOLDER, str(stack.http_port), "10000"],
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
                for _ in range(2)]
     try:
