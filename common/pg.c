@@ -39,19 +39,26 @@ int pg_failure(PGconn *c, const PGresult *r)
     return LJ_EPG;
 }
 
-static int check_result(PGconn *c, PGresult *r, ExecStatusType want, const char *what)
+/* 'quiet': a refusal of the data is expected by the caller, so debug only. */
+static int check_result_q(PGconn *c, PGresult *r, ExecStatusType want, const char *what,
+                          int quiet)
 {
     int rc = 0;
 
     if (PQresultStatus(r) != want) {
         const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
 
-        log_error("pg", "%s failed sqlstate=%s: %s", what, state ? state : "-",
-                  PQerrorMessage(c));
         rc = pg_failure(c, r);
+        log_at(quiet && rc == LJ_EPOISON ? LOG_DEBUG : LOG_ERROR, "pg",
+               "%s failed sqlstate=%s: %s", what, state ? state : "-", PQerrorMessage(c));
     }
     PQclear(r);
     return rc;
+}
+
+static int check_result(PGconn *c, PGresult *r, ExecStatusType want, const char *what)
+{
+    return check_result_q(c, r, want, what, 0);
 }
 
 /* A query may leave more results queued; the next command needs none left. */
@@ -68,7 +75,7 @@ int pg_exec(PGconn *c, const char *sql)
     return check_result(c, PQexec(c, sql), PGRES_COMMAND_OK, "exec");
 }
 
-int pg_copy_in(PGconn *c, const char *copy_sql, const char *data, size_t len)
+static int copy_in(PGconn *c, const char *copy_sql, const char *data, size_t len, int quiet)
 {
     int rc;
 
@@ -87,7 +94,17 @@ int pg_copy_in(PGconn *c, const char *copy_sql, const char *data, size_t len)
     }
     if (len == 0 && PQputCopyEnd(c, NULL) != 1)
         log_error("pg", "copy end failed: %s", PQerrorMessage(c));
-    rc = check_result(c, PQgetResult(c), PGRES_COMMAND_OK, "copy");
+    rc = check_result_q(c, PQgetResult(c), PGRES_COMMAND_OK, "copy", quiet);
     drain_results(c);
     return rc;
+}
+
+int pg_copy_in(PGconn *c, const char *copy_sql, const char *data, size_t len)
+{
+    return copy_in(c, copy_sql, data, len, 0);
+}
+
+int pg_copy_quiet(PGconn *c, const char *copy_sql, const char *data, size_t len)
+{
+    return copy_in(c, copy_sql, data, len, 1);
 }

@@ -22,6 +22,10 @@ int pg_exec(PGconn *c, const char *sql);
  * Returns 0 or an error as pg_exec(). */
 int pg_copy_in(PGconn *c, const char *copy_sql, const char *data, size_t len);
 
+/* As pg_copy_in(), but a refusal of the data (LJ_EPOISON) is logged at
+ * debug level only: for callers that expect it and have a fallback. */
+int pg_copy_quiet(PGconn *c, const char *copy_sql, const char *data, size_t len);
+
 /* The code for a failed call whose result is 'r' (may be NULL):
  * LJ_EUNAVAIL when the connection is down; LJ_EPOISON when the server
  * refused the data itself (SQLSTATE class 22, data exception, or 23,

@@ -27,40 +27,56 @@ static const char create_staging_sql[] =
 static const char copy_sql[] =
     "COPY health_staging (" COPYENC_HEALTH_COLUMNS ") FROM STDIN";
 
-/* One statement: insert the new rows, and for each inserted row and metric
- * raise the most severe enabled rule that matches (SPEC §5.3). Rows skipped
- * as duplicates raise nothing again. The first result row carries the
- * inserted count; alert columns are NULL when none was raised. */
+/* For each new row ('ins') and metric, the most severe enabled rule that
+ * matches raises one alert (SPEC §5.3). The first result row carries the
+ * count of new rows; alert columns are NULL when none was raised. */
+#define ALERTS_FROM_INS                                                                 \
+    "hit AS ("                                                                          \
+    " SELECT DISTINCT ON (i.device_sn, i.ts, v.metric) r.id AS rule_id, i.user_id,"     \
+    " i.customer_id, i.org_id, i.device_sn, v.metric, v.value, r.level, i.ts, i.stream_id" \
+    " FROM ins i CROSS JOIN LATERAL (VALUES"                                            \
+    " ('heart_rate', i.heart_rate::float8), ('blood_oxygen', i.blood_oxygen::float8),"  \
+    " ('temperature', i.temperature), ('pressure_high', i.pressure_high::float8),"      \
+    " ('pressure_low', i.pressure_low::float8), ('stress', i.stress::float8)"           \
+    " ) AS v(metric, value)"                                                            \
+    " JOIN t_alert_rule r ON r.enabled AND r.metric = v.metric AND v.value IS NOT NULL" \
+    " AND CASE r.comparison WHEN '>' THEN v.value > r.threshold"                        \
+    " WHEN '<' THEN v.value < r.threshold WHEN '>=' THEN v.value >= r.threshold"        \
+    " WHEN '<=' THEN v.value <= r.threshold ELSE v.value = r.threshold END"             \
+    " ORDER BY i.device_sn, i.ts, v.metric,"                                            \
+    " CASE r.level WHEN 'critical' THEN 3 WHEN 'major' THEN 2 ELSE 1 END DESC, r.id),"  \
+    "al AS ("                                                                           \
+    " INSERT INTO t_alert_info (rule_id, user_id, customer_id, org_id, device_sn,"      \
+    " alert_type, alert_value, level, alert_time, stream_id)"                           \
+    " SELECT * FROM hit ON CONFLICT DO NOTHING"                                         \
+    " RETURNING id, device_sn, alert_type, alert_value, level, alert_time, user_id)"    \
+    "SELECT (SELECT count(*) FROM ins), al.id, al.device_sn, al.alert_type, al.alert_value," \
+    " al.level, to_char(al.alert_time AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')," \
+    " al.user_id"                                                                       \
+    " FROM (SELECT 1) one LEFT JOIN al ON true"
+
+#define INS_COLUMNS                                                                     \
+    "device_sn, ts, user_id, customer_id, org_id, stream_id, heart_rate, blood_oxygen," \
+    " temperature, pressure_high, pressure_low, stress"
+
+/* The staging path: rows already stored are skipped (and counted). */
 static const char merge_sql[] =
     "WITH ins AS ("
     " INSERT INTO t_user_health_data (" COPYENC_HEALTH_COLUMNS ")"
     " SELECT " COPYENC_HEALTH_COLUMNS " FROM health_staging"
     " ON CONFLICT (device_sn, ts) DO NOTHING"
-    " RETURNING device_sn, ts, user_id, customer_id, org_id, stream_id, heart_rate,"
-    " blood_oxygen, temperature, pressure_high, pressure_low, stress),"
-    "hit AS ("
-    " SELECT DISTINCT ON (i.device_sn, i.ts, v.metric) r.id AS rule_id, i.user_id,"
-    " i.customer_id, i.org_id, i.device_sn, v.metric, v.value, r.level, i.ts, i.stream_id"
-    " FROM ins i CROSS JOIN LATERAL (VALUES"
-    " ('heart_rate', i.heart_rate::float8), ('blood_oxygen', i.blood_oxygen::float8),"
-    " ('temperature', i.temperature), ('pressure_high', i.pressure_high::float8),"
-    " ('pressure_low', i.pressure_low::float8), ('stress', i.stress::float8)"
-    " ) AS v(metric, value)"
-    " JOIN t_alert_rule r ON r.enabled AND r.metric = v.metric AND v.value IS NOT NULL"
-    " AND CASE r.comparison WHEN '>' THEN v.value > r.threshold"
-    " WHEN '<' THEN v.value < r.threshold WHEN '>=' THEN v.value >= r.threshold"
-    " WHEN '<=' THEN v.value <= r.threshold ELSE v.value = r.threshold END"
-    " ORDER BY i.device_sn, i.ts, v.metric,"
-    " CASE r.level WHEN 'critical' THEN 3 WHEN 'major' THEN 2 ELSE 1 END DESC, r.id),"
-    "al AS ("
-    " INSERT INTO t_alert_info (rule_id, user_id, customer_id, org_id, device_sn,"
-    " alert_type, alert_value, level, alert_time, stream_id)"
-    " SELECT * FROM hit ON CONFLICT DO NOTHING"
-    " RETURNING id, device_sn, alert_type, alert_value, level, alert_time, user_id)"
-    "SELECT (SELECT count(*) FROM ins), al.id, al.device_sn, al.alert_type, al.alert_value,"
-    " al.level, to_char(al.alert_time AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'),"
-    " al.user_id"
-    " FROM (SELECT 1) one LEFT JOIN al ON true";
+    " RETURNING " INS_COLUMNS "),"
+    ALERTS_FROM_INS;
+
+/* The direct path: the batch was COPYed straight into the table, every row
+ * is new; its rows are found again by their stream entry IDs. */
+static const char direct_copy_sql[] =
+    "COPY t_user_health_data (" COPYENC_HEALTH_COLUMNS ") FROM STDIN";
+
+static const char direct_alerts_sql[] =
+    "WITH ins AS (SELECT " INS_COLUMNS " FROM t_user_health_data"
+    " WHERE stream_id = ANY($1::varchar[])),"
+    ALERTS_FROM_INS;
 
 int store_prepare(PGconn *pg)
 {
@@ -224,16 +240,76 @@ failed:
 
 typedef struct health_job {
     const lj_buf *data;
+    const store_item *items;
+    size_t n;
 } health_job;
 
-static int health_body(PGconn *pg, const void *arg, store_stats *st)
+/* Staging COPY, then INSERT ... ON CONFLICT DO NOTHING: right for any batch. */
+static int staging_body(PGconn *pg, const health_job *job, store_stats *st)
 {
-    const health_job *job = arg;
     int rc;
 
     if ((rc = pg_copy_in(pg, copy_sql, job->data->data, job->data->len)) != 0)
         return rc;
     return take_result(pg, PQexec(pg, merge_sql), st, "merge");
+}
+
+/* "{id,id,...}": stream entry IDs are digits and a dash, safe in an array
+ * literal, which travels as a parameter anyway. */
+static int stream_id_array(const health_job *job, lj_buf *out)
+{
+    size_t i;
+
+    if (lj_buf_puts(out, "{") != 0)
+        return LJ_ENOMEM;
+    for (i = 0; i < job->n; i++)
+        if ((i && lj_buf_puts(out, ",") != 0) || lj_buf_puts(out, job->items[i].stream_id) != 0)
+            return LJ_ENOMEM;
+    return lj_buf_puts(out, "}");
+}
+
+/* SPEC §5.1's faster variant: COPY straight into the table under a
+ * savepoint, about twice the rate of staging + INSERT ... SELECT. A batch
+ * holding a row that is already stored (a redelivery, a reading sent twice)
+ * or that the table refuses rolls back to the savepoint and takes the
+ * staging path, which skips duplicates and names the refused entry. */
+static int direct_body(PGconn *pg, const health_job *job, store_stats *st)
+{
+    lj_buf ids;
+    const char *params[1];
+    int rc;
+
+    if ((rc = pg_exec(pg, "SAVEPOINT direct")) != 0)
+        return rc;
+    rc = pg_copy_quiet(pg, direct_copy_sql, job->data->data, job->data->len);
+    if (rc == LJ_EPOISON) {
+        if ((rc = pg_exec(pg, "ROLLBACK TO SAVEPOINT direct")) != 0)
+            return rc;
+        return staging_body(pg, job, st);
+    }
+    if (rc != 0)
+        return rc;
+    lj_buf_init(&ids);
+    if (stream_id_array(job, &ids) != 0) {
+        lj_buf_cleanup(&ids);
+        return LJ_ENOMEM;
+    }
+    params[0] = ids.data;
+    rc = take_result(pg, PQexecParams(pg, direct_alerts_sql, 1, NULL, params, NULL, NULL, 0), st,
+                     "alerts");
+    lj_buf_cleanup(&ids);
+    return rc;
+}
+
+static int health_body(PGconn *pg, const void *arg, store_stats *st)
+{
+    const health_job *job = arg;
+    size_t i;
+
+    for (i = 0; i < job->n; i++)
+        if (job->items[i].stream_id == NULL)
+            return staging_body(pg, job, st);   /* the legacy path: no IDs to find rows by */
+    return direct_body(pg, job, st);
 }
 
 int store_health_batch(PGconn *pg, enrich_cache *cache, const store_item *items, size_t n,
@@ -255,6 +331,8 @@ int store_health_batch(PGconn *pg, enrich_cache *cache, const store_item *items,
     if ((rc = encode_items(&data, items, n, owners, upload_method)) != 0)
         goto out;
     job.data = &data;
+    job.items = items;
+    job.n = n;
     if ((rc = in_transaction(pg, health_body, &job, st)) == 0)
         st->duplicates = rows - st->inserted;
 out:
