@@ -46,10 +46,13 @@ run: deps
 	@$(MAKE) --no-print-directory all
 	@scripts/run.sh
 
+# Fuzzing runs before the integration tests so that pytest's summary is the
+# run's closing line.
 test: deps
 	@$(MAKE) --no-print-directory all asan $(UNIT_BINS) $(FUZZ)
-	@$(MAKE) --no-print-directory unit integration
+	@$(MAKE) --no-print-directory unit
 	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=30
+	@$(MAKE) --no-print-directory integration
 
 unit: $(UNIT_BINS)
 	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
