@@ -5,6 +5,8 @@ as the binaries, connections, and one-line progress output.
     LJ_PRODUCER_URLS   producer base URLs, comma-separated (http://127.0.0.1:8080)
     LJ_ADMIN_TOKEN     bearer token for admin calls, when the producers have one
     LJ_PG_DSN, LJ_REDIS_HOST, LJ_REDIS_PORT, LJ_REDIS_PASSWORD, LJ_STREAM_PREFIX
+
+The defaults are those of the local stack (`make run`, scripts/env.sh).
 """
 import os
 import sys
@@ -46,15 +48,22 @@ def admin_headers():
 
 def redis_client():
     import redis
-    return redis.Redis(host=env("LJ_REDIS_HOST", "127.0.0.1"),
-                       port=int(env("LJ_REDIS_PORT", "6379")),
-                       password=env("LJ_REDIS_PASSWORD", "") or None, decode_responses=True)
+    r = redis.Redis(host=env("LJ_REDIS_HOST", "127.0.0.1"), port=int(env("LJ_REDIS_PORT", "6390")),
+                    password=env("LJ_REDIS_PASSWORD", "") or None, decode_responses=True)
+    try:
+        r.ping()
+    except redis.exceptions.RedisError as e:
+        fail("redis", f"cannot connect (LJ_REDIS_HOST/LJ_REDIS_PORT): {e}", 2)
+    return r
 
 
 def pg_connect():
     import psycopg
-    return psycopg.connect(env("LJ_PG_DSN", "host=127.0.0.1 port=5432 dbname=ljwx user=ljwx"),
-                           autocommit=True)
+    dsn = env("LJ_PG_DSN", "host=127.0.0.1 port=5440 dbname=ljwx user=ljwx")
+    try:
+        return psycopg.connect(dsn, autocommit=True)
+    except psycopg.OperationalError as e:
+        fail("postgresql", f"cannot connect (LJ_PG_DSN): {str(e).splitlines()[0]}", 2)
 
 
 def confirm_zero(urls, timeout, tool):
