@@ -369,3 +369,23 @@ def test_consumer_creates_partitions_ahead(stack, servers):
     stack.consumer()
     wait_for(lambda: servers.sql("SELECT to_regclass(%s) IS NOT NULL", (name,))[0][0],
              what="the partition to be created again")
+
+
+def test_stale_consumers_with_nothing_pending_are_removed(stack):
+    r = stack.s.redis()
+    group = stack.prefix + "health_processors"
+    r.xgroup_create(stack.stream(), group, id="0", mkstream=True)
+    eid = health_entry(stack, [{"device_sn": serial("stale"), "ts": BASE_MS}])
+    r.xreadgroup(group, "otherhost:7:0", {stack.stream(): ">"})
+    r.xack(stack.stream(), group, eid)                  # idle, nothing pending
+    r.xreadgroup(group, "otherhost:8:0", {stack.stream(): "0"})     # idle, still empty
+    health_entry(stack, [{"device_sn": serial("stale2"), "ts": BASE_MS}])
+    r.xreadgroup(group, "busyhost:9:0", {stack.stream(): ">"})      # holds a pending entry
+    stack.consumer(LJ_STALE_CONSUMER_MS=1000, LJ_UPKEEP_INTERVAL_MS=200,
+                   LJ_CLAIM_IDLE_MS=3_600_000)
+
+    def names():
+        return {c["name"] for c in r.xinfo_consumers(stack.stream(), group)}
+    wait_for(lambda: not names() & {"otherhost:7:0", "otherhost:8:0"}, timeout=15,
+             what="the stale consumers to be removed")
+    assert "busyhost:9:0" in names()    # pending entries keep a consumer in the group
