@@ -7,6 +7,7 @@
 #include "err.h"
 #include "log.h"
 #include "pool.h"
+#include "record.h"
 #include "rds.h"
 #include "stats.h"
 #include "streams.h"
@@ -294,4 +295,231 @@ void ops_metrics(http_request *req)
     else
         http_respond_typed(req, 200, "text/plain; version=0.0.4", NULL, b.data, b.len);
     lj_buf_cleanup(&b);
+}
+
+/* ------------------------------------------------------------------------
+ * /api/trace: where is an upload now?
+ * ------------------------------------------------------------------------ */
+
+typedef struct trace_query {
+    query q;                        /* first: the pool functions see a query */
+    char stream_id[48];
+    char device_sn[65];
+    char ts[32];
+} trace_query;
+
+/* Reads "name=value" from 'query' into 'out' (no decoding: the values we
+ * accept are tokens). */
+static int query_param(const char *query, const char *name, char *out, size_t outlen)
+{
+    size_t nl = strlen(name);
+    const char *p = query;
+
+    while (p && *p) {
+        if (strncmp(p, name, nl) == 0 && p[nl] == '=') {
+            size_t len = strcspn(p + nl + 1, "&");
+
+            if (len == 0 || len >= outlen)
+                return -1;
+            memcpy(out, p + nl + 1, len);
+            out[len] = '\0';
+            return 0;
+        }
+        p = strchr(p, '&');
+        if (p)
+            p++;
+    }
+    return -1;
+}
+
+static int is_stream_id(const char *s)
+{
+    size_t digits = strspn(s, "0123456789");
+
+    return digits > 0 && s[digits] == '-' && s[digits + 1] &&
+           strspn(s + digits + 1, "0123456789") == strlen(s + digits + 1);
+}
+
+/* The row(s) stored for an entry or a reading: 1 and the JSON in 'out', 0
+ * when none, -1 when PostgreSQL could not be asked. */
+static int trace_rows(trace_query *t, lj_buf *out)
+{
+    PGconn *pg = pool_pg();
+    const char *params[2];
+    PGresult *r;
+    int n;
+
+    if (pg == NULL)
+        return -1;
+    if (t->stream_id[0]) {
+        params[0] = t->stream_id;
+        r = PQexecParams(pg, "SELECT count(*), max(create_time)::text, min(device_sn)"
+                             " FROM t_user_health_data WHERE stream_id = $1",
+                         1, NULL, params, NULL, NULL, 0);
+    } else {
+        params[0] = t->device_sn;
+        params[1] = t->ts;
+        r = PQexecParams(pg, "SELECT count(*), max(create_time)::text, max(stream_id)"
+                             " FROM t_user_health_data WHERE device_sn = $1"
+                             " AND ts = to_timestamp($2::bigint / 1000.0)",
+                         2, NULL, params, NULL, NULL, 0);
+    }
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        PQclear(r);
+        if (PQstatus(pg) != CONNECTION_OK)
+            pool_pg_failed();
+        return -1;
+    }
+    n = atoi(PQgetvalue(r, 0, 0));
+    if (n > 0)
+        lj_buf_printf(out, "{\"state\":\"stored\",\"rows\":%d,\"table\":\"t_user_health_data\","
+                           "\"commit_time\":\"%s\",\"%s\":\"%s\"}",
+                      n, PQgetvalue(r, 0, 1), t->stream_id[0] ? "device_sn" : "stream_id",
+                      PQgetisnull(r, 0, 2) ? "" : PQgetvalue(r, 0, 2));
+    PQclear(r);
+    return n > 0;
+}
+
+/* Pending on a consumer: 1 with the JSON, 0 when not pending. */
+static int trace_pending(redisContext *c, const trace_query *t, const char *stream,
+                         const char *group, lj_buf *out)
+{
+    const char *argv[] = {"XPENDING", stream, group, t->stream_id, t->stream_id, "1"};
+    redisReply *r = rds_command(c, 6, argv);
+    int found = 0;
+
+    if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 1 &&
+        r->element[0]->type == REDIS_REPLY_ARRAY && r->element[0]->elements >= 4) {
+        const redisReply *p = r->element[0];
+
+        lj_buf_puts(out, "{\"state\":\"pending\",\"consumer\":");
+        lj_buf_json_str(out, p->element[1]->str, p->element[1]->len);
+        lj_buf_printf(out, ",\"idle_ms\":%lld,\"deliveries\":%lld}", p->element[2]->integer,
+                      p->element[3]->integer);
+        found = 1;
+    }
+    if (r)
+        freeReplyObject(r);
+    return found;
+}
+
+/* In the dead letters: 1 with the JSON, 0 when not there. */
+static int trace_dead(redisContext *c, const trace_query *t, const char *stream, lj_buf *out)
+{
+    char dead[STREAM_NAME_MAX + 8];
+    const char *argv[] = {"XRANGE", dead, "-", "+", "COUNT", "10000"};
+    redisReply *r;
+    size_t i;
+    int found = 0;
+
+    snprintf(dead, sizeof(dead), "%s:dead", stream);
+    r = rds_command(c, 6, argv);
+    for (i = 0; !found && r && r->type == REDIS_REPLY_ARRAY && i < r->elements; i++) {
+        const redisReply *e = r->element[i];
+        const redisReply *id;
+        const redisReply *reason;
+
+        if (e->type != REDIS_REPLY_ARRAY || e->elements != 2)
+            continue;
+        id = rds_map_get(e->element[1], "dead_id");
+        reason = rds_map_get(e->element[1], "dead_reason");
+        if (id && id->type == REDIS_REPLY_STRING && strcmp(id->str, t->stream_id) == 0) {
+            lj_buf_puts(out, "{\"state\":\"dead_lettered\",\"reason\":");
+            if (reason && reason->type == REDIS_REPLY_STRING)
+                lj_buf_json_str(out, reason->str, reason->len);
+            else
+                lj_buf_puts(out, "null");
+            lj_buf_puts(out, ",\"dead_letter_id\":");
+            lj_buf_json_str(out, e->element[0]->str, e->element[0]->len);
+            lj_buf_puts(out, "}");
+            found = 1;
+        }
+    }
+    if (r)
+        freeReplyObject(r);
+    return found;
+}
+
+/* Still in the stream and not yet delivered to the group. */
+static int trace_in_stream(redisContext *c, const trace_query *t, const char *stream,
+                           lj_buf *out)
+{
+    const char *argv[] = {"XRANGE", stream, t->stream_id, t->stream_id};
+    redisReply *r = rds_command(c, 4, argv);
+    int found = r && r->type == REDIS_REPLY_ARRAY && r->elements == 1;
+
+    if (found)
+        lj_buf_puts(out, "{\"state\":\"in_stream\"}");
+    if (r)
+        freeReplyObject(r);
+    return found;
+}
+
+static void fill_trace(query *q)
+{
+    trace_query *t = (trace_query *)q;
+    char stream[STREAM_NAME_MAX];
+    char group[STREAM_NAME_MAX];
+    redisContext *c = NULL;
+    int rc;
+
+    stream_name(stream, sizeof(stream), q->cfg->stream_prefix, STREAM_HEALTH);
+    stream_group(group, sizeof(group), q->cfg->stream_prefix, STREAM_HEALTH);
+    q->status = 200;
+    /* Order matters: a stored entry may still be in the stream, and a
+     * pending one has rows only once its batch commits. */
+    if ((rc = trace_rows(t, &q->out)) != 0)
+        goto out;
+    if (t->stream_id[0] && (c = pool_redis()) != NULL &&
+        (trace_pending(c, t, stream, group, &q->out) || trace_dead(c, t, stream, &q->out) ||
+         trace_in_stream(c, t, stream, &q->out)))
+        goto out;
+    if (t->stream_id[0] && c == NULL) {
+        rc = -1;
+        goto out;
+    }
+    lj_buf_puts(&q->out, "{\"state\":\"unknown\"}");
+out:
+    if (rc < 0) {
+        lj_buf_reset(&q->out);
+        q->status = 503;
+        lj_buf_puts(&q->out, "{\"status\":\"error\",\"message\":\"trace unavailable\"}");
+    }
+    if (c && c->err)
+        pool_redis_failed();
+}
+
+void ops_trace(uv_loop_t *loop, const lj_config *cfg, http_request *req, const char *stream_id)
+{
+    trace_query *t = calloc(1, sizeof(*t));
+
+    if (t == NULL) {
+        http_respond_error(req, 500, "out of memory");
+        return;
+    }
+    if (stream_id && *stream_id) {
+        if (!is_stream_id(stream_id) || strlen(stream_id) >= sizeof(t->stream_id))
+            goto bad;
+        memcpy(t->stream_id, stream_id, strlen(stream_id) + 1);
+    } else if (query_param(req->query, "device_sn", t->device_sn, sizeof(t->device_sn)) != 0 ||
+               !rec_is_token(t->device_sn, REC_SN_MAX) ||
+               query_param(req->query, "ts", t->ts, sizeof(t->ts)) != 0 ||
+               strspn(t->ts, "0123456789") != strlen(t->ts)) {
+        goto bad;
+    }
+    t->q.req = req;
+    t->q.cfg = cfg;
+    t->q.fill = fill_trace;
+    t->q.status = 500;
+    lj_buf_init(&t->q.out);
+    if (pool_submit(loop, run_fill, answer, &t->q) != 0) {
+        free(t);
+        http_respond_error(req, 503, "busy, retry later");
+        return;
+    }
+    http_defer(req);
+    return;
+bad:
+    free(t);
+    http_respond_error(req, 400, "trace by /api/trace/<stream_id> or ?device_sn=..&ts=<ms>");
 }

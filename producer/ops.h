@@ -8,6 +8,7 @@
  *   GET /api/stream_metrics  per path requests, qps, avg/p95 ms, error rate %
  *   GET /api/stats           today's records, active devices and users
  *   GET /metrics             Prometheus text
+ *   GET /api/trace/...       where an upload is now (admin)
  *
  * Queries needing several round trips run on a pool thread with its own
  * connections; the loop only formats nothing and waits for nothing.
@@ -29,5 +30,11 @@ void ops_stream_stats(uv_loop_t *loop, const lj_config *cfg, http_request *req);
 void ops_stream_metrics(http_request *req);
 void ops_stats(uv_loop_t *loop, http_request *req);
 void ops_metrics(http_request *req);
+
+/* GET /api/trace/<stream_id> or /api/trace?device_sn=..&ts=<ms> (admin):
+ * where an upload is now: stored (rows, commit time), pending (consumer,
+ * idle ms, deliveries), dead_lettered (reason), in_stream (not yet
+ * delivered) or unknown. 'stream_id' is the path's last part, or "". */
+void ops_trace(uv_loop_t *loop, const lj_config *cfg, http_request *req, const char *stream_id);
 
 #endif

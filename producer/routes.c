@@ -98,11 +98,35 @@ static void not_allowed(http_request *req)
     http_respond(req, 405, allow, body, sizeof(body) - 1);
 }
 
+/* /api/trace and /api/trace/<stream_id>: the one route with a parameter in
+ * its path. Returns 1 when it handled 'req'. */
+static int route_trace(routes *rt, http_request *req)
+{
+    const char *id;
+
+    if (strncmp(req->path, "/api/trace", 10) != 0 || (req->path[10] && req->path[10] != '/'))
+        return 0;
+    req->route = STATS_R_TRACE;
+    if (req->method != HTTP_GET) {
+        static const char body[] = "{\"status\":\"error\",\"message\":\"method not allowed\"}";
+
+        http_respond(req, 405, "Allow: GET\r\n", body, sizeof(body) - 1);
+        return 1;
+    }
+    if (!admin_authorized(rt->cfg, req))
+        return 1;
+    id = req->path[10] == '/' ? req->path + 11 : "";
+    ops_trace(rt->loop, rt->cfg, req, id);
+    return 1;
+}
+
 void route_request(http_request *req, void *arg)
 {
     int path_known = 0;
     size_t i;
 
+    if (route_trace(arg, req))
+        return;
     for (i = 0; i < N_ROUTES; i++) {
         if (strcmp(table[i].path, req->path) != 0)
             continue;

@@ -26,6 +26,7 @@
     XX(STREAM_METRICS, "/api/stream_metrics")           \
     XX(API_STATS, "/api/stats")                         \
     XX(METRICS, "/metrics")                             \
+    XX(TRACE, "/api/trace")                             \
     XX(OTHER, "other")
 
 enum stats_route {

@@ -141,3 +141,42 @@ def test_dlq_replay_stores_the_replayed_entry_once(stack):
     wait_for(lambda: stack.s.sql("SELECT count(*) FROM t_user_health_data WHERE device_sn = %s",
                                  (sn,)) == [(1,)], what="the replayed row")
     assert tool(stack, "dlq", "replay", dead_id).returncode == 1     # gone: nothing twice
+
+
+def test_trace_reports_each_state(stack):
+    stack.producer()
+    r = stack.s.redis()
+    sn = f"TR-{uuid.uuid4().hex[:8]}"
+    group = stack.prefix + "health_processors"
+
+    def upload(i):
+        resp = stack.post("/upload_health_data_v2", {"deviceSn": sn, "timestamp": 1_750_000_000 + i})
+        assert resp.status_code == 200
+        return resp.json()["stream_id"]
+
+    def trace(*args):
+        out = tool(stack, "trace", *args)
+        return out.returncode, json.loads(out.stdout.split("trace: ", 1)[1])
+
+    in_stream = upload(0)                           # no group yet: not delivered
+    assert trace(in_stream) == (1, {"state": "in_stream"})
+    r.xgroup_create(stack.stream(), group, id="0")
+    r.xreadgroup(group, "support:1:0", {stack.stream(): ">"}, count=1)
+    code, state = trace(in_stream)
+    assert code == 1 and state["state"] == "pending" and state["consumer"] == "support:1:0"
+    assert state["deliveries"] == 1 and state["idle_ms"] >= 0
+    r.xack(stack.stream(), group, in_stream)
+    dead = upload(1)
+    r.xadd(stack.stream() + ":dead", {"dead_reason": "refused by PostgreSQL", "dead_id": dead})
+    code, state = trace(dead)
+    assert code == 1 and state == {"state": "dead_lettered", "reason": "refused by PostgreSQL",
+                                   "dead_letter_id": state["dead_letter_id"]}
+    stored = upload(2)
+    stack.consumer()
+    wait_for(lambda: trace(stored)[0] == 0, what="the upload to be stored")
+    code, state = trace(stored)
+    assert state["state"] == "stored" and state["rows"] == 1 and state["device_sn"] == sn
+    code, state = trace("--device", sn, "--ts", str((1_750_000_000 + 2) * 1000))
+    assert code == 0 and state["stream_id"] == stored
+    assert trace("1-1")[1] == {"state": "unknown"}
+    assert tool(stack, "trace", "not-an-id").returncode == 2      # 400 from the producer

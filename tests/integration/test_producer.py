@@ -159,6 +159,7 @@ def test_admin_calls_need_the_token_when_one_is_set(stack):
     assert set_ratio(stack, 0.2, {"Authorization": "Bearer wrong"}).status_code == 403
     assert set_ratio(stack, 0.2, {"Authorization": "Bearer s3cret-admi"}).status_code == 403
     assert requests.post(stack.url + "/api/emergency_rollback", timeout=5).status_code == 401
+    assert requests.get(stack.url + "/api/trace/1-1", timeout=5).status_code == 401
     assert get_ratio(stack.url) == 0
     ok = set_ratio(stack, 0.2, {"Authorization": "Bearer s3cret-admin"})
     assert ok.status_code == 200 and ok.json()["new_ratio"] == 0.2
