@@ -122,7 +122,11 @@ $(ASAN)/$(CONSUMER): $(call objs,$(ASAN),$(CONSUMER_SRC) $(COMMON_SRC))
 	@echo "  LD asan $@"
 	@$(CC) $(LDFLAGS_ASAN) $^ -o $@ $(PKG_LIBS)
 
-$(ASAN)/tests/%: $(ASAN)/tests/unit/%.o $(call objs,$(ASAN),$(COMMON_SRC))
+# Unit tests link the common code and the pure logic of the programs.
+UNIT_LIB_SRC := $(COMMON_SRC) producer/ratelimit.c producer/breaker.c
+$(ASAN)/tests/unit/%.o: CFLAGS_ASAN += -Iproducer -Iconsumer
+
+$(ASAN)/tests/%: $(ASAN)/tests/unit/%.o $(call objs,$(ASAN),$(UNIT_LIB_SRC))
 	@mkdir -p $(dir $@)
 	@echo "  LD asan $@"
 	@$(CC) $(LDFLAGS_ASAN) $^ -o $@ $(PKG_LIBS) -lcmocka

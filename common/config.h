@@ -46,6 +46,15 @@ typedef struct lj_config {
     int redis_timeout_ms;
     int initial_ratio_permille;
     int ratio_refresh_ms;
+    int device_rate;            /* flow control (flowctl.c) */
+    int device_burst;
+    int addr_rate;
+    int addr_burst;
+    int rate_table_slots;
+    int max_inflight;
+    int breaker_failures;
+    int breaker_cooldown_ms;
+    int breaker_max_cooldown_ms;
     /* consumer */
     int workers;
     int batch_size;

@@ -18,7 +18,8 @@
     XX(EREDIS,   "redis error")                                 \
     XX(EPG,      "postgresql error")                            \
     XX(EUNAVAIL, "service unavailable")                         \
-    XX(EPOISON,  "entry cannot be stored")
+    XX(EPOISON,  "entry cannot be stored")                      \
+    XX(ELIMIT,   "rate limit exceeded")
 
 enum lj_err {
     LJ_OK = 0,

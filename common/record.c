@@ -584,6 +584,45 @@ static int push_record(rec_batch *b, const rec_health *r)
     return 0;
 }
 
+int rec_batch_reject(rec_batch *b, const unsigned char *mark, const char *reason)
+{
+    rec_error *errs;
+    size_t nmarked = 0;
+    size_t old = 0;     /* next entry of b->errs to merge */
+    size_t kept = 0;
+    size_t nerr = 0;
+    size_t i;
+    int index = 0;      /* position in the upload of recs[i] */
+
+    for (i = 0; i < b->n; i++)
+        nmarked += mark[i] != 0;
+    if (nmarked == 0)
+        return 0;
+    if ((errs = malloc((b->nerr + nmarked) * sizeof(*errs))) == NULL)
+        return LJ_ENOMEM;
+    for (i = 0; i < b->n; i++, index++) {
+        /* Invalid records fill the gaps between valid ones, in order. */
+        while (old < b->nerr && b->errs[old].index <= index) {
+            index = b->errs[old].index + 1;
+            errs[nerr++] = b->errs[old++];
+        }
+        if (!mark[i]) {
+            b->recs[kept++] = b->recs[i];
+            continue;
+        }
+        free(b->recs[i].sleep);
+        errs[nerr].index = index;
+        snprintf(errs[nerr++].reason, REC_REASON_MAX, "%s", reason);
+    }
+    while (old < b->nerr)
+        errs[nerr++] = b->errs[old++];
+    free(b->errs);
+    b->errs = errs;
+    b->nerr = b->errcap = nerr;
+    b->n = kept;
+    return 0;
+}
+
 /* Validates record 'index' of the upload into 'b': a valid one joins
  * 'recs', a bad one 'errs'. 0, or LJ_ENOMEM. */
 static int add_record(rec_batch *b, const cJSON *obj, int index, const rec_opts *o)

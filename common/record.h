@@ -114,6 +114,11 @@ int rec_prescan(const char *body, size_t len, int max_depth);
 int rec_parse_body(const char *body, size_t len, const rec_opts *opts, rec_batch *out,
                    const char **msg);
 
+/* Moves every record i of 'b' with mark[i] != 0 to the errors, with
+ * 'reason' and its position in the upload; errors stay in upload order.
+ * 0, or LJ_ENOMEM ('b' unchanged). */
+int rec_batch_reject(rec_batch *b, const unsigned char *mark, const char *reason);
+
 /* Appends the normalised records of 'b' to 'out' as one compact JSON array. */
 int rec_batch_to_json(const rec_batch *b, lj_buf *out);
 

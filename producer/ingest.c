@@ -6,6 +6,7 @@
 #include <sys/time.h>
 
 #include "err.h"
+#include "flowctl.h"
 #include "legacy.h"
 #include "log.h"
 #include "record.h"
@@ -34,6 +35,7 @@ typedef struct upload {
     http_request *req;
     enum shape shape;
     int may_fall_back;      /* routed: the legacy path is the fallback */
+    int in_flight;          /* counted by flowctl_enter() */
     rec_batch b;
     char batch_id[REC_BATCH_ID_MAX + 1];
     uint64_t path_start_ns;
@@ -103,12 +105,45 @@ void ingest_free(ingest *in)
     free(in);
 }
 
-void ingest_unavailable(http_request *req, const char *msg)
+/* 503 with Retry-After for a wait of 'retry_ms'. */
+static void unavailable_for(http_request *req, const char *msg, uint64_t retry_ms)
 {
+    char retry[48];
     char body[192];
     int n = snprintf(body, sizeof(body), "{\"status\":\"error\",\"message\":\"%s\"}", msg);
 
-    http_respond(req, 503, "Retry-After: 1\r\n", body, (size_t)n);
+    flowctl_retry_after(retry_ms, retry, sizeof(retry));
+    http_respond(req, 503, retry, body, (size_t)n);
+}
+
+void ingest_unavailable(http_request *req, const char *msg)
+{
+    unavailable_for(req, msg, 1000);
+}
+
+/* The address limit (off by default). 1 when 'req' may go on; else it is
+ * answered 429. */
+static int address_allowed(http_request *req)
+{
+    static const char body[] = "{\"status\":\"error\",\"message\":\"rate limit exceeded: "
+                               "too many uploads from this address\",\"limit\":\"address\"}";
+    char retry[48];
+    uint64_t retry_ms;
+
+    if (flowctl_addr_allow(req->remote_addr, &retry_ms))
+        return 1;
+    flowctl_retry_after(retry_ms, retry, sizeof(retry));
+    http_respond(req, 429, retry, body, sizeof(body) - 1);
+    return 0;
+}
+
+/* The in-flight cap. 1 when 'req' may wait on storage; else answered 503. */
+static int enter_flight(http_request *req)
+{
+    if (flowctl_enter())
+        return 1;
+    ingest_unavailable(req, "too many uploads in flight, retry later");
+    return 0;
 }
 
 /* XADD <stream> * timestamp <ms> uuid <uuid> device_sn <sn> message_type <t>
@@ -185,6 +220,8 @@ static int common_keys(const upload *u, lj_buf *out)
 
 static void upload_free(upload *u)
 {
+    if (u->in_flight)
+        flowctl_leave();
     rec_batch_cleanup(&u->b);
     free(u);
 }
@@ -226,6 +263,7 @@ static void on_legacy_done(int rc, const store_stats *st, void *arg)
     lj_buf body;
     int err;
 
+    breaker_report(flowctl_breaker(FLOWCTL_PG), rc == 0 || rc == LJ_EPOISON, uv_hrtime());
     stats_path(STATS_LEGACY, rc == 0, seconds_since(u->path_start_ns));
     if (rc == LJ_EPOISON) {
         http_respond_error(u->req, 400, "the database refused the records");
@@ -249,8 +287,16 @@ out:
 
 static void go_legacy(upload *u)
 {
+    uint64_t retry_ms;
+
     u->path_start_ns = uv_hrtime();
+    if (!breaker_allow(flowctl_breaker(FLOWCTL_PG), u->path_start_ns, &retry_ms)) {
+        unavailable_for(u->req, "storage unavailable (circuit open), retry later", retry_ms);
+        upload_free(u);
+        return;
+    }
     if (legacy_store(u->in->loop, &u->b, on_legacy_done, u) != 0) {
+        breaker_report(flowctl_breaker(FLOWCTL_PG), 0, uv_hrtime());
         ingest_unavailable(u->req, "storage unavailable, retry later");
         upload_free(u);
     }
@@ -260,17 +306,35 @@ static void go_legacy(upload *u)
  * Stream path
  * ------------------------------------------------------------------------ */
 
-static void stream_failed(upload *u, const char *why)
+/* The stream path cannot take 'u' now: a routed upload goes down the legacy
+ * path, a v2 upload gets 503. */
+static void stream_refused(upload *u, uint64_t retry_ms)
 {
-    stats_path(STATS_STREAM, 0, seconds_since(u->path_start_ns));
-    log_warn("ingest", "XADD failed: %s", why);
     if (u->may_fall_back) {
         atomic_fetch_add(&stats_fault.fallbacks, 1);
         go_legacy(u);
         return;
     }
-    ingest_unavailable(u->req, "stream unavailable, retry later");
+    unavailable_for(u->req, "stream unavailable, retry later", retry_ms);
     upload_free(u);
+}
+
+static void stream_failed(upload *u, const char *why)
+{
+    stats_path(STATS_STREAM, 0, seconds_since(u->path_start_ns));
+    log_warn("ingest", "XADD failed: %s", why);
+    stream_refused(u, 1000);
+}
+
+/* An XADD's outcome for the Redis breaker; 1 when it succeeded. */
+static int xadd_outcome(const redisReply *r)
+{
+    int ok = r != NULL && r->type == REDIS_REPLY_STRING;
+
+    breaker_report(flowctl_breaker(FLOWCTL_REDIS), ok, uv_hrtime());
+    if (!ok)
+        atomic_fetch_add(&stats_fault.xadd_errors, 1);
+    return ok;
 }
 
 static void on_health_xadd(redisReply *r, void *arg)
@@ -279,8 +343,7 @@ static void on_health_xadd(redisReply *r, void *arg)
     lj_buf body;
     int err;
 
-    if (r == NULL || r->type != REDIS_REPLY_STRING) {
-        atomic_fetch_add(&stats_fault.xadd_errors, 1);
+    if (!xadd_outcome(r)) {
         stream_failed(u, r ? (r->type == REDIS_REPLY_ERROR ? r->str : "bad reply") : "link lost");
         return;
     }
@@ -297,6 +360,7 @@ static void on_health_xadd(redisReply *r, void *arg)
 
 static void go_stream(upload *u)
 {
+    uint64_t retry_ms;
     lj_buf payload;
     int rc;
 
@@ -306,13 +370,17 @@ static void go_stream(upload *u)
         stream_failed(u, "stream over its high watermark");
         return;
     }
+    if (!breaker_allow(flowctl_breaker(FLOWCTL_REDIS), u->path_start_ns, &retry_ms)) {
+        stream_refused(u, retry_ms);
+        return;
+    }
     lj_buf_init(&payload);
     if (rec_batch_to_json(&u->b, &payload) != 0) {
         http_respond_error(u->req, 500, "out of memory");
         upload_free(u);
     } else if ((rc = send_xadd(u->in, STREAM_HEALTH, u->b.recs[0].device_sn, u->b.batch_id,
                                &payload, on_health_xadd, u)) != 0) {
-        atomic_fetch_add(&stats_fault.xadd_errors, 1);
+        xadd_outcome(NULL);
         stream_failed(u, "redis unavailable");
     }
     lj_buf_cleanup(&payload);
@@ -333,22 +401,111 @@ static void respond_rejected(upload *u)
     respond_buf(u->req, 400, &body, err);
 }
 
+/* Takes one token per distinct serial in 'b' and sets mark[i] for each
+ * record whose device is over its limit. Returns how many were marked, with
+ * '*retry_ms' the longest wait among them. */
+static size_t mark_limited(const rec_batch *b, unsigned char *mark, uint32_t *seen,
+                           size_t seen_mask, uint64_t *retry_ms)
+{
+    size_t nmarked = 0;
+    size_t i;
+
+    for (i = 0; i < b->n; i++) {
+        const char *sn = b->recs[i].device_sn;
+        size_t h = stream_hash(sn, strlen(sn)) & seen_mask;
+        uint64_t wait = 0;
+
+        /* 'seen' holds 1 + the first record of each serial met so far. */
+        while (seen[h] && strcmp(b->recs[seen[h] - 1].device_sn, sn) != 0)
+            h = (h + 1) & seen_mask;
+        if (seen[h]) {
+            mark[i] = mark[seen[h] - 1];
+        } else {
+            seen[h] = (uint32_t)i + 1;
+            mark[i] = !flowctl_device_allow(sn, &wait);
+            if (wait > *retry_ms)
+                *retry_ms = wait;
+        }
+        nmarked += mark[i];
+    }
+    return nmarked;
+}
+
+/* The device limit over 'u': records of limited devices become errors with
+ * reason rate_limited. 0 when records remain to store; LJ_ELIMIT when every
+ * record was limited ('*retry_ms' set); LJ_ENOMEM. */
+static int limit_devices(upload *u, uint64_t *retry_ms)
+{
+    size_t seen_len = 16;
+    unsigned char *mark;
+    uint32_t *seen;
+    size_t nmarked;
+    int rc = 0;
+
+    while (seen_len < u->b.n * 2)
+        seen_len <<= 1;
+    mark = calloc(u->b.n, 1);
+    seen = calloc(seen_len, sizeof(*seen));
+    if (mark == NULL || seen == NULL) {
+        rc = LJ_ENOMEM;
+        goto cleanup;
+    }
+    *retry_ms = 0;
+    nmarked = mark_limited(&u->b, mark, seen, seen_len - 1, retry_ms);
+    if (nmarked == 0)
+        goto cleanup;
+    flowctl_count_limited(nmarked, nmarked == u->b.n);
+    if ((rc = rec_batch_reject(&u->b, mark, "rate_limited")) == 0 && u->b.n == 0)
+        rc = LJ_ELIMIT;
+cleanup:
+    free(mark);
+    free(seen);
+    return rc;
+}
+
+/* 429: every record of 'u' was over its device's limit. */
+static void respond_limited(upload *u, uint64_t retry_ms)
+{
+    const lj_config *c = u->in->cfg;
+    char retry[48];
+    lj_buf body;
+    int err;
+
+    flowctl_retry_after(retry_ms, retry, sizeof(retry));
+    lj_buf_init(&body);
+    err = lj_buf_printf(&body, "{\"status\":\"error\",\"message\":\"rate limit exceeded: "
+                               "at most %d uploads/s per device (burst %d)\",\"limit\":\"device\","
+                               "\"retry_after_ms\":%llu",
+                        c->device_rate, c->device_burst, (unsigned long long)retry_ms) ||
+          common_keys(u, &body) || lj_buf_puts(&body, "}");
+    if (err)
+        http_respond_error(u->req, 500, "out of memory");
+    else
+        http_respond(u->req, 429, retry, body.data, body.len);
+    lj_buf_cleanup(&body);
+}
+
 /* Parses the body; answers and returns NULL when there is nothing to store. */
 static upload *start_upload(ingest *in, http_request *req, enum shape shape)
 {
     rec_opts opts = {(size_t)in->cfg->max_records, in->cfg->max_depth, in->cfg->tz_offset_min,
                      now_ms()};
     const char *msg = NULL;
-    upload *u = calloc(1, sizeof(*u));
+    uint64_t retry_ms;
+    upload *u;
     int rc;
 
-    if (u == NULL) {
+    if (!address_allowed(req) || !enter_flight(req))
+        return NULL;
+    if ((u = calloc(1, sizeof(*u))) == NULL) {
+        flowctl_leave();
         http_respond_error(req, 500, "out of memory");
         return NULL;
     }
     u->in = in;
     u->req = req;
     u->shape = shape;
+    u->in_flight = 1;
     rec_batch_init(&u->b);
     if ((rc = rec_parse_body(req->body, req->body_len, &opts, &u->b, &msg)) != 0) {
         http_respond_error(req, rc == LJ_ETOOBIG ? 413 : rc == LJ_ENOMEM ? 500 : 400,
@@ -362,6 +519,14 @@ static upload *start_upload(ingest *in, http_request *req, enum shape shape)
         make_uuid(in, u->batch_id);
     if (u->b.n == 0) {
         respond_rejected(u);
+        upload_free(u);
+        return NULL;
+    }
+    if ((rc = limit_devices(u, &retry_ms)) != 0) {
+        if (rc == LJ_ELIMIT)
+            respond_limited(u, retry_ms);
+        else
+            http_respond_error(req, 500, "out of memory");
         upload_free(u);
         return NULL;
     }
@@ -415,17 +580,22 @@ typedef struct simple_upload {
     uint64_t start_ns;
 } simple_upload;
 
+static void simple_free(simple_upload *su)
+{
+    flowctl_leave();
+    free(su);
+}
+
 static void on_simple_xadd(redisReply *r, void *arg)
 {
     simple_upload *su = arg;
     lj_buf body;
     int err;
 
-    if (r == NULL || r->type != REDIS_REPLY_STRING) {
-        atomic_fetch_add(&stats_fault.xadd_errors, 1);
+    if (!xadd_outcome(r)) {
         stats_path(STATS_STREAM, 0, seconds_since(su->start_ns));
         ingest_unavailable(su->req, "stream unavailable, retry later");
-        free(su);
+        simple_free(su);
         return;
     }
     stats_path(STATS_STREAM, 1, seconds_since(su->start_ns));
@@ -434,16 +604,40 @@ static void on_simple_xadd(redisReply *r, void *arg)
           lj_buf_json_str(&body, r->str, r->len) ||
           lj_buf_printf(&body, ",\"message\":\"%s accepted for processing\"}", su->what);
     respond_buf(su->req, 200, &body, err);
-    free(su);
+    simple_free(su);
+}
+
+/* 1 when device 'sn' may send a report now; else 'req' is answered 429. */
+static int device_allowed(ingest *in, http_request *req, const char *sn)
+{
+    char retry[48];
+    char body[160];
+    uint64_t retry_ms;
+    int n;
+
+    if (flowctl_device_allow(sn, &retry_ms))
+        return 1;
+    flowctl_count_limited(1, 1);
+    flowctl_retry_after(retry_ms, retry, sizeof(retry));
+    n = snprintf(body, sizeof(body),
+                 "{\"status\":\"error\",\"message\":\"rate limit exceeded: at most %d "
+                 "uploads/s per device (burst %d)\",\"limit\":\"device\",\"retry_after_ms\":%llu}",
+                 in->cfg->device_rate, in->cfg->device_burst, (unsigned long long)retry_ms);
+    http_respond(req, 429, retry, body, (size_t)n);
+    return 0;
 }
 
 /* Sends a validated device report or event; answers on failure. */
 static void send_simple(ingest *in, http_request *req, stream_kind kind, const char *sn,
                         const lj_buf *payload, const char *what)
 {
-    simple_upload *su = malloc(sizeof(*su));
+    simple_upload *su;
+    uint64_t retry_ms;
 
-    if (su == NULL) {
+    if (!device_allowed(in, req, sn) || !enter_flight(req))
+        return;
+    if ((su = malloc(sizeof(*su))) == NULL) {
+        flowctl_leave();
         http_respond_error(req, 500, "out of memory");
         return;
     }
@@ -451,15 +645,20 @@ static void send_simple(ingest *in, http_request *req, stream_kind kind, const c
     su->what = what;
     su->start_ns = uv_hrtime();
     if (backlog_full(in->backlog, kind)) {
-        free(su);
         atomic_fetch_add(&stats_fault.backpressure, 1);
         ingest_unavailable(req, "stream backlog full, retry later");
+        simple_free(su);
+        return;
+    }
+    if (!breaker_allow(flowctl_breaker(FLOWCTL_REDIS), su->start_ns, &retry_ms)) {
+        unavailable_for(req, "stream unavailable, retry later", retry_ms);
+        simple_free(su);
         return;
     }
     if (send_xadd(in, kind, sn, "", payload, on_simple_xadd, su) != 0) {
-        free(su);
-        atomic_fetch_add(&stats_fault.xadd_errors, 1);
+        xadd_outcome(NULL);
         ingest_unavailable(req, "stream unavailable, retry later");
+        simple_free(su);
         return;
     }
     http_defer(req);
@@ -473,6 +672,8 @@ void ingest_device_v2(ingest *in, http_request *req)
     rep_device d;
     int rc;
 
+    if (!address_allowed(req))
+        return;
     lj_buf_init(&payload);
     if ((rc = rep_device_parse(req->body, req->body_len, &opts, &d, &msg)) != 0)
         http_respond_error(req, rc == LJ_ENOMEM ? 500 : 400, msg);
@@ -492,6 +693,8 @@ void ingest_event_v2(ingest *in, http_request *req)
     rep_event e;
     int rc;
 
+    if (!address_allowed(req))
+        return;
     lj_buf_init(&payload);
     if ((rc = rep_event_parse(req->body, req->body_len, &opts, &e, &msg)) != 0)
         http_respond_error(req, rc == LJ_ENOMEM ? 500 : 400, msg);

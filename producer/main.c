@@ -18,6 +18,7 @@
 
 #include "backlog.h"
 #include "config.h"
+#include "flowctl.h"
 #include "gray.h"
 #include "http_server.h"
 #include "ingest.h"
@@ -178,6 +179,10 @@ int main(int argc, char **argv)
     raise_fd_limit(cfg.max_connections);
     pool_init(&cfg);
     stats_init();
+    if (flowctl_init(&cfg) != 0) {
+        log_error("main", "out of memory");
+        return 1;
+    }
     if ((loops = calloc((size_t)cfg.threads, sizeof(*loops))) == NULL)
         return 1;
     port = cfg.http_port;
@@ -213,6 +218,7 @@ int main(int argc, char **argv)
         free_loop(&loops[i]);
     }
     free(loops);
+    flowctl_cleanup();
     log_info("main", "stopped");
     return rc;
 }

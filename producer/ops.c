@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "err.h"
+#include "flowctl.h"
 #include "log.h"
 #include "pool.h"
 #include "record.h"
@@ -220,7 +221,8 @@ static void fill_stream_health(query *q)
         rc = lj_buf_printf(&q->out, "%s\"%s\":{\"length\":%lld}", k ? "," : "", name,
                            xlen(c, name));
     }
-    rc = rc || lj_buf_puts(&q->out, "}}");
+    rc = rc || lj_buf_puts(&q->out, "}") || flowctl_render_json(&q->out) ||
+         lj_buf_puts(&q->out, "}");
     if (c && c->err)
         pool_redis_failed();
     q->status = rc ? 500 : c ? 200 : 503;
@@ -273,12 +275,21 @@ void ops_stats(uv_loop_t *loop, http_request *req)
     submit(loop, req, NULL, fill_stats, 1, 0);
 }
 
+/* Appends the flow-control keys inside the JSON object that 'b' holds. */
+static int join_flow_control(lj_buf *b)
+{
+    if (b->len == 0 || b->data[b->len - 1] != '}')
+        return LJ_EINVAL;
+    b->data[--b->len] = '\0';
+    return flowctl_render_json(b) || lj_buf_puts(b, "}") ? LJ_ENOMEM : 0;
+}
+
 void ops_stream_metrics(http_request *req)
 {
     lj_buf b;
 
     lj_buf_init(&b);
-    if (stats_render_stream_metrics(&b) != 0)
+    if (stats_render_stream_metrics(&b) != 0 || join_flow_control(&b) != 0)
         http_respond_error(req, 500, "out of memory");
     else
         http_respond(req, 200, NULL, b.data, b.len);
@@ -290,7 +301,7 @@ void ops_metrics(http_request *req)
     lj_buf b;
 
     lj_buf_init(&b);
-    if (stats_render_prometheus(&b) != 0)
+    if (stats_render_prometheus(&b) != 0 || flowctl_render_prometheus(&b) != 0)
         http_respond_error(req, 500, "out of memory");
     else
         http_respond_typed(req, 200, "text/plain; version=0.0.4", NULL, b.data, b.len);

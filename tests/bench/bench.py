@@ -6,8 +6,9 @@ in one run on this machine (a benchmark, not a test; not run by CI).
 References: nginx `return 200` (1 worker) receiving the same bodies,
 redis-benchmark XADD (~300-byte field, 50 clients, unpipelined and -P 32),
 psql \\copy of the same rows into the same table. Workloads: 1 record per
-request (wrk, 50 connections), 100 records per request (the old stress
-test's shape), 10,000 keep-alive connections, consumer drains with 1, 2 and 4
+request (wrk, 50 connections), the same with every flow-control check on
+and off, 100 records per request (the old stress test's shape), 10,000
+keep-alive connections, consumer drains with 1, 2 and 4
 workers, and end to end at a fixed 5,000 uploads/s (tests/bench/loadgen.c,
 open loop). Prints a table and writes JSON.
 """
@@ -147,6 +148,37 @@ def producer_workloads(s, tmp, seconds, ng1, ng100):
         f"errors {100.0 * r['errors'] / max(r['total'], 1):.3f}%")
 
 
+FLOW_OFF = dict(LJ_DEVICE_RATE="0", LJ_ADDR_RATE="0", LJ_MAX_INFLIGHT="0",
+                LJ_BREAKER_FAILURES="0")
+# Every limit on, none tripping: wrk's 100,000 serials come round about once
+# in 2 s each (under 5/s), one client address under 1,000,000/s.
+FLOW_ON = dict(LJ_DEVICE_RATE="5", LJ_DEVICE_BURST="20", LJ_ADDR_RATE="1000000",
+               LJ_ADDR_BURST="1000000", LJ_MAX_INFLIGHT="4096", LJ_BREAKER_FAILURES="5")
+
+
+def flow_control_overhead(s, tmp, seconds):
+    """1 record/req with every flow-control check on vs off, alternated
+    (off, on, off, on) so drift in the machine hits both alike."""
+    runs = {"off": [], "on": []}
+    s.redis().set("stream_traffic_ratio", "1")
+    for mode in ("off", "on", "off", "on"):
+        p, port = start_producer(s, tmp, 2, **(FLOW_ON if mode == "on" else FLOW_OFF))
+        r = wrk(f"http://127.0.0.1:{port}/", "one_record.lua", seconds)
+        stop(p)
+        if r["errors"]:
+            raise SystemExit(f"bench: {r['errors']} errors with flow control {mode}")
+        runs[mode].append(r)
+        s.redis().flushall()
+        s.redis().set("stream_traffic_ratio", "1")
+    off = max(r["rps"] for r in runs["off"])
+    on = max(r["rps"] for r in runs["on"])
+    row("producer 1 record/req, 2 loops, limits off", off, "req/s",
+        note="best of 2, alternated with the next row")
+    row("producer 1 record/req, 2 loops, limits on", on, "req/s", off,
+        f"device 5/s + address + in-flight cap + breakers; p99 "
+        f"{min(r['p99'] for r in runs['on']):.2f} ms vs {min(r['p99'] for r in runs['off']):.2f} ms")
+
+
 def connections_workload(s, tmp, seconds):
     holder = os.path.join(TOP, "tests", "hold_connections.py")
     p, port = start_producer(s, tmp, 2, LJ_KEEPALIVE_MS=600000)
@@ -202,7 +234,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="shorter runs, smaller backlog")
     ap.add_argument("--json", default=os.path.join(TOP, "build", "bench.json"))
-    ap.add_argument("--only", help="comma list of parts: refs,producer,connections,e2e,consumers")
+    ap.add_argument("--only", help="comma list of parts: refs,producer,flowctl,connections,e2e,"
+                                   "consumers")
     args = ap.parse_args()
     seconds = 5 if args.quick else 10
     tmp = tempfile.mkdtemp(prefix="ljwx-bench-")
@@ -215,10 +248,12 @@ def main():
         s.migrate()
         nginx_port, nginx_conf = start_nginx(tmp)
         print(f"{'workload':<48} {'value':>12} {'unit':<10} {'ratio':>7}  notes")
-        parts = set((args.only or "refs,producer,connections,e2e,consumers").split(","))
+        parts = set((args.only or "refs,producer,flowctl,connections,e2e,consumers").split(","))
         ng1, ng100 = references(s, seconds, nginx_port)     # every ratio needs them
         if "producer" in parts:
             producer_workloads(s, tmp, seconds, ng1, ng100)
+        if "flowctl" in parts:
+            flow_control_overhead(s, tmp, seconds)
         if "connections" in parts:
             connections_workload(s, tmp, seconds)
         if "e2e" in parts:

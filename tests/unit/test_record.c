@@ -1114,6 +1114,40 @@ static void test_format_ts(void **state)
     assert_string_equal(out, "1969-12-31 23:59:59.999+00");
 }
 
+/* Records moved to the errors keep their place in the upload, between the
+ * records that were invalid from the start, and own nothing any more. */
+static void test_reject_marked_records(void **state)
+{
+    static const unsigned char mark[] = {1, 0, 1, 1};
+    const char *msg = NULL;
+    rec_batch b;
+
+    (void)state;
+    /* valid at 0, 2, 3, 5; invalid at 1 and 4 */
+    assert_int_equal(parse("[{\"deviceSn\":\"A\",\"sleepData\":\"x\"},{\"heartRate\":1},"
+                           "{\"deviceSn\":\"B\"},{\"deviceSn\":\"C\",\"sleepData\":\"y\"},"
+                           "{\"deviceSn\":\"D\",\"heartRate\":999},{\"deviceSn\":\"E\"}]",
+                           &b, &msg),
+                     0);
+    assert_int_equal(b.n, 4);
+    assert_int_equal(b.nerr, 2);
+    assert_int_equal(rec_batch_reject(&b, mark, "rate_limited"), 0);
+    assert_int_equal(b.n, 1);
+    assert_string_equal(b.recs[0].device_sn, "B");
+    assert_int_equal(b.nerr, 5);
+    assert_int_equal(b.errs[0].index, 0);
+    assert_string_equal(b.errs[0].reason, "rate_limited");
+    assert_int_equal(b.errs[1].index, 1);
+    assert_string_not_equal(b.errs[1].reason, "rate_limited");
+    assert_int_equal(b.errs[2].index, 3);
+    assert_int_equal(b.errs[3].index, 4);
+    assert_string_not_equal(b.errs[3].reason, "rate_limited");
+    assert_int_equal(b.errs[4].index, 5);
+    assert_string_equal(b.errs[4].reason, "rate_limited");
+    assert_int_equal(b.total, 6);
+    rec_batch_cleanup(&b);      /* LeakSanitizer: the sleep texts were freed */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1152,6 +1186,7 @@ int main(void)
         cmocka_unit_test(test_payload_reader_appends),
         cmocka_unit_test(test_payload_reader_refuses_other_shapes),
         cmocka_unit_test(test_format_ts),
+        cmocka_unit_test(test_reject_marked_records),
     };
 
     return cmocka_run_group_tests_name("record", tests, NULL, NULL);
