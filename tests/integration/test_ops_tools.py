@@ -166,14 +166,18 @@ def test_trace_reports_each_state(stack):
     assert code == 1 and state["state"] == "pending" and state["consumer"] == "support:1:0"
     assert state["deliveries"] == 1 and state["idle_ms"] >= 0
     r.xack(stack.stream(), group, in_stream)
-    dead = upload(1)
-    r.xadd(stack.stream() + ":dead", {"dead_reason": "refused by PostgreSQL", "dead_id": dead})
-    code, state = trace(dead)
-    assert code == 1 and state == {"state": "dead_lettered", "reason": "refused by PostgreSQL",
-                                   "dead_letter_id": state["dead_letter_id"]}
     stored = upload(2)
+    # A poison entry (a value PostgreSQL refuses) that the consumer dead-letters.
+    poison = r.xadd(stack.stream(), {"payload": json.dumps([{
+        "device_sn": sn, "ts": 1_700_000_000_000, "heart_rate": 4_000_000_000,
+        "source_method": "api"}])})
     stack.consumer()
     wait_for(lambda: trace(stored)[0] == 0, what="the upload to be stored")
+    wait_for(lambda: trace(poison)[1]["state"] == "dead_lettered", what="the poison entry")
+    code, state = trace(poison)
+    assert code == 1 and state["reason"] and state["dead_letter_id"]
+    assert r.xrange(stack.stream() + ":dead", state["dead_letter_id"],
+                    state["dead_letter_id"])[0][1]["dead_id"] == poison
     code, state = trace(stored)
     assert state["state"] == "stored" and state["rows"] == 1 and state["device_sn"] == sn
     code, state = trace("--device", sn, "--ts", str((1_750_000_000 + 2) * 1000))
