@@ -436,20 +436,29 @@ static size_t mark_limited(const rec_batch *b, unsigned char *mark, uint32_t *se
  * record was limited ('*retry_ms' set); LJ_ENOMEM. */
 static int limit_devices(upload *u, uint64_t *retry_ms)
 {
-    size_t seen_len = 16;
-    unsigned char *mark;
-    uint32_t *seen;
+    /* Uploads of up to SMALL records (nearly all) need no allocation. */
+    enum { SMALL = 32 };
+    unsigned char small_mark[SMALL];
+    uint32_t small_seen[2 * SMALL];
+    size_t seen_len = 2 * SMALL;
+    unsigned char *mark = small_mark;
+    uint32_t *seen = small_seen;
     size_t nmarked;
     int rc = 0;
 
-    while (seen_len < u->b.n * 2)
-        seen_len <<= 1;
-    mark = calloc(u->b.n, 1);
-    seen = calloc(seen_len, sizeof(*seen));
-    if (mark == NULL || seen == NULL) {
-        rc = LJ_ENOMEM;
-        goto cleanup;
+    if (u->in->cfg->device_rate == 0)
+        return 0;
+    if (u->b.n > SMALL) {
+        while (seen_len < u->b.n * 2)
+            seen_len <<= 1;
+        mark = malloc(u->b.n);
+        seen = malloc(seen_len * sizeof(*seen));
+        if (mark == NULL || seen == NULL) {
+            rc = LJ_ENOMEM;
+            goto cleanup;
+        }
     }
+    memset(seen, 0, seen_len * sizeof(*seen));
     *retry_ms = 0;
     nmarked = mark_limited(&u->b, mark, seen, seen_len - 1, retry_ms);
     if (nmarked == 0)
@@ -458,8 +467,10 @@ static int limit_devices(upload *u, uint64_t *retry_ms)
     if ((rc = rec_batch_reject(&u->b, mark, "rate_limited")) == 0 && u->b.n == 0)
         rc = LJ_ELIMIT;
 cleanup:
-    free(mark);
-    free(seen);
+    if (mark != small_mark)
+        free(mark);
+    if (seen != small_seen)
+        free(seen);
     return rc;
 }
 
