@@ -13,10 +13,14 @@ RUN make all
 FROM debian:12
 RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
         libhiredis0.14 libpq5 libcjson1 libuv1 libhttp-parser2.9 postgresql-client-15 curl \
+        libjs-chart.js \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --no-create-home ljwx
 COPY --from=build /src/build/ljwx-producer /src/build/ljwx-consumer /usr/local/bin/
 COPY migrations /opt/ljwx/migrations
 COPY scripts/migrate.sh /opt/ljwx/scripts/migrate.sh
+# The dashboard (GET /dashboard); Chart.js comes from libjs-chart.js above.
+COPY web/dashboard /opt/ljwx/web/dashboard
+ENV LJ_WEB_DIR=/opt/ljwx/web/dashboard
 USER ljwx
 CMD ["ljwx-producer", "--help"]

@@ -54,6 +54,9 @@ static const cfg_option options[] = {
             "breaker; 0: off"),
     CFG_INT("breaker_max_cooldown_ms", "LJ_BREAKER_MAX_COOLDOWN_MS", breaker_max_cooldown_ms,
             "15000", 10, 3600000, CFG_PRODUCER, "longest cool-down of an open circuit breaker"),
+    CFG_STR("chartjs_path", "LJ_CHARTJS_PATH", chartjs_path,
+            "/usr/share/javascript/chart.js/chart.min.js", CFG_PRODUCER, 0,
+            "Chart.js served at /dashboard/chart.js (Debian's libjs-chart.js)"),
     CFG_INT("claim_idle_ms", "LJ_CLAIM_IDLE_MS", claim_idle_ms, "60000", 1000, 86400000,
             CFG_CONSUMER, "entries pending this long on another consumer are taken over "
             "(keep it well above the PostgreSQL statement timeout)"),
@@ -132,6 +135,9 @@ static const cfg_option options[] = {
     CFG_INT("upkeep_interval_ms", "LJ_UPKEEP_INTERVAL_MS", upkeep_interval_ms, "5000", 100,
             3600000, CFG_CONSUMER,
             "how often a worker claims idle entries, trims acknowledged ones and reads lag"),
+    CFG_STR("web_dir", "LJ_WEB_DIR", web_dir, "web/dashboard", CFG_PRODUCER, 0,
+            "folder of the dashboard's index.html, dashboard.js and dashboard.css "
+            "(read at start)"),
     CFG_INT("workers", "LJ_WORKERS", workers, "1", 1, 256, CFG_CONSUMER,
             "worker threads for the health stream"),
 };

@@ -55,6 +55,8 @@ typedef struct lj_config {
     int breaker_failures;
     int breaker_cooldown_ms;
     int breaker_max_cooldown_ms;
+    char web_dir[512];          /* dashboard (dashboard.c) */
+    char chartjs_path[512];
     /* consumer */
     int workers;
     int batch_size;

@@ -18,6 +18,7 @@
 
 #include "backlog.h"
 #include "config.h"
+#include "dashboard.h"
 #include "flowctl.h"
 #include "gray.h"
 #include "http_server.h"
@@ -179,7 +180,7 @@ int main(int argc, char **argv)
     raise_fd_limit(cfg.max_connections);
     pool_init(&cfg);
     stats_init();
-    if (flowctl_init(&cfg) != 0) {
+    if (flowctl_init(&cfg) != 0 || dashboard_init(&cfg) != 0) {
         log_error("main", "out of memory");
         return 1;
     }
@@ -219,6 +220,7 @@ int main(int argc, char **argv)
     }
     free(loops);
     flowctl_cleanup();
+    dashboard_cleanup();
     log_info("main", "stopped");
     return rc;
 }

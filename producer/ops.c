@@ -238,36 +238,113 @@ void ops_stream_health(uv_loop_t *loop, const lj_config *cfg, rlink *link, gray 
  * Figures
  * ------------------------------------------------------------------------ */
 
-static void fill_stats(query *q)
+/* Today's counts, opening the answer's object. 0, LJ_EPG (logged) or LJ_ENOMEM. */
+static int stats_counts(PGconn *pg, lj_buf *out)
 {
-    PGconn *pg = pool_pg();
     PGresult *r;
+    int rc;
 
-    if (pg == NULL) {
-        q->status = 503;
-        lj_buf_puts(&q->out, "{\"status\":\"error\",\"message\":\"postgresql unavailable\"}");
-        return;
-    }
     r = PQexec(pg, "SELECT count(*), count(DISTINCT device_sn), count(DISTINCT user_id),"
                    " (SELECT count(*) FROM t_alert_info"
                    "   WHERE create_time >= date_trunc('day', now()))"
                    " FROM t_user_health_data WHERE ts >= date_trunc('day', now())");
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
         log_error("ops", "stats query failed: %s", PQerrorMessage(pg));
-        q->status = 503;
-        lj_buf_puts(&q->out, "{\"status\":\"error\",\"message\":\"statistics unavailable\"}");
-    } else {
-        q->status = lj_buf_printf(&q->out,
-                                  "{\"records_today\":%s,\"active_devices\":%s,"
-                                  "\"active_users\":%s,\"alerts_today\":%s}",
-                                  PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 1), PQgetvalue(r, 0, 2),
-                                  PQgetvalue(r, 0, 3))
-                        ? 500
-                        : 200;
+        rc = LJ_EPG;
+        goto out;
     }
+    rc = lj_buf_printf(out,
+                       "{\"records_today\":%s,\"active_devices\":%s,"
+                       "\"active_users\":%s,\"alerts_today\":%s",
+                       PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 1), PQgetvalue(r, 0, 2),
+                       PQgetvalue(r, 0, 3))
+             ? LJ_ENOMEM
+             : 0;
+out:
+    PQclear(r);
+    return rc;
+}
+
+/* Appends field 'col' of row 'i' as a JSON string, or null. */
+static int alert_str(lj_buf *out, const PGresult *r, int i, int col)
+{
+    if (PQgetisnull(r, i, col))
+        return lj_buf_puts(out, "null");
+    return lj_buf_json_str(out, PQgetvalue(r, i, col), (size_t)PQgetlength(r, i, col));
+}
+
+/* Appends row 'i' of the latest-alerts query as one JSON object. A value
+ * PostgreSQL prints as NaN or Infinity is not JSON: null then. */
+static int alert_json(lj_buf *out, const PGresult *r, int i)
+{
+    const char *v = PQgetvalue(r, i, 3);
+    int finite = !PQgetisnull(r, i, 3) &&
+                 ((v[0] >= '0' && v[0] <= '9') || (v[0] == '-' && v[1] >= '0' && v[1] <= '9'));
+
+    return lj_buf_printf(out, "%s{\"id\":%s,\"device_sn\":", i ? "," : "",
+                         PQgetvalue(r, i, 0)) ||
+           alert_str(out, r, i, 1) || lj_buf_puts(out, ",\"alert_type\":") ||
+           alert_str(out, r, i, 2) ||
+           lj_buf_printf(out, ",\"value\":%s,\"level\":", finite ? v : "null") ||
+           alert_str(out, r, i, 4) || lj_buf_puts(out, ",\"status\":") ||
+           alert_str(out, r, i, 5) || lj_buf_puts(out, ",\"alert_time\":") ||
+           alert_str(out, r, i, 6) || lj_buf_puts(out, ",\"create_time\":") ||
+           alert_str(out, r, i, 7) || lj_buf_puts(out, "}")
+               ? LJ_ENOMEM
+               : 0;
+}
+
+/* Appends ,"latest_alerts":[...]: the newest 10 rows of t_alert_info (by
+ * id: the primary key index, cheap at any table size), no per-device list.
+ * 0, LJ_EPG (logged) or LJ_ENOMEM. */
+static int stats_alerts(PGconn *pg, lj_buf *out)
+{
+    PGresult *r;
+    int rc;
+    int i;
+
+#define ISO_UTC(col) "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
+    r = PQexec(pg, "SELECT id, device_sn, alert_type, alert_value, level, status, "
+                   ISO_UTC("alert_time") ", " ISO_UTC("create_time")
+                   " FROM t_alert_info ORDER BY id DESC LIMIT 10");
+#undef ISO_UTC
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        log_error("ops", "latest alerts query failed: %s", PQerrorMessage(pg));
+        rc = LJ_EPG;
+        goto out;
+    }
+    rc = lj_buf_puts(out, ",\"latest_alerts\":[") ? LJ_ENOMEM : 0;
+    for (i = 0; rc == 0 && i < PQntuples(r); i++)
+        rc = alert_json(out, r, i);
+    if (rc == 0 && lj_buf_puts(out, "]") != 0)
+        rc = LJ_ENOMEM;
+out:
+    PQclear(r);
+    return rc;
+}
+
+static void fill_stats(query *q)
+{
+    PGconn *pg = pool_pg();
+    int rc;
+
+    if (pg == NULL) {
+        q->status = 503;
+        lj_buf_puts(&q->out, "{\"status\":\"error\",\"message\":\"postgresql unavailable\"}");
+        return;
+    }
+    if ((rc = stats_counts(pg, &q->out)) == 0 && (rc = stats_alerts(pg, &q->out)) == 0 &&
+        lj_buf_puts(&q->out, "}") != 0)
+        rc = LJ_ENOMEM;
+    if (rc == LJ_EPG) {
+        lj_buf_reset(&q->out);
+        lj_buf_puts(&q->out, "{\"status\":\"error\",\"message\":\"statistics unavailable\"}");
+    } else if (rc != 0) {
+        lj_buf_cleanup(&q->out);    /* answer() says "out of memory" */
+    }
+    q->status = rc == 0 ? 200 : rc == LJ_EPG ? 503 : 500;
     if (PQstatus(pg) != CONNECTION_OK)
         pool_pg_failed();
-    PQclear(r);
 }
 
 void ops_stats(uv_loop_t *loop, http_request *req)

@@ -6,7 +6,8 @@
  *   GET /api/stream_stats    per stream: length, dead letters, groups with
  *                            lag and pending, consumers with idle time
  *   GET /api/stream_metrics  per path requests, qps, avg/p95 ms, error rate %
- *   GET /api/stats           today's records, active devices and users
+ *   GET /api/stats           today's records, active devices and users, alerts;
+ *                            the newest 10 alerts (LIMIT 10, no per-device list)
  *   GET /metrics             Prometheus text
  *   GET /api/trace/...       where an upload is now (admin)
  *

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "admin.h"
+#include "dashboard.h"
 #include "ops.h"
 #include "stats.h"
 
@@ -62,6 +63,12 @@ static void metrics(routes *rt, http_request *req)
     ops_metrics(req);
 }
 
+static void dashboard(routes *rt, http_request *req)
+{
+    (void)rt;
+    dashboard_serve(req);
+}
+
 static const route table[] = {
     {"/upload_health_data_v2", HTTP_POST, STATS_R_HEALTH_V2, health_v2},
     {"/upload_health_data", HTTP_POST, STATS_R_HEALTH, health},
@@ -77,6 +84,13 @@ static const route table[] = {
     {"/api/stream_metrics", HTTP_GET, STATS_R_STREAM_METRICS, stream_metrics},
     {"/api/stats", HTTP_GET, STATS_R_API_STATS, api_stats},
     {"/metrics", HTTP_GET, STATS_R_METRICS, metrics},
+    /* The page's files; any other /dashboard/... path is the dashboard's 404. */
+    {"/dashboard", HTTP_GET, STATS_R_DASHBOARD, dashboard},
+    {"/dashboard/", HTTP_GET, STATS_R_DASHBOARD, dashboard},
+    {"/dashboard/index.html", HTTP_GET, STATS_R_DASHBOARD, dashboard},
+    {"/dashboard/dashboard.js", HTTP_GET, STATS_R_DASHBOARD, dashboard},
+    {"/dashboard/dashboard.css", HTTP_GET, STATS_R_DASHBOARD, dashboard},
+    {"/dashboard/chart.js", HTTP_GET, STATS_R_DASHBOARD, dashboard},
 };
 
 #define N_ROUTES (sizeof(table) / sizeof(table[0]))
@@ -138,8 +152,12 @@ void route_request(http_request *req, void *arg)
         path_known = 1;
     }
     req->route = STATS_R_OTHER;
-    if (path_known)
+    if (path_known) {
         not_allowed(req);
-    else
+    } else if (dashboard_owns(req->path)) {
+        req->route = STATS_R_DASHBOARD;
+        dashboard_serve(req);   /* 404 with the dashboard's security headers */
+    } else {
         http_respond_error(req, 404, "no such endpoint");
+    }
 }

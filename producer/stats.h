@@ -27,6 +27,7 @@
     XX(API_STATS, "/api/stats")                         \
     XX(METRICS, "/metrics")                             \
     XX(TRACE, "/api/trace")                             \
+    XX(DASHBOARD, "/dashboard")                         \
     XX(OTHER, "other")
 
 enum stats_route {

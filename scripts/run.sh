@@ -9,6 +9,8 @@ top=$(cd "$here/.." && pwd)
 # shellcheck source=env.sh
 . "$here/env.sh"
 bin=${LJ_BIN_DIR:-$top/build}
+# The dashboard's files, wherever this script is started from.
+export LJ_WEB_DIR=${LJ_WEB_DIR:-$top/web/dashboard}
 
 pids=()
 stop() {
@@ -37,6 +39,8 @@ cat <<MSG
 ljwx-ingest is running (logs in $LJ_RUN_DIR/log/). Send an upload:
 
   curl -s -X POST $url/upload_health_data_v2 -d '{"data":{"deviceSn":"DEMO-001","heartRate":72,"bloodOxygen":98,"temperature":36.6}}'
+
+watch it arrive on the live dashboard: $url/dashboard
 
 and see it stored:
 
