@@ -40,8 +40,16 @@ static const cfg_option options[] = {
     CFG_INT("addr_rate", "LJ_ADDR_RATE", addr_rate, "0", 0, 1000000, CFG_PRODUCER,
             "uploads per second per client address (429 above); 0: off (watches share "
             "carrier NAT addresses)"),
+    CFG_INT("batch_adaptive", "LJ_BATCH_ADAPTIVE", batch_adaptive, "1", 0, 1, CFG_CONSUMER,
+            "1: each read's COUNT follows lag and commit time between --batch-min and "
+            "--batch-size; 0: always --batch-size"),
+    CFG_INT("batch_min", "LJ_BATCH_MIN", batch_min, "10", 1, 10000, CFG_CONSUMER,
+            "smallest adaptive COUNT: what a worker reads from a quiet stream"),
     CFG_INT("batch_size", "LJ_BATCH_SIZE", batch_size, "200", 1, 10000, CFG_CONSUMER,
             "max stream entries read per batch (XREADGROUP COUNT)"),
+    CFG_INT("batch_target_ms", "LJ_BATCH_TARGET_MS", batch_target_ms, "200", 0, 60000,
+            CFG_CONSUMER, "an adaptive batch that took longer to store is followed by a "
+            "smaller one; 0: no such cut"),
     CFG_INT("block_ms", "LJ_BLOCK_MS", block_ms, "1000", 1, 60000, CFG_CONSUMER,
             "XREADGROUP BLOCK time in ms"),
     CFG_INT("breaker_cooldown_ms", "LJ_BREAKER_COOLDOWN_MS", breaker_cooldown_ms, "2000", 10,

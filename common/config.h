@@ -59,7 +59,10 @@ typedef struct lj_config {
     char chartjs_path[512];
     /* consumer */
     int workers;
-    int batch_size;
+    int batch_size;             /* the ceiling of adaptive batches (batchsize.h) */
+    int batch_min;
+    int batch_adaptive;
+    int batch_target_ms;
     int block_ms;
     char status_host[64];
     int status_port;

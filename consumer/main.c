@@ -61,6 +61,8 @@ static const stat_def stats[] = {
     STAT(pending, "ljwx_consumer_group_pending", "gauge",
          "Entries delivered to the group and not acknowledged."),
     STAT(length, "ljwx_consumer_stream_length", "gauge", "Entries in the stream."),
+    STAT(batch_count, "ljwx_consumer_batch_count", "gauge",
+         "COUNT of the worker's next XREADGROUP (adaptive: --batch-min .. --batch-size)."),
 };
 
 static void labels_of(const worker *w, char *out, size_t len)

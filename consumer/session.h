@@ -11,6 +11,7 @@
 #include <libpq-fe.h>
 
 #include "batch.h"
+#include "batchsize.h"
 #include "enrich.h"
 #include "streams.h"
 #include "worker.h"
@@ -25,6 +26,7 @@ typedef struct session {
     char dead_stream[STREAM_NAME_MAX + 8];
     char alert_stream[STREAM_NAME_MAX];
     char next_id[BATCH_ID_MAX];     /* "0"-based while re-reading pending, then ">" */
+    batchsize count;                /* COUNT of the next XREADGROUP */
     unsigned backoff_ms;
     enrich_cache *owners;
     int64_t next_upkeep_ms;

@@ -338,9 +338,22 @@ static redisReply *read_batch(session *s)
     const char *argv[] = {"XREADGROUP", "GROUP", s->group, s->w->name, "COUNT", count,
                           "BLOCK", block, "STREAMS", s->stream, s->next_id};
 
-    snprintf(count, sizeof(count), "%d", s->w->cfg->batch_size);
+    snprintf(count, sizeof(count), "%d", s->count.count);
     snprintf(block, sizeof(block), "%d", s->w->cfg->block_ms);
     return rds_command(s->redis, 11, argv);
+}
+
+/* Chooses the next read's COUNT after a batch of 'got' entries that took
+ * 'took_ms' to store and acknowledge. */
+static void next_count(session *s, size_t got, double took_ms)
+{
+    int before = s->count.count;
+    int after = batchsize_update(&s->count, got, atomic_load(&s->w->stats.lag), took_ms);
+
+    if (after != before)
+        log_debug("worker", "batch COUNT %d -> %d stream=%s got=%zu took_ms=%.0f", before,
+                  after, s->stream, got, took_ms);
+    atomic_store(&s->w->stats.batch_count, after);
 }
 
 /* One XREADGROUP and what follows. 0, or the error that needs a backoff. */
@@ -348,6 +361,7 @@ static int step(session *s)
 {
     redisReply *r = read_batch(s);
     int pending_phase = strcmp(s->next_id, ">") != 0;
+    int64_t t0;
     batch b;
     int rc;
 
@@ -371,6 +385,7 @@ static int step(session *s)
         /* Continue after the last pending entry; new entries once none is left. */
         snprintf(s->next_id, sizeof(s->next_id), "%s", b.n ? b.entries[b.n - 1].id : ">");
     }
+    t0 = session_clock_ms();
     if (b.n > 0 && (rc = worker_handle_batch(s, &b, pending_phase)) != 0) {
         atomic_fetch_add(&s->w->stats.retries, 1);
         snprintf(s->next_id, sizeof(s->next_id), "0");     /* retry from our pending */
@@ -378,7 +393,9 @@ static int step(session *s)
             drop_pg(s);
         if (s->redis && s->redis->err)
             drop_redis(s);
+        goto out;   /* a failed batch says nothing about the load: COUNT stays */
     }
+    next_count(s, b.n, (double)(session_clock_ms() - t0));
 out:
     batch_cleanup(&b);
     freeReplyObject(r);
@@ -398,6 +415,9 @@ static int session_open(session *s, worker *w)
     snprintf(s->dead_stream, sizeof(s->dead_stream), "%s:dead", s->stream);
     snprintf(s->alert_stream, sizeof(s->alert_stream), "%salert_stream", prefix);
     snprintf(s->next_id, sizeof(s->next_id), "0");
+    batchsize_init(&s->count, w->cfg->batch_min, w->cfg->batch_size, w->cfg->batch_target_ms,
+                   w->cfg->batch_adaptive);
+    atomic_store(&w->stats.batch_count, s->count.count);
     s->owners = enrich_new(ENRICH_CACHE_DEVICES, w->cfg->enrich_ttl_ms);
     return s->owners ? 0 : LJ_ENOMEM;
 }

@@ -34,6 +34,7 @@ typedef struct worker_stats {
     atomic_llong lag;               /* of this worker's group, from its last upkeep; -1 unknown */
     atomic_llong pending;
     atomic_llong length;
+    atomic_llong batch_count;       /* COUNT of the next read (batchsize.h) */
     atomic_int redis_up;
     atomic_int pg_up;
     metrics_hist batch_seconds;     /* arrival to acknowledgement */

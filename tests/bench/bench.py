@@ -9,8 +9,9 @@ psql \\copy of the same rows into the same table. Workloads: 1 record per
 request (wrk, 50 connections), the same with every flow-control check on
 and off, 100 records per request (the old stress test's shape), 10,000
 keep-alive connections, consumer drains with 1, 2 and 4
-workers, and end to end at a fixed 5,000 uploads/s (tests/bench/loadgen.c,
-open loop). Prints a table and writes JSON.
+workers, end to end at a fixed 5,000 uploads/s (tests/bench/loadgen.c,
+open loop), and adaptive batches next to a fixed COUNT (latency at low and
+5,000/s load, rows/s at saturation). Prints a table and writes JSON.
 """
 import argparse
 import json
@@ -212,31 +213,69 @@ def connections_workload(s, tmp, seconds):
         note=f"errors {r['errors']} p99 {r['p99']:.2f} ms producer RSS {rss:.1f} MiB")
 
 
-def end_to_end(s, tmp, seconds):
+def e2e_run(s, tmp, rate, seconds, serials, **consumer_env):
+    """Producer (2 loops) and consumer (2 workers) under an open-loop load of
+    'rate' uploads/s: (loadgen's result, rows stored, receive->row p99 ms)."""
     s.sql("TRUNCATE t_user_health_data")
     p, port = start_producer(s, tmp, 2)
-    c = start_consumer(s, tmp, 2)
+    c = start_consumer(s, tmp, 2, **consumer_env)
     time.sleep(0.5)
-    out = subprocess.run([os.path.join(BIN, "loadgen"), str(port), "5000", str(seconds), "64",
-                          "E2E"], capture_output=True, text=True)
+    out = subprocess.run([os.path.join(BIN, "loadgen"), str(port), str(rate), str(seconds), "64",
+                          serials], capture_output=True, text=True)
     time.sleep(2)
     stop(p)
     stop(c)
+    s.redis().flushall()
     if not out.stdout.strip():
         raise SystemExit(f"bench: loadgen failed: {out.stderr}")
-    res = json.loads(out.stdout)
     got = s.sql("SELECT count(*), percentile_cont(0.99) WITHIN GROUP (ORDER BY"
                 " extract(epoch FROM create_time) * 1000 - split_part(stream_id, '-', 1)::bigint)"
-                " FROM t_user_health_data WHERE device_sn LIKE 'E2E-%'")[0]
+                " FROM t_user_health_data WHERE device_sn LIKE %s", (serials + "-%",))[0]
+    return json.loads(out.stdout), got[0], got[1]
+
+
+def end_to_end(s, tmp, seconds):
+    res, stored, p99 = e2e_run(s, tmp, 5000, seconds, "E2E")
     row("end to end, open loop 5,000 uploads/s", res["ok"] / seconds, "uploads/s",
-        note=f"HTTP p99 {res['p99_ms']:.2f} ms, receive->row p99 {got[1]:.1f} ms, "
-             f"rows {got[0]}/{res['due']}, errors {res['errors']}")
+        note=f"HTTP p99 {res['p99_ms']:.2f} ms, receive->row p99 {p99:.1f} ms, "
+             f"rows {stored}/{res['due']}, errors {res['errors']}")
+
+
+BATCH_MODES = (("adaptive", dict(LJ_BATCH_ADAPTIVE="1")),
+               ("fixed COUNT 200", dict(LJ_BATCH_ADAPTIVE="0")))
+
+
+def batch_modes(s, tmp, seconds, records):
+    """Adaptive batches next to a fixed COUNT (the default --batch-size):
+    receive->row p99 at a low and the 5,000/s load, rows/s draining a backlog
+    (saturation, 2 workers). Modes alternate within each load."""
+    for rate in (500, 5000):
+        for name, env in BATCH_MODES:
+            res, stored, p99 = e2e_run(s, tmp, rate, seconds, "BM", **env)
+            row(f"receive->row p99 at {rate:,}/s, {name}", p99, "ms",
+                note=f"HTTP p99 {res['p99_ms']:.2f} ms, rows {stored}/{res['due']}, "
+                     f"errors {res['errors']}")
+    rows, copy_rate = copy_reference(s, tmp, records)
+    for name, env in BATCH_MODES:
+        rate = bench_consumer.drain(s, rows, 2, os.path.join(BIN, "ljwx-consumer"), tmp, **env)
+        row(f"consumer drain, 2 workers, {name}", rate, "rows/s", copy_rate)
+        s.redis().flushall()
+
+
+_COPY_REF = {}
+
+
+def copy_reference(s, tmp, records):
+    """The drain backlog and psql \\copy's rate for it, measured once a run."""
+    if records not in _COPY_REF:
+        rows = bench_consumer.make_records(records)
+        _COPY_REF[records] = rows, bench_consumer.copy_reference(s, rows, tmp)
+        row(f"psql \\copy of {records:,} rows", _COPY_REF[records][1], "rows/s")
+    return _COPY_REF[records]
 
 
 def consumers(s, tmp, records):
-    rows = bench_consumer.make_records(records)
-    copy_rate = bench_consumer.copy_reference(s, rows, tmp)
-    row(f"psql \\copy of {records:,} rows", copy_rate, "rows/s")
+    rows, copy_rate = copy_reference(s, tmp, records)
     for w in (1, 2, 4):
         rate = bench_consumer.drain(s, rows, w, os.path.join(BIN, "ljwx-consumer"), tmp)
         row(f"consumer drain, {w} worker(s)", rate, "rows/s", copy_rate)
@@ -248,7 +287,7 @@ def main():
     ap.add_argument("--quick", action="store_true", help="shorter runs, smaller backlog")
     ap.add_argument("--json", default=os.path.join(TOP, "build", "bench.json"))
     ap.add_argument("--only", help="comma list of parts: refs,producer,flowctl,connections,e2e,"
-                                   "consumers")
+                                   "consumers,batches")
     args = ap.parse_args()
     seconds = 5 if args.quick else 10
     tmp = tempfile.mkdtemp(prefix="ljwx-bench-")
@@ -261,7 +300,8 @@ def main():
         s.migrate()
         nginx_port, nginx_conf = start_nginx(tmp)
         print(f"{'workload':<48} {'value':>12} {'unit':<10} {'ratio':>7}  notes")
-        parts = set((args.only or "refs,producer,flowctl,connections,e2e,consumers").split(","))
+        parts = set((args.only or "refs,producer,flowctl,connections,e2e,consumers,batches")
+                    .split(","))
         ng1, ng100 = references(s, seconds, nginx_port)     # every ratio needs them
         if "producer" in parts:
             producer_workloads(s, tmp, seconds, ng1, ng100)
@@ -273,6 +313,8 @@ def main():
             end_to_end(s, tmp, 10 if args.quick else 30)
         if "consumers" in parts:
             consumers(s, tmp, 200_000 if args.quick else 1_000_000)
+        if "batches" in parts:
+            batch_modes(s, tmp, 10 if args.quick else 20, 200_000 if args.quick else 1_000_000)
     finally:
         if nginx_conf:
             subprocess.run(["nginx", "-c", nginx_conf, "-s", "stop"], check=False)

@@ -62,7 +62,7 @@ def load_backlog(r, stream, records):
     pipe.execute()
 
 
-def drain(servers, records, workers, binary, tmp):
+def drain(servers, records, workers, binary, tmp, **extra_env):
     prefix = f"b{uuid.uuid4().hex[:6]}:"
     r = servers.redis()
     load_backlog(r, prefix + "health_data_stream", records)
@@ -70,6 +70,7 @@ def drain(servers, records, workers, binary, tmp):
     env = dict(os.environ, LJ_REDIS_PORT=str(servers.redis_port), LJ_PG_DSN=servers.dsn,
                LJ_STREAM_PREFIX=prefix, LJ_STATUS_PORT=str(free_port()),
                LJ_LOG_LEVEL="warn", LJ_DEVICE_WORKERS="0", LJ_EVENT_WORKERS="0")
+    env.update({k: str(v) for k, v in extra_env.items()})
     log = open(os.path.join(tmp, f"consumer-{workers}.log"), "w")
     t0 = time.monotonic()
     proc = subprocess.Popen([binary, "--workers", str(workers)], env=env, stdout=log,

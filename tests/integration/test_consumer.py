@@ -389,3 +389,67 @@ def test_stale_consumers_with_nothing_pending_are_removed(stack):
     wait_for(lambda: not names() & {"otherhost:7:0", "otherhost:8:0"}, timeout=15,
              what="the stale consumers to be removed")
     assert "busyhost:9:0" in names()    # pending entries keep a consumer in the group
+
+
+# -- adaptive batches ------------------------------------------------------------
+
+def batch_count(port, stream):
+    """COUNT of the next read of the worker serving 'stream' (its gauge)."""
+    text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    for line in text.splitlines():
+        if line.startswith("ljwx_consumer_batch_count{") and f'stream="{stream}"' in line:
+            return int(float(line.rsplit(" ", 1)[1]))
+    raise AssertionError(f"no batch_count for {stream}:\n{text}")
+
+
+def test_adaptive_count_grows_under_a_backlog_and_shrinks_when_it_drains(stack):
+    sn = serial("adapt")
+    entries, per_entry = 3000, 10
+    pipe = stack.s.redis().pipeline(transaction=False)
+    for e in range(entries):
+        recs = [{"device_sn": sn, "ts": BASE_MS + e * per_entry + i, "source_method": "api"}
+                for i in range(per_entry)]
+        pipe.xadd(stack.stream(), {"timestamp": str(int(time.time() * 1000)),
+                                   "uuid": str(uuid.uuid4()), "device_sn": sn,
+                                   "message_type": "health_data", "api_version": "v2",
+                                   "batch_id": "", "payload": json.dumps(recs)})
+    pipe.execute()
+    port = free_port()
+    # The commit-time cut is off here (unit-tested): ASan's commit times would make it the
+    # deciding rule, and this test is about lag.
+    stack.consumer(LJ_STATUS_PORT=port, LJ_BATCH_SIZE=200, LJ_BATCH_MIN=10,
+                   LJ_BATCH_TARGET_MS=0, LJ_LOG_LEVEL="info")
+    seen = []
+
+    def sample_until_drained():
+        try:
+            seen.append(batch_count(port, stack.stream()))
+        except requests.ConnectionError:
+            return False
+        return drained(stack)
+    wait_for(sample_until_drained, timeout=60, interval=0.02, what="the backlog drained")
+    assert seen[0] in (10, 200), seen[:5]          # min, or already grown by the first read
+    assert max(seen) == 200, sorted(set(seen))
+    batches = metrics_of(port)["ljwx_consumer_batches_total"]
+    assert batches < entries / 10 / 3, batches     # COUNT 10 throughout would take 300
+    assert stack.s.sql("SELECT count(*), count(DISTINCT ts) FROM t_user_health_data"
+                       " WHERE device_sn = %s", (sn,)) == [(entries * per_entry,) * 2]
+    # Drained: the next empty read brings COUNT back to min, and a trickle keeps it there.
+    wait_for(lambda: batch_count(port, stack.stream()) == 10, what="COUNT back at min")
+    for i in range(5):
+        health_entry(stack, [{"device_sn": sn, "ts": BASE_MS + 10**9 + i}])
+        time.sleep(0.1)
+    wait_for(lambda: drained(stack) and len(rows(stack, sn)) == entries * per_entry + 5,
+             what="the trickle stored")
+    assert batch_count(port, stack.stream()) == 10
+
+
+def test_fixed_count_stays_at_batch_size(stack):
+    sn = serial("fixed")
+    for i in range(30):
+        health_entry(stack, [{"device_sn": sn, "ts": BASE_MS + i}])
+    port = free_port()
+    stack.consumer(LJ_STATUS_PORT=port, LJ_BATCH_SIZE=50, LJ_BATCH_ADAPTIVE=0)
+    wait_for(lambda: drained(stack) and len(rows(stack, sn)) == 30, what="entries stored")
+    assert batch_count(port, stack.stream()) == 50
+    assert metrics_of(port)["ljwx_consumer_batches_total"] == 1     # all 30 in one read
