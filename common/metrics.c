@@ -19,6 +19,11 @@ void metrics_hist_observe(metrics_hist *h, double seconds)
                               memory_order_relaxed);
 }
 
+double metrics_hist_bound(int i)
+{
+    return bounds[i];
+}
+
 double metrics_hist_quantile(const metrics_hist *h, double q)
 {
     unsigned long long total = atomic_load(&h->count);

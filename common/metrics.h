@@ -33,6 +33,10 @@ void metrics_hist_observe(metrics_hist *h, double seconds);
  * bound of the bucket it falls in); 0 when empty. */
 double metrics_hist_quantile(const metrics_hist *h, double q);
 
+/* Upper bound, in seconds, of bucket 'i' (0 .. METRICS_BUCKETS - 1); the
+ * bucket after the last holds everything above it. */
+double metrics_hist_bound(int i);
+
 /* Writes "# HELP" and "# TYPE" lines for 'name'. */
 int metrics_write_head(lj_buf *out, const char *name, const char *type, const char *help);
 

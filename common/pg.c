@@ -8,11 +8,13 @@
 
 PGconn *pg_connect(const char *dsn, const char *app, char *err, size_t errlen)
 {
-    const char *keys[] = {"dbname", "client_encoding", "application_name", NULL};
-    const char *vals[] = {dsn, "UTF8", app, NULL};
+    const char *keys[] = {"connect_timeout", "dbname", "client_encoding", "application_name",
+                          NULL};
+    const char *vals[] = {PG_CONNECT_TIMEOUT_S, dsn, "UTF8", app, NULL};
     PGconn *c;
 
-    /* expand_dbname=1: 'dsn' is a full conninfo string; the two settings
+    /* expand_dbname=1: 'dsn' is a full conninfo string. It overrides the
+     * connect timeout before it (a DSN may set its own); the two settings
      * after it override whatever it says. */
     c = PQconnectdbParams(keys, vals, 1);
     if (c == NULL) {

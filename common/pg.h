@@ -11,8 +11,13 @@
 
 #include <libpq-fe.h>
 
-/* Connects with client_encoding=UTF8 and 'app' as application_name.
- * Returns the connection, or NULL with a reason in 'err'. */
+/* Seconds a connection attempt may take unless the DSN sets connect_timeout:
+ * a PostgreSQL that accepts TCP but never answers then fails a connect in
+ * seconds instead of holding the caller (a pool thread, a worker) forever. */
+#define PG_CONNECT_TIMEOUT_S "5"
+
+/* Connects with client_encoding=UTF8, 'app' as application_name and
+ * PG_CONNECT_TIMEOUT_S. Returns the connection, or NULL with a reason in 'err'. */
 PGconn *pg_connect(const char *dsn, const char *app, char *err, size_t errlen);
 
 /* Runs one parameterless command. 0, or a failure as pg_failure() (logged). */

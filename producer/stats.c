@@ -115,6 +115,26 @@ int stats_render_prometheus(lj_buf *out)
                                (double)atomic_load(&stats_fault.open_connections));
 }
 
+/* ,"latency_le_ms":[...],"latency_counts":[...]: the path's histogram since
+ * start, one count per bucket (the last above the last bound), so a reader
+ * can take the difference of two answers for a windowed quantile. */
+static int render_latency_buckets(lj_buf *out, const metrics_hist *h)
+{
+    int i;
+
+    if (lj_buf_puts(out, ",\"latency_le_ms\":[") != 0)
+        return LJ_ENOMEM;
+    for (i = 0; i < METRICS_BUCKETS; i++)
+        if (lj_buf_printf(out, "%s%g", i ? "," : "", metrics_hist_bound(i) * 1000.0) != 0)
+            return LJ_ENOMEM;
+    if (lj_buf_puts(out, "],\"latency_counts\":[") != 0)
+        return LJ_ENOMEM;
+    for (i = 0; i <= METRICS_BUCKETS; i++)
+        if (lj_buf_printf(out, "%s%llu", i ? "," : "", atomic_load(&h->buckets[i])) != 0)
+            return LJ_ENOMEM;
+    return lj_buf_puts(out, "]}") != 0 ? LJ_ENOMEM : 0;
+}
+
 int stats_render_stream_metrics(lj_buf *out)
 {
     double up = uptime();
@@ -133,11 +153,12 @@ int stats_render_stream_metrics(lj_buf *out)
         if (lj_buf_printf(out,
                           "%s\"%s\":{\"requests\":%llu,\"errors\":%llu,\"qps\":%.2f,"
                           "\"avg_response_time\":%.3f,\"p95_response_time\":%.3f,"
-                          "\"error_rate\":%.3f}",
+                          "\"error_rate\":%.3f",
                           p ? "," : "", path_names[p], n, e, up > 0 ? (double)n / up : 0.0,
                           n ? sum_ms / (double)n : 0.0,
                           metrics_hist_quantile(&paths[p].latency, 0.95) * 1000.0,
-                          n ? 100.0 * (double)e / (double)n : 0.0) != 0)
+                          n ? 100.0 * (double)e / (double)n : 0.0) != 0 ||
+            render_latency_buckets(out, &paths[p].latency) != 0)
             return LJ_ENOMEM;
     }
     gettimeofday(&tv, NULL);

@@ -65,7 +65,8 @@ int stats_render_prometheus(lj_buf *out);
 
 /* {"summary":{"stream":{...},"traditional":{...}},"duration_seconds":..,
  *  "timestamp":..}: per path requests, qps, average and p95 response time
- * (ms) and error rate (percent). */
+ * (ms) and error rate (percent), and the latency histogram's bucket bounds
+ * (ms) and counts, for windowed quantiles (the dashboard's p95 line). */
 int stats_render_stream_metrics(lj_buf *out);
 
 #endif

@@ -6,6 +6,7 @@ import http.client
 import json
 import os
 import shutil
+import signal
 import time
 import uuid
 
@@ -139,12 +140,11 @@ def routed_serials(stream, legacy):
     return picked[True] + picked[False]
 
 
-def upload_mix(stack, seconds):
-    """Uploads on both paths for 'seconds': 7 devices, the first on
+def upload_mix(stack, seconds, serials):
+    """Uploads on both paths for 'seconds' from routed_serials(5, 2): the first on
     /upload_health_data_v2, the others on /upload_health_data at ratio 0.5
     (4 routed to the stream path, 2 to the legacy path). The first and the
     last device raise alerts now and then. Returns (serials, records sent)."""
-    serials = routed_serials(5, 2)
     sent = 0
     end = time.monotonic() + seconds
     n = 0
@@ -174,7 +174,11 @@ def test_page_figures_change_with_uploads_and_match_the_endpoints(stack, browser
     wait_for(lambda: figure(browser, "records-today") == str(before), what="today's records")
     assert figure(browser, "stream-requests") == "0"
 
-    serials, sent = upload_mix(stack, 6)
+    serials = routed_serials(5, 2)
+    for i, sn in enumerate(serials[:3]):        # three wearers, so active users is not 0
+        stack.s.sql("INSERT INTO sys_user (user_name, device_sn, customer_id) VALUES"
+                    " (%s, %s, 501)", (f"wearer-{i}", sn))
+    serials, sent = upload_mix(stack, 6, serials)
 
     wait_for(lambda: api(stack, "/api/stats")["records_today"] >= before + sent,
              timeout=15, what="every upload stored")
@@ -184,7 +188,9 @@ def test_page_figures_change_with_uploads_and_match_the_endpoints(stack, browser
 
     wait_for(same("records-today", lambda: api(stack, "/api/stats")["records_today"]),
              what="records today on the page = /api/stats")
-    for page_id, key in (("active-devices", "active_devices"), ("alerts-today", "alerts_today")):
+    assert api(stack, "/api/stats")["active_users"] >= 3
+    for page_id, key in (("active-devices", "active_devices"), ("active-users", "active_users"),
+                         ("alerts-today", "alerts_today")):
         wait_for(same(page_id, lambda: api(stack, "/api/stats")[key]), what=page_id)
     for page_id, path in (("stream", "stream"), ("legacy", "traditional")):
         wait_for(same(f"{page_id}-requests",
@@ -193,6 +199,15 @@ def test_page_figures_change_with_uploads_and_match_the_endpoints(stack, browser
         assert int(figure(browser, f"{page_id}-requests")) > 0
     metrics = api(stack, "/api/stream_metrics")["summary"]
     assert metrics["stream"]["requests"] + metrics["traditional"]["requests"] == sent
+    for path in ("stream", "traditional"):      # the histogram behind the windowed p95
+        assert sum(metrics[path]["latency_counts"]) == metrics[path]["requests"]
+        assert len(metrics[path]["latency_counts"]) == len(metrics[path]["latency_le_ms"]) + 1
+    # The p95 line is over the last 10 s, so while uploads ran it held bucket bounds.
+    drawn = browser.execute_script(
+        "return Chart.getChart('chart-p95').data.datasets.map(d => d.data)")
+    for line in drawn:
+        values = [v for v in line if v is not None]
+        assert values and set(values) <= set(metrics["stream"]["latency_le_ms"]), line
 
     stream = stack.stream()
     wait_for(lambda: stream_cell(browser, stream, "len") ==
@@ -346,6 +361,53 @@ def test_outages_show_a_banner_naming_what_is_down_and_grey_stale_figures(stack,
              what="the producer-unreachable banner")
     assert "Producer unreachable" in by_id(browser, "banner-producer").text
     assert "stale" in today.get_attribute("class")
+
+
+def postgres_pids(servers):
+    """The postmaster and every process it started (backends included)."""
+    with open(os.path.join(servers.pg_dir, "data", "postmaster.pid")) as f:
+        master = int(f.readline())
+    children = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == master:
+            children.append(int(entry))
+    return [master] + children
+
+
+def test_a_hung_postgresql_is_flagged_and_holds_back_no_other_panel(stack, servers, browser):
+    """PostgreSQL stopped with SIGSTOP: connections stay open and nothing
+    answers, so /api/health and /api/stats hang instead of failing. The page
+    must say it cannot tell the dependencies' state, grey what PostgreSQL
+    feeds, and keep the panels fed from the producer's memory live."""
+    stack.producer(**dashboard_env())
+    open_page(browser, stack)
+    wait_for(lambda: "PostgreSQL up" in by_id(browser, "dep-postgres").text, what="PostgreSQL up")
+    today = by_id(browser, "panel-today").find_element("css selector", "dl")
+    pids = postgres_pids(servers)
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        wait_for(lambda: "Cannot tell whether Redis and PostgreSQL are up" in
+                 by_id(browser, "banner-warn").text, timeout=15, what="the unknown-state warning")
+        wait_for(lambda: "stale" in today.get_attribute("class"), what="today's figures greyed")
+        assert not by_id(browser, "banner-producer").is_displayed()
+        age = by_id(browser, "panel-paths").find_element("css selector", ".age")
+        assert "STALE" not in age.text, age.text        # /api/stream_metrics: no database
+        before = figure(browser, "stream-requests")
+        stack.post("/upload_health_data_v2", {"deviceSn": "HUNG-PG-1", "heartRate": 70})
+        wait_for(lambda: figure(browser, "stream-requests") == str(int(before) + 1),
+                 what="the path figures still live")
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+    wait_for(lambda: "Cannot tell" not in by_id(browser, "banner-warn").text, timeout=30,
+             what="the warning to clear once PostgreSQL answers")
+    wait_for(lambda: "stale" not in today.get_attribute("class"), timeout=15, what="fresh today")
 
 
 def test_page_without_chartjs_says_so_and_still_shows_figures(stack, browser):

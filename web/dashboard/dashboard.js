@@ -2,7 +2,9 @@
  *
  * Every second the page reads the producer's public JSON endpoints, one
  * request each (a request still running from the previous second is not
- * sent again, so a slow endpoint never piles up), and redraws:
+ * sent again, so a slow endpoint never piles up), and redraws each part as
+ * its own answer arrives (so one slow endpoint never holds back, nor later
+ * overwrites, the others):
  *
  *   /api/health, /api/stream_health   what is down (banner), breakers
  *   /api/stream_metrics               per path figures and the charts
@@ -25,6 +27,8 @@
     const REFRESH_MS = 1000;
     const WINDOW_MS = 10 * 60 * 1000;       /* the charts' rolling window */
     const FETCH_TIMEOUT_MS = 4000;
+    const ADMIN_TIMEOUT_MS = 15000;         /* a ratio change waits on Redis and PostgreSQL */
+    const P95_WINDOW = 10;                  /* the p95 line: over the last 10 samples (s) */
     const STALE_AFTER_MS = 5000;            /* no good answer for this long: stale */
     const TOKEN_KEY = 'ljwx.adminToken';    /* sessionStorage only */
     const MAX_CONSUMERS_SHOWN = 20;
@@ -43,11 +47,13 @@
     const state = {
         inflight: {},           /* source -> true while its request runs */
         lastOk: {},             /* source -> Date of the last usable answer */
+        reached: {},            /* source -> whether its last request got an HTTP answer */
+        lastAnswer: null,       /* Date of the last HTTP answer from any endpoint */
         latest: {},             /* source -> last usable body */
         problem: {},            /* source -> why the last request failed, or '' */
         unreachableSince: null, /* Date, while no endpoint answers at all */
-        prevMetrics: null,      /* previous /api/stream_metrics body, for rates */
-        samples: [],            /* {t, rps: [s, l], p95: [s, l], err: [s, l]} */
+        recentMetrics: [],      /* the last P95_WINDOW + 1 /api/stream_metrics bodies */
+        samples: [],            /* {t, mono, rps: [s, l], p95: [s, l], err: [s, l]} */
         charts: null,
         currentRatio: null,
     };
@@ -120,10 +126,11 @@
      * Fetching
      * ------------------------------------------------------------------ */
 
-    /* Resolves to {reached, ok, status, body, text}; never rejects. */
-    async function request(url, options) {
+    /* Resolves to {reached, ok, status, body, text, timedOut}; never rejects. */
+    async function request(url, options, timeoutMs) {
+        const limit = timeoutMs || FETCH_TIMEOUT_MS;
         const ctl = new AbortController();
-        const timer = setTimeout(function () { ctl.abort(); }, FETCH_TIMEOUT_MS);
+        const timer = setTimeout(function () { ctl.abort(); }, limit);
         const opts = Object.assign({cache: 'no-store', credentials: 'omit', signal: ctl.signal},
                                    options || {});
 
@@ -137,12 +144,14 @@
             } catch (e) {
                 body = null;
             }
-            return {reached: true, ok: resp.ok, status: resp.status, body: body, text: text};
+            return {reached: true, ok: resp.ok, status: resp.status, body: body, text: text,
+                    timedOut: false};
         } catch (e) {
-            return {reached: false, ok: false, status: 0, body: null,
-                    text: e && e.name === 'AbortError'
-                        ? 'no answer within ' + FETCH_TIMEOUT_MS / 1000 + ' s'
-                        : 'producer unreachable'};
+            const timedOut = !!e && e.name === 'AbortError';
+
+            return {reached: false, ok: false, status: 0, body: null, timedOut: timedOut,
+                    text: timedOut ? 'no answer within ' + limit / 1000 + ' s'
+                                   : 'producer unreachable'};
         } finally {
             clearTimeout(timer);
         }
@@ -197,53 +206,68 @@
                now - state.lastOk[name] <= STALE_AFTER_MS;
     }
 
-    async function tick() {
-        const names = Object.keys(SOURCES).filter(function (n) { return !state.inflight[n]; });
-        const results = await Promise.all(names.map(async function (n) {
-            state.inflight[n] = true;
-            try {
-                return [n, await request(SOURCES[n])];
-            } finally {
-                state.inflight[n] = false;
-            }
-        }));
-        const now = new Date();
-        const got = {};
-        let reached = 0;
-
-        results.forEach(function (pair) {
-            got[pair[0]] = accept(pair[0], pair[1], now);
-            if (pair[1].reached)
-                reached++;
-        });
-        if (results.length > 0 && reached === 0)
-            state.unreachableSince = state.unreachableSince || now;
-        else if (reached > 0)
+    /* The producer counts as unreachable once every endpoint's last request
+     * got no HTTP answer; any answer clears it. */
+    function noteReach(name, r, now) {
+        state.reached[name] = r.reached;
+        if (r.reached) {
+            state.lastAnswer = now;
             state.unreachableSince = null;
-        render(now, got);
+        } else if (Object.keys(SOURCES).every(function (n) { return state.reached[n] === false; })) {
+            state.unreachableSince = state.unreachableSince || now;
+        }
+    }
+
+    /* Asks one endpoint, unless its previous request still runs, and draws
+     * what it answered as soon as it arrives. */
+    function poll(name) {
+        if (state.inflight[name])
+            return;
+        state.inflight[name] = true;
+        request(SOURCES[name]).then(function (r) {
+            const now = new Date();
+
+            state.inflight[name] = false;
+            noteReach(name, r, now);
+            renderSource(name, accept(name, r, now), now);
+            renderStatus(now);
+        });
+    }
+
+    function tick() {
+        Object.keys(SOURCES).forEach(poll);
+        renderStatus(new Date());   /* ages move on even while nothing answers */
     }
 
     /* ------------------------------------------------------------------
      * Rendering
      * ------------------------------------------------------------------ */
 
-    function render(now, got) {
-        if ('stream_metrics' in got)
-            addSample(now, got.stream_metrics ? state.latest.stream_metrics : null);
-        if (got.stream_metrics)
-            renderPaths(state.latest.stream_metrics);
-        if (got.ratio)
-            renderRatio(state.latest.ratio);
-        if (got.stats)
-            renderStats(state.latest.stats);
-        if (got.stream_stats)
-            renderStreams(state.latest.stream_stats);
+    function renderSource(name, ok, now) {
+        const body = state.latest[name];
+
+        if (name === 'stream_metrics')
+            addSample(now, ok ? body : null);
+        if (!ok)
+            return;
+        if (name === 'stream_metrics')
+            renderPaths(body);
+        else if (name === 'ratio')
+            renderRatio(body);
+        else if (name === 'stats')
+            renderStats(body);
+        else if (name === 'stream_stats')
+            renderStreams(body);
+    }
+
+    /* What depends on every source: the header, the banners, stale marks. */
+    function renderStatus(now) {
         renderDeps(now);
         renderBanners(now);
         markStale(now);
         $('updated').textContent = state.unreachableSince
             ? 'no answer since ' + clock(state.unreachableSince)
-            : 'refreshed ' + clock(now);
+            : state.lastAnswer ? 'refreshed ' + clock(state.lastAnswer) : 'waiting for the producer';
     }
 
     function dependencies(now) {
@@ -331,6 +355,12 @@
                 warn.push('Circuit breaker for ' + k + ' is ' + String(b[k].state).replace('_', '-') +
                           ' (next probe in ' + fmtIdle(b[k].retry_in_ms) + ').');
         });
+        if (!state.unreachableSince && !isFresh('health', now) &&
+            (state.problem.health || state.lastOk.health))
+            warn.push('Cannot tell whether Redis and PostgreSQL are up: /api/health ' +
+                      (state.problem.health || 'has not answered for ' +
+                       Math.round((now - state.lastOk.health) / 1000) + ' s') +
+                      ' (a hung PostgreSQL or Redis looks like this).');
         if (isFresh('stream_stats', now))
             warn.push.apply(warn, idleGroups(state.latest.stream_stats));
         setBanner('banner-warn', warn.length ? 'Attention' : '', warn);
@@ -371,18 +401,47 @@
 
     /* -- per path figures and charts ----------------------------------- */
 
-    function sampleOf(now, m, prev) {
-        const s = {t: now, rps: [null, null], p95: [null, null], err: [null, null]};
+    /* The p95 (ms) of the requests between two answers, from the difference
+     * of their histograms; null when none came or the producer restarted. */
+    function windowP95(cur, old) {
+        const le = cur && cur.latency_le_ms;
+        const a = cur && cur.latency_counts;
+        const b = old && old.latency_counts;
+        let total = 0;
+        let seen = 0;
+        let i;
+
+        if (!Array.isArray(le) || !Array.isArray(a) || !Array.isArray(b) || a.length !== b.length)
+            return null;
+        const d = a.map(function (v, k) { return v - b[k]; });
+        if (d.some(function (v) { return v < 0; }))
+            return null;
+        d.forEach(function (v) { total += v; });
+        if (total === 0)
+            return null;
+        for (i = 0; i < d.length; i++) {
+            seen += d[i];
+            if (seen >= Math.ceil(0.95 * total))
+                return le[Math.min(i, le.length - 1)];
+        }
+        return le[le.length - 1];
+    }
+
+    function sampleOf(now, m, prev, windowStart) {
+        const s = {t: now, mono: performance.now(), rps: [null, null], p95: [null, null],
+                   err: [null, null]};
         const dt = m && prev ? m.duration_seconds - prev.duration_seconds : 0;
 
         PATHS.forEach(function (p, i) {
             const cur = m && m.summary && m.summary[p];
             const old = prev && prev.summary && prev.summary[p];
+            const first = windowStart && windowStart.summary && windowStart.summary[p];
             let dn;
 
             if (!cur)
                 return;
-            s.p95[i] = cur.p95_response_time;
+            s.p95[i] = Array.isArray(cur.latency_counts) ? windowP95(cur, first)
+                                                          : cur.p95_response_time;
             if (!old || !(dt > 0) || cur.requests < old.requests)
                 return;     /* first sample, or the producer restarted */
             dn = cur.requests - old.requests;
@@ -393,17 +452,25 @@
     }
 
     function addSample(now, m) {
-        const s = sampleOf(now, m, m ? state.prevMetrics : null);
+        const recent = state.recentMetrics;
+        let s;
 
-        if (m)
-            state.prevMetrics = m;
+        if (m && recent.length && m.duration_seconds < recent[recent.length - 1].duration_seconds)
+            recent.length = 0;      /* the producer restarted: its counters began again */
+        s = sampleOf(now, m, m ? recent[recent.length - 1] : null, m ? recent[0] : null);
+        if (m) {
+            recent.push(m);
+            if (recent.length > P95_WINDOW + 1)
+                recent.shift();
+        }
         state.samples.push(s);
-        while (state.samples.length && now - state.samples[0].t > WINDOW_MS)
+        while (state.samples.length && s.mono - state.samples[0].mono > WINDOW_MS)
             state.samples.shift();
         PATH_IDS.forEach(function (id, i) {
             if (m) {
                 setFigure(id + '-rps', fmtNum(s.rps[i], 1), s.rps[i]);
                 setFigure(id + '-error-rate', fmtNum(s.err[i], 2), s.err[i]);
+                setFigure(id + '-p95', fmtNum(s.p95[i], 1), s.p95[i]);
             }
         });
         updateCharts();
@@ -416,7 +483,6 @@
 
             setFigure(id + '-requests', fmtInt(cur.requests), cur.requests);
             setFigure(id + '-errors', fmtInt(cur.errors), cur.errors);
-            setFigure(id + '-p95', fmtNum(cur.p95_response_time, 1), cur.p95_response_time);
         });
     }
 
@@ -599,17 +665,26 @@
         const token = $('token').value.trim();
         let r;
 
+        if (token && !/^[\x21-\x7e]+$/.test(token)) {
+            showResult('err', what + ' not sent: the admin token may hold only printable ' +
+                       'ASCII characters, no spaces');
+            return;
+        }
         if (token)
             headers.Authorization = 'Bearer ' + token;
         setBusy(true);
         showResult('', what + ': sending…');
         try {
-            r = await request(url, {method: 'POST', headers: headers, body: JSON.stringify(body)});
+            r = await request(url, {method: 'POST', headers: headers, body: JSON.stringify(body)},
+                              ADMIN_TIMEOUT_MS);
         } finally {
             setBusy(false);
         }
         if (r.ok && r.body && r.body.success)
             showResult('ok', what + ' done: ' + r.body.message);
+        else if (r.timedOut)
+            showResult('err', what + ': RESULT UNKNOWN, ' + r.text + '; it may have been ' +
+                       'applied: check the ratio shown before trying again');
         else
             showResult('err', what + ' FAILED: ' + describeFailure(r) +
                        (r.status === 401 ? ' (type the admin token above)' : ''));
