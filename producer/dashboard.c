@@ -174,25 +174,27 @@ int dashboard_owns(const char *path)
     return strncmp(path, "/dashboard", 10) == 0 && (path[10] == '\0' || path[10] == '/');
 }
 
-/* The loaded file for exactly 'path', or NULL. */
+/* The whitelisted file for exactly 'path' (loaded or not), or NULL. */
 static const dash_file *lookup(const char *path)
 {
     size_t i;
 
     for (i = 0; i < N_URLS; i++)
         if (strcmp(urls[i].path, path) == 0)
-            return files[urls[i].file].data ? &files[urls[i].file] : NULL;
+            return &files[urls[i].file];
     return NULL;
 }
 
 void dashboard_serve(http_request *req)
 {
     static const char missing[] = "{\"status\":\"error\",\"message\":\"no such dashboard file\"}";
+    static const char get_only[] = "{\"status\":\"error\",\"message\":\"method not allowed\"}";
     const dash_file *f = lookup(req->path);
 
-    if (f == NULL) {
+    if (f != NULL && req->method != HTTP_GET)
+        http_respond(req, 405, DASH_HEADERS "Allow: GET\r\n", get_only, sizeof(get_only) - 1);
+    else if (f == NULL || f->data == NULL)
         http_respond(req, 404, DASH_HEADERS, missing, sizeof(missing) - 1);
-        return;
-    }
-    http_respond_typed(req, 200, f->type, DASH_HEADERS, f->data, f->len);
+    else
+        http_respond_typed(req, 200, f->type, DASH_HEADERS, f->data, f->len);
 }

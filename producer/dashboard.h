@@ -40,11 +40,13 @@ int dashboard_init(const lj_config *cfg);
 void dashboard_cleanup(void);
 
 /* 1 when 'path' is "/dashboard" or lies under "/dashboard/": the dashboard
- * answers it, with a file or a 404 bearing the same security headers. */
+ * answers it (the router has no other list of its paths), with a file, a
+ * 405 or a 404, all bearing the same security headers. */
 int dashboard_owns(const char *path);
 
-/* Answers 'req' (a GET the router gave to the dashboard): the file mapped
- * to req->path exactly, or 404. The response body is copied by the server. */
+/* Answers 'req', whose path dashboard_owns(): the file mapped to req->path
+ * exactly; 405 (Allow: GET) for another method on a whitelisted path; else
+ * 404. The response body is copied by the server. */
 void dashboard_serve(http_request *req);
 
 #endif

@@ -63,12 +63,6 @@ static void metrics(routes *rt, http_request *req)
     ops_metrics(req);
 }
 
-static void dashboard(routes *rt, http_request *req)
-{
-    (void)rt;
-    dashboard_serve(req);
-}
-
 static const route table[] = {
     {"/upload_health_data_v2", HTTP_POST, STATS_R_HEALTH_V2, health_v2},
     {"/upload_health_data", HTTP_POST, STATS_R_HEALTH, health},
@@ -84,13 +78,6 @@ static const route table[] = {
     {"/api/stream_metrics", HTTP_GET, STATS_R_STREAM_METRICS, stream_metrics},
     {"/api/stats", HTTP_GET, STATS_R_API_STATS, api_stats},
     {"/metrics", HTTP_GET, STATS_R_METRICS, metrics},
-    /* The page's files; any other /dashboard/... path is the dashboard's 404. */
-    {"/dashboard", HTTP_GET, STATS_R_DASHBOARD, dashboard},
-    {"/dashboard/", HTTP_GET, STATS_R_DASHBOARD, dashboard},
-    {"/dashboard/index.html", HTTP_GET, STATS_R_DASHBOARD, dashboard},
-    {"/dashboard/dashboard.js", HTTP_GET, STATS_R_DASHBOARD, dashboard},
-    {"/dashboard/dashboard.css", HTTP_GET, STATS_R_DASHBOARD, dashboard},
-    {"/dashboard/chart.js", HTTP_GET, STATS_R_DASHBOARD, dashboard},
 };
 
 #define N_ROUTES (sizeof(table) / sizeof(table[0]))
@@ -141,6 +128,11 @@ void route_request(http_request *req, void *arg)
 
     if (route_trace(arg, req))
         return;
+    if (dashboard_owns(req->path)) {    /* its own whitelist, 404 and 405 */
+        req->route = STATS_R_DASHBOARD;
+        dashboard_serve(req);
+        return;
+    }
     for (i = 0; i < N_ROUTES; i++) {
         if (strcmp(table[i].path, req->path) != 0)
             continue;
@@ -152,12 +144,8 @@ void route_request(http_request *req, void *arg)
         path_known = 1;
     }
     req->route = STATS_R_OTHER;
-    if (path_known) {
+    if (path_known)
         not_allowed(req);
-    } else if (dashboard_owns(req->path)) {
-        req->route = STATS_R_DASHBOARD;
-        dashboard_serve(req);   /* 404 with the dashboard's security headers */
-    } else {
+    else
         http_respond_error(req, 404, "no such endpoint");
-    }
 }
