@@ -10,6 +10,7 @@ WARN    := -std=c11 -Wall -Wextra -Werror
 CFLAGS_COMMON := $(WARN) -D_DEFAULT_SOURCE -g -MMD -MP -Icommon $(PKG_CFLAGS)
 CFLAGS_REL    := $(CFLAGS_COMMON) -O2
 CFLAGS_ASAN   := $(CFLAGS_COMMON) -O1 -fno-omit-frame-pointer -fsanitize=address,undefined \
+                 -DLJ_TEST_HOOKS \
                  -fno-sanitize-recover=undefined
 LDFLAGS_ASAN  := -fsanitize=address,undefined
 

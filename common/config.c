@@ -40,6 +40,9 @@ static const cfg_option options[] = {
     CFG_INT("addr_rate", "LJ_ADDR_RATE", addr_rate, "0", 0, 1000000, CFG_PRODUCER,
             "uploads per second per client address (429 above); 0: off (watches share "
             "carrier NAT addresses)"),
+    CFG_INT("alert_stream_maxlen", "LJ_ALERT_STREAM_MAXLEN", alert_stream_maxlen, "100000", 100,
+            1000000000, CFG_BOTH,
+            "alert_stream is trimmed to about this many entries (t_alert_info keeps every alert)"),
     CFG_INT("batch_adaptive", "LJ_BATCH_ADAPTIVE", batch_adaptive, "1", 0, 1, CFG_CONSUMER,
             "1: each read's COUNT follows lag and commit time between --batch-min and "
             "--batch-size; 0: always --batch-size"),
@@ -68,6 +71,9 @@ static const cfg_option options[] = {
     CFG_INT("claim_idle_ms", "LJ_CLAIM_IDLE_MS", claim_idle_ms, "60000", 1000, 86400000,
             CFG_CONSUMER, "entries pending this long on another consumer are taken over "
             "(keep it well above the PostgreSQL statement timeout)"),
+    CFG_INT("dead_stream_maxlen", "LJ_DEAD_STREAM_MAXLEN", dead_stream_maxlen, "10000", 100,
+            1000000000, CFG_CONSUMER,
+            "each <stream>:dead is trimmed to about this many entries (t_dead_letter keeps all)"),
     CFG_INT("device_burst", "LJ_DEVICE_BURST", device_burst, "20", 1, 1000000, CFG_PRODUCER,
             "uploads one device may send at once above --device-rate"),
     CFG_INT("device_rate", "LJ_DEVICE_RATE", device_rate, "0", 0, 1000000, CFG_PRODUCER,
@@ -99,7 +105,7 @@ static const cfg_option options[] = {
     CFG_INT("max_connections", "LJ_MAX_CONNECTIONS", max_connections, "16384", 1, 1000000,
             CFG_PRODUCER, "open connections at most; more wait in the listen backlog"),
     CFG_INT("max_deliveries", "LJ_MAX_DELIVERIES", max_deliveries, "5", 1, 1000, CFG_CONSUMER,
-            "an entry delivered more often than this goes to the dead-letter stream"),
+            "an entry on which workers crashed this often is dead-lettered (outages never count)"),
     CFG_INT("max_depth", "LJ_MAX_DEPTH", max_depth, "32", 1, 1000, CFG_PRODUCER,
             "deepest JSON nesting (400 above)"),
     CFG_INT("max_inflight", "LJ_MAX_INFLIGHT", max_inflight, "4096", 0, 10000000, CFG_PRODUCER,

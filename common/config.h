@@ -29,6 +29,7 @@ typedef struct lj_config {
     char stream_prefix[64];
     int tz_offset_min;
     int enrich_ttl_ms;
+    int alert_stream_maxlen;
     /* producer */
     char http_host[64];
     int http_port;
@@ -69,6 +70,7 @@ typedef struct lj_config {
     int device_workers;
     int event_workers;
     int max_deliveries;
+    int dead_stream_maxlen;
     int claim_idle_ms;
     int upkeep_interval_ms;
     int stale_consumer_ms;

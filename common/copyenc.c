@@ -63,7 +63,7 @@ int copyenc_health_row(lj_buf *out, const rec_health *r, const copyenc_owner *ow
 
     if (owner == NULL)
         owner = &nobody;
-    rec_format_ts(r->ts_ms, ts, sizeof(ts));
+    rec_format_ts_us(r->ts_ms, r->ts_us, ts, sizeof(ts));
     if (put_str(out, r->device_sn) != 0 || put_str(out, ts) != 0 ||
         put_id(out, owner->user_id) != 0 || put_id(out, owner->customer_id) != 0 ||
         put_id(out, owner->org_id) != 0)

@@ -77,6 +77,12 @@ int pg_exec(PGconn *c, const char *sql)
     return check_result(c, PQexec(c, sql), PGRES_COMMAND_OK, "exec");
 }
 
+int pg_exec_params(PGconn *c, const char *sql, int n, const char *const *params)
+{
+    return check_result(c, PQexecParams(c, sql, n, NULL, params, NULL, NULL, 0),
+                        PGRES_COMMAND_OK, "exec");
+}
+
 static int copy_in(PGconn *c, const char *copy_sql, const char *data, size_t len, int quiet)
 {
     int rc;

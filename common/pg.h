@@ -23,6 +23,10 @@ PGconn *pg_connect(const char *dsn, const char *app, char *err, size_t errlen);
 /* Runs one parameterless command. 0, or a failure as pg_failure() (logged). */
 int pg_exec(PGconn *c, const char *sql);
 
+/* Runs 'sql' with 'n' text parameters (NULL: SQL NULL), expecting no rows.
+ * Errors as pg_exec(). */
+int pg_exec_params(PGconn *c, const char *sql, int n, const char *const *params);
+
 /* Runs 'copy_sql' ("COPY ... FROM STDIN") and sends 'len' bytes of 'data'.
  * Returns 0 or an error as pg_exec(). */
 int pg_copy_in(PGconn *c, const char *copy_sql, const char *data, size_t len);

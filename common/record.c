@@ -152,7 +152,8 @@ static unsigned days_in_month(int y, unsigned m)
     return m == 2 && leap ? 29 : days[m - 1];
 }
 
-void rec_format_ts(int64_t ts_ms, char *out, size_t outlen)
+/* 'us' 1000 or more: milliseconds only. */
+static void format_ts(int64_t ts_ms, unsigned us, char *out, size_t outlen)
 {
     /* Floor division, so times before 1970 still print a valid clock. */
     int64_t secs = ts_ms >= 0 ? ts_ms / 1000 : -((-(ts_ms + 1)) / 1000) - 1;
@@ -164,8 +165,43 @@ void rec_format_ts(int64_t ts_ms, char *out, size_t outlen)
     unsigned d;
 
     civil_from_days(days, &y, &m, &d);
-    snprintf(out, outlen, "%04d-%02u-%02u %02d:%02d:%02d.%03d+00", y, m, d, (int)(sod / 3600),
-             (int)(sod / 60 % 60), (int)(sod % 60), ms);
+    if (us < 1000)
+        snprintf(out, outlen, "%04d-%02u-%02u %02d:%02d:%02d.%03d%03u+00", y, m, d,
+                 (int)(sod / 3600), (int)(sod / 60 % 60), (int)(sod % 60), ms, us);
+    else
+        snprintf(out, outlen, "%04d-%02u-%02u %02d:%02d:%02d.%03d+00", y, m, d,
+                 (int)(sod / 3600), (int)(sod / 60 % 60), (int)(sod % 60), ms);
+}
+
+void rec_format_ts(int64_t ts_ms, char *out, size_t outlen)
+{
+    format_ts(ts_ms, 1000, out, outlen);
+}
+
+void rec_format_ts_us(int64_t ts_ms, unsigned us, char *out, size_t outlen)
+{
+    format_ts(ts_ms, us == 0 ? 1000 : us % 1000, out, outlen);
+}
+
+size_t rec_batch_stamp(rec_batch *b, int64_t first_us)
+{
+    size_t i;
+    size_t k = 0;
+
+    for (i = 0; i < b->n; i++) {
+        rec_health *r = &b->recs[i];
+
+        if (!r->ts_server)
+            continue;
+        if (first_us > 0) {
+            int64_t t = first_us + (int64_t)k;
+
+            r->ts_ms = t / 1000;
+            r->ts_us = (uint16_t)(t % 1000);
+        }
+        k++;
+    }
+    return k;
 }
 
 /* ------------------------------------------------------------------------
@@ -518,6 +554,7 @@ static int parse_record(const cJSON *obj, const rec_opts *o, rec_health *out, ch
     if (!cJSON_IsObject(obj))
         return reject(reason, "record must be a JSON object");
     index_record(obj, &ix);
+    out->ts_server = ix.v[K_TIMESTAMP] == NULL || cJSON_IsNull(ix.v[K_TIMESTAMP]);
     if (parse_device(&ix, out, reason) != 0 ||
         read_ts_value(ix.v[K_TIMESTAMP], o, &out->ts_ms, reason) != 0 ||
         parse_source(&ix, out, reason) != 0)
@@ -889,7 +926,8 @@ static int record_to_json(const rec_health *r, lj_buf *out)
 
     if (lj_buf_puts(out, "{\"device_sn\":") != 0 ||
         lj_buf_json_str(out, r->device_sn, strlen(r->device_sn)) != 0 ||
-        lj_buf_puts(out, ",\"ts\":") != 0 || lj_buf_int(out, r->ts_ms) != 0)
+        lj_buf_puts(out, ",\"ts\":") != 0 || lj_buf_int(out, r->ts_ms) != 0 ||
+        (r->ts_us && (lj_buf_puts(out, ",\"ts_us\":") != 0 || lj_buf_int(out, r->ts_us) != 0)))
         return LJ_ENOMEM;
     for (f = 0; f < REC_NUM_FIELDS; f++) {
         if (!(r->present & (1u << f)))
@@ -940,6 +978,7 @@ static int string_item(const cJSON *obj, const char *key, char *dst, size_t max)
 static int record_from_json(const cJSON *obj, rec_health *r)
 {
     const cJSON *ts;
+    const cJSON *us;
     const cJSON *sleep;
     int f;
 
@@ -953,6 +992,13 @@ static int record_from_json(const cJSON *obj, rec_health *r)
         ts->valuedouble < TS_MIN_MS || ts->valuedouble >= TS_MAX_MS)
         return -1;
     r->ts_ms = (int64_t)ts->valuedouble;
+    us = cJSON_GetObjectItemCaseSensitive(obj, "ts_us");
+    if (us != NULL) {
+        if (!cJSON_IsNumber(us) || us->valuedouble != floor(us->valuedouble) ||
+            us->valuedouble < 0 || us->valuedouble > 999)
+            return -1;
+        r->ts_us = (uint16_t)us->valuedouble;
+    }
     for (f = 0; f < REC_NUM_FIELDS; f++) {
         const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, fields[f].column);
         double d;

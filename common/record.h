@@ -60,6 +60,8 @@ int rec_field_is_int(rec_field f);
 typedef struct rec_health {
     char device_sn[REC_SN_MAX + 1];
     int64_t ts_ms;                  /* reading time, ms since the epoch, UTC */
+    uint16_t ts_us;                 /* and microseconds past it (0..999) */
+    uint8_t ts_server;              /* no timestamp was sent: the receive time */
     uint32_t present;               /* bit (1u << f) set when num[f] holds a value */
     double num[REC_NUM_FIELDS];     /* integers are held exactly (|v| < 2^31) */
     char *sleep;                    /* owned UTF-8 text, or NULL when absent */
@@ -154,5 +156,15 @@ int rec_is_token(const char *s, size_t max);
 
 /* Formats 'ts_ms' as "YYYY-MM-DD HH:MM:SS.mmm+00" into 'out' (>= 32 bytes). */
 void rec_format_ts(int64_t ts_ms, char *out, size_t outlen);
+/* The same with 'us' microseconds past it: "...SS.mmmuuu+00" (>= 40 bytes);
+ * as rec_format_ts() when 'us' is 0. */
+void rec_format_ts_us(int64_t ts_ms, unsigned us, char *out, size_t outlen);
+
+/* Records that came without a timestamp all read the receive time; the
+ * key (device_sn, ts) would make all but one of them duplicates. So each
+ * gets an instant of its own: 'first_us' (microseconds since the epoch),
+ * the next one 1 us later, and so on, in upload order. Returns how many
+ * records that was (call with 'first_us' 0 to count only). */
+size_t rec_batch_stamp(rec_batch *b, int64_t first_us);
 
 #endif

@@ -50,7 +50,8 @@ static const char copy_sql[] =
     " alert_type, alert_value, level, alert_time, stream_id)"                           \
     " SELECT * FROM hit ON CONFLICT DO NOTHING"                                         \
     " RETURNING id, device_sn, alert_type, alert_value, level, alert_time, user_id)"    \
-    "SELECT (SELECT count(*) FROM ins), al.id, al.device_sn, al.alert_type, al.alert_value," \
+    "SELECT (SELECT count(*) FROM ins), (SELECT count(DISTINCT stream_id) FROM ins),"      \
+    " al.id, al.device_sn, al.alert_type, al.alert_value,"                              \
     " al.level, to_char(al.alert_time AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')," \
     " al.user_id"                                                                       \
     " FROM (SELECT 1) one LEFT JOIN al ON true"
@@ -69,13 +70,16 @@ static const char merge_sql[] =
     ALERTS_FROM_INS;
 
 /* The direct path: the batch was COPYed straight into the table, every row
- * is new; its rows are found again by their stream entry IDs. */
+ * is new; its rows are found again by their keys (device_sn, ts), which
+ * are unique whatever stream they came from, within the batch's time range
+ * (so only the partitions it touched are probed). */
 static const char direct_copy_sql[] =
     "COPY t_user_health_data (" COPYENC_HEALTH_COLUMNS ") FROM STDIN";
 
 static const char direct_alerts_sql[] =
     "WITH ins AS (SELECT " INS_COLUMNS " FROM t_user_health_data"
-    " WHERE stream_id = ANY($1::varchar[])),"
+    " WHERE (device_sn, ts) IN (SELECT * FROM unnest($1::varchar[], $2::timestamptz[]))"
+    " AND ts >= $3::timestamptz AND ts <= $4::timestamptz),"
     ALERTS_FROM_INS;
 
 int store_prepare(PGconn *pg)
@@ -90,10 +94,11 @@ void store_stats_cleanup(store_stats *st)
     st->nalerts = 0;
 }
 
-void store_alert_argv(const char *stream, const store_alert *a, store_alert_text *t,
+void store_alert_argv(const char *stream, int maxlen, const store_alert *a, store_alert_text *t,
                       const char *argv[STORE_ALERT_ARGC])
 {
-    const char *v[STORE_ALERT_ARGC] = {"XADD", stream, "*", "alert_id", t->id,
+    const char *v[STORE_ALERT_ARGC] = {"XADD", stream, "MAXLEN", "~", t->maxlen, "*",
+                                       "alert_id", t->id,
                                        "device_sn", a->device_sn, "user_id", t->user,
                                        "alert_type", a->alert_type, "value", t->value,
                                        "level", a->level, "time", a->time};
@@ -101,6 +106,7 @@ void store_alert_argv(const char *stream, const store_alert *a, store_alert_text
     snprintf(t->id, sizeof(t->id), "%lld", (long long)a->id);
     snprintf(t->user, sizeof(t->user), "%lld", (long long)a->user_id);
     snprintf(t->value, sizeof(t->value), "%.15g", a->value);
+    snprintf(t->maxlen, sizeof(t->maxlen), "%d", maxlen);
     memcpy(argv, v, sizeof(v));
 }
 
@@ -161,17 +167,18 @@ static int encode_items(lj_buf *out, const store_item *items, size_t n,
 
 static void read_alert(const PGresult *r, int row, store_alert *a)
 {
-    a->id = strtoll(PQgetvalue(r, row, 1), NULL, 10);
-    snprintf(a->device_sn, sizeof(a->device_sn), "%s", PQgetvalue(r, row, 2));
-    snprintf(a->alert_type, sizeof(a->alert_type), "%s", PQgetvalue(r, row, 3));
-    a->value = PQgetisnull(r, row, 4) ? 0 : strtod(PQgetvalue(r, row, 4), NULL);
-    snprintf(a->level, sizeof(a->level), "%s", PQgetvalue(r, row, 5));
-    snprintf(a->time, sizeof(a->time), "%s", PQgetvalue(r, row, 6));
-    a->user_id = PQgetisnull(r, row, 7) ? 0 : strtoll(PQgetvalue(r, row, 7), NULL, 10);
+    a->id = strtoll(PQgetvalue(r, row, 2), NULL, 10);
+    snprintf(a->device_sn, sizeof(a->device_sn), "%s", PQgetvalue(r, row, 3));
+    snprintf(a->alert_type, sizeof(a->alert_type), "%s", PQgetvalue(r, row, 4));
+    a->value = PQgetisnull(r, row, 5) ? 0 : strtod(PQgetvalue(r, row, 5), NULL);
+    snprintf(a->level, sizeof(a->level), "%s", PQgetvalue(r, row, 6));
+    snprintf(a->time, sizeof(a->time), "%s", PQgetvalue(r, row, 7));
+    a->user_id = PQgetisnull(r, row, 8) ? 0 : strtoll(PQgetvalue(r, row, 8), NULL, 10);
 }
 
-/* Reads a result of the shape (inserted count, alert columns...): adds the
- * count to 'st' and appends the alerts of its rows. */
+/* Reads a result of the shape (inserted rows, entries with a new row,
+ * alert columns...): adds the counts to 'st' and appends the alerts of its
+ * rows. */
 static int collect(const PGresult *r, store_stats *st)
 {
     int rows = PQntuples(r);
@@ -181,7 +188,8 @@ static int collect(const PGresult *r, store_stats *st)
     if (rows == 0)
         return 0;
     st->inserted += (size_t)strtoull(PQgetvalue(r, 0, 0), NULL, 10);
-    if (PQgetisnull(r, 0, 1))
+    st->entries_new += (size_t)strtoull(PQgetvalue(r, 0, 1), NULL, 10);
+    if (PQgetisnull(r, 0, 2))
         return 0;
     grown = realloc(st->alerts, (st->nalerts + (size_t)rows) * sizeof(*grown));
     if (grown == NULL)
@@ -254,18 +262,54 @@ static int staging_body(PGconn *pg, const health_job *job, store_stats *st)
     return take_result(pg, PQexec(pg, merge_sql), st, "merge");
 }
 
-/* "{id,id,...}": stream entry IDs are digits and a dash, safe in an array
- * literal, which travels as a parameter anyway. */
-static int stream_id_array(const health_job *job, lj_buf *out)
-{
-    size_t i;
+/* The batch's keys as two array literals, {sn,...} and {ts,...}, with the
+ * earliest and latest reading time. Serials are printable ASCII without
+ * spaces; quoted and escaped all the same (they travel as parameters). */
+typedef struct key_arrays {
+    lj_buf sns;
+    lj_buf tss;
+    char lo[40];
+    char hi[40];
+} key_arrays;
 
-    if (lj_buf_puts(out, "{") != 0)
+static int put_quoted(lj_buf *out, const char *v)
+{
+    if (lj_buf_puts(out, "\"") != 0)
+        return LJ_ENOMEM;
+    for (; *v; v++)
+        if (((*v == '"' || *v == '\\') && lj_buf_puts(out, "\\") != 0) ||
+            lj_buf_append(out, v, 1) != 0)
+            return LJ_ENOMEM;
+    return lj_buf_puts(out, "\"");
+}
+
+static int key_arrays_build(const health_job *job, key_arrays *k)
+{
+    int64_t lo = INT64_MAX;
+    int64_t hi = INT64_MIN;
+    size_t i;
+    size_t j;
+    int first = 1;
+
+    if (lj_buf_puts(&k->sns, "{") != 0 || lj_buf_puts(&k->tss, "{") != 0)
         return LJ_ENOMEM;
     for (i = 0; i < job->n; i++)
-        if ((i && lj_buf_puts(out, ",") != 0) || lj_buf_puts(out, job->items[i].stream_id) != 0)
-            return LJ_ENOMEM;
-    return lj_buf_puts(out, "}");
+        for (j = 0; j < job->items[i].n; j++, first = 0) {
+            const rec_health *r = &job->items[i].recs[j];
+            char ts[40];
+
+            rec_format_ts_us(r->ts_ms, r->ts_us, ts, sizeof(ts));
+            if ((!first && (lj_buf_puts(&k->sns, ",") != 0 || lj_buf_puts(&k->tss, ",") != 0)) ||
+                put_quoted(&k->sns, r->device_sn) != 0 || put_quoted(&k->tss, ts) != 0)
+                return LJ_ENOMEM;
+            lo = r->ts_ms < lo ? r->ts_ms : lo;
+            hi = r->ts_ms > hi ? r->ts_ms : hi;
+        }
+    rec_format_ts(lo, k->lo, sizeof(k->lo));
+    rec_format_ts(hi + 1, k->hi, sizeof(k->hi));    /* the last ms's microseconds too */
+    if (lj_buf_puts(&k->sns, "}") != 0 || lj_buf_puts(&k->tss, "}") != 0)
+        return LJ_ENOMEM;
+    return 0;
 }
 
 /* SPEC §5.1's faster variant: COPY straight into the table under a
@@ -275,8 +319,8 @@ static int stream_id_array(const health_job *job, lj_buf *out)
  * staging path, which skips duplicates and names the refused entry. */
 static int direct_body(PGconn *pg, const health_job *job, store_stats *st)
 {
-    lj_buf ids;
-    const char *params[1];
+    key_arrays keys;
+    const char *params[4];
     int rc;
 
     if ((rc = pg_exec(pg, "SAVEPOINT direct")) != 0)
@@ -289,15 +333,18 @@ static int direct_body(PGconn *pg, const health_job *job, store_stats *st)
     }
     if (rc != 0)
         return rc;
-    lj_buf_init(&ids);
-    if (stream_id_array(job, &ids) != 0) {
-        lj_buf_cleanup(&ids);
-        return LJ_ENOMEM;
+    lj_buf_init(&keys.sns);
+    lj_buf_init(&keys.tss);
+    if ((rc = key_arrays_build(job, &keys)) == 0) {
+        params[0] = keys.sns.data;
+        params[1] = keys.tss.data;
+        params[2] = keys.lo;
+        params[3] = keys.hi;
+        rc = take_result(pg, PQexecParams(pg, direct_alerts_sql, 4, NULL, params, NULL, NULL, 0),
+                         st, "alerts");
     }
-    params[0] = ids.data;
-    rc = take_result(pg, PQexecParams(pg, direct_alerts_sql, 1, NULL, params, NULL, NULL, 0), st,
-                     "alerts");
-    lj_buf_cleanup(&ids);
+    lj_buf_cleanup(&keys.sns);
+    lj_buf_cleanup(&keys.tss);
     return rc;
 }
 
@@ -380,8 +427,9 @@ static const char *id_param(int64_t id, char *buf, size_t len)
  * and only a new report may move the latest state (never backwards). */
 static const char device_sql[] =
     "WITH h AS ("
-    " INSERT INTO t_device_info_history (device_sn, info, report_time, stream_id)"
-    " VALUES ($1, $2::jsonb, $3::timestamptz, $4) ON CONFLICT (stream_id) DO NOTHING"
+    " INSERT INTO t_device_info_history (device_sn, info, report_time, stream_id, stream)"
+    " VALUES ($1, $2::jsonb, $3::timestamptz, $4, $11)"
+    " ON CONFLICT (stream, stream_id) DO NOTHING"
     " RETURNING device_sn),"
     "latest AS ("
     " INSERT INTO t_device_info (device_sn, info, battery_level, wear_state, firmware_version,"
@@ -394,9 +442,10 @@ static const char device_sql[] =
     " customer_id = EXCLUDED.customer_id, org_id = EXCLUDED.org_id,"
     " stream_id = EXCLUDED.stream_id, report_time = EXCLUDED.report_time, update_time = now()"
     " WHERE t_device_info.report_time <= EXCLUDED.report_time)"
-    "SELECT (SELECT count(*) FROM h), NULL";
+    "SELECT (SELECT count(*) FROM h), (SELECT count(*) FROM h), NULL";
 
 typedef struct report_job {
+    const char *stream;
     const void *reps;
     const char *const *stream_ids;
     const copyenc_owner *owners;
@@ -414,7 +463,7 @@ static int device_body(PGconn *pg, const void *arg, store_stats *st)
         char ts[40];
         char battery[16];
         char ids[3][24];
-        const char *params[10];
+        const char *params[11];
 
         rec_format_ts(d[i].ts_ms, ts, sizeof(ts));
         snprintf(battery, sizeof(battery), "%d", d[i].battery_level);
@@ -428,7 +477,8 @@ static int device_body(PGconn *pg, const void *arg, store_stats *st)
         params[7] = id_param(job->owners[i].user_id, ids[0], sizeof(ids[0]));
         params[8] = id_param(job->owners[i].customer_id, ids[1], sizeof(ids[1]));
         params[9] = id_param(job->owners[i].org_id, ids[2], sizeof(ids[2]));
-        rc = take_result(pg, PQexecParams(pg, device_sql, 10, NULL, params, NULL, NULL, 0), st,
+        params[10] = job->stream;
+        rc = take_result(pg, PQexecParams(pg, device_sql, 11, NULL, params, NULL, NULL, 0), st,
                          "device info");
     }
     return rc;
@@ -453,7 +503,8 @@ static const char event_sql[] =
     " LIMIT 1) r"
     " ON CONFLICT DO NOTHING"
     " RETURNING id, device_sn, alert_type, alert_value, level, alert_time, user_id)"
-    "SELECT (SELECT count(*) FROM ev), al.id, al.device_sn, al.alert_type, al.alert_value,"
+    "SELECT (SELECT count(*) FROM ev), (SELECT count(*) FROM ev),"
+    " al.id, al.device_sn, al.alert_type, al.alert_value,"
     " al.level, to_char(al.alert_time AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'),"
     " al.user_id"
     " FROM (SELECT 1) one LEFT JOIN al ON true";
@@ -485,12 +536,12 @@ static int event_body(PGconn *pg, const void *arg, store_stats *st)
     return rc;
 }
 
-static int store_reports(PGconn *pg, enrich_cache *cache, const void *reps, size_t stride,
-                         const char *first_sn, const char *const *stream_ids, size_t n,
-                         txn_body body, store_stats *st)
+static int store_reports(PGconn *pg, enrich_cache *cache, const char *stream, const void *reps,
+                         size_t stride, const char *first_sn, const char *const *stream_ids,
+                         size_t n, txn_body body, store_stats *st)
 {
     copyenc_owner *owners = calloc(n ? n : 1, sizeof(*owners));
-    report_job job = {reps, stream_ids, owners, n};
+    report_job job = {stream, reps, stream_ids, owners, n};
     int rc;
 
     memset(st, 0, sizeof(*st));
@@ -503,16 +554,17 @@ static int store_reports(PGconn *pg, enrich_cache *cache, const void *reps, size
     return rc;
 }
 
-int store_device_batch(PGconn *pg, enrich_cache *cache, const rep_device *reps,
-                       const char *const *stream_ids, size_t n, store_stats *st)
+int store_device_batch(PGconn *pg, enrich_cache *cache, const char *stream,
+                       const rep_device *reps, const char *const *stream_ids, size_t n,
+                       store_stats *st)
 {
-    return store_reports(pg, cache, reps, sizeof(*reps), n ? reps[0].device_sn : NULL,
+    return store_reports(pg, cache, stream, reps, sizeof(*reps), n ? reps[0].device_sn : NULL,
                          stream_ids, n, device_body, st);
 }
 
 int store_event_batch(PGconn *pg, enrich_cache *cache, const rep_event *evs,
                       const char *const *stream_ids, size_t n, store_stats *st)
 {
-    return store_reports(pg, cache, evs, sizeof(*evs), n ? evs[0].device_sn : NULL,
+    return store_reports(pg, cache, NULL, evs, sizeof(*evs), n ? evs[0].device_sn : NULL,
                          stream_ids, n, event_body, st);
 }

@@ -50,6 +50,7 @@ typedef struct store_alert {
 /* What a stored batch did. Owns 'alerts': release with store_stats_cleanup(). */
 typedef struct store_stats {
     size_t inserted;
+    size_t entries_new;             /* stream entries with at least one new row */
     size_t duplicates;
     size_t unbound;                 /* records of devices bound to nobody */
     store_alert *alerts;
@@ -59,18 +60,20 @@ typedef struct store_stats {
 void store_stats_cleanup(store_stats *st);
 
 /* An alert as the arguments of one XADD to the alert stream (for notifiers):
- *   XADD <stream> * alert_id <id> device_sn <sn> user_id <id> alert_type <t>
- *                   value <v> level <l> time <iso>
- * 'argv' points into 'stream', 'a' and 't' (which holds the numbers' text). */
-#define STORE_ALERT_ARGC 17
+ *   XADD <stream> MAXLEN ~ <maxlen> * alert_id <id> device_sn <sn> user_id <id>
+ *                   alert_type <t> value <v> level <l> time <iso>
+ * The stream is bounded (t_alert_info keeps every alert). 'argv' points
+ * into 'stream', 'a' and 't' (which holds the numbers' text). */
+#define STORE_ALERT_ARGC 20
 
 typedef struct store_alert_text {
     char id[24];
     char user[24];
     char value[32];
+    char maxlen[16];
 } store_alert_text;
 
-void store_alert_argv(const char *stream, const store_alert *a, store_alert_text *t,
+void store_alert_argv(const char *stream, int maxlen, const store_alert *a, store_alert_text *t,
                       const char *argv[STORE_ALERT_ARGC]);
 
 /* Creates this session's staging table. Call once after every connect.
@@ -87,12 +90,14 @@ int store_health_batch(PGconn *pg, enrich_cache *cache, const store_item *items,
                        const char *upload_method, store_stats *st);
 
 /* Stores device status reports in one transaction: each appended to the
- * history (unique stream_id: a redelivered report adds nothing) and, when
- * new, upserted as the device's latest state unless a later report is
- * already there. 'stream_ids'[i] is the entry of reps[i]. Errors as
+ * history (unique by stream and entry ID: a redelivered report adds
+ * nothing, the same ID in another stream is another report) and, when new,
+ * upserted as the device's latest state unless a later report is already
+ * there. 'stream_ids'[i] is the entry of reps[i] in 'stream'. Errors as
  * store_health_batch(). */
-int store_device_batch(PGconn *pg, enrich_cache *cache, const rep_device *reps,
-                       const char *const *stream_ids, size_t n, store_stats *st);
+int store_device_batch(PGconn *pg, enrich_cache *cache, const char *stream,
+                       const rep_device *reps, const char *const *stream_ids, size_t n,
+                       store_stats *st);
 
 /* Stores events in one transaction (unique device, type and time), raising
  * an alert for each new event that an enabled event rule matches (SOS,

@@ -23,6 +23,22 @@ void stream_group(char *out, size_t outlen, const char *prefix, stream_kind kind
     snprintf(out, outlen, "%s%s", prefix ? prefix : "", kinds[kind].group);
 }
 
+void stream_side_key(char *out, size_t outlen, const char *stream, stream_side side)
+{
+    static const char *const suffix[STREAM_SIDES] = {
+        [STREAM_SIDE_DEAD] = ":dead",
+        [STREAM_SIDE_ATTEMPTS] = ":attempts",
+        [STREAM_SIDE_COUNTS] = ":counts",
+    };
+
+    snprintf(out, outlen, "%s%s", stream, suffix[side]);
+}
+
+void stream_alert_name(char *out, size_t outlen, const char *prefix)
+{
+    snprintf(out, outlen, "%salert_stream", prefix ? prefix : "");
+}
+
 const char *stream_message_type(stream_kind kind)
 {
     return kinds[kind].type;

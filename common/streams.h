@@ -30,6 +30,43 @@ const char *stream_message_type(stream_kind kind);
  * unparsable ID compares equal to anything (callers then do nothing). */
 int stream_id_cmp(const char *a, const char *b);
 
+/* Keys that live beside a stream. Each is the stream's name and a suffix,
+ * so with a hash tag in the name they share its Redis Cluster slot:
+ *   <stream>:dead      dead letters (SPEC §5.1)
+ *   <stream>:attempts  hash: entry ID -> attempts that ended in a crash
+ *   <stream>:counts    hash: what the consumers did with its entries
+ *                      (STREAM_COUNT_* fields), for the conservation check */
+typedef enum stream_side {
+    STREAM_SIDE_DEAD = 0,
+    STREAM_SIDE_ATTEMPTS,
+    STREAM_SIDE_COUNTS,
+    STREAM_SIDES
+} stream_side;
+
+#define STREAM_KEY_MAX (STREAM_NAME_MAX + 16)
+
+/* Writes the key 'side' of 'stream' ("health_data_stream:dead") to 'out'. */
+void stream_side_key(char *out, size_t outlen, const char *stream, stream_side side);
+/* Writes prefix + "alert_stream" to 'out'. */
+void stream_alert_name(char *out, size_t outlen, const char *prefix);
+
+/* Fields of a dead-letter entry, before the original entry's own fields. */
+#define STREAM_DEAD_REASON "dead_reason"
+#define STREAM_DEAD_ID "dead_id"
+#define STREAM_DEAD_DELIVERIES "dead_deliveries"
+#define STREAM_DEAD_CONSUMER "dead_consumer"
+
+/* Fields of <stream>:counts: entries acknowledged after a commit that
+ * stored at least one new row, entries whose rows were all stored already,
+ * entries dead-lettered, entries found trimmed while pending. With the
+ * stream's entries-added and its group's pending and lag they make the
+ * conservation identity (docs/reliability.md):
+ *   added = stored + duplicate + dead + gone + pending + lag */
+#define STREAM_COUNT_STORED "stored"
+#define STREAM_COUNT_DUPLICATE "duplicate"
+#define STREAM_COUNT_DEAD "dead"
+#define STREAM_COUNT_GONE "gone"
+
 /* FNV-1a hash of 'n' bytes of 'sn'. */
 uint32_t stream_hash(const char *sn, size_t n);
 

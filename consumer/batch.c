@@ -39,16 +39,14 @@ void batch_cleanup(batch *b)
     batch_init(b, b->kind);
 }
 
-static const redisReply *find_field(const redisReply *fields, const char *name)
+/* The value of field 'name' among the entry's copied fields, or NULL. */
+static const char *find_field(const batch_entry *e, const char *name)
 {
     size_t i;
 
-    for (i = 0; i + 1 < fields->elements; i += 2) {
-        const redisReply *f = fields->element[i];
-
-        if (f->type == REDIS_REPLY_STRING && strcmp(f->str, name) == 0)
-            return fields->element[i + 1];
-    }
+    for (i = 0; i + 1 < e->nfields; i += 2)
+        if (strcmp(e->fields[i], name) == 0)
+            return e->fields[i + 1];
     return NULL;
 }
 
@@ -72,45 +70,70 @@ static int copy_fields(const redisReply *fields, batch_entry *out)
     return 0;
 }
 
-static int decode(stream_kind kind, const redisReply *fields, batch_entry *out)
+#ifdef LJ_TEST_HOOKS
+/* Test builds only: a record of device $LJ_TEST_CRASH_SN crashes the worker
+ * while it decodes, as a bug triggered by one entry's data would. */
+static void crash_hook(const rec_batch *b)
 {
-    const redisReply *payload = find_field(fields, "payload");
-    const redisReply *batch_id;
+    const char *sn = getenv("LJ_TEST_CRASH_SN");
+    size_t i;
 
-    if (payload == NULL || payload->type != REDIS_REPLY_STRING) {
-        out->reason = "entry has no payload";
-        return 0;
+    for (i = 0; sn && *sn && i < b->n; i++)
+        if (strcmp(b->recs[i].device_sn, sn) == 0)
+            abort();
+}
+#else
+#define crash_hook(b) ((void)0)
+#endif
+
+void batch_decode(stream_kind kind, batch_entry *e)
+{
+    const char *payload;
+    const char *batch_id;
+
+    if (e->gone || e->ok)
+        return;
+    if ((payload = find_field(e, "payload")) == NULL) {
+        e->reason = "entry has no payload";
+        return;
     }
     if (kind == STREAM_HEALTH) {
-        rec_batch_init(&out->u.health);
-        if (rec_batch_from_json(payload->str, payload->len, &out->u.health) != 0 ||
-            out->u.health.n == 0) {
-            rec_batch_cleanup(&out->u.health);
-            out->reason = "payload is not a normalised record list";
-            return 0;
+        rec_batch_init(&e->u.health);
+        if (rec_batch_from_json(payload, strlen(payload), &e->u.health) != 0 ||
+            e->u.health.n == 0) {
+            rec_batch_cleanup(&e->u.health);
+            e->reason = "payload is not a normalised record list";
+            return;
         }
-        batch_id = find_field(fields, "batch_id");
-        if (batch_id && batch_id->type == REDIS_REPLY_STRING &&
-            batch_id->len <= REC_BATCH_ID_MAX)
-            memcpy(out->u.health.batch_id, batch_id->str, batch_id->len + 1);
+        crash_hook(&e->u.health);
+        batch_id = find_field(e, "batch_id");
+        if (batch_id && strlen(batch_id) <= REC_BATCH_ID_MAX)
+            memcpy(e->u.health.batch_id, batch_id, strlen(batch_id) + 1);
     } else if (kind == STREAM_DEVICE) {
-        if (rep_device_from_json(payload->str, payload->len, &out->u.device) != 0) {
-            out->reason = "payload is not a normalised device report";
-            return 0;
+        if (rep_device_from_json(payload, strlen(payload), &e->u.device) != 0) {
+            e->reason = "payload is not a normalised device report";
+            return;
         }
-    } else if (rep_event_from_json(payload->str, payload->len, &out->u.event) != 0) {
-        out->reason = "payload is not a normalised event";
-        return 0;
+    } else if (rep_event_from_json(payload, strlen(payload), &e->u.event) != 0) {
+        e->reason = "payload is not a normalised event";
+        return;
     }
-    out->ok = 1;
-    return 0;
+    e->ok = 1;
+    e->reason = NULL;
+}
+
+void batch_decode_all(batch *b)
+{
+    size_t i;
+
+    for (i = 0; i < b->n; i++)
+        batch_decode(b->kind, &b->entries[i]);
 }
 
 /* Reads one [id, [field, value, ...]] entry. */
-static int read_entry(stream_kind kind, const redisReply *e, batch_entry *out)
+static int read_entry(const redisReply *e, batch_entry *out)
 {
     const redisReply *fields;
-    int rc;
 
     if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 ||
         e->element[0]->type != REDIS_REPLY_STRING || e->element[0]->len >= BATCH_ID_MAX)
@@ -124,9 +147,8 @@ static int read_entry(stream_kind kind, const redisReply *e, batch_entry *out)
     }
     if (fields->type != REDIS_REPLY_ARRAY)
         return LJ_EPARSE;
-    if ((rc = copy_fields(fields, out)) != 0)
-        return rc;
-    return decode(kind, fields, out);
+    out->reason = "entry not decoded";
+    return copy_fields(fields, out);
 }
 
 int batch_from_entries(const redisReply *entries, batch *out)
@@ -140,7 +162,7 @@ int batch_from_entries(const redisReply *entries, batch *out)
     if ((out->entries = calloc(entries->elements, sizeof(*out->entries))) == NULL)
         return LJ_ENOMEM;
     for (i = 0; i < entries->elements; i++) {
-        int rc = read_entry(out->kind, entries->element[i], &out->entries[i]);
+        int rc = read_entry(entries->element[i], &out->entries[i]);
 
         out->n = i + 1;     /* cleaned up whatever happened */
         if (rc != 0) {

@@ -1,11 +1,12 @@
 /* batch.h -- turn stream entries into storable batches.
  *
  * Reads the entries of an XREADGROUP or XAUTOCLAIM reply. Each entry keeps
- * a copy of its fields (for the dead-letter stream) and, when its payload
- * reads as the stream's kind, the decoded form. An entry whose payload
- * cannot be read is not 'ok' and carries a reason; an entry whose fields
- * are nil (trimmed while pending) is 'gone'. The batch copies what it keeps,
- * so the reply may be freed afterwards.
+ * a copy of its fields (for the dead-letter stream); an entry whose fields
+ * are nil (trimmed while pending) is 'gone'. Decoding the payload is a step
+ * of its own (batch_decode), so the worker can count an attempt against an
+ * entry before touching its data. A decoded entry whose payload reads as the
+ * stream's kind is 'ok'; one that cannot be read carries a reason. The batch
+ * copies what it keeps, so the reply may be freed afterwards.
  */
 #ifndef LJ_CONSUMER_BATCH_H
 #define LJ_CONSUMER_BATCH_H
@@ -23,10 +24,10 @@
 
 typedef struct batch_entry {
     char id[BATCH_ID_MAX];      /* stream entry ID */
-    int ok;                     /* payload decoded */
+    int ok;                     /* payload decoded (batch_decode) */
     int gone;                   /* fields were nil: entry trimmed */
     const char *reason;         /* why not ok (static string) */
-    long long deliveries;       /* from XPENDING when known, else 0 */
+    long long attempts;         /* earlier attempts that crashed a worker (attempts.h) */
     char **fields;              /* field, value, field, value, ... (owned) */
     size_t nfields;
     union {
@@ -52,6 +53,11 @@ int batch_from_reply(const redisReply *r, batch *out);
 
 /* Reads an array of [id, fields] entries (as in XAUTOCLAIM's reply). */
 int batch_from_entries(const redisReply *entries, batch *out);
+
+/* Decodes the payload of 'e' (not gone, not yet decoded): sets 'ok', or a
+ * 'reason'. batch_decode_all() decodes every entry of 'b'. */
+void batch_decode(stream_kind kind, batch_entry *e);
+void batch_decode_all(batch *b);
 
 /* Health only: points 'items' (room for n) at the ok entries of 'e'
  * (an array of 'n' entry pointers); returns how many. */

@@ -10,11 +10,14 @@
 #include "err.h"
 #include "log.h"
 #include "rds.h"
+#include "settle.h"
 
 #define TAKEOVER_CHUNK "1000"
 #define AUTOCLAIM_ROUNDS 10
 
-/* Nonzero when 'name' is host:pid:n of this host and that pid is gone. */
+/* Nonzero when 'name' is host:pid:n of this machine and that pid is gone.
+ * The host part carries the machine key (worker.h: boot and PID namespace),
+ * so a pid is only ever looked up where it means the same process. */
 static int is_dead_local(const session *s, const char *name)
 {
     size_t hl = strlen(s->w->host);
@@ -78,14 +81,38 @@ static int take_over(session *s, const char *name)
     return 0;
 }
 
-static void delete_consumer(session *s, const char *name, const char *why)
-{
-    const char *argv[] = {"XGROUP", "DELCONSUMER", s->stream, s->group, name};
-    redisReply *r = rds_command(s->redis, 5, argv);
+/* KEYS[1] stream; ARGV group, consumer, least idle ms. Removes the consumer
+ * only if it holds nothing pending and has been idle that long, in one
+ * atomic step: a batch it read meanwhile is never dropped with it. */
+static const char delete_script[] =
+    "for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do "
+    "  local f = {} "
+    "  for i = 1, #c, 2 do f[c[i]] = c[i + 1] end "
+    "  if f['name'] == ARGV[2] then "
+    "    if f['pending'] == 0 and f['idle'] >= tonumber(ARGV[3]) then "
+    "      return redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2]) + 1 "
+    "    end "
+    "    return 0 "
+    "  end "
+    "end "
+    "return 0";
 
+/* Removes consumer 'name' if it is idle 'min_idle_ms' with nothing pending. */
+static void delete_consumer(session *s, const char *name, long long min_idle_ms,
+                            const char *why)
+{
+    char idle[24];
+    const char *argv[] = {"EVAL", delete_script, "1", s->stream, s->group, name, idle};
+    redisReply *r;
+
+    snprintf(idle, sizeof(idle), "%lld", min_idle_ms);
+    r = rds_command(s->redis, 7, argv);
+    if (r && r->type == REDIS_REPLY_INTEGER && r->integer > 0)
+        log_info("claim", "removed %s consumer=%s stream=%s", why, name, s->stream);
+    else if (r && r->type == REDIS_REPLY_ERROR)
+        log_warn("claim", "removing consumer=%s stream=%s: %s", name, s->stream, r->str);
     if (r)
         freeReplyObject(r);
-    log_info("claim", "removed %s consumer=%s stream=%s", why, name, s->stream);
 }
 
 void claim_dead_local(session *s)
@@ -105,12 +132,12 @@ void claim_dead_local(session *s)
             continue;
         if (is_dead_local(s, name->str)) {
             if (take_over(s, name->str) == 0)
-                delete_consumer(s, name->str, "dead");
+                delete_consumer(s, name->str, 0, "dead");
             /* Its entries are now ours: read them with the pending ones. */
             snprintf(s->next_id, sizeof(s->next_id), "0");
         } else if (rds_map_int(c, "pending") == 0 &&
                    rds_map_int(c, "idle") > s->w->cfg->stale_consumer_ms) {
-            delete_consumer(s, name->str, "stale");
+            delete_consumer(s, name->str, s->w->cfg->stale_consumer_ms, "stale");
         }
     }
 out:
@@ -121,6 +148,7 @@ out:
 /* Acknowledges the IDs XAUTOCLAIM reported as deleted from the stream. */
 static void ack_deleted(session *s, const redisReply *ids)
 {
+    settle_counts counts = {0, 0, 0, 0};
     const char **argv;
     size_t i;
 
@@ -130,7 +158,8 @@ static void ack_deleted(session *s, const redisReply *ids)
         return;
     for (i = 0; i < ids->elements; i++)
         argv[i] = ids->element[i]->str;
-    if (worker_ack(s, argv, ids->elements) == 0)
+    counts.gone = ids->elements;
+    if (settle_entries(s, argv, ids->elements, &counts, 1, NULL) == 0)
         atomic_fetch_add(&s->w->stats.entries_gone, ids->elements);
     log_warn("claim", "acknowledged %zu deleted entries stream=%s", ids->elements, s->stream);
     free(argv);
@@ -175,33 +204,4 @@ int claim_idle(session *s)
             break;
     }
     return rc;
-}
-
-int claim_delivery_counts(session *s, batch *b)
-{
-    char count[16];
-    const char *argv[] = {"XPENDING", s->stream, s->group, b->entries[0].id,
-                          b->entries[b->n - 1].id, count, s->w->name};
-    redisReply *r;
-    size_t i;
-    size_t j = 0;
-
-    snprintf(count, sizeof(count), "%zu", b->n);
-    if ((r = rds_command(s->redis, 7, argv)) == NULL)
-        return LJ_EUNAVAIL;
-    /* Both lists ascend by ID: walk them together. */
-    for (i = 0; r->type == REDIS_REPLY_ARRAY && i < r->elements; i++) {
-        const redisReply *p = r->element[i];
-
-        if (p->type != REDIS_REPLY_ARRAY || p->elements < 4 ||
-            p->element[0]->type != REDIS_REPLY_STRING)
-            continue;
-        while (j < b->n && strcmp(b->entries[j].id, p->element[0]->str) != 0)
-            j++;
-        if (j == b->n)
-            break;
-        b->entries[j].deliveries = p->element[3]->integer;
-    }
-    freeReplyObject(r);
-    return 0;
 }

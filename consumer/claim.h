@@ -9,8 +9,10 @@
  *    cursor is 0-0; IDs it reports as deleted are acknowledged;
  *  - stale consumers (idle past stale_consumer_ms, nothing pending) are
  *    removed by claim_dead_local() too.
- * Claims are real deliveries (no JUSTID), so they count towards the
- * dead-letter limit. Worker thread only.
+ * A consumer is removed by one script that checks, in the same atomic step,
+ * that it holds nothing pending. Redis's delivery counter (which XCLAIM
+ * raises) is not what dead-letters an entry: attempts.h is. Worker thread
+ * only.
  */
 #ifndef LJ_CONSUMER_CLAIM_H
 #define LJ_CONSUMER_CLAIM_H
@@ -23,9 +25,5 @@ void claim_dead_local(session *s);
 
 /* Claims and handles entries idle past the limit. 0 or a connection error. */
 int claim_idle(session *s);
-
-/* Fills the 'deliveries' of the entries of 'b' (all pending on this
- * consumer) from XPENDING. 0 or a connection error. */
-int claim_delivery_counts(session *s, batch *b);
 
 #endif

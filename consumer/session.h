@@ -23,7 +23,9 @@ typedef struct session {
     PGconn *pg;                     /* NULL while disconnected */
     char stream[STREAM_NAME_MAX];
     char group[STREAM_NAME_MAX];
-    char dead_stream[STREAM_NAME_MAX + 8];
+    char dead_stream[STREAM_KEY_MAX];
+    char attempts_key[STREAM_KEY_MAX];  /* attempts.h */
+    char counts_key[STREAM_KEY_MAX];    /* settle.h */
     char alert_stream[STREAM_NAME_MAX];
     char next_id[BATCH_ID_MAX];     /* "0"-based while re-reading pending, then ">" */
     batchsize count;                /* COUNT of the next XREADGROUP */
@@ -36,15 +38,13 @@ typedef struct session {
 /* Milliseconds on the monotonic clock. */
 int64_t session_clock_ms(void);
 
-/* Handles a batch read from Redis: acknowledges gone entries, dead-letters
- * unreadable and over-delivered ones ('redelivered': the batch came from
- * the pending list or a claim, so delivery counts are checked), stores the
- * rest (isolating entries PostgreSQL refuses) and acknowledges what was
- * committed. 0, or LJ_EUNAVAIL/LJ_EREDIS when a connection failed (the
- * unacknowledged entries stay pending). */
+/* Handles a batch read from Redis (not yet decoded): settles gone entries,
+ * decodes the rest, dead-letters unreadable ones, stores the others
+ * (isolating entries PostgreSQL refuses as data) and settles what was
+ * committed. 'redelivered': the batch came from the pending list or a
+ * claim, so the attempts that crashed a worker are counted and checked
+ * (attempts.h). 0, or the error of a failed connection or of an outage
+ * (the unsettled entries stay pending, and nothing is held against them). */
 int worker_handle_batch(session *s, batch *b, int redelivered);
-
-/* XACKs 'n' entry IDs. 0, LJ_EREDIS or LJ_EUNAVAIL. */
-int worker_ack(session *s, const char *const *ids, size_t n);
 
 #endif

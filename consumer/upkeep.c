@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "attempts.h"
 #include "claim.h"
 #include "err.h"
 #include "log.h"
@@ -86,6 +87,7 @@ static void trim(session *s)
                       r->integer);
         if (r)
             freeReplyObject(r);
+        attempts_prune(s, minid);
     }
     if ((r = rds_command(s->redis, 2, xlen)) != NULL) {
         if (r->type == REDIS_REPLY_INTEGER)

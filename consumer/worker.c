@@ -6,6 +6,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "attempts.h"
 #include "claim.h"
 #include "deadletter.h"
 #include "err.h"
@@ -13,6 +14,7 @@
 #include "pg.h"
 #include "rds.h"
 #include "session.h"
+#include "settle.h"
 #include "store.h"
 #include "upkeep.h"
 
@@ -29,10 +31,41 @@ void worker_init(worker *w, int index, stream_kind kind, const lj_config *cfg,
     w->cfg = cfg;
     w->stop = stop;
     atomic_store(&w->stats.lag, -1);
-    if (gethostname(w->host, sizeof(w->host)) != 0)
-        snprintf(w->host, sizeof(w->host), "localhost");
-    w->host[sizeof(w->host) - 1] = '\0';
+    worker_host(w->host, sizeof(w->host));
     snprintf(w->name, sizeof(w->name), "%s:%d:%d", w->host, (int)getpid(), index);
+}
+
+/* The first line of file 'path' into 'out' ("" when unreadable). */
+static void read_line(const char *path, char *out, size_t len)
+{
+    FILE *f = fopen(path, "r");
+
+    out[0] = '\0';
+    if (f && fgets(out, (int)len, f) == NULL)
+        out[0] = '\0';
+    if (f)
+        fclose(f);
+    out[strcspn(out, "\n")] = '\0';
+}
+
+void worker_host(char *out, size_t len)
+{
+    char host[64];
+    char key[160];
+    char boot[64];
+    char ns[64];
+    ssize_t n;
+
+    if (gethostname(host, sizeof(host)) != 0)
+        snprintf(host, sizeof(host), "localhost");
+    host[sizeof(host) - 1] = '\0';
+    host[strcspn(host, ":")] = '\0';   /* ':' separates the name's parts */
+    read_line("/proc/sys/kernel/random/boot_id", boot, sizeof(boot));
+    if ((n = readlink("/proc/self/ns/pid", ns, sizeof(ns) - 1)) < 0)
+        n = 0;
+    ns[n] = '\0';
+    snprintf(key, sizeof(key), "%s|%s", boot, ns);
+    snprintf(out, len, "%s~%08x", host, stream_hash(key, strlen(key)));
 }
 
 int64_t session_clock_ms(void)
@@ -131,38 +164,8 @@ static int ensure_connected(session *s)
 }
 
 /* ------------------------------------------------------------------------
- * Acknowledging and storing
+ * Storing and settling
  * ------------------------------------------------------------------------ */
-
-int worker_ack(session *s, const char *const *ids, size_t n)
-{
-    const char **argv;
-    redisReply *r;
-    size_t i;
-    int rc = 0;
-
-    if (n == 0)
-        return 0;
-    if ((argv = malloc((n + 3) * sizeof(*argv))) == NULL)
-        return LJ_ENOMEM;
-    argv[0] = "XACK";
-    argv[1] = s->stream;
-    argv[2] = s->group;
-    for (i = 0; i < n; i++)
-        argv[i + 3] = ids[i];
-    r = rds_command(s->redis, (int)(n + 3), argv);
-    free(argv);
-    if (r == NULL || r->type != REDIS_REPLY_INTEGER) {
-        log_warn("worker", "XACK failed stream=%s n=%zu: %s", s->stream, n,
-                 r ? (r->type == REDIS_REPLY_ERROR ? r->str : "bad reply") : s->redis->errstr);
-        rc = r ? LJ_EREDIS : LJ_EUNAVAIL;
-    } else {
-        atomic_fetch_add(&s->w->stats.entries_acked, (unsigned long long)r->integer);
-    }
-    if (r)
-        freeReplyObject(r);
-    return rc;
-}
 
 /* Tells notifiers about the alerts of a committed batch. A failure here is
  * logged, not retried: the alerts are already in t_alert_info. */
@@ -175,7 +178,8 @@ static void publish_alerts(session *s, const store_stats *st)
         store_alert_text t;
         redisReply *r;
 
-        store_alert_argv(s->alert_stream, &st->alerts[i], &t, argv);
+        store_alert_argv(s->alert_stream, s->w->cfg->alert_stream_maxlen, &st->alerts[i], &t,
+                         argv);
         r = rds_command(s->redis, STORE_ALERT_ARGC, argv);
         if (r == NULL || r->type == REDIS_REPLY_ERROR)
             log_warn("worker", "alert not published alert_id=%s device=%s", t.id,
@@ -210,7 +214,7 @@ static int store_entries(session *s, batch_entry *const *e, size_t n, store_stat
         for (i = 0; d && i < n; i++)
             d[i] = e[i]->u.device;     /* shallow: the entries keep ownership */
         if (d)
-            rc = store_device_batch(s->pg, s->owners, d, ids, n, st);
+            rc = store_device_batch(s->pg, s->owners, s->stream, d, ids, n, st);
     } else {
         rep_event *ev = reps = malloc(n * sizeof(*ev));
 
@@ -224,12 +228,27 @@ static int store_entries(session *s, batch_entry *const *e, size_t n, store_stat
     return rc;
 }
 
-/* Stores and acknowledges 'n' entries. When PostgreSQL refuses the data
+static void count_committed(session *s, size_t n, const store_stats *st)
+{
+    worker_stats *ws = &s->w->stats;
+
+    atomic_fetch_add(&ws->batches, 1);
+    atomic_fetch_add(&ws->rows_inserted, st->inserted);
+    atomic_fetch_add(&ws->duplicates_skipped, st->duplicates);
+    atomic_fetch_add(&ws->unbound_records, st->unbound);
+    atomic_fetch_add(&ws->alerts_raised, st->nalerts);
+    log_debug("worker", "committed stream=%s entries=%zu rows=%zu duplicates=%zu", s->stream, n,
+              st->inserted, st->duplicates);
+}
+
+/* Stores and settles 'n' entries. When PostgreSQL refuses the data
  * (LJ_EPOISON: not when it is down or busy), the batch is split in halves
  * until the entry it refuses is alone; that one is dead-lettered and the
- * rest committed. */
-static int store_and_ack(session *s, batch_entry *const *e, size_t n, const char **ids)
+ * rest committed. 'forget': the entries were redelivered (settle.h). */
+static int store_and_settle(session *s, batch_entry *const *e, size_t n, const char **ids,
+                            int forget)
 {
+    settle_counts counts = {0, 0, 0, 0};
     store_stats st;
     size_t i;
     int rc;
@@ -240,55 +259,45 @@ static int store_and_ack(session *s, batch_entry *const *e, size_t n, const char
     if (rc == LJ_EPOISON && n == 1)
         return dlq_move(s, e[0], "refused by PostgreSQL (see the consumer log)");
     if (rc == LJ_EPOISON) {
-        if ((rc = store_and_ack(s, e, n / 2, ids)) != 0)
+        if ((rc = store_and_settle(s, e, n / 2, ids, forget)) != 0)
             return rc;
-        return store_and_ack(s, e + n / 2, n - n / 2, ids);
+        return store_and_settle(s, e + n / 2, n - n / 2, ids, forget);
     }
     if (rc != 0)
         return rc;
     publish_alerts(s, &st);
     for (i = 0; i < n; i++)
         ids[i] = e[i]->id;
-    /* Not acknowledged: stays pending, and its redelivery is skipped as duplicates. */
-    if ((rc = worker_ack(s, ids, n)) == 0) {
-        worker_stats *ws = &s->w->stats;
-
-        atomic_fetch_add(&ws->batches, 1);
-        atomic_fetch_add(&ws->rows_inserted, st.inserted);
-        atomic_fetch_add(&ws->duplicates_skipped, st.duplicates);
-        atomic_fetch_add(&ws->unbound_records, st.unbound);
-        atomic_fetch_add(&ws->alerts_raised, st.nalerts);
-        log_debug("worker", "committed stream=%s entries=%zu rows=%zu duplicates=%zu",
-                  s->stream, n, st.inserted, st.duplicates);
-    }
+    counts.stored = st.entries_new < n ? st.entries_new : n;
+    counts.duplicate = n - counts.stored;
+    /* Not settled: stays pending, and its redelivery is skipped as duplicates. */
+    if ((rc = settle_entries(s, ids, n, &counts, forget, NULL)) == 0)
+        count_committed(s, n, &st);
     store_stats_cleanup(&st);
     return rc;
 }
 
-/* Entries that will not be stored: gone ones are acknowledged (nothing is
- * left to store), unreadable and over-delivered ones dead-lettered. Returns
- * 0 or a connection error; '*keep' counts the entries left to store. */
-static int settle_unstorable(session *s, batch *b, batch_entry **keep, size_t *nkeep)
+/* Entries that will not be stored: gone ones are settled (nothing is left
+ * to store), unreadable ones dead-lettered. Returns 0 or the error that
+ * stopped it; '*keep' counts the 'n' entries of 'in' left to store. */
+static int settle_unstorable(session *s, batch_entry *const *in, size_t n, batch_entry **keep,
+                             size_t *nkeep, int forget)
 {
-    char reason[96];
+    settle_counts gone = {0, 0, 0, 1};
     size_t i;
     int rc = 0;
 
     *nkeep = 0;
-    for (i = 0; rc == 0 && i < b->n; i++) {
-        batch_entry *e = &b->entries[i];
+    for (i = 0; rc == 0 && i < n; i++) {
+        batch_entry *e = in[i];
         const char *id = e->id;
 
         if (e->gone) {
             log_warn("worker", "entry trimmed while pending stream=%s id=%s", s->stream, id);
-            if ((rc = worker_ack(s, &id, 1)) == 0)
+            if ((rc = settle_entries(s, &id, 1, &gone, forget, NULL)) == 0)
                 atomic_fetch_add(&s->w->stats.entries_gone, 1);
         } else if (!e->ok) {
             rc = dlq_move(s, e, e->reason);
-        } else if (e->deliveries > s->w->cfg->max_deliveries) {
-            snprintf(reason, sizeof(reason), "delivered %lld times without being stored",
-                     e->deliveries);
-            rc = dlq_move(s, e, reason);
         } else {
             keep[(*nkeep)++] = e;
         }
@@ -296,24 +305,86 @@ static int settle_unstorable(session *s, batch *b, batch_entry **keep, size_t *n
     return rc;
 }
 
+/* Decodes, then stores and settles, the 'n' entries 'e' as one batch.
+ * 'counted': an attempt is counted against each while its data is handled. */
+static int handle_group(session *s, batch_entry *const *e, size_t n, int redelivered,
+                        batch_entry **keep, const char **ids)
+{
+    size_t nkeep;
+    size_t i;
+    int rc;
+
+    if (redelivered && (rc = attempts_add(s, e, n, 1)) != 0)
+        return rc;
+    for (i = 0; i < n; i++)
+        batch_decode(s->kind, e[i]);
+    /* From here on only PostgreSQL round trips: a worker killed while it
+     * waits on them did not die of the data. */
+    if (redelivered && (rc = attempts_add(s, e, n, -1)) != 0)
+        return rc;
+    if ((rc = settle_unstorable(s, e, n, keep, &nkeep, redelivered)) != 0)
+        return rc;
+    return store_and_settle(s, keep, nkeep, ids, redelivered);
+}
+
+/* A redelivered batch: entries that crashed workers often enough are
+ * dead-lettered; those with no attempt go together; those with some go one
+ * at a time, so that only the one that crashes keeps being counted. */
+static int handle_redelivered(session *s, batch *b, batch_entry **all, batch_entry **keep,
+                              const char **ids)
+{
+    char reason[96];
+    size_t fresh = 0;
+    size_t i;
+    int rc;
+
+    for (i = 0; i < b->n; i++)
+        all[i] = &b->entries[i];
+    if ((rc = attempts_read(s, all, b->n)) != 0)
+        return rc;
+    for (i = 0; i < b->n; i++)
+        if (b->entries[i].attempts == 0)
+            all[fresh++] = &b->entries[i];
+    if ((rc = handle_group(s, all, fresh, 1, keep, ids)) != 0)
+        return rc;
+    for (i = 0; rc == 0 && i < b->n; i++) {
+        batch_entry *e = &b->entries[i];
+
+        if (e->attempts == 0)
+            continue;
+        if (e->attempts >= s->w->cfg->max_deliveries) {
+            snprintf(reason, sizeof(reason), "a worker crashed on this entry %lld times",
+                     e->attempts);
+            rc = dlq_move(s, e, reason);
+        } else {
+            rc = handle_group(s, &e, 1, 1, keep, ids);
+        }
+    }
+    return rc;
+}
+
 int worker_handle_batch(session *s, batch *b, int redelivered)
 {
+    batch_entry **all = malloc(b->n * sizeof(*all));
     batch_entry **keep = malloc(b->n * sizeof(*keep));
     const char **ids = malloc(b->n * sizeof(*ids));
     struct timespec t0;
-    size_t nkeep;
+    size_t i;
     int rc;
 
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    if (keep == NULL || ids == NULL) {
+    if (all == NULL || keep == NULL || ids == NULL) {
         rc = LJ_ENOMEM;
         goto out;
     }
-    if (redelivered && (rc = claim_delivery_counts(s, b)) != 0)
-        goto out;
-    if ((rc = settle_unstorable(s, b, keep, &nkeep)) != 0)
-        goto out;
-    if ((rc = store_and_ack(s, keep, nkeep, ids)) == 0) {
+    if (redelivered) {
+        rc = handle_redelivered(s, b, all, keep, ids);
+    } else {
+        for (i = 0; i < b->n; i++)
+            all[i] = &b->entries[i];
+        rc = handle_group(s, all, b->n, 0, keep, ids);
+    }
+    if (rc == 0) {
         struct timespec t;
 
         clock_gettime(CLOCK_MONOTONIC, &t);
@@ -322,6 +393,7 @@ int worker_handle_batch(session *s, batch *b, int redelivered)
                                  (double)(t.tv_nsec - t0.tv_nsec) / 1e9);
     }
 out:
+    free(all);
     free(keep);
     free(ids);
     return rc;
@@ -412,8 +484,10 @@ static int session_open(session *s, worker *w)
     s->backoff_ms = BACKOFF_MIN_MS;
     stream_name(s->stream, sizeof(s->stream), prefix, w->kind);
     stream_group(s->group, sizeof(s->group), prefix, w->kind);
-    snprintf(s->dead_stream, sizeof(s->dead_stream), "%s:dead", s->stream);
-    snprintf(s->alert_stream, sizeof(s->alert_stream), "%salert_stream", prefix);
+    stream_side_key(s->dead_stream, sizeof(s->dead_stream), s->stream, STREAM_SIDE_DEAD);
+    stream_side_key(s->attempts_key, sizeof(s->attempts_key), s->stream, STREAM_SIDE_ATTEMPTS);
+    stream_side_key(s->counts_key, sizeof(s->counts_key), s->stream, STREAM_SIDE_COUNTS);
+    stream_alert_name(s->alert_stream, sizeof(s->alert_stream), prefix);
     snprintf(s->next_id, sizeof(s->next_id), "0");
     batchsize_init(&s->count, w->cfg->batch_min, w->cfg->batch_size, w->cfg->batch_target_ms,
                    w->cfg->batch_adaptive);

@@ -45,10 +45,18 @@ typedef struct worker {
     stream_kind kind;
     const lj_config *cfg;
     const atomic_int *stop;
-    char name[128];         /* consumer name: host:pid:index */
-    char host[64];
+    char name[160];         /* consumer name: host:pid:index */
+    char host[96];          /* worker_host() */
     worker_stats stats;
 } worker;
+
+/* The host part of this process's consumer names: the host name, '~' and
+ * a machine key, 8 hex digits of the FNV-1a hash of "<boot id>|<PID
+ * namespace>" (/proc/sys/kernel/random/boot_id, the link /proc/self/ns/pid).
+ * Containers that share a host name, or a machine after a reboot, get other
+ * keys, so a consumer whose host part equals ours provably runs where our
+ * pids mean the same processes: kill(pid, 0) tells whether it is alive. */
+void worker_host(char *out, size_t len);
 
 /* Prepares 'w' as worker 'index' of this process, serving 'kind'. */
 void worker_init(worker *w, int index, stream_kind kind, const lj_config *cfg,

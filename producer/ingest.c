@@ -1,5 +1,6 @@
 #include "ingest.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,6 +54,26 @@ static int64_t now_ms(void)
     return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
 }
 
+/* 'n' consecutive microseconds for records sent without a timestamp
+ * (rec_batch_stamp): never earlier than the clock, never handed out twice
+ * by this process, whichever loop thread asks. */
+static int64_t reserve_instants(size_t n)
+{
+    static _Atomic int64_t next_us;
+    struct timeval tv;
+    int64_t now;
+    int64_t cur;
+    int64_t base;
+
+    gettimeofday(&tv, NULL);
+    now = (int64_t)tv.tv_sec * 1000000 + tv.tv_usec;
+    cur = atomic_load(&next_us);
+    do
+        base = cur > now ? cur : now;
+    while (!atomic_compare_exchange_weak(&next_us, &cur, base + (int64_t)n));
+    return base;
+}
+
 static uint64_t next_random(ingest *in)
 {
     uint64_t x = in->rng;
@@ -96,7 +117,7 @@ ingest *ingest_new(uv_loop_t *loop, const lj_config *cfg, rlink *link, gray *g, 
     in->rng = ((uint64_t)now_ms() << 20) ^ (uint64_t)(uintptr_t)in ^ 0x9E3779B97F4A7C15ull;
     for (k = 0; k < STREAM_KINDS; k++)
         stream_name(in->streams[k], sizeof(in->streams[k]), cfg->stream_prefix, (stream_kind)k);
-    snprintf(in->alert_stream, sizeof(in->alert_stream), "%salert_stream", cfg->stream_prefix);
+    stream_alert_name(in->alert_stream, sizeof(in->alert_stream), cfg->stream_prefix);
     return in;
 }
 
@@ -250,7 +271,8 @@ static void publish_alerts(ingest *in, const store_stats *st)
         size_t lens[STORE_ALERT_ARGC];
         store_alert_text t;
 
-        store_alert_argv(in->alert_stream, &st->alerts[i], &t, argv);
+        store_alert_argv(in->alert_stream, in->cfg->alert_stream_maxlen, &st->alerts[i], &t,
+                         argv);
         for (j = 0; j < STORE_ALERT_ARGC; j++)
             lens[j] = strlen(argv[j]);
         rlink_command(in->link, STORE_ALERT_ARGC, argv, lens, NULL, NULL);
@@ -503,6 +525,7 @@ static upload *start_upload(ingest *in, http_request *req, enum shape shape)
                      now_ms()};
     const char *msg = NULL;
     uint64_t retry_ms;
+    size_t n_unstamped;
     upload *u;
     int rc;
 
@@ -524,6 +547,8 @@ static upload *start_upload(ingest *in, http_request *req, enum shape shape)
         upload_free(u);
         return NULL;
     }
+    if ((n_unstamped = rec_batch_stamp(&u->b, 0)) > 0)
+        rec_batch_stamp(&u->b, reserve_instants(n_unstamped));
     if (u->b.batch_id[0])
         memcpy(u->batch_id, u->b.batch_id, sizeof(u->batch_id));
     else

@@ -95,6 +95,8 @@ static void close_loop(loop_ctx *c)
         gray_close(c->rt.gray);
     if (c->backlog)
         backlog_close(c->backlog);
+    if (c->rt.ledger)
+        ledger_close(c->rt.ledger);
     if (c->link)
         rlink_close(c->link);
 }
@@ -120,6 +122,7 @@ static int open_loop(loop_ctx *c, const lj_config *cfg, int port)
                         (unsigned)cfg->redis_timeout_ms);
     if (c->link == NULL || (c->rt.gray = gray_new(&c->loop, c->link, cfg)) == NULL ||
         (c->backlog = backlog_new(&c->loop, c->link, cfg)) == NULL ||
+        (c->rt.ledger = ledger_new(&c->loop, c->link, cfg)) == NULL ||
         (c->rt.ingest = ingest_new(&c->loop, cfg, c->link, c->rt.gray, c->backlog)) == NULL)
         return -1;
     c->rt.link = c->link;

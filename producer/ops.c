@@ -352,33 +352,36 @@ void ops_stats(uv_loop_t *loop, http_request *req)
     submit(loop, req, NULL, fill_stats, 1, 0);
 }
 
-/* Appends the flow-control keys inside the JSON object that 'b' holds. */
-static int join_flow_control(lj_buf *b)
+/* Appends the flow-control and conservation keys inside the JSON object
+ * that 'b' holds. */
+static int join_flow_control(lj_buf *b, const ledger *l)
 {
     if (b->len == 0 || b->data[b->len - 1] != '}')
         return LJ_EINVAL;
     b->data[--b->len] = '\0';
-    return flowctl_render_json(b) || lj_buf_puts(b, "}") ? LJ_ENOMEM : 0;
+    return flowctl_render_json(b) || ledger_render_json(l, b) || lj_buf_puts(b, "}")
+               ? LJ_ENOMEM : 0;
 }
 
-void ops_stream_metrics(http_request *req)
+void ops_stream_metrics(http_request *req, const ledger *l)
 {
     lj_buf b;
 
     lj_buf_init(&b);
-    if (stats_render_stream_metrics(&b) != 0 || join_flow_control(&b) != 0)
+    if (stats_render_stream_metrics(&b) != 0 || join_flow_control(&b, l) != 0)
         http_respond_error(req, 500, "out of memory");
     else
         http_respond(req, 200, NULL, b.data, b.len);
     lj_buf_cleanup(&b);
 }
 
-void ops_metrics(http_request *req)
+void ops_metrics(http_request *req, const ledger *l)
 {
     lj_buf b;
 
     lj_buf_init(&b);
-    if (stats_render_prometheus(&b) != 0 || flowctl_render_prometheus(&b) != 0)
+    if (stats_render_prometheus(&b) != 0 || flowctl_render_prometheus(&b) != 0 ||
+        ledger_render_prometheus(l, &b) != 0)
         http_respond_error(req, 500, "out of memory");
     else
         http_respond_typed(req, 200, "text/plain; version=0.0.4", NULL, b.data, b.len);

@@ -5,7 +5,8 @@
  *   GET /api/stream_health   link state, ratio, stream lengths
  *   GET /api/stream_stats    per stream: length, dead letters, groups with
  *                            lag and pending, consumers with idle time
- *   GET /api/stream_metrics  per path requests, qps, avg/p95 ms, error rate %
+ *   GET /api/stream_metrics  per path requests, qps, avg/p95 ms, error rate %;
+ *                            per stream the conservation identity (ledger.h)
  *   GET /api/stats           today's records, active devices and users, alerts;
  *                            the newest 10 alerts (LIMIT 10, no per-device list)
  *   GET /metrics             Prometheus text
@@ -22,15 +23,16 @@
 #include "config.h"
 #include "gray.h"
 #include "http_server.h"
+#include "ledger.h"
 #include "rlink.h"
 
 void ops_health(uv_loop_t *loop, rlink *link, gray *g, http_request *req);
 void ops_stream_health(uv_loop_t *loop, const lj_config *cfg, rlink *link, gray *g,
                        http_request *req);
 void ops_stream_stats(uv_loop_t *loop, const lj_config *cfg, http_request *req);
-void ops_stream_metrics(http_request *req);
+void ops_stream_metrics(http_request *req, const ledger *l);
 void ops_stats(uv_loop_t *loop, http_request *req);
-void ops_metrics(http_request *req);
+void ops_metrics(http_request *req, const ledger *l);
 
 /* GET /api/trace/<stream_id> or /api/trace?device_sn=..&ts=<ms> (admin):
  * where an upload is now: stored (rows, commit time), pending (consumer,

@@ -51,17 +51,12 @@ static void stream_stats(routes *rt, http_request *req)
 
 static void stream_metrics(routes *rt, http_request *req)
 {
-    (void)rt;
-    ops_stream_metrics(req);
+    ops_stream_metrics(req, rt->ledger);
 }
 
 static void api_stats(routes *rt, http_request *req) { ops_stats(rt->loop, req); }
 
-static void metrics(routes *rt, http_request *req)
-{
-    (void)rt;
-    ops_metrics(req);
-}
+static void metrics(routes *rt, http_request *req) { ops_metrics(req, rt->ledger); }
 
 static const route table[] = {
     {"/upload_health_data_v2", HTTP_POST, STATS_R_HEALTH_V2, health_v2},

@@ -12,6 +12,7 @@
 #include "gray.h"
 #include "http_server.h"
 #include "ingest.h"
+#include "ledger.h"
 #include "rlink.h"
 
 typedef struct routes {
@@ -20,6 +21,7 @@ typedef struct routes {
     ingest *ingest;
     rlink *link;
     gray *gray;
+    ledger *ledger;
 } routes;
 
 /* The http_handler_fn of the server; 'arg' is a routes. */

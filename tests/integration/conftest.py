@@ -43,6 +43,16 @@ def wait_for(cond, timeout=10.0, interval=0.05, what="condition"):
         time.sleep(interval)
 
 
+def machine_key():
+    """The host part of our consumer names: host name, "~", machine key (worker.h)."""
+    boot = open("/proc/sys/kernel/random/boot_id").read().strip()
+    key = f"{boot}|{os.readlink('/proc/self/ns/pid')}".encode()
+    h = 2166136261
+    for b in key:
+        h = ((h ^ b) * 16777619) & 0xFFFFFFFF
+    return f"{socket.gethostname().split(':')[0]}~{h:08x}"
+
+
 def as_pg(cmd):
     """postgres refuses to run as root: run its tools as the postgres user then."""
     return ["runuser", "-u", "postgres", "--"] + cmd if IS_ROOT else cmd
@@ -221,6 +231,10 @@ class Stack:
         kw.setdefault("timeout", 10)
         data = body if isinstance(body, (bytes, str)) else __import__("json").dumps(body)
         return requests.post(self.url + path, data=data, **kw)
+
+    def get(self, path, **kw):
+        kw.setdefault("timeout", 10)
+        return requests.get(self.url + path, **kw)
 
     def stream(self, kind="health_data_stream"):
         return self.prefix + kind

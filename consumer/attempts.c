@@ -1,0 +1,114 @@
+#include "attempts.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "err.h"
+#include "log.h"
+#include "rds.h"
+
+#define PRUNE_PAGE "200"
+
+/* KEYS[1] the hash, ARGV[1] the delta, ARGV[2..] entry IDs. Atomic, and one
+ * round trip for the whole batch. */
+static const char add_script[] =
+    "local d = tonumber(ARGV[1]) "
+    "for i = 2, #ARGV do "
+    "  if redis.call('HINCRBY', KEYS[1], ARGV[i], d) <= 0 then "
+    "    redis.call('HDEL', KEYS[1], ARGV[i]) end "
+    "end "
+    "return #ARGV - 1";
+
+static int reply_rc(session *s, const redisReply *r, const char *what)
+{
+    if (r == NULL) {
+        log_warn("attempts", "%s stream=%s: %s", what, s->stream, s->redis->errstr);
+        return LJ_EUNAVAIL;
+    }
+    if (r->type == REDIS_REPLY_ERROR) {
+        log_warn("attempts", "%s stream=%s: %s", what, s->stream, r->str);
+        return LJ_EREDIS;
+    }
+    return 0;
+}
+
+int attempts_read(session *s, batch_entry *const *e, size_t n)
+{
+    const char **argv;
+    redisReply *r;
+    size_t i;
+    int rc;
+
+    if (n == 0)
+        return 0;
+    if ((argv = malloc((n + 2) * sizeof(*argv))) == NULL)
+        return LJ_ENOMEM;
+    argv[0] = "HMGET";
+    argv[1] = s->attempts_key;
+    for (i = 0; i < n; i++)
+        argv[2 + i] = e[i]->id;
+    r = rds_command(s->redis, (int)(n + 2), argv);
+    free(argv);
+    if ((rc = reply_rc(s, r, "HMGET")) == 0 &&
+        (r->type != REDIS_REPLY_ARRAY || r->elements != n))
+        rc = LJ_EREDIS;
+    for (i = 0; rc == 0 && i < n; i++)
+        e[i]->attempts = r->element[i]->type == REDIS_REPLY_STRING
+                             ? strtoll(r->element[i]->str, NULL, 10) : 0;
+    if (r)
+        freeReplyObject(r);
+    return rc;
+}
+
+int attempts_add(session *s, batch_entry *const *e, size_t n, int delta)
+{
+    const char **argv;
+    redisReply *r;
+    size_t i;
+    int rc;
+
+    if (n == 0)
+        return 0;
+    if ((argv = malloc((n + 5) * sizeof(*argv))) == NULL)
+        return LJ_ENOMEM;
+    argv[0] = "EVAL";
+    argv[1] = add_script;
+    argv[2] = "1";
+    argv[3] = s->attempts_key;
+    argv[4] = delta > 0 ? "1" : "-1";
+    for (i = 0; i < n; i++)
+        argv[5 + i] = e[i]->id;
+    r = rds_command(s->redis, (int)(n + 5), argv);
+    free(argv);
+    rc = reply_rc(s, r, "counting attempts");
+    if (r)
+        freeReplyObject(r);
+    return rc;
+}
+
+void attempts_prune(session *s, const char *minid)
+{
+    const char *scan[] = {"HSCAN", s->attempts_key, "0", "COUNT", PRUNE_PAGE};
+    redisReply *r = rds_command(s->redis, 5, scan);
+    const redisReply *kv;
+    size_t i;
+
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+        (kv = r->element[1])->type != REDIS_REPLY_ARRAY)
+        goto out;
+    for (i = 0; i + 1 < kv->elements; i += 2) {
+        const char *argv[] = {"HDEL", s->attempts_key, kv->element[i]->str};
+        redisReply *d;
+
+        if (kv->element[i]->type != REDIS_REPLY_STRING ||
+            stream_id_cmp(kv->element[i]->str, minid) >= 0)
+            continue;
+        if ((d = rds_command(s->redis, 3, argv)) != NULL)
+            freeReplyObject(d);
+        log_debug("attempts", "pruned stream=%s id=%s", s->stream, kv->element[i]->str);
+    }
+out:
+    if (r)
+        freeReplyObject(r);
+}

@@ -1,0 +1,227 @@
+#include "ledger.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "err.h"
+#include "rds.h"
+#include "streams.h"
+
+enum term { T_ACCEPTED, T_STORED, T_DUPLICATES, T_DEAD, T_GONE, T_PENDING, T_UNDELIVERED, T_N };
+
+static const char *const term_names[T_N] = {"accepted", "stored", "duplicates", "dead_lettered",
+                                            "gone", "pending", "undelivered"};
+
+typedef struct probe {
+    struct ledger *l;
+    stream_kind kind;
+} probe;
+
+typedef struct figures {
+    long long v[T_N];
+    int groups_ok;          /* the XINFO GROUPS part was read */
+    int counts_ok;          /* the HGETALL part was read */
+} figures;
+
+struct ledger {
+    uv_timer_t timer;
+    rlink *link;
+    char names[STREAM_KINDS][STREAM_NAME_MAX];
+    char groups[STREAM_KINDS][STREAM_NAME_MAX];
+    char counts[STREAM_KINDS][STREAM_KEY_MAX];
+    figures next[STREAM_KINDS];     /* being read */
+    figures shown[STREAM_KINDS];    /* the last complete reading */
+    probe probes[STREAM_KINDS];
+    int outstanding;
+    int closed;
+};
+
+static void publish(ledger *l, stream_kind k)
+{
+    if (l->next[k].groups_ok && l->next[k].counts_ok)
+        l->shown[k] = l->next[k];
+}
+
+/* Releases 'l' when it was closed and this was its last reply. */
+static int last_reply(ledger *l)
+{
+    if (--l->outstanding == 0 && l->closed) {
+        free(l);
+        return 1;
+    }
+    return 0;
+}
+
+static void on_groups(redisReply *r, void *arg)
+{
+    probe *p = arg;
+    ledger *l = p->l;
+    figures *f = &l->next[p->kind];
+    size_t i;
+
+    if (last_reply(l) || r == NULL || r->type != REDIS_REPLY_ARRAY)
+        return;
+    for (i = 0; i < r->elements; i++) {
+        const redisReply *name = rds_map_get(r->element[i], "name");
+        const redisReply *lag = rds_map_get(r->element[i], "lag");
+        long long read = rds_map_int(r->element[i], "entries-read");
+
+        if (name == NULL || name->type != REDIS_REPLY_STRING ||
+            strcmp(name->str, l->groups[p->kind]) != 0)
+            continue;
+        if (lag == NULL || lag->type != REDIS_REPLY_INTEGER || read < 0)
+            return;     /* Redis cannot tell the lag now: keep the last reading */
+        f->v[T_PENDING] = rds_map_int(r->element[i], "pending");
+        f->v[T_UNDELIVERED] = lag->integer;
+        f->v[T_ACCEPTED] = read + lag->integer;
+        f->groups_ok = 1;
+        publish(l, p->kind);
+    }
+}
+
+static void on_counts(redisReply *r, void *arg)
+{
+    static const struct { const char *field; enum term t; } map[] = {
+        {STREAM_COUNT_STORED, T_STORED}, {STREAM_COUNT_DUPLICATE, T_DUPLICATES},
+        {STREAM_COUNT_DEAD, T_DEAD}, {STREAM_COUNT_GONE, T_GONE},
+    };
+    probe *p = arg;
+    ledger *l = p->l;
+    figures *f = &l->next[p->kind];
+    size_t i;
+    size_t j;
+
+    if (last_reply(l) || r == NULL || r->type != REDIS_REPLY_ARRAY)
+        return;
+    for (j = 0; j < sizeof(map) / sizeof(map[0]); j++)
+        f->v[map[j].t] = 0;
+    for (i = 0; i + 1 < r->elements; i += 2)
+        for (j = 0; j < sizeof(map) / sizeof(map[0]); j++)
+            if (r->element[i]->type == REDIS_REPLY_STRING &&
+                strcmp(r->element[i]->str, map[j].field) == 0 &&
+                r->element[i + 1]->type == REDIS_REPLY_STRING)
+                f->v[map[j].t] = strtoll(r->element[i + 1]->str, NULL, 10);
+    f->counts_ok = 1;
+    publish(l, p->kind);
+}
+
+static void ask(ledger *l, int argc, const char **argv, rlink_cb cb, probe *p)
+{
+    size_t lens[3];
+    int i;
+
+    for (i = 0; i < argc; i++)
+        lens[i] = strlen(argv[i]);
+    if (rlink_command(l->link, argc, argv, lens, cb, p) == 0)
+        l->outstanding++;
+}
+
+static void poll_streams(uv_timer_t *t)
+{
+    ledger *l = t->data;
+    int k;
+
+    if (l->outstanding)
+        return;     /* the last round is still out */
+    for (k = 0; k < STREAM_KINDS; k++) {
+        const char *groups[] = {"XINFO", "GROUPS", l->names[k]};
+        const char *counts[] = {"HGETALL", l->counts[k]};
+
+        memset(&l->next[k], 0, sizeof(l->next[k]));
+        ask(l, 3, groups, on_groups, &l->probes[k]);
+        ask(l, 2, counts, on_counts, &l->probes[k]);
+    }
+}
+
+ledger *ledger_new(uv_loop_t *loop, rlink *link, const lj_config *cfg)
+{
+    ledger *l = calloc(1, sizeof(*l));
+    int k;
+
+    if (l == NULL)
+        return NULL;
+    l->link = link;
+    for (k = 0; k < STREAM_KINDS; k++) {
+        stream_name(l->names[k], sizeof(l->names[k]), cfg->stream_prefix, (stream_kind)k);
+        stream_group(l->groups[k], sizeof(l->groups[k]), cfg->stream_prefix, (stream_kind)k);
+        stream_side_key(l->counts[k], sizeof(l->counts[k]), l->names[k], STREAM_SIDE_COUNTS);
+        l->probes[k].l = l;
+        l->probes[k].kind = (stream_kind)k;
+    }
+    uv_timer_init(loop, &l->timer);
+    l->timer.data = l;
+    uv_timer_start(&l->timer, poll_streams, 0, (uint64_t)cfg->ratio_refresh_ms);
+    return l;
+}
+
+static void on_closed(uv_handle_t *h)
+{
+    ledger *l = h->data;
+
+    l->closed = 1;
+    if (l->outstanding == 0)
+        free(l);
+}
+
+void ledger_close(ledger *l)
+{
+    uv_close((uv_handle_t *)&l->timer, on_closed);
+}
+
+static int balanced(const figures *f)
+{
+    long long rhs = 0;
+    int t;
+
+    for (t = T_STORED; t < T_N; t++)
+        rhs += f->v[t];
+    return f->v[T_ACCEPTED] == rhs;
+}
+
+int ledger_render_json(const ledger *l, lj_buf *out)
+{
+    int k;
+    int t;
+
+    if (lj_buf_puts(out, ",\"conservation\":{") != 0)
+        return LJ_ENOMEM;
+    for (k = 0; k < STREAM_KINDS; k++) {
+        const figures *f = &l->shown[k];
+
+        if ((k && lj_buf_puts(out, ",") != 0) ||
+            lj_buf_json_str(out, l->names[k], strlen(l->names[k])) != 0 ||
+            lj_buf_puts(out, ":") != 0)
+            return LJ_ENOMEM;
+        if (!f->groups_ok) {
+            if (lj_buf_puts(out, "null") != 0)
+                return LJ_ENOMEM;
+            continue;
+        }
+        for (t = 0; t < T_N; t++)
+            if (lj_buf_printf(out, "%s\"%s\":%lld", t ? "," : "{", term_names[t], f->v[t]) != 0)
+                return LJ_ENOMEM;
+        if (lj_buf_printf(out, ",\"balanced\":%s}", balanced(f) ? "true" : "false") != 0)
+            return LJ_ENOMEM;
+    }
+    return lj_buf_puts(out, "}");
+}
+
+int ledger_render_prometheus(const ledger *l, lj_buf *out)
+{
+    int k;
+    int t;
+
+    if (lj_buf_puts(out, "# HELP ljwx_stream_entries Entries of each stream by what became of "
+                         "them: accepted = the sum of the others (docs/reliability.md).\n"
+                         "# TYPE ljwx_stream_entries gauge\n") != 0)
+        return LJ_ENOMEM;
+    for (k = 0; k < STREAM_KINDS; k++) {
+        if (!l->shown[k].groups_ok)
+            continue;
+        for (t = 0; t < T_N; t++)
+            if (lj_buf_printf(out, "ljwx_stream_entries{stream=\"%s\",state=\"%s\"} %lld\n",
+                              l->names[k], term_names[t], l->shown[k].v[t]) != 0)
+                return LJ_ENOMEM;
+    }
+    return 0;
+}

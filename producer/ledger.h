@@ -1,0 +1,42 @@
+/* ledger.h -- the conservation identity of each stream, for operators.
+ *
+ * Every --ratio-refresh-ms each loop reads, per stream, its consumer
+ * group's XINFO GROUPS (entries read, lag, pending) and the consumers'
+ * counts (HGETALL <stream>:counts, kept by consumer/settle.c in the same
+ * transaction as each XACK). From them:
+ *
+ *   accepted      entries ever added to the stream (entries-read + lag)
+ *   stored        settled after a commit that stored a new row
+ *   duplicates    settled, every row already stored
+ *   dead_lettered settled into the dead letters
+ *   gone          trimmed while pending (settled, never stored: must stay 0)
+ *   pending       delivered to a consumer, not yet settled
+ *   undelivered   not yet delivered (the group's lag)
+ *
+ * and 'balanced' when accepted = stored + duplicates + dead_lettered + gone
+ * + pending + undelivered. At any quiet moment it must hold: an entry that
+ * left the stream any other way was lost. Shown in /api/stream_metrics
+ * ("conservation") and /metrics (ljwx_stream_entries). Loop thread only.
+ */
+#ifndef LJ_PRODUCER_LEDGER_H
+#define LJ_PRODUCER_LEDGER_H
+
+#include <uv.h>
+
+#include "buf.h"
+#include "config.h"
+#include "rlink.h"
+
+typedef struct ledger ledger;
+
+ledger *ledger_new(uv_loop_t *loop, rlink *link, const lj_config *cfg);
+/* Stops polling; freed once no reply is outstanding and the timer closed. */
+void ledger_close(ledger *l);
+
+/* Appends ,"conservation":{"<stream>":{...},...} (streams not yet read are
+ * null). 0 or LJ_ENOMEM. */
+int ledger_render_json(const ledger *l, lj_buf *out);
+/* Appends the ljwx_stream_entries gauges. 0 or LJ_ENOMEM. */
+int ledger_render_prometheus(const ledger *l, lj_buf *out);
+
+#endif
