@@ -15,6 +15,8 @@ void http_limits_default(http_limits *lim, size_t max_body)
     lim->body_total_ms = 60000;
     lim->keepalive_ms = 15000;
     lim->linger_ms = 2000;
+    lim->max_unsent = 256 * 1024;
+    lim->send_timeout_ms = 10000;
 }
 
 int http_frame_is_tchar(unsigned char ch)

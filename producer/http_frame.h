@@ -24,6 +24,8 @@ typedef struct http_limits {
     unsigned body_total_ms;     /* end of headers to end of body, else 408 */
     unsigned keepalive_ms;      /* idle connection between requests: closed */
     unsigned linger_ms;         /* after an error answer: read and discard this long */
+    size_t max_unsent;          /* unsent output above this: the connection is not read */
+    unsigned send_timeout_ms;   /* unsent output above max_unsent this long: closed */
 } http_limits;
 
 /* Fills 'lim' with the SPEC §2.3 defaults and 'max_body'. */

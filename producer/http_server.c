@@ -38,6 +38,8 @@ struct http_conn {
     int headers_scanned;    /* this request's header block passed scan_header_block() */
     int keep_alive;
     int read_paused;        /* too much pipelined input waiting: reads stopped */
+    int out_paused;         /* unsent output above lim.max_unsent: not read, input not parsed */
+    uint64_t out_paused_ms; /* loop time it went above */
     int err_status;         /* set by a parser callback that refused the request */
     const char *err_msg;
     uint64_t first_byte_ms; /* loop time of the current request's first byte, 0: idle */
@@ -378,10 +380,32 @@ static void compact_input(http_conn *c)
     }
 }
 
+/* Bytes given to uv_write() that the kernel has not taken yet. */
+static size_t unsent_bytes(const http_conn *c)
+{
+    return c->tcp.write_queue_size;
+}
+
+/* A client that does not read its answers is not read either: returns
+ * nonzero, with reads stopped, while the unsent output of 'c' is above the
+ * bound. Its pipelined requests then wait unparsed in c->in, so neither
+ * input nor output grows; on_write() resumes, on_timer() closes. */
+static int hold_for_output(http_conn *c)
+{
+    if (c->out_paused)
+        return 1;
+    if (unsent_bytes(c) <= c->srv->lim.max_unsent)
+        return 0;
+    c->out_paused = 1;
+    c->out_paused_ms = uv_now(c->srv->loop);
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    return 1;
+}
+
 static void process_input(http_conn *c)
 {
     c->in_process = 1;
-    while (c->state == CONN_READING && c->in_off < c->in.len) {
+    while (c->state == CONN_READING && !hold_for_output(c) && c->in_off < c->in.len) {
         size_t n;
         enum http_errno e;
 
@@ -469,6 +493,11 @@ static void on_timer(uv_timer_t *t)
 
     if (c->state == CONN_LINGER) {
         conn_close(c);
+    } else if (c->state == CONN_READING && c->out_paused) {
+        log_info("http", "send timeout remote=%s unsent=%zu", c->remote, unsent_bytes(c));
+        if (c->srv->obs.on_send_timeout)
+            c->srv->obs.on_send_timeout(c->srv->obs.arg);
+        conn_close(c);
     } else if (c->state == CONN_READING) {
         if (c->first_byte_ms == 0)
             conn_close(c);  /* idle keep-alive connection */
@@ -488,7 +517,9 @@ static void arm_timer(http_conn *c)
         uv_timer_stop(&c->timer);
         return;
     }
-    if (c->first_byte_ms == 0) {
+    if (c->out_paused) {
+        deadline = c->out_paused_ms + lim->send_timeout_ms;
+    } else if (c->first_byte_ms == 0) {
         deadline = now + lim->keepalive_ms;
     } else if (c->headers_ms == 0) {
         deadline = c->first_byte_ms + lim->header_timeout_ms;
@@ -516,6 +547,20 @@ static void on_shutdown(uv_shutdown_t *req, int status)
     uv_timer_start(&c->timer, on_timer, c->srv->lim.linger_ms, 0);
 }
 
+/* The unsent output of 'c' drained to the bound: reads and the waiting
+ * pipelined requests go on, under the deadline of the request they are at. */
+static void resume_after_drain(http_conn *c)
+{
+    c->out_paused = 0;
+    c->first_byte_ms = c->in.len > c->in_off ? uv_now(c->srv->loop) : 0;
+    process_input(c);
+    if ((c->state == CONN_READING || c->state == CONN_HANDLING) && !c->out_paused) {
+        c->read_paused = 0;
+        uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+    }
+    arm_timer(c);
+}
+
 static void on_write(uv_write_t *w, int status)
 {
     write_req *wr = (write_req *)w;
@@ -525,6 +570,9 @@ static void on_write(uv_write_t *w, int status)
     free(wr);
     if (status < 0) {
         conn_close(c);
+    } else if (c->out_paused && c->state == CONN_READING &&
+               unsent_bytes(c) <= c->srv->lim.max_unsent) {
+        resume_after_drain(c);
     } else if (c->state == CONN_FLUSHING) {
         /* Close gently: stop writing, then read and discard for a while, so
          * the client reads our answer instead of a connection reset. */
@@ -677,7 +725,7 @@ void http_respond_typed(http_request *req, int status, const char *content_type,
                 process_input(c);
                 arm_timer(c);
             }
-            if (c->read_paused && c->state == CONN_READING) {
+            if (c->read_paused && c->state == CONN_READING && !c->out_paused) {
                 c->read_paused = 0;
                 uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
             }
