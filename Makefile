@@ -124,7 +124,8 @@ $(ASAN)/$(CONSUMER): $(call objs,$(ASAN),$(CONSUMER_SRC) $(COMMON_SRC))
 	@$(CC) $(LDFLAGS_ASAN) $^ -o $@ $(PKG_LIBS)
 
 # Unit tests link the common code and the pure logic of the programs.
-UNIT_LIB_SRC := $(COMMON_SRC) producer/ratelimit.c producer/breaker.c consumer/batchsize.c
+UNIT_LIB_SRC := $(COMMON_SRC) producer/ratelimit.c producer/breaker.c producer/http_frame.c \
+                consumer/batchsize.c
 $(ASAN)/tests/unit/%.o: CFLAGS_ASAN += -Iproducer -Iconsumer
 
 $(ASAN)/tests/%: $(ASAN)/tests/unit/%.o $(call objs,$(ASAN),$(UNIT_LIB_SRC))

@@ -112,6 +112,10 @@ static const cfg_option options[] = {
             "uploads waiting on Redis or PostgreSQL at once; more get 503 at once; 0: off"),
     CFG_INT("max_records", "LJ_MAX_RECORDS", max_records, "1000", 1, 1000000, CFG_PRODUCER,
             "most records in one upload (413 above)"),
+    CFG_INT("max_unsent_bytes", "LJ_MAX_UNSENT_BYTES", max_unsent_bytes, "262144", 1024,
+            1 << 30, CFG_PRODUCER,
+            "a connection whose unsent answers exceed this is not read (nor its pipelined "
+            "requests parsed) until they drain below it"),
     CFG_STR("pg_dsn", "LJ_PG_DSN", pg_dsn, "host=127.0.0.1 port=5432 dbname=ljwx user=ljwx",
             CFG_BOTH, CFG_SECRET, "libpq connection string"),
     CFG_INT("pool_threads", "LJ_POOL_THREADS", pool_threads, "4", 1, 128, CFG_PRODUCER,
@@ -130,6 +134,10 @@ static const cfg_option options[] = {
             "Redis port"),
     CFG_INT("redis_timeout_ms", "LJ_REDIS_TIMEOUT_MS", redis_timeout_ms, "2000", 50, 60000,
             CFG_PRODUCER, "a Redis reply later than this drops the link (503 or fallback)"),
+    CFG_INT("send_timeout_ms", "LJ_SEND_TIMEOUT_MS", send_timeout_ms, "10000", 100, 600000,
+            CFG_PRODUCER,
+            "a connection whose unsent answers stay above --max-unsent-bytes this long is "
+            "closed"),
     CFG_INT("stale_consumer_ms", "LJ_STALE_CONSUMER_MS", stale_consumer_ms, "3600000", 1000,
             604800000, CFG_CONSUMER,
             "consumers idle this long with nothing pending are removed from the group"),

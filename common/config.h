@@ -39,6 +39,8 @@ typedef struct lj_config {
     char admin_token[256];
     int pool_threads;
     int max_connections;
+    int max_unsent_bytes;
+    int send_timeout_ms;
     int header_timeout_ms;
     int body_timeout_ms;
     int keepalive_ms;

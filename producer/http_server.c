@@ -36,8 +36,15 @@ struct http_conn {
     int deferred;
     int in_process;         /* inside process_input(): do not re-enter */
     int headers_scanned;    /* this request's header block passed scan_header_block() */
+    size_t head_left;       /* bytes of that block the parser has not seen yet */
+    int in_body;            /* the parser is past this request's headers */
+    int chunked;            /* ... and its body is chunked: checked by 'chunk' first */
+    http_chunked chunk;
+    size_t checked_ahead;   /* bytes at in.data[in_off] that 'chunk' passed */
     int keep_alive;
     int read_paused;        /* too much pipelined input waiting: reads stopped */
+    int out_paused;         /* unsent output above lim.max_unsent: not read, input not parsed */
+    uint64_t out_paused_ms; /* loop time it went above */
     int err_status;         /* set by a parser callback that refused the request */
     const char *err_msg;
     uint64_t first_byte_ms; /* loop time of the current request's first byte, 0: idle */
@@ -159,15 +166,66 @@ static int refuse(http_conn *c, int status, const char *msg)
     return -1;
 }
 
-/* Checks the header block at the unparsed input (http_frame_scan). */
+/* Checks the header block at the unparsed input (http_frame_scan); the
+ * parser is then given that block alone (c->head_left), so that a chunked
+ * body is checked before the parser sees any of it. */
 static int scan_header_block(http_conn *c)
 {
     int status = 0;
     const char *msg = NULL;
     int rc = http_frame_scan(c->in.data + c->in_off, c->in.len - c->in_off, &c->srv->lim,
-                             &status, &msg);
+                             &c->head_left, &status, &msg);
 
     return rc < 0 ? refuse(c, status, msg) : rc;
+}
+
+/* Checks the chunked body bytes not checked yet (http_chunked_scan): those
+ * that pass, up to the body's end, are handed to the parser. 0, or -1 with
+ * the 400 set on 'c'. */
+static int check_chunked(http_conn *c)
+{
+    size_t from = c->in_off + c->checked_ahead;
+    size_t used = 0;
+    int status = 0;
+    const char *msg = NULL;
+
+    if (http_chunked_scan(&c->chunk, c->in.data + from, c->in.len - from, &c->srv->lim, &used,
+                          &status, &msg) < 0)
+        return refuse(c, status, msg);
+    c->checked_ahead += used;
+    return 0;
+}
+
+/* How many bytes at in.data[in_off] the parser may see now, in 'len' (0:
+ * none until more arrive): the rest of the header block, then a
+ * Content-Length body as it comes (the parser stops at its end) or the
+ * checked part of a chunked one. 0, or -1 when the chunked check refused. */
+static int parser_window(http_conn *c, size_t *len)
+{
+    size_t avail = c->in.len - c->in_off;
+
+    if (!c->in_body) {
+        *len = c->head_left < avail ? c->head_left : avail;
+        return 0;
+    }
+    if (!c->chunked) {
+        *len = avail;
+        return 0;
+    }
+    if (check_chunked(c) != 0)
+        return -1;
+    *len = c->checked_ahead;
+    return 0;
+}
+
+/* The parser finished a request: the next bytes start a new one. */
+static void next_request(http_conn *c)
+{
+    c->headers_scanned = 0;
+    c->head_left = 0;
+    c->in_body = 0;
+    c->chunked = 0;
+    c->checked_ahead = 0;
 }
 
 /* ------------------------------------------------------------------------
@@ -192,6 +250,8 @@ static int on_header_field(http_parser *p, const char *at, size_t len)
     http_conn *c = p->data;
     size_t i;
 
+    if (c->in_body)
+        return 0;   /* a trailer field: checked by http_chunked_scan, never used */
     for (i = 0; i < len; i++)
         if (!http_frame_is_tchar((unsigned char)at[i]))
             return refuse(c, 400, "invalid header name");
@@ -211,6 +271,8 @@ static int on_header_value(http_parser *p, const char *at, size_t len)
 {
     http_conn *c = p->data;
 
+    if (c->in_body)
+        return 0;   /* trailers are not headers (RFC 9110 §6.5.1): no Authorization */
     c->in_value = 1;
     if (c->field_len == 13 && memcmp(c->field, "authorization", 13) == 0) {
         if (c->auth_len + len > HTTP_AUTH_MAX)
@@ -252,6 +314,11 @@ static int on_headers_complete(http_parser *p)
 {
     http_conn *c = p->data;
 
+    c->in_body = 1;
+    if (p->flags & F_CHUNKED) {
+        c->chunked = 1;
+        http_chunked_init(&c->chunk);
+    }
     /* Exactly "chunked": the parser would also take "gzip, chunked". */
     if (p->uses_transfer_encoding && strcmp(c->te, "chunked") != 0)
         return refuse(c, 501, "only the chunked transfer coding is supported");
@@ -378,11 +445,35 @@ static void compact_input(http_conn *c)
     }
 }
 
+/* Bytes given to uv_write() that the kernel has not taken yet. */
+static size_t unsent_bytes(const http_conn *c)
+{
+    return c->tcp.write_queue_size;
+}
+
+/* A client that does not read its answers is not read either: returns
+ * nonzero, with reads stopped, while the unsent output of 'c' is above the
+ * bound. Its pipelined requests then wait unparsed in c->in, so neither
+ * input nor output grows; on_write() resumes, on_timer() closes. */
+static int hold_for_output(http_conn *c)
+{
+    if (c->out_paused)
+        return 1;
+    if (unsent_bytes(c) <= c->srv->lim.max_unsent)
+        return 0;
+    c->out_paused = 1;
+    c->out_paused_ms = uv_now(c->srv->loop);
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    return 1;
+}
+
 static void process_input(http_conn *c)
 {
     c->in_process = 1;
-    while (c->state == CONN_READING && c->in_off < c->in.len) {
+    while (c->state == CONN_READING && !hold_for_output(c) && c->in_off < c->in.len) {
+        size_t len;
         size_t n;
+        int was_body;
         enum http_errno e;
 
         if (!c->headers_scanned) {
@@ -396,15 +487,25 @@ static void process_input(http_conn *c)
             }
             c->headers_scanned = 1;
         }
-        n = http_parser_execute(&c->parser, &parser_settings, c->in.data + c->in_off,
-                                c->in.len - c->in_off);
+        if (parser_window(c, &len) != 0) {
+            fail_request(c, c->err_status, c->err_msg);
+            break;
+        }
+        if (len == 0)
+            break;
+        was_body = c->in_body;
+        n = http_parser_execute(&c->parser, &parser_settings, c->in.data + c->in_off, len);
         c->in_off += n;
+        if (!was_body)
+            c->head_left -= n;
+        else if (c->chunked)
+            c->checked_ahead -= n;
         e = HTTP_PARSER_ERRNO(&c->parser);
         if (c->err_status) {
             fail_request(c, c->err_status, c->err_msg);
         } else if (e == HPE_PAUSED) {
             http_parser_pause(&c->parser, 0);
-            c->headers_scanned = 0;     /* the next bytes start a new request */
+            next_request(c);
             dispatch(c);
         } else if (e != HPE_OK) {
             const char *msg;
@@ -469,6 +570,11 @@ static void on_timer(uv_timer_t *t)
 
     if (c->state == CONN_LINGER) {
         conn_close(c);
+    } else if (c->state == CONN_READING && c->out_paused) {
+        log_info("http", "send timeout remote=%s unsent=%zu", c->remote, unsent_bytes(c));
+        if (c->srv->obs.on_send_timeout)
+            c->srv->obs.on_send_timeout(c->srv->obs.arg);
+        conn_close(c);
     } else if (c->state == CONN_READING) {
         if (c->first_byte_ms == 0)
             conn_close(c);  /* idle keep-alive connection */
@@ -488,7 +594,9 @@ static void arm_timer(http_conn *c)
         uv_timer_stop(&c->timer);
         return;
     }
-    if (c->first_byte_ms == 0) {
+    if (c->out_paused) {
+        deadline = c->out_paused_ms + lim->send_timeout_ms;
+    } else if (c->first_byte_ms == 0) {
         deadline = now + lim->keepalive_ms;
     } else if (c->headers_ms == 0) {
         deadline = c->first_byte_ms + lim->header_timeout_ms;
@@ -516,6 +624,20 @@ static void on_shutdown(uv_shutdown_t *req, int status)
     uv_timer_start(&c->timer, on_timer, c->srv->lim.linger_ms, 0);
 }
 
+/* The unsent output of 'c' drained to the bound: reads and the waiting
+ * pipelined requests go on, under the deadline of the request they are at. */
+static void resume_after_drain(http_conn *c)
+{
+    c->out_paused = 0;
+    c->first_byte_ms = c->in.len > c->in_off ? uv_now(c->srv->loop) : 0;
+    process_input(c);
+    if ((c->state == CONN_READING || c->state == CONN_HANDLING) && !c->out_paused) {
+        c->read_paused = 0;
+        uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+    }
+    arm_timer(c);
+}
+
 static void on_write(uv_write_t *w, int status)
 {
     write_req *wr = (write_req *)w;
@@ -525,6 +647,9 @@ static void on_write(uv_write_t *w, int status)
     free(wr);
     if (status < 0) {
         conn_close(c);
+    } else if (c->out_paused && c->state == CONN_READING &&
+               unsent_bytes(c) <= c->srv->lim.max_unsent) {
+        resume_after_drain(c);
     } else if (c->state == CONN_FLUSHING) {
         /* Close gently: stop writing, then read and discard for a while, so
          * the client reads our answer instead of a connection reset. */
@@ -677,7 +802,7 @@ void http_respond_typed(http_request *req, int status, const char *content_type,
                 process_input(c);
                 arm_timer(c);
             }
-            if (c->read_paused && c->state == CONN_READING) {
+            if (c->read_paused && c->state == CONN_READING && !c->out_paused) {
                 c->read_paused = 0;
                 uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
             }

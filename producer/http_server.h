@@ -3,7 +3,10 @@
  * Accepts connections, frames requests strictly (RFC 9112, stricter than
  * http-parser: see SECURITY.md), enforces the size limits, and hands each
  * complete request to one handler. Requests on a connection are handled one
- * at a time, so pipelined requests are answered in order.
+ * at a time, so pipelined requests are answered in order. A client that
+ * sends requests but does not read the answers is not read either while its
+ * unsent output is above lim->max_unsent (its buffered pipelined requests
+ * wait unparsed), and is closed when that lasts lim->send_timeout_ms.
  *
  * Runs on one loop thread. The handler may answer at once with
  * http_respond(), or later (after a Redis reply): it calls http_defer()
@@ -46,10 +49,13 @@ typedef struct http_request {
 
 typedef void (*http_handler_fn)(http_request *req, void *arg);
 
-/* Told about every response and every connection opened (+1) or closed (-1). */
+/* Told about every response, every connection opened (+1) or closed (-1),
+ * and every connection closed because its client did not read its answers
+ * (unsent output above max_unsent for send_timeout_ms). Any may be NULL. */
 typedef struct http_observer {
     void (*on_response)(const http_request *req, int status, void *arg);
     void (*on_connections)(int delta, void *arg);
+    void (*on_send_timeout)(void *arg);
     void *arg;
 } http_observer;
 

@@ -52,6 +52,12 @@ static void observe_connections(int delta, void *arg)
     atomic_fetch_add(&stats_fault.open_connections, delta);
 }
 
+static void observe_send_timeout(void *arg)
+{
+    (void)arg;
+    atomic_fetch_add(&stats_fault.send_timeouts, 1);
+}
+
 /* Room for every connection we may hold, plus our own descriptors. */
 static void raise_fd_limit(int connections)
 {
@@ -83,6 +89,8 @@ static void limits_from(const lj_config *cfg, http_limits *lim)
     lim->body_idle_ms = (unsigned)cfg->body_timeout_ms;
     lim->body_total_ms = (unsigned)cfg->body_timeout_ms * 6;
     lim->keepalive_ms = (unsigned)cfg->keepalive_ms;
+    lim->max_unsent = (size_t)cfg->max_unsent_bytes;
+    lim->send_timeout_ms = (unsigned)cfg->send_timeout_ms;
 }
 
 /* Closes what 'c' opened; its loop then runs out of handles and returns. */
@@ -109,7 +117,7 @@ static void on_stop(uv_async_t *a)
 /* Builds loop 'c' listening on 'port'. 0, or -1 (logged). */
 static int open_loop(loop_ctx *c, const lj_config *cfg, int port)
 {
-    http_observer obs = {observe_response, observe_connections, NULL};
+    http_observer obs = {observe_response, observe_connections, observe_send_timeout, NULL};
     http_limits lim;
     int rc;
 

@@ -110,6 +110,11 @@ int stats_render_prometheus(lj_buf *out)
     metrics_write_head(out, "ljwx_unavailable_total", "counter", "503 responses.");
     metrics_write_value(out, "ljwx_unavailable_total", "",
                         (double)atomic_load(&stats_fault.unavailable));
+    metrics_write_head(out, "ljwx_send_timeout_closes_total", "counter",
+                       "Connections closed because their unsent answers stayed above "
+                       "--max-unsent-bytes for --send-timeout-ms.");
+    metrics_write_value(out, "ljwx_send_timeout_closes_total", "",
+                        (double)atomic_load(&stats_fault.send_timeouts));
     metrics_write_head(out, "ljwx_open_connections", "gauge", "Open client connections.");
     return metrics_write_value(out, "ljwx_open_connections", "",
                                (double)atomic_load(&stats_fault.open_connections));

@@ -47,6 +47,7 @@ typedef struct stats_faults {
     atomic_ullong unavailable;      /* 503 answers */
     atomic_ullong backpressure;     /* uploads refused (or sent to legacy) by a full stream */
     atomic_llong open_connections;
+    atomic_ullong send_timeouts;    /* connections closed: answers unread for too long */
 } stats_faults;
 
 extern stats_faults stats_fault;

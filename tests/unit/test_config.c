@@ -30,6 +30,8 @@ static void test_defaults_work_locally(void **state)
     assert_int_equal(c.max_body_bytes, 1048576);
     assert_int_equal(c.max_records, 1000);
     assert_int_equal(c.max_depth, 32);
+    assert_int_equal(c.max_unsent_bytes, 262144);
+    assert_int_equal(c.send_timeout_ms, 10000);
     assert_string_equal(c.redis_host, "127.0.0.1");
     assert_string_equal(c.stream_prefix, "");
     assert_string_equal(c.admin_token, "");
@@ -64,6 +66,7 @@ static void test_bad_values_are_refused(void **state)
     char *missing[] = {"p", "--http-port"};
     char *stray[] = {"p", "oops"};
     char *wrong_prog[] = {"c", "--http-port", "1"};
+    char *tiny_bound[] = {"p", "--max-unsent-bytes", "100"};
 
     (void)state;
     assert_int_equal(load(&c, CFG_PRODUCER, 3, range, err), LJ_EINVAL);
@@ -75,6 +78,9 @@ static void test_bad_values_are_refused(void **state)
     assert_int_equal(load(&c, CFG_PRODUCER, 2, stray, err), LJ_EINVAL);
     /* the consumer has no HTTP port */
     assert_int_equal(load(&c, CFG_CONSUMER, 3, wrong_prog, err), LJ_EINVAL);
+    /* below one small answer: every connection would stall */
+    assert_int_equal(load(&c, CFG_PRODUCER, 3, tiny_bound, err), LJ_EINVAL);
+    assert_non_null(strstr(err, "max_unsent_bytes"));
     setenv("LJ_WORKERS", "0", 1);
     assert_int_equal(load(&c, CFG_CONSUMER, 1, range, err), LJ_EINVAL);
     unsetenv("LJ_WORKERS");
