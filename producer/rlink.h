@@ -3,7 +3,7 @@
  * One hiredis async context per loop, so every request on the loop pipelines
  * its commands over one connection. When the connection fails, drops or stops
  * answering (--redis-timeout-ms), or a connect does not complete in time
- * (--redis-connect-timeout-ms), the link reconnects by itself with
+ * (--redis-connect-ms), the link reconnects by itself with
  * exponential backoff (100 ms .. 5 s); while it is down rlink_command()
  * refuses at once, so callers answer 503 (or fall back) instead of queueing.
  *

@@ -1,7 +1,7 @@
 """Connecting to Redis (SPEC §3, docs/reliability.md): a Redis that drops
 packets, a name that does not resolve and a resolver that does not answer
 must neither hold requests nor block the producer's event loop; every connect
-is bounded by --redis-connect-timeout-ms and retried with backoff."""
+is bounded by --redis-connect-ms and retried with backoff."""
 import os
 import re
 import select
@@ -107,7 +107,7 @@ def connect_timeouts(log, port):
 
 def test_redis_that_drops_packets_is_timed_out_and_retried_with_backoff(stack, servers,
                                                                          dropping):
-    prod = stack.producer(LJ_REDIS_PORT=dropping.port, LJ_REDIS_CONNECT_TIMEOUT_MS=300)
+    prod = stack.producer(LJ_REDIS_PORT=dropping.port, LJ_REDIS_CONNECT_MS=300)
     sn = serial("drop")
     resp, took = timed(lambda: requests.get(stack.url + "/api/health", timeout=10))
     assert resp.json()["redis"] is False and took < 2
@@ -131,10 +131,10 @@ def test_redis_that_drops_packets_is_timed_out_and_retried_with_backoff(stack, s
 
 
 def test_pool_and_consumer_redis_connects_are_bounded(stack, dropping):
-    stack.producer(LJ_REDIS_PORT=dropping.port, LJ_REDIS_CONNECT_TIMEOUT_MS=300)
+    stack.producer(LJ_REDIS_PORT=dropping.port, LJ_REDIS_CONNECT_MS=300)
     resp, took = timed(lambda: requests.get(stack.url + "/api/stream_stats", timeout=10))
     assert resp.status_code == 503 and took < 1.5, took
-    cons = stack.consumer(LJ_REDIS_PORT=dropping.port, LJ_REDIS_CONNECT_TIMEOUT_MS=300)
+    cons = stack.consumer(LJ_REDIS_PORT=dropping.port, LJ_REDIS_CONNECT_MS=300)
     pattern = f"redis 127.0.0.1:{dropping.port}: Connection timed out"
     wait_for(lambda: cons.output().count(pattern) >= 2, timeout=4,
              what="two bounded consumer connects")
@@ -177,7 +177,7 @@ def test_resolver_that_does_not_answer_does_not_block_the_loop(stack, tmp_path):
                 f"mount --bind {resolv} /etc/resolv.conf && exec \"$0\"",
                 os.path.join(BIN, "ljwx-producer")]
         env = stack.env(LJ_REDIS_HOST="redis.silent-dns.example",
-                        LJ_REDIS_CONNECT_TIMEOUT_MS=300)
+                        LJ_REDIS_CONNECT_MS=300)
         prod = Proc("ljwx-producer", argv, env, str(tmp_path / "producer-dns.log"))
         stack.procs.append(prod)
 
