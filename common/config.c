@@ -34,7 +34,7 @@ typedef struct cfg_option {
 /* Alphabetical; every default works for a local run. */
 static const cfg_option options[] = {
     CFG_STR("admin_token", "LJ_ADMIN_TOKEN", admin_token, "", CFG_PRODUCER, CFG_SECRET,
-            "bearer token for admin endpoints; empty: loopback clients only"),
+            "bearer token for admin endpoints; empty: loopback clients without proxy headers"),
     CFG_INT("addr_burst", "LJ_ADDR_BURST", addr_burst, "200", 1, 1000000, CFG_PRODUCER,
             "uploads one client address may send at once above --addr-rate"),
     CFG_INT("addr_rate", "LJ_ADDR_RATE", addr_rate, "0", 0, 1000000, CFG_PRODUCER,
@@ -126,8 +126,11 @@ static const cfg_option options[] = {
             "ones are evicted first"),
     CFG_INT("ratio_refresh_ms", "LJ_RATIO_REFRESH_MS", ratio_refresh_ms, "500", 50, 60000,
             CFG_PRODUCER, "how often each producer re-reads the traffic ratio from Redis"),
+    CFG_INT("redis_connect_ms", "LJ_REDIS_CONNECT_MS", redis_connect_ms, "2000", 50, 60000,
+            CFG_BOTH,
+            "a Redis connect not complete after this is abandoned and retried with backoff"),
     CFG_STR("redis_host", "LJ_REDIS_HOST", redis_host, "127.0.0.1", CFG_BOTH, 0,
-            "Redis host"),
+            "Redis host: an address, or a name resolved again at each connect"),
     CFG_STR("redis_password", "LJ_REDIS_PASSWORD", redis_password, "", CFG_BOTH, CFG_SECRET,
             "Redis password (AUTH); empty: none"),
     CFG_INT("redis_port", "LJ_REDIS_PORT", redis_port, "6379", 1, 65535, CFG_BOTH,

@@ -47,6 +47,7 @@ typedef struct lj_config {
     int stream_high_watermark;
     int threads;
     int redis_timeout_ms;
+    int redis_connect_ms;   /* resolve + TCP connect, async and sync */
     int initial_ratio_permille;
     int ratio_refresh_ms;
     int device_rate;            /* flow control (flowctl.c) */

@@ -6,18 +6,22 @@
 #include "err.h"
 #include "log.h"
 
-redisContext *rds_connect(const char *host, int port, const char *password, int timeout_ms,
-                          char *err, size_t errlen)
+redisContext *rds_connect(const char *host, int port, const char *password, int connect_ms,
+                          int timeout_ms, char *err, size_t errlen)
 {
+    struct timeval ctv = {connect_ms / 1000, (connect_ms % 1000) * 1000};
     struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
-    redisContext *c = redisConnectWithTimeout(host, port, tv);
+    redisContext *c = redisConnectWithTimeout(host, port, ctv);
     redisReply *r;
 
     if (c == NULL || c->err) {
         snprintf(err, errlen, "%s", c ? c->errstr : "out of memory");
         goto fail;
     }
-    if (timeout_ms > 0 && redisSetTimeout(c, tv) != REDIS_OK) {
+    /* The command timeout is a socket option, apart from the connect's. */
+    if (timeout_ms == 0)
+        tv = (struct timeval){0, 0};
+    if (redisSetTimeout(c, tv) != REDIS_OK) {
         snprintf(err, errlen, "cannot set timeout");
         goto fail;
     }

@@ -11,11 +11,14 @@
 
 #include <hiredis/hiredis.h>
 
-/* Connects (and AUTHs when 'password' is not empty) with 'timeout_ms' as
- * both connect and command timeout; 0 means no command timeout. Returns the
- * context or NULL with a reason in 'err'. */
-redisContext *rds_connect(const char *host, int port, const char *password, int timeout_ms,
-                          char *err, size_t errlen);
+/* Connects (and AUTHs when 'password' is not empty). The TCP connect is
+ * abandoned after 'connect_ms' (> 0; a host that drops packets would hold it
+ * for minutes otherwise), every command after 'timeout_ms' (0: no command
+ * timeout). A host name is resolved by this thread, bounded only by the
+ * resolver's own timeouts (resolv.conf). Returns the context or NULL with a
+ * reason in 'err'. */
+redisContext *rds_connect(const char *host, int port, const char *password, int connect_ms,
+                          int timeout_ms, char *err, size_t errlen);
 
 /* Runs a command of 'argc' NUL-terminated strings. Returns the reply (caller
  * frees with freeReplyObject) or NULL when the connection failed. */

@@ -116,7 +116,7 @@ static int connect_redis(session *s)
 
     /* Command timeout above BLOCK, so a blocked read is not cut short. */
     s->redis = rds_connect(cfg->redis_host, cfg->redis_port, cfg->redis_password,
-                           cfg->block_ms + 5000, err, sizeof(err));
+                           cfg->redis_connect_ms, cfg->block_ms + 5000, err, sizeof(err));
     if (s->redis == NULL) {
         log_warn("worker", "redis %s:%d: %s", cfg->redis_host, cfg->redis_port, err);
         return LJ_EUNAVAIL;

@@ -49,8 +49,16 @@ int admin_authorized(const lj_config *cfg, http_request *req)
     const char *auth = req->authorization;
 
     if (cfg->admin_token[0] == '\0') {
-        if (req->remote_is_loopback)
+        if (req->remote_is_loopback && !req->forwarded)
             return 1;
+        if (req->forwarded) {
+            /* A proxy on this host makes every client loopback. */
+            log_warn("admin", "refused proxied admin call without a configured token "
+                              "remote=%s path=%s", req->remote_addr, req->path);
+            http_respond_error(req, 403, "proxied admin calls need a token: configure "
+                                         "LJ_ADMIN_TOKEN and send Authorization: Bearer");
+            return 0;
+        }
         http_respond_error(req, 403, "admin calls are allowed from this host only");
         return 0;
     }

@@ -20,7 +20,10 @@
 #include "http_server.h"
 
 /* Nonzero when 'req' may call admin endpoints; otherwise it has been
- * answered (401/403). */
+ * answered (401/403). With a token configured the token decides (401 when
+ * absent, 403 when wrong). Without one only a loopback client whose request
+ * carries no forwarding header is admitted (a proxy on this host makes every
+ * client loopback): 403 otherwise. */
 int admin_authorized(const lj_config *cfg, http_request *req);
 
 void admin_get_ratio(gray *g, http_request *req);

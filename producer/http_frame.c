@@ -338,3 +338,29 @@ int http_chunked_scan(http_chunked *ck, const char *data, size_t n, const http_l
     *used = i;
     return ck->state == CK_DONE ? 1 : 0;
 }
+
+int http_frame_is_forwarding(const char *name, size_t len)
+{
+    switch (len) {
+    case 3:
+        return memcmp(name, "via", 3) == 0;
+    case 9:
+        return memcmp(name, "forwarded", 9) == 0 || memcmp(name, "x-real-ip", 9) == 0;
+    case 11:
+        return memcmp(name, "x-client-ip", 11) == 0;
+    case 14:
+        return memcmp(name, "true-client-ip", 14) == 0;
+    case 15:
+        return memcmp(name, "x-forwarded-for", 15) == 0;
+    case 16:
+        return memcmp(name, "x-forwarded-host", 16) == 0 ||
+               memcmp(name, "x-forwarded-port", 16) == 0 ||
+               memcmp(name, "cf-connecting-ip", 16) == 0;
+    case 17:
+        return memcmp(name, "x-forwarded-proto", 17) == 0;
+    case 19:
+        return memcmp(name, "x-cluster-client-ip", 19) == 0;
+    default:
+        return 0;
+    }
+}

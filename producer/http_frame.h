@@ -85,4 +85,11 @@ int http_chunked_scan(http_chunked *ck, const char *data, size_t n, const http_l
 /* Nonzero when 'ch' may appear in a header name (RFC 9110 tchar). */
 int http_frame_is_tchar(unsigned char ch);
 
+/* Nonzero when the lower-case header name 'name' ('len' bytes) is one a
+ * proxy adds to say whom it forwards for: Forwarded, Via, X-Forwarded-For,
+ * -Host, -Proto, -Port, X-Real-IP, X-Client-IP, X-Cluster-Client-IP,
+ * True-Client-IP, CF-Connecting-IP. Length first, so most names cost one
+ * switch. */
+int http_frame_is_forwarding(const char *name, size_t len);
+
 #endif

@@ -62,6 +62,7 @@ struct http_conn {
     char te[16];            /* Transfer-Encoding, lower case; longer: not "chunked" */
     size_t te_len;
     int expect_continue;    /* "Expect: 100-continue" */
+    int forwarded;          /* a forwarding header was seen */
     char remote[INET6_ADDRSTRLEN];
     int loopback;
     http_request req;
@@ -151,6 +152,7 @@ static void reset_request(http_conn *c)
     c->te_len = 0;
     c->te[0] = '\0';
     c->expect_continue = 0;
+    c->forwarded = 0;
     c->err_status = 0;
     c->err_msg = NULL;
 }
@@ -290,6 +292,8 @@ static int on_header_value(http_parser *p, const char *at, size_t len)
         if (i < len)
             c->te_len = sizeof(c->te) - 1;  /* too long to be just "chunked" */
         c->te[c->te_len] = '\0';
+    } else if (!c->forwarded) {
+        c->forwarded = http_frame_is_forwarding(c->field, c->field_len);
     }
     return 0;
 }
@@ -390,6 +394,7 @@ static void dispatch(http_conn *c)
     r->authorization = c->auth;
     r->remote_addr = c->remote;
     r->remote_is_loopback = c->loopback;
+    r->forwarded = c->forwarded;
     r->start_ns = uv_hrtime();
     r->route = -1;
     c->state = CONN_HANDLING;

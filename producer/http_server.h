@@ -43,6 +43,7 @@ typedef struct http_request {
     const char *authorization;  /* "" when absent */
     const char *remote_addr;    /* "127.0.0.1" */
     int remote_is_loopback;
+    int forwarded;              /* carried a proxy's header (http_frame_is_forwarding) */
     uint64_t start_ns;          /* when the request was complete (uv_hrtime) */
     int route;                  /* set by the handler, reported to the observer */
 } http_request;

@@ -127,7 +127,7 @@ static int open_loop(loop_ctx *c, const lj_config *cfg, int port)
     c->rt.loop = &c->loop;
     c->rt.cfg = cfg;
     c->link = rlink_new(&c->loop, cfg->redis_host, cfg->redis_port, cfg->redis_password,
-                        (unsigned)cfg->redis_timeout_ms);
+                        (unsigned)cfg->redis_timeout_ms, (unsigned)cfg->redis_connect_ms);
     if (c->link == NULL || (c->rt.gray = gray_new(&c->loop, c->link, cfg)) == NULL ||
         (c->backlog = backlog_new(&c->loop, c->link, cfg)) == NULL ||
         (c->rt.ledger = ledger_new(&c->loop, c->link, cfg)) == NULL ||

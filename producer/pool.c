@@ -96,7 +96,8 @@ redisContext *pool_redis(void)
     if (tl_redis)
         return tl_redis;
     tl_redis = rds_connect(pool_cfg->redis_host, pool_cfg->redis_port,
-                           pool_cfg->redis_password, 2000, err, sizeof(err));
+                           pool_cfg->redis_password, pool_cfg->redis_connect_ms,
+                           pool_cfg->redis_timeout_ms, err, sizeof(err));
     if (tl_redis == NULL)
         log_warn("pool", "redis: %s", err);
     return tl_redis;

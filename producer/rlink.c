@@ -1,5 +1,6 @@
 #include "rlink.h"
 
+#include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,19 +15,35 @@
 
 typedef struct pending pending;
 
+/* A connect attempt:
+ *
+ *   link_connect --name--> uv_getaddrinfo (thread pool) --> on_resolved --+
+ *        |                                                                |
+ *        +--numeric address------------------------------> connect_addr <-+
+ *                                                              |
+ *            redisAsyncConnect(numeric: no lookup), 'deadline' started
+ *                                                              |
+ *          on_connect (stops 'deadline')  or  on_deadline (frees the context)
+ *
+ * Every failure ends in retry_later(), which arms 'retry' with the backoff. */
 struct rlink {
     uv_loop_t *loop;
     uv_timer_t retry;
     uv_timer_t watch;       /* checks that Redis answers in time */
+    uv_timer_t deadline;    /* the connect in progress must complete by then */
+    uv_getaddrinfo_t gai;
+    int resolving;          /* 'gai' in flight: 'l' must outlive its callback */
     unsigned timeout_ms;
+    unsigned connect_ms;
     pending *head;          /* commands in flight, oldest first: Redis answers in order */
     pending *tail;
-    int open_timers;        /* while closing */
+    int refs;               /* while closing: open timers, plus 'gai' in flight */
     redisAsyncContext *ac;  /* NULL while disconnected */
     int ready;
     int closing;
     unsigned backoff_ms;
     char host[256];
+    char addr[INET6_ADDRSTRLEN];    /* numeric address of the current attempt */
     int port;
     char password[256];
 };
@@ -41,6 +58,7 @@ struct pending {
 
 static void link_connect(rlink *l);
 static void on_watch(uv_timer_t *t);
+static void release(rlink *l);
 
 /* ------------------------------------------------------------------------
  * Our own libuv adapter for hiredis' async API. The one shipped with hiredis
@@ -137,13 +155,14 @@ static void on_connect(const redisAsyncContext *ac, int status)
 {
     rlink *l = ac->data;
 
+    uv_timer_stop(&l->deadline);
     if (status != REDIS_OK) {
         log_warn("rlink", "connect to %s:%d failed: %s; retry in %u ms", l->host, l->port,
                  ac->errstr, l->backoff_ms);
         retry_later(l);     /* hiredis frees 'ac' after this returns */
         return;
     }
-    log_info("rlink", "connected to %s:%d", l->host, l->port);
+    log_info("rlink", "connected to %s:%d (%s)", l->host, l->port, l->addr);
     l->ready = 1;
     l->backoff_ms = BACKOFF_MIN_MS;
 }
@@ -168,9 +187,28 @@ static void on_auth(redisAsyncContext *ac, void *reply, void *arg)
     }
 }
 
-static void link_connect(rlink *l)
+/* A connect that neither succeeds nor fails (SYNs dropped) is abandoned.
+ * A timer callback is outside hiredis, so freeing the context here is safe;
+ * it was never connected, so hiredis calls no disconnect callback. */
+static void on_deadline(uv_timer_t *t)
 {
-    redisAsyncContext *ac = redisAsyncConnect(l->host, l->port);
+    rlink *l = t->data;
+    redisAsyncContext *ac = l->ac;
+
+    if (ac == NULL || l->ready)
+        return;
+    log_warn("rlink", "connect to %s:%d timed out after %u ms; retry in %u ms", l->host, l->port,
+             l->connect_ms, l->backoff_ms);
+    redisAsyncFree(ac);     /* a queued AUTH gets its NULL reply */
+    if (l->ac == ac)
+        retry_later(l);
+}
+
+/* Connects to the numeric address in l->addr: hiredis' own getaddrinfo
+ * then parses the number and asks no resolver, so the loop never waits. */
+static void connect_addr(rlink *l)
+{
+    redisAsyncContext *ac = redisAsyncConnect(l->addr, l->port);
 
     if (ac == NULL || ac->err) {
         log_warn("rlink", "connect to %s:%d failed: %s", l->host, l->port,
@@ -191,6 +229,7 @@ static void link_connect(rlink *l)
     redisAsyncSetConnectCallback(ac, on_connect);
     redisAsyncSetDisconnectCallback(ac, on_disconnect);
     l->ac = ac;
+    uv_timer_start(&l->deadline, on_deadline, l->connect_ms, 0);
     if (l->password[0]) {
         const char *argv[] = {"AUTH", l->password};
         size_t lens[] = {4, strlen(l->password)};
@@ -200,8 +239,83 @@ static void link_connect(rlink *l)
     }
 }
 
+static const struct addrinfo *first_of(const struct addrinfo *res, int family)
+{
+    for (; res; res = res->ai_next)
+        if (res->ai_family == family)
+            return res;
+    return NULL;
+}
+
+/* The first IPv4 address of 'res', else its first IPv6 one (the order
+ * hiredis tries), into l->addr. 0, or -1 when it holds neither. */
+static int pick_addr(rlink *l, const struct addrinfo *res)
+{
+    const struct addrinfo *p;
+
+    if ((p = first_of(res, AF_INET)) != NULL)
+        return uv_ip4_name((const struct sockaddr_in *)p->ai_addr, l->addr, sizeof(l->addr));
+    if ((p = first_of(res, AF_INET6)) != NULL)
+        return uv_ip6_name((const struct sockaddr_in6 *)p->ai_addr, l->addr, sizeof(l->addr));
+    return -1;
+}
+
+static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
+{
+    rlink *l = req->data;
+    int rc = status;
+
+    l->resolving = 0;
+    if (l->closing) {
+        if (res)
+            uv_freeaddrinfo(res);
+        release(l);
+        return;
+    }
+    if (rc == 0 && pick_addr(l, res) != 0)
+        rc = UV_EAI_ADDRFAMILY;
+    if (res)
+        uv_freeaddrinfo(res);
+    if (rc != 0) {
+        log_warn("rlink", "cannot resolve redis host %s: %s; retry in %u ms", l->host,
+                 uv_strerror(rc), l->backoff_ms);
+        retry_later(l);
+        return;
+    }
+    log_debug("rlink", "resolved %s to %s", l->host, l->addr);
+    connect_addr(l);
+}
+
+/* One attempt: a numeric host is used as it is; a name is resolved on the
+ * thread pool first, at every attempt (a failover may move the name). */
+static void link_connect(rlink *l)
+{
+    struct addrinfo hints;
+    unsigned char num[sizeof(struct in6_addr)];
+    size_t len;
+    int rc;
+
+    len = strlen(l->host);
+    if (len < sizeof(l->addr) &&
+        (uv_inet_pton(AF_INET, l->host, num) == 0 || uv_inet_pton(AF_INET6, l->host, num) == 0)) {
+        memcpy(l->addr, l->host, len + 1);
+        connect_addr(l);
+        return;
+    }
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    if ((rc = uv_getaddrinfo(l->loop, &l->gai, on_resolved, l->host, NULL, &hints)) != 0) {
+        log_warn("rlink", "cannot resolve redis host %s: %s; retry in %u ms", l->host,
+                 uv_strerror(rc), l->backoff_ms);
+        retry_later(l);
+        return;
+    }
+    l->resolving = 1;
+}
+
 rlink *rlink_new(uv_loop_t *loop, const char *host, int port, const char *password,
-                 unsigned timeout_ms)
+                 unsigned timeout_ms, unsigned connect_ms)
 {
     rlink *l = calloc(1, sizeof(*l));
 
@@ -213,8 +327,12 @@ rlink *rlink_new(uv_loop_t *loop, const char *host, int port, const char *passwo
     snprintf(l->host, sizeof(l->host), "%s", host);
     snprintf(l->password, sizeof(l->password), "%s", password ? password : "");
     l->timeout_ms = timeout_ms;
+    l->connect_ms = connect_ms;
+    l->gai.data = l;
     uv_timer_init(loop, &l->retry);
     l->retry.data = l;
+    uv_timer_init(loop, &l->deadline);
+    l->deadline.data = l;
     uv_timer_init(loop, &l->watch);
     l->watch.data = l;
     uv_timer_start(&l->watch, on_watch, timeout_ms / 4 + 1, timeout_ms / 4 + 1);
@@ -283,12 +401,15 @@ int rlink_command(rlink *l, int argc, const char **argv, const size_t *lens, rli
     return 0;
 }
 
+static void release(rlink *l)
+{
+    if (--l->refs == 0)
+        free(l);
+}
+
 static void on_timer_closed(uv_handle_t *h)
 {
-    rlink *l = h->data;
-
-    if (--l->open_timers == 0)
-        free(l);
+    release(h->data);
 }
 
 void rlink_close(rlink *l)
@@ -298,7 +419,12 @@ void rlink_close(rlink *l)
      * gone. Pending callbacks run now with NULL replies. */
     if (l->ac)
         redisAsyncFree(l->ac);
-    l->open_timers = 2;
+    l->refs = 3 + l->resolving;
+    /* A lookup not started yet is dropped (its callback says UV_ECANCELED);
+     * a running one ends within the resolver's timeout. */
+    if (l->resolving)
+        uv_cancel((uv_req_t *)&l->gai);
     uv_close((uv_handle_t *)&l->retry, on_timer_closed);
     uv_close((uv_handle_t *)&l->watch, on_timer_closed);
+    uv_close((uv_handle_t *)&l->deadline, on_timer_closed);
 }

@@ -2,7 +2,8 @@
  *
  * One hiredis async context per loop, so every request on the loop pipelines
  * its commands over one connection. When the connection fails, drops or stops
- * answering (--redis-timeout-ms), the link reconnects by itself with
+ * answering (--redis-timeout-ms), or a connect does not complete in time
+ * (--redis-connect-ms), the link reconnects by itself with
  * exponential backoff (100 ms .. 5 s); while it is down rlink_command()
  * refuses at once, so callers answer 503 (or fall back) instead of queueing.
  *
@@ -23,11 +24,13 @@ typedef struct rlink rlink;
 typedef void (*rlink_cb)(redisReply *reply, void *arg);
 
 /* Starts connecting to 'host':'port' (AUTH with 'password' unless empty).
- * A command unanswered after 'timeout_ms' drops the link (every waiting
- * callback gets NULL) and a reconnect follows. Returns the link, or NULL
- * when out of memory. */
+ * A host name is resolved on libuv's thread pool at every attempt, never on
+ * the loop; a connect not complete after 'connect_ms' is abandoned and
+ * retried. A command unanswered after 'timeout_ms' drops the link (every
+ * waiting callback gets NULL) and a reconnect follows. Returns the link, or
+ * NULL when out of memory. */
 rlink *rlink_new(uv_loop_t *loop, const char *host, int port, const char *password,
-                 unsigned timeout_ms);
+                 unsigned timeout_ms, unsigned connect_ms);
 
 /* Nonzero when connected and ready for commands. */
 int rlink_ready(const rlink *l);

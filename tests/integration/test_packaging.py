@@ -1,6 +1,7 @@
 """docker-compose.yml stays valid and wired the way docs/ say (no Docker
 engine here: the file is checked, not run)."""
 import os
+import re
 import subprocess
 
 import yaml
@@ -8,11 +9,18 @@ import yaml
 from conftest import BIN, TOP
 
 
+def compose_config(**env):
+    return subprocess.run(["docker-compose", "-f", os.path.join(TOP, "docker-compose.yml"),
+                           "config"], capture_output=True, text=True,
+                          env=dict(os.environ, **env))
+
+
 def test_compose_file_is_valid_and_complete():
-    out = subprocess.run(["docker-compose", "-f", os.path.join(TOP, "docker-compose.yml"),
-                          "config"], capture_output=True, text=True, check=True).stdout
-    cfg = yaml.safe_load(out)
+    out = compose_config(LJ_ADMIN_TOKEN="from-the-operator")
+    assert out.returncode == 0, out.stderr
+    cfg = yaml.safe_load(out.stdout)
     services = cfg["services"]
+    assert services["producer"]["environment"]["LJ_ADMIN_TOKEN"] == "from-the-operator"
     assert set(services) == {"redis", "postgres", "migrate", "producer", "consumer"}
     assert "--appendonly yes" in " ".join(services["redis"]["command"]) or \
         "appendonly yes" in str(services["redis"]["command"])
@@ -23,6 +31,31 @@ def test_compose_file_is_valid_and_complete():
         "service_completed_successfully"
     assert "ports" not in services["consumer"]      # scalable: no fixed host port
     assert services["producer"]["ports"][0]["target"] == 8080
+
+
+def test_compose_refuses_to_start_without_an_admin_token():
+    env = {k: v for k, v in os.environ.items() if k != "LJ_ADMIN_TOKEN"}
+    out = subprocess.run(["docker-compose", "-f", os.path.join(TOP, "docker-compose.yml"),
+                          "config"], capture_output=True, text=True, env=env)
+    assert out.returncode != 0 and "LJ_ADMIN_TOKEN" in out.stderr
+    empty = compose_config(LJ_ADMIN_TOKEN="")
+    assert empty.returncode != 0 and "LJ_ADMIN_TOKEN" in empty.stderr
+
+
+def test_systemd_producer_unit_requires_an_admin_token_from_its_env_file():
+    with open(os.path.join(TOP, "deploy", "systemd", "ljwx-producer.service")) as f:
+        unit = f.read()
+    files = re.findall(r"^EnvironmentFile=(.*)$", unit, re.M)
+    assert files and not any(p.startswith("-") for p in files), files  # missing file: no start
+    assert "LJ_ADMIN_TOKEN=" not in unit                                # no secret in the unit
+    check = [ln for ln in unit.splitlines() if ln.startswith("ExecStartPre=")]
+    # $$: the shell reads the variable, so the token never appears in a command line.
+    assert any('"$$LJ_ADMIN_TOKEN"' in ln and "exit 1" in ln for ln in check), check
+    example = os.path.join(TOP, "deploy", "systemd", "ljwx.env.example")
+    with open(example) as f:
+        values = dict(ln.split("=", 1) for ln in f.read().splitlines()
+                      if ln and not ln.startswith("#"))
+    assert values["LJ_ADMIN_TOKEN"] == ""       # a placeholder, never a committed secret
 
 
 def test_configuration_reference_matches_help():

@@ -166,6 +166,49 @@ def test_admin_calls_need_the_token_when_one_is_set(stack):
     assert "s3cret" not in stack.procs[0].output()
 
 
+FORWARDING_HEADERS = ("Forwarded", "Via", "X-Forwarded-For", "X-Forwarded-Host",
+                      "X-Forwarded-Proto", "X-Forwarded-Port", "X-Real-IP", "X-Client-IP",
+                      "X-Cluster-Client-IP", "True-Client-IP", "CF-Connecting-IP")
+
+
+def test_proxied_admin_calls_are_refused_when_no_token_is_set(stack):
+    """A reverse proxy on the host makes every client loopback: without a token
+    an admin call that carries a forwarding header is refused (docs/security.md)."""
+    prod = stack.producer()
+    for name in FORWARDING_HEADERS + ("x-forwarded-for",):
+        resp = set_ratio(stack, 0.3, {name: "203.0.113.7"})
+        assert resp.status_code == 403, name
+        assert "token" in resp.json()["message"] and "proxied" in resp.json()["message"], name
+    fwd = {"X-Forwarded-For": "203.0.113.7"}
+    assert requests.post(stack.url + "/api/emergency_rollback", headers=fwd,
+                         timeout=5).status_code == 403
+    assert requests.get(stack.url + "/api/trace/1-1", headers={"Forwarded": "for=192.0.2.1"},
+                        timeout=5).status_code == 403
+    assert get_ratio(stack.url) == 0
+    assert "refused proxied admin call" in prod.output()
+    # Non-admin endpoints do not care, and the next request on the same
+    # connection without the header is a plain loopback call again.
+    with requests.Session() as s:
+        assert s.get(stack.url + "/api/stream_traffic_ratio", headers=fwd,
+                     timeout=5).status_code == 200
+        resp = s.post(stack.url + "/api/stream_traffic_ratio", data=json.dumps({"ratio": 0.3}),
+                      timeout=5)
+        assert resp.status_code == 200 and resp.json()["new_ratio"] == 0.3
+    sn = serial("fwd")
+    assert stack.post("/upload_health_data", {"deviceSn": sn, "heartRate": 70},
+                      headers=fwd).status_code == 200
+
+
+def test_proxied_admin_calls_are_decided_by_the_token_when_one_is_set(stack):
+    stack.producer(LJ_ADMIN_TOKEN="s3cret-proxied")
+    fwd = {"X-Forwarded-For": "203.0.113.7", "X-Real-IP": "203.0.113.7"}
+    assert set_ratio(stack, 0.4, fwd).status_code == 401
+    assert set_ratio(stack, 0.4, dict(fwd, Authorization="Bearer wrong")).status_code == 403
+    assert get_ratio(stack.url) == 0
+    ok = set_ratio(stack, 0.4, dict(fwd, Authorization="Bearer s3cret-proxied"))
+    assert ok.status_code == 200 and ok.json()["new_ratio"] == 0.4
+
+
 # -- device info and events ----------------------------------------------------------------
 
 def test_device_info_and_events_flow_to_their_tables(stack):
