@@ -251,7 +251,7 @@ static int staging_body(PGconn *pg, const health_job *job, store_stats *st)
 
     if ((rc = pg_copy_in(pg, copy_sql, job->data->data, job->data->len)) != 0)
         return rc;
-    return take_result(pg, PQexec(pg, merge_sql), st, "merge");
+    return take_result(pg, pg_query(pg, merge_sql), st, "merge");
 }
 
 /* "{id,id,...}": stream entry IDs are digits and a dash, safe in an array
@@ -295,7 +295,7 @@ static int direct_body(PGconn *pg, const health_job *job, store_stats *st)
         return LJ_ENOMEM;
     }
     params[0] = ids.data;
-    rc = take_result(pg, PQexecParams(pg, direct_alerts_sql, 1, NULL, params, NULL, NULL, 0), st,
+    rc = take_result(pg, pg_query_params(pg, direct_alerts_sql, 1, params), st,
                      "alerts");
     lj_buf_cleanup(&ids);
     return rc;
@@ -428,7 +428,7 @@ static int device_body(PGconn *pg, const void *arg, store_stats *st)
         params[7] = id_param(job->owners[i].user_id, ids[0], sizeof(ids[0]));
         params[8] = id_param(job->owners[i].customer_id, ids[1], sizeof(ids[1]));
         params[9] = id_param(job->owners[i].org_id, ids[2], sizeof(ids[2]));
-        rc = take_result(pg, PQexecParams(pg, device_sql, 10, NULL, params, NULL, NULL, 0), st,
+        rc = take_result(pg, pg_query_params(pg, device_sql, 10, params), st,
                          "device info");
     }
     return rc;
@@ -479,7 +479,7 @@ static int event_body(PGconn *pg, const void *arg, store_stats *st)
         params[5] = id_param(job->owners[i].customer_id, ids[1], sizeof(ids[1]));
         params[6] = id_param(job->owners[i].org_id, ids[2], sizeof(ids[2]));
         params[7] = job->stream_ids[i];
-        rc = take_result(pg, PQexecParams(pg, event_sql, 8, NULL, params, NULL, NULL, 0), st,
+        rc = take_result(pg, pg_query_params(pg, event_sql, 8, params), st,
                          "event");
     }
     return rc;
