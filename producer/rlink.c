@@ -283,6 +283,11 @@ int rlink_command(rlink *l, int argc, const char **argv, const size_t *lens, rli
     return 0;
 }
 
+int rlink_idle(const rlink *l)
+{
+    return l->head == NULL;
+}
+
 static void on_timer_closed(uv_handle_t *h)
 {
     rlink *l = h->data;
