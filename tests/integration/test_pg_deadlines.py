@@ -134,6 +134,11 @@ def test_hung_postgres_answers_503_in_time_and_loses_nothing(stack, servers):
         assert time.monotonic() - t0 < 2.0
         assert h.status_code == 200 and h.json()["postgres"] is False, h.text
         assert h.json()["status"] == "degraded"
+        # An ops query on the pool gets its 503 at the request deadline too.
+        t0 = time.monotonic()
+        st = requests.get(stack.url + "/api/stats", timeout=8)
+        assert st.status_code == 503 and "Retry-After" in st.headers, st.text
+        assert time.monotonic() - t0 < 3
         # The stream path keeps answering 200.
         for i in range(1, 11):
             r, t = timed_post(stack, "/upload_health_data_v2", reading(f"{tag}-V{i}", BASE_S + i))

@@ -126,10 +126,14 @@ def test_sigterm_drain_deadline_answers_503_and_exits_clean(stack, servers):
         threads, results = post_all(stack, [alarm_reading(f"{tag}-{i}", BASE_S + i)
                                             for i in range(n)])
         wait_for(lambda: lock_waiters(servers) >= n, what="legacy writes waiting on the lock")
+        # A request still arriving at the deadline: its connection is closed.
+        partial = socket.create_connection(("127.0.0.1", stack.http_port), timeout=5)
+        partial.sendall(b"POST /upload_health_data HTTP/1.1\r\nHost: x\r\nContent-Len")
         t0 = time.monotonic()
         producer.p.send_signal(15)
         for t in threads:
             t.join(10)
+        assert partial.recv(1) == b""
         assert [r[0] for r in results] == [503] * n, results
         assert all("Retry-After" in r[2].headers for r in results)
         assert time.monotonic() - t0 < 3
