@@ -83,6 +83,8 @@ static const cfg_option options[] = {
             "worker threads for the device info stream"),
     CFG_INT("enrich_ttl_ms", "LJ_ENRICH_TTL_MS", enrich_ttl_ms, "60000", 0, 86400000, CFG_BOTH,
             "how long a device's owner (user, customer, org) is cached"),
+    CFG_INT("health_timeout_ms", "LJ_HEALTH_TIMEOUT_MS", health_timeout_ms, "1000", 50, 60000,
+            CFG_PRODUCER, "/api/health reports PostgreSQL down when its ping takes longer"),
     CFG_INT("header_timeout_ms", "LJ_HEADER_TIMEOUT_MS", header_timeout_ms, "10000", 100,
             600000, CFG_PRODUCER, "headers must be complete this long after the first byte (408)"),
     CFG_INT("body_timeout_ms", "LJ_BODY_TIMEOUT_MS", body_timeout_ms, "10000", 100, 600000,
@@ -116,10 +118,37 @@ static const cfg_option options[] = {
             1 << 30, CFG_PRODUCER,
             "a connection whose unsent answers exceed this is not read (nor its pipelined "
             "requests parsed) until they drain below it"),
+    CFG_INT("pg_connect_timeout_s", "LJ_PG_CONNECT_TIMEOUT_S", pg_connect_timeout_s, "5", 1, 600,
+            CFG_BOTH, "PostgreSQL connect_timeout in s, unless the DSN sets it"),
     CFG_STR("pg_dsn", "LJ_PG_DSN", pg_dsn, "host=127.0.0.1 port=5432 dbname=ljwx user=ljwx",
             CFG_BOTH, CFG_SECRET, "libpq connection string"),
+    CFG_INT("pg_keepalives_count", "LJ_PG_KEEPALIVES_COUNT", pg_keepalives_count, "3", 1, 100,
+            CFG_BOTH, "unanswered TCP keepalives before the connection is dead (unless the "
+            "DSN sets keepalives_count)"),
+    CFG_INT("pg_keepalives_idle_s", "LJ_PG_KEEPALIVES_IDLE_S", pg_keepalives_idle_s, "30", 1,
+            86400, CFG_BOTH, "idle seconds before the first TCP keepalive (unless the DSN sets "
+            "keepalives_idle)"),
+    CFG_INT("pg_keepalives_interval_s", "LJ_PG_KEEPALIVES_INTERVAL_S", pg_keepalives_interval_s,
+            "10", 1, 3600, CFG_BOTH, "seconds between TCP keepalives (unless the DSN sets "
+            "keepalives_interval)"),
+    CFG_INT("pg_lock_timeout_ms", "LJ_PG_LOCK_TIMEOUT_MS", pg_lock_timeout_ms, "5000", 0,
+            86400000, CFG_BOTH, "server-side lock_timeout of our sessions; 0: not set (the "
+            "server's); a -c lock_timeout in the DSN's options wins"),
+    CFG_INT("pg_reply_timeout_ms", "LJ_PG_REPLY_TIMEOUT_MS", pg_reply_timeout_ms, "15000", 100,
+            86400000, CFG_BOTH, "client-side bound on each PostgreSQL call: no reply by then "
+            "drops the connection (a hung server cannot enforce statement_timeout)"),
+    CFG_INT("pg_statement_timeout_ms", "LJ_PG_STATEMENT_TIMEOUT_MS", pg_statement_timeout_ms,
+            "10000", 0, 86400000, CFG_BOTH, "server-side statement_timeout of our sessions; 0: "
+            "not set (the server's); a -c statement_timeout in the DSN's options wins"),
+    CFG_INT("pg_tcp_user_timeout_ms", "LJ_PG_TCP_USER_TIMEOUT_MS", pg_tcp_user_timeout_ms,
+            "30000", 0, 3600000, CFG_BOTH, "TCP_USER_TIMEOUT of PostgreSQL connections (unsent "
+            "data unacknowledged this long: dead); 0: the kernel's; the DSN's wins"),
     CFG_INT("pool_threads", "LJ_POOL_THREADS", pool_threads, "4", 1, 128, CFG_PRODUCER,
             "threads for PostgreSQL work (legacy path, audit, stats)"),
+    CFG_INT("pool_request_timeout_ms", "LJ_POOL_REQUEST_TIMEOUT_MS", pool_request_timeout_ms,
+            "10000", 100, 600000, CFG_PRODUCER,
+            "a request waiting on PostgreSQL work (legacy write, /api/stats, trace) is answered "
+            "503 with Retry-After after this long; counts as a PostgreSQL failure"),
     CFG_INT("rate_table_slots", "LJ_RATE_TABLE_SLOTS", rate_table_slots, "262144", 64,
             67108864, CFG_PRODUCER,
             "devices (and addresses) whose rate is tracked at once, 16 bytes each; idle "
@@ -141,9 +170,15 @@ static const cfg_option options[] = {
             CFG_PRODUCER,
             "a connection whose unsent answers stay above --max-unsent-bytes this long is "
             "closed"),
+    CFG_INT("shutdown_timeout_ms", "LJ_SHUTDOWN_TIMEOUT_MS", shutdown_timeout_ms, "10000", 0,
+            600000, CFG_PRODUCER, "on SIGTERM, requests in flight are answered for this long; "
+            "then 503 and exit"),
     CFG_INT("stale_consumer_ms", "LJ_STALE_CONSUMER_MS", stale_consumer_ms, "3600000", 1000,
             604800000, CFG_CONSUMER,
             "consumers idle this long with nothing pending are removed from the group"),
+    CFG_INT("stats_cache_ms", "LJ_STATS_CACHE_MS", stats_cache_ms, "3000", 0, 600000,
+            CFG_PRODUCER, "/api/stats runs at most one query at a time and answers from its last "
+            "result for this long"),
     CFG_STR("status_host", "LJ_STATUS_HOST", status_host, "127.0.0.1", CFG_CONSUMER, 0,
             "address of the status port (/health, /metrics)"),
     CFG_INT("status_port", "LJ_STATUS_PORT", status_port, "9101", -1, 65535, CFG_CONSUMER,

@@ -30,6 +30,14 @@ typedef struct lj_config {
     int tz_offset_min;
     int enrich_ttl_ms;
     int alert_stream_maxlen;
+    int pg_connect_timeout_s;   /* PostgreSQL deadlines (pg.h) */
+    int pg_keepalives_idle_s;
+    int pg_keepalives_interval_s;
+    int pg_keepalives_count;
+    int pg_tcp_user_timeout_ms;
+    int pg_statement_timeout_ms;
+    int pg_lock_timeout_ms;
+    int pg_reply_timeout_ms;
     /* producer */
     char http_host[64];
     int http_port;
@@ -59,6 +67,10 @@ typedef struct lj_config {
     int breaker_failures;
     int breaker_cooldown_ms;
     int breaker_max_cooldown_ms;
+    int pool_request_timeout_ms; /* deadlines of requests waiting on the pool */
+    int health_timeout_ms;
+    int stats_cache_ms;
+    int shutdown_timeout_ms;
     char web_dir[512];          /* dashboard (dashboard.c) */
     char chartjs_path[512];
     /* consumer */

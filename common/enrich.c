@@ -125,7 +125,7 @@ static int fetch(enrich_cache *c, PGconn *pg, const lj_buf *missing, const char 
 {
     static const copyenc_owner nobody = {0, 0, 0};
     const char *params[1] = {missing->data};
-    PGresult *r = PQexecParams(pg, lookup_sql, 1, NULL, params, NULL, NULL, 0);
+    PGresult *r = pg_query_params(pg, lookup_sql, 1, params);
     size_t i;
     int row;
 

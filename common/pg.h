@@ -1,8 +1,23 @@
-/* pg.h -- small libpq helpers.
+/* pg.h -- small libpq helpers, every wait bounded.
  *
  * Blocking calls: use them from a consumer worker thread or a producer
  * worker thread, never on an event loop. One PGconn per thread. Error text
  * from the server goes to the log, never to HTTP clients (SECURITY.md).
+ *
+ * Deadlines (docs/operations.md): a connection made by pg_connect() carries
+ * connect_timeout, TCP keepalives, tcp_user_timeout and, through 'options',
+ * statement_timeout and lock_timeout, each from the configuration unless the
+ * DSN sets it. None of those helps against a server that is alive to the
+ * kernel but does not run (SIGSTOPped, swapped to death): the kernel still
+ * ACKs, and a stopped server enforces no statement timeout. So every helper
+ * below waits for the server with poll() and its own client-side bound
+ * (--pg-reply-timeout-ms); on expiry, or after pg_abort_waits(), it drops the
+ * connection (shutdown of the socket: PQstatus() is then CONNECTION_BAD and
+ * pg_failure() says LJ_EUNAVAIL) and the caller reconnects. Dropping, not
+ * PQcancel(): a cancel request to a stopped server would wait as long.
+ * A statement cut short this way may still commit if it was COMMIT itself
+ * and the server resumes; callers treat the outcome as unknown (the stream
+ * path redelivers, a legacy client retries; (device_sn, ts) dedups either).
  */
 #ifndef LJ_COMMON_PG_H
 #define LJ_COMMON_PG_H
@@ -11,14 +26,66 @@
 
 #include <libpq-fe.h>
 
-/* Seconds a connection attempt may take unless the DSN sets connect_timeout:
- * a PostgreSQL that accepts TCP but never answers then fails a connect in
- * seconds instead of holding the caller (a pool thread, a worker) forever. */
-#define PG_CONNECT_TIMEOUT_S "5"
+#include "config.h"
 
-/* Connects with client_encoding=UTF8, 'app' as application_name and
- * PG_CONNECT_TIMEOUT_S. Returns the connection, or NULL with a reason in 'err'. */
+/* Process-wide connection settings, from the configuration. */
+typedef struct pg_settings {
+    int connect_timeout_s;
+    int keepalives_idle_s;
+    int keepalives_interval_s;
+    int keepalives_count;
+    int tcp_user_timeout_ms;    /* 0: the kernel's default */
+    int statement_timeout_ms;   /* 0: not set by us (server or role default) */
+    int lock_timeout_ms;        /* 0: not set by us */
+    int reply_timeout_ms;       /* client-side bound of one helper call */
+} pg_settings;
+
+/* Keyword/value arrays for PQconnectdbParams(..., expand_dbname=1), with the
+ * text they point to. Built by pg_conninfo_build(). */
+#define PG_CONNINFO_MAX 16
+typedef struct pg_conninfo {
+    const char *keys[PG_CONNINFO_MAX];
+    const char *vals[PG_CONNINFO_MAX];
+    char num[8][16];
+    char options[1024];
+} pg_conninfo;
+
+/* Fills 's' from 'cfg' (the pg_* settings). */
+void pg_settings_from(pg_settings *s, const lj_config *cfg);
+
+/* Sets the settings of every later pg_connect() and prepares
+ * pg_abort_waits(). Call once at start, before any thread uses PostgreSQL.
+ * Without it, the defaults of the configuration table apply. Logs a warning
+ * when 'cfg'->claim_idle_ms is not at least twice the statement and reply
+ * timeouts (SPEC §5.1: a slow commit must not be claimed by another worker). */
+void pg_init(const lj_config *cfg);
+
+/* The arrays for 'dsn' (key=value or URI) under 's': the timeouts and
+ * keepalives come before "dbname", so whatever the DSN sets wins; "options"
+ * comes after it, holding "-c statement_timeout=.. -c lock_timeout=.."
+ * followed by the DSN's own options (or PGOPTIONS when the DSN has none), so
+ * a -c the user gave still wins. client_encoding=UTF8 and application_name
+ * 'app' always win. 0, or LJ_EINVAL when 'dsn' does not parse or the merged
+ * options do not fit ('err' says why; never the DSN's text). */
+int pg_conninfo_build(const char *dsn, const pg_settings *s, const char *app, pg_conninfo *out,
+                      char *err, size_t errlen);
+
+/* Connects as pg_conninfo_build() says, in nonblocking mode for the helpers
+ * below. Returns the connection, or NULL with a reason in 'err'. */
 PGconn *pg_connect(const char *dsn, const char *app, char *err, size_t errlen);
+
+/* From now on every wait of every helper, in every thread, ends at once as
+ * a timeout (the connection is dropped). For shutdown. Any thread;
+ * async-signal-safe; idempotent. */
+void pg_abort_waits(void);
+
+/* PQexec() / PQexecParams() (text parameters, text results) bounded by the
+ * reply timeout, or by 'timeout_ms' for pg_query_within(). Returns the last
+ * result as PQexec() does (PQclear() it), or NULL when no reply came in time
+ * (logged; the connection is dropped) or on out of memory. */
+PGresult *pg_query(PGconn *c, const char *sql);
+PGresult *pg_query_within(PGconn *c, const char *sql, int timeout_ms);
+PGresult *pg_query_params(PGconn *c, const char *sql, int nparams, const char *const *params);
 
 /* Runs one parameterless command. 0, or a failure as pg_failure() (logged). */
 int pg_exec(PGconn *c, const char *sql);
@@ -36,11 +103,11 @@ int pg_copy_in(PGconn *c, const char *copy_sql, const char *data, size_t len);
 int pg_copy_quiet(PGconn *c, const char *copy_sql, const char *data, size_t len);
 
 /* The code for a failed call whose result is 'r' (may be NULL):
- * LJ_EUNAVAIL when the connection is down; LJ_EPOISON when the server
- * refused the data itself (SQLSTATE class 22, data exception, or 23,
- * integrity violation), which no retry will change; else LJ_EPG (a
- * transient failure such as a deadlock, a timeout or a serialization
- * failure, worth retrying). */
+ * LJ_EUNAVAIL when the connection is down (or was dropped on a timeout);
+ * LJ_EPOISON when the server refused the data itself (SQLSTATE class 22,
+ * data exception, or 23, integrity violation), which no retry will change;
+ * else LJ_EPG (a transient failure such as a deadlock, a statement or lock
+ * timeout or a serialization failure, worth retrying). */
 int pg_failure(PGconn *c, const PGresult *r);
 
 #endif

@@ -259,7 +259,7 @@ static int staging_body(PGconn *pg, const health_job *job, store_stats *st)
 
     if ((rc = pg_copy_in(pg, copy_sql, job->data->data, job->data->len)) != 0)
         return rc;
-    return take_result(pg, PQexec(pg, merge_sql), st, "merge");
+    return take_result(pg, pg_query(pg, merge_sql), st, "merge");
 }
 
 /* The batch's keys as two array literals, {sn,...} and {ts,...}, with the
@@ -340,8 +340,7 @@ static int direct_body(PGconn *pg, const health_job *job, store_stats *st)
         params[1] = keys.tss.data;
         params[2] = keys.lo;
         params[3] = keys.hi;
-        rc = take_result(pg, PQexecParams(pg, direct_alerts_sql, 4, NULL, params, NULL, NULL, 0),
-                         st, "alerts");
+        rc = take_result(pg, pg_query_params(pg, direct_alerts_sql, 4, params), st, "alerts");
     }
     lj_buf_cleanup(&keys.sns);
     lj_buf_cleanup(&keys.tss);
@@ -478,7 +477,7 @@ static int device_body(PGconn *pg, const void *arg, store_stats *st)
         params[8] = id_param(job->owners[i].customer_id, ids[1], sizeof(ids[1]));
         params[9] = id_param(job->owners[i].org_id, ids[2], sizeof(ids[2]));
         params[10] = job->stream;
-        rc = take_result(pg, PQexecParams(pg, device_sql, 11, NULL, params, NULL, NULL, 0), st,
+        rc = take_result(pg, pg_query_params(pg, device_sql, 11, params), st,
                          "device info");
     }
     return rc;
@@ -530,7 +529,7 @@ static int event_body(PGconn *pg, const void *arg, store_stats *st)
         params[5] = id_param(job->owners[i].customer_id, ids[1], sizeof(ids[1]));
         params[6] = id_param(job->owners[i].org_id, ids[2], sizeof(ids[2]));
         params[7] = job->stream_ids[i];
-        rc = take_result(pg, PQexecParams(pg, event_sql, 8, NULL, params, NULL, NULL, 0), st,
+        rc = take_result(pg, pg_query_params(pg, event_sql, 8, params), st,
                          "event");
     }
     return rc;

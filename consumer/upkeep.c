@@ -8,6 +8,7 @@
 #include "claim.h"
 #include "err.h"
 #include "log.h"
+#include "pg.h"
 #include "rds.h"
 
 #define PARTITION_LOCK "7262022"
@@ -99,7 +100,7 @@ static void trim(session *s)
 /* Runs 'sql' and returns its first value as an integer (-1 on failure). */
 static long long query_int(PGconn *pg, const char *sql)
 {
-    PGresult *r = PQexec(pg, sql);
+    PGresult *r = pg_query(pg, sql);
     long long v = -1;
 
     if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 && !PQgetisnull(r, 0, 0))

@@ -11,6 +11,7 @@
 
 #include "err.h"
 #include "log.h"
+#include "pg.h"
 #include "pool.h"
 #include "record.h"
 
@@ -171,8 +172,8 @@ static void audit_work(void *arg)
     params[1] = new_s;
     params[2] = c->caller;
     params[3] = c->rollback ? "emergency_rollback" : "ratio_change";
-    r = PQexecParams(pg, "INSERT INTO t_stream_ratio_audit (old_ratio, new_ratio, caller, reason)"
-                         " VALUES ($1, $2, $3, $4)", 4, NULL, params, NULL, NULL, 0);
+    r = pg_query_params(pg, "INSERT INTO t_stream_ratio_audit (old_ratio, new_ratio, caller,"
+                            " reason) VALUES ($1, $2, $3, $4)", 4, params);
     if (PQresultStatus(r) != PGRES_COMMAND_OK) {
         log_error("admin", "audit row not written: %s", PQerrorMessage(pg));
         if (PQstatus(pg) != CONNECTION_OK)
@@ -181,8 +182,9 @@ static void audit_work(void *arg)
     PQclear(r);
 }
 
-static void audit_done(void *arg)
+static void audit_done(void *arg, int late)
 {
+    (void)late;     /* no deadline */
     free(arg);
 }
 

@@ -80,7 +80,9 @@ struct http_server {
     int nconns;
     int accept_paused;      /* at max_connections: one connection waits in the listener */
     http_observer obs;
-    int closing;
+    int closing;            /* not accepting any more */
+    int draining;           /* http_server_drain(): every answer closes its connection */
+    int listener_closed;
     char readbuf[65536];    /* one loop thread: reads are copied out at once */
 };
 
@@ -791,7 +793,7 @@ void http_respond_typed(http_request *req, int status, const char *content_type,
     if (c->state == CONN_HANDLING && c->srv->obs.on_response)
         c->srv->obs.on_response(req, status, c->srv->obs.arg);
     if (c->state == CONN_HANDLING) {
-        if (status >= 400)
+        if (status >= 400 || c->srv->draining)
             c->keep_alive = 0;
         if (write_response(c, status, content_type, extra_headers, body, body_len) != 0) {
             conn_close(c);
@@ -911,10 +913,83 @@ int http_server_port(const http_server *s)
     return ntohs(((struct sockaddr_in *)&ss)->sin_port);
 }
 
-void http_server_close(http_server *s)
+static void close_listener(http_server *s)
 {
     s->closing = 1;
-    uv_close((uv_handle_t *)&s->listener, NULL);
+    if (!s->listener_closed)
+        uv_close((uv_handle_t *)&s->listener, NULL);
+    s->listener_closed = 1;
+}
+
+/* Nothing of a request received, nothing to send: safe to close. */
+static int conn_idle(const http_conn *c)
+{
+    return c->state == CONN_LINGER ||
+           (c->state == CONN_READING && c->first_byte_ms == 0 && c->in.len == c->in_off);
+}
+
+void http_server_drain(http_server *s)
+{
+    http_conn *c;
+    http_conn *next;
+
+    s->draining = 1;
+    close_listener(s);
+    for (c = s->conns; c; c = next) {
+        next = c->next;
+        if (conn_idle(c))
+            conn_close(c);
+    }
+}
+
+int http_server_busy(const http_server *s)
+{
+    const http_conn *c;
+    int n = 0;
+
+    for (c = s->conns; c; c = c->next)
+        n += c->state != CONN_LINGER;
+    return n;
+}
+
+/* Answers the request 'c' is handling with 503 on the owner's behalf; the
+ * owner's own answer, later, is dropped (the connection is no longer
+ * CONN_HANDLING) and releases its reference as usual. */
+static void expire_request(http_conn *c)
+{
+    static const char body[] = "{\"status\":\"error\",\"message\":\"shutting down, retry "
+                               "later\"}";
+    http_server *s = c->srv;
+
+    if (s->obs.on_response)
+        s->obs.on_response(&c->req, 503, s->obs.arg);
+    c->keep_alive = 0;
+    if (write_response(c, 503, "application/json", "Retry-After: 1\r\n", body,
+                       sizeof(body) - 1) != 0) {
+        conn_close(c);
+        return;
+    }
+    c->state = CONN_FLUSHING;
+    uv_read_stop((uv_stream_t *)&c->tcp);
+}
+
+void http_server_expire(http_server *s)
+{
+    http_conn *c;
+    http_conn *next;
+
+    for (c = s->conns; c; c = next) {
+        next = c->next;
+        if (c->state == CONN_HANDLING)
+            expire_request(c);
+        else if (c->state == CONN_READING)
+            conn_close(c);  /* a request still arriving */
+    }
+}
+
+void http_server_close(http_server *s)
+{
+    close_listener(s);
     while (s->conns)
         conn_close(s->conns);
 }

@@ -70,6 +70,18 @@ void http_server_observe(http_server *s, const http_observer *obs);
 int http_server_listen(http_server *s, const char *host, int port);
 /* The port actually bound. */
 int http_server_port(const http_server *s);
+/* Shutdown, step one: stops accepting and closes idle connections (keep-alive
+ * ones waiting for a next request, lingering ones); requests being received
+ * or handled go on, and each answer from now on closes its connection. */
+void http_server_drain(http_server *s);
+/* Connections still receiving, handling or sending a request: 0 when the
+ * drain is complete. */
+int http_server_busy(const http_server *s);
+/* Shutdown at the drain deadline: every request still handled is answered
+ * 503 with Retry-After now (its owner's later answer is dropped, as for a
+ * client that went away), and connections still receiving one are closed. */
+void http_server_expire(http_server *s);
+
 /* Stops accepting and closes every connection. Call once, then run the loop
  * until it has no more handles and call http_server_free(). */
 void http_server_close(http_server *s);

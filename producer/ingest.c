@@ -26,6 +26,7 @@ struct ingest {
     char streams[STREAM_KINDS][STREAM_NAME_MAX];
     char alert_stream[STREAM_NAME_MAX];
     uint64_t rng;           /* xorshift state for entry UUIDs */
+    int closing;            /* ingest_close(): no new storage work */
 };
 
 enum shape { SHAPE_V2, SHAPE_ROUTED, SHAPE_BATCH };
@@ -119,6 +120,11 @@ ingest *ingest_new(uv_loop_t *loop, const lj_config *cfg, rlink *link, gray *g, 
         stream_name(in->streams[k], sizeof(in->streams[k]), cfg->stream_prefix, (stream_kind)k);
     stream_alert_name(in->alert_stream, sizeof(in->alert_stream), cfg->stream_prefix);
     return in;
+}
+
+void ingest_close(ingest *in)
+{
+    in->closing = 1;
 }
 
 void ingest_free(ingest *in)
@@ -266,6 +272,8 @@ static void publish_alerts(ingest *in, const store_stats *st)
     size_t i;
     size_t j;
 
+    if (in->closing)
+        return;     /* the link is going: t_alert_info has them all the same */
     for (i = 0; i < st->nalerts; i++) {
         const char *argv[STORE_ALERT_ARGC];
         size_t lens[STORE_ALERT_ARGC];
@@ -279,12 +287,33 @@ static void publish_alerts(ingest *in, const store_stats *st)
     }
 }
 
-static void on_legacy_done(int rc, const store_stats *st, void *arg)
+/* The write outlived its deadline: answer now (it counts as a PostgreSQL
+ * failure); on_legacy_done() comes later with late=1. */
+static void on_legacy_expired(void *arg)
+{
+    upload *u = arg;
+
+    breaker_report(flowctl_breaker(FLOWCTL_PG), 0, uv_hrtime());
+    stats_path(STATS_LEGACY, 0, seconds_since(u->path_start_ns));
+    log_warn("ingest", "legacy write not done within %d ms: 503",
+             u->in->cfg->pool_request_timeout_ms);
+    ingest_unavailable(u->req, "storage did not answer in time, retry later");
+    u->req = NULL;
+}
+
+static void on_legacy_done(int rc, const store_stats *st, int late, void *arg)
 {
     upload *u = arg;
     lj_buf body;
     int err;
 
+    if (late) {
+        /* Answered 503 already. A write that committed after all keeps its
+         * rows (the client's retry is a duplicate, skipped) and its alerts. */
+        if (rc == 0)
+            publish_alerts(u->in, st);
+        goto out;
+    }
     breaker_report(flowctl_breaker(FLOWCTL_PG), rc == 0 || rc == LJ_EPOISON, uv_hrtime());
     stats_path(STATS_LEGACY, rc == 0, seconds_since(u->path_start_ns));
     if (rc == LJ_EPOISON) {
@@ -312,12 +341,18 @@ static void go_legacy(upload *u)
     uint64_t retry_ms;
 
     u->path_start_ns = uv_hrtime();
+    if (u->in->closing) {
+        ingest_unavailable(u->req, "shutting down, retry later");
+        upload_free(u);
+        return;
+    }
     if (!breaker_allow(flowctl_breaker(FLOWCTL_PG), u->path_start_ns, &retry_ms)) {
         unavailable_for(u->req, "storage unavailable (circuit open), retry later", retry_ms);
         upload_free(u);
         return;
     }
-    if (legacy_store(u->in->loop, &u->b, on_legacy_done, u) != 0) {
+    if (legacy_store(u->in->loop, &u->b, (unsigned)u->in->cfg->pool_request_timeout_ms,
+                     on_legacy_expired, on_legacy_done, u) != 0) {
         breaker_report(flowctl_breaker(FLOWCTL_PG), 0, uv_hrtime());
         ingest_unavailable(u->req, "storage unavailable, retry later");
         upload_free(u);

@@ -12,7 +12,9 @@
  *   /upload_common_event_v2     stream path (common_event_stream)
  *
  * A stream over its high watermark (backlog.c) counts as a failed stream
- * path. Neither path able to store: 503 with Retry-After. One ingest per loop
+ * path. Neither path able to store: 503 with Retry-After. A legacy write not
+ * done within --pool-request-timeout-ms is answered 503 with Retry-After and
+ * counts as a PostgreSQL failure for the breaker. One ingest per loop
  * thread; it borrows the loop's rlink and gray and the config.
  */
 #ifndef LJ_PRODUCER_INGEST_H
@@ -31,6 +33,10 @@ typedef struct ingest ingest;
 /* Returns the ingest state for one loop, or NULL when out of memory. 'cfg',
  * 'link', 'g' and 'bl' must outlive it. */
 ingest *ingest_new(uv_loop_t *loop, const lj_config *cfg, rlink *link, gray *g, backlog *bl);
+/* Shutdown, before the rlink closes: from now on uploads that would start
+ * storage work (a legacy write, also as a fallback) get 503, and no alert
+ * is published. */
+void ingest_close(ingest *in);
 void ingest_free(ingest *in);
 
 void ingest_health_v2(ingest *in, http_request *req);

@@ -7,6 +7,7 @@
 
 typedef struct legacy_job {
     const rec_batch *b;
+    legacy_expired_fn expired;
     legacy_done_fn done;
     void *arg;
     store_stats st;
@@ -28,16 +29,24 @@ static void work(void *arg)
         pool_pg_failed();
 }
 
-static void done(void *arg)
+static void expired(void *arg)
 {
     legacy_job *j = arg;
 
-    j->done(j->rc, &j->st, j->arg);
+    j->expired(j->arg);
+}
+
+static void done(void *arg, int late)
+{
+    legacy_job *j = arg;
+
+    j->done(j->rc, &j->st, late, j->arg);
     store_stats_cleanup(&j->st);
     free(j);
 }
 
-int legacy_store(uv_loop_t *loop, const rec_batch *b, legacy_done_fn fn, void *arg)
+int legacy_store(uv_loop_t *loop, const rec_batch *b, unsigned timeout_ms,
+                 legacy_expired_fn on_expired, legacy_done_fn fn, void *arg)
 {
     legacy_job *j = calloc(1, sizeof(*j));
     int rc;
@@ -45,9 +54,11 @@ int legacy_store(uv_loop_t *loop, const rec_batch *b, legacy_done_fn fn, void *a
     if (j == NULL)
         return UV_ENOMEM;
     j->b = b;
+    j->rc = LJ_EUNAVAIL;    /* what 'done' says when the work never ran */
+    j->expired = on_expired;
     j->done = fn;
     j->arg = arg;
-    if ((rc = pool_submit(loop, work, done, j)) != 0)
+    if ((rc = pool_submit_within(loop, timeout_ms, work, expired, done, j)) != 0)
         free(j);
     return rc;
 }

@@ -13,11 +13,17 @@
 #include "store.h"
 
 /* Runs on the loop with the store's outcome: 0 (committed; 'st' says what
- * it did), LJ_EUNAVAIL, LJ_EPOISON, LJ_EPG or LJ_ENOMEM. */
-typedef void (*legacy_done_fn)(int rc, const store_stats *st, void *arg);
+ * it did), LJ_EUNAVAIL (also: no reply within the PostgreSQL bounds, or the
+ * write never started because its deadline had passed), LJ_EPOISON, LJ_EPG
+ * or LJ_ENOMEM. 'late': 'expired' ran first and the client is answered. */
+typedef void (*legacy_done_fn)(int rc, const store_stats *st, int late, void *arg);
+/* Runs on the loop when the write is not done 'timeout_ms' after queueing. */
+typedef void (*legacy_expired_fn)(void *arg);
 
-/* Stores the records of 'b' (borrowed: keep it alive until 'done').
- * 0 when queued, or a negative UV_E* code ('done' will not run). */
-int legacy_store(uv_loop_t *loop, const rec_batch *b, legacy_done_fn done, void *arg);
+/* Stores the records of 'b' (borrowed: keep it alive until 'done', which
+ * runs in every case, after 'expired' if that ran). 0 when queued, or a
+ * negative UV_E* code (neither runs). */
+int legacy_store(uv_loop_t *loop, const rec_batch *b, unsigned timeout_ms,
+                 legacy_expired_fn expired, legacy_done_fn done, void *arg);
 
 #endif

@@ -24,6 +24,8 @@
 #include "http_server.h"
 #include "ingest.h"
 #include "log.h"
+#include "ops.h"
+#include "pg.h"
 #include "pool.h"
 #include "rlink.h"
 #include "routes.h"
@@ -33,7 +35,11 @@
 typedef struct loop_ctx {
     uv_loop_t loop;
     uv_async_t stop;
+    uv_timer_t drain;       /* shutdown: checks whether the loop may close */
+    uint64_t drain_deadline;
+    int expired;            /* the drain deadline has passed */
     pthread_t thread;
+    const lj_config *cfg;
     http_server *http;
     rlink *link;
     backlog *backlog;
@@ -93,10 +99,16 @@ static void limits_from(const lj_config *cfg, http_limits *lim)
     lim->send_timeout_ms = (unsigned)cfg->send_timeout_ms;
 }
 
+#define DRAIN_TICK_MS 20
+#define DRAIN_GRACE_MS 1000     /* past the deadline: writes and XADDs given up */
+
 /* Closes what 'c' opened; its loop then runs out of handles and returns. */
 static void close_loop(loop_ctx *c)
 {
     uv_close((uv_handle_t *)&c->stop, NULL);
+    uv_close((uv_handle_t *)&c->drain, NULL);
+    if (c->rt.ingest)
+        ingest_close(c->rt.ingest);
     if (c->http)
         http_server_close(c->http);
     if (c->rt.gray)
@@ -109,9 +121,46 @@ static void close_loop(loop_ctx *c)
         rlink_close(c->link);
 }
 
+/* 1 when nothing of loop 'c' is still in flight (or the grace is over for
+ * what may be given up). Pool jobs are never given up: their callbacks use
+ * the loop's state. */
+static int drained(loop_ctx *c, uint64_t now)
+{
+    int grace_over = now >= c->drain_deadline + DRAIN_GRACE_MS;
+
+    if (pool_pending() > 0)
+        return 0;
+    if (http_server_busy(c->http) > 0 && !grace_over)
+        return 0;
+    return rlink_idle(c->link) || grace_over;
+}
+
+static void on_drain_tick(uv_timer_t *t)
+{
+    loop_ctx *c = t->data;
+    uint64_t now = uv_now(&c->loop);
+
+    if (!c->expired && now >= c->drain_deadline) {
+        c->expired = 1;
+        if (http_server_busy(c->http) > 0 || pool_pending() > 0)
+            log_warn("main", "drain deadline passed: %d requests answered 503, %d pool jobs "
+                             "cut short", http_server_busy(c->http), pool_pending());
+        http_server_expire(c->http);
+        pg_abort_waits();
+    }
+    if (!drained(c, now))
+        return;
+    uv_timer_stop(t);
+    close_loop(c);
+}
+
 static void on_stop(uv_async_t *a)
 {
-    close_loop(a->data);
+    loop_ctx *c = a->data;
+
+    http_server_drain(c->http);
+    c->drain_deadline = uv_now(&c->loop) + (uint64_t)c->cfg->shutdown_timeout_ms;
+    uv_timer_start(&c->drain, on_drain_tick, 0, DRAIN_TICK_MS);
 }
 
 /* Builds loop 'c' listening on 'port'. 0, or -1 (logged). */
@@ -124,6 +173,9 @@ static int open_loop(loop_ctx *c, const lj_config *cfg, int port)
     uv_loop_init(&c->loop);
     uv_async_init(&c->loop, &c->stop, on_stop);
     c->stop.data = c;
+    uv_timer_init(&c->loop, &c->drain);
+    c->drain.data = c;
+    c->cfg = cfg;
     c->rt.loop = &c->loop;
     c->rt.cfg = cfg;
     c->link = rlink_new(&c->loop, cfg->redis_host, cfg->redis_port, cfg->redis_password,
@@ -189,6 +241,7 @@ int main(int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);    /* inherited by every thread */
     signal(SIGPIPE, SIG_IGN);
     raise_fd_limit(cfg.max_connections);
+    pg_init(&cfg);
     pool_init(&cfg);
     stats_init();
     if (flowctl_init(&cfg) != 0 || dashboard_init(&cfg) != 0) {
@@ -232,6 +285,7 @@ int main(int argc, char **argv)
     free(loops);
     flowctl_cleanup();
     dashboard_cleanup();
+    ops_cleanup();
     log_info("main", "stopped");
     return rc;
 }

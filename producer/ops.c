@@ -1,23 +1,31 @@
 #include "ops.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "err.h"
 #include "flowctl.h"
+#include "ingest.h"
 #include "log.h"
+#include "pg.h"
 #include "pool.h"
 #include "record.h"
 #include "rds.h"
 #include "stats.h"
 #include "streams.h"
 
-/* A query answered from a pool thread. */
+/* A query answered from a pool thread, or at its deadline from the loop. */
 typedef struct query {
-    http_request *req;
+    http_request *req;              /* NULL once answered at the deadline */
     const lj_config *cfg;
     void (*fill)(struct query *q);  /* pool thread: writes 'out' and 'status' */
+    /* Loop, at the deadline: writes the answer into 'body' (not 'out', which
+     * the pool thread may be writing) and returns its status. NULL: 503. */
+    int (*expired)(const struct query *q, lj_buf *body);
+    /* Loop, after the work (late or not), before any answer. May be NULL. */
+    void (*after)(struct query *q);
     lj_buf out;
     int status;
     int redis_up;                   /* the loop's view, taken before submitting */
@@ -31,16 +39,57 @@ static void run_fill(void *arg)
     q->fill(q);
 }
 
-static void answer(void *arg)
+static void on_expired(void *arg)
+{
+    query *q = arg;
+    lj_buf body;
+    int status;
+
+    lj_buf_init(&body);
+    if (q->expired == NULL) {
+        ingest_unavailable(q->req, "postgresql did not answer in time, retry later");
+    } else if ((status = q->expired(q, &body)) == 500 || body.len == 0) {
+        http_respond_error(q->req, 500, "out of memory");
+    } else {
+        http_respond(q->req, status, status == 503 ? "Retry-After: 1\r\n" : NULL, body.data,
+                     body.len);
+    }
+    lj_buf_cleanup(&body);
+    q->req = NULL;
+}
+
+static void answer(void *arg, int late)
 {
     query *q = arg;
 
-    if (q->status == 500 && q->out.len == 0)
+    if (q->after)
+        q->after(q);
+    if (late) {
+        /* answered at the deadline already */
+    } else if (q->status == 500 && q->out.len == 0) {
         http_respond_error(q->req, 500, "out of memory");
-    else
+    } else {
         http_respond(q->req, q->status, NULL, q->out.data, q->out.len);
+    }
     lj_buf_cleanup(&q->out);
     free(q);
+}
+
+/* Queues 'q' (filled in, owned from now on) with a deadline of 'timeout_ms'. */
+static void start(uv_loop_t *loop, query *q, int timeout_ms)
+{
+    http_request *req = q->req;
+
+    q->status = 500;
+    lj_buf_init(&q->out);
+    if (pool_submit_within(loop, (unsigned)timeout_ms, run_fill, on_expired, answer, q) != 0) {
+        if (q->after)
+            q->after(q);
+        free(q);
+        http_respond_error(req, 503, "busy, retry later");
+        return;
+    }
+    http_defer(req);
 }
 
 static void submit(uv_loop_t *loop, http_request *req, const lj_config *cfg,
@@ -55,23 +104,16 @@ static void submit(uv_loop_t *loop, http_request *req, const lj_config *cfg,
     q->req = req;
     q->cfg = cfg;
     q->fill = fill;
-    q->status = 500;
     q->redis_up = redis_up;
     q->ratio = ratio;
-    lj_buf_init(&q->out);
-    if (pool_submit(loop, run_fill, answer, q) != 0) {
-        free(q);
-        http_respond_error(req, 503, "busy, retry later");
-        return;
-    }
-    http_defer(req);
+    start(loop, q, cfg->pool_request_timeout_ms);
 }
 
 /* ------------------------------------------------------------------------
- * /api/health
+ * /api/health: answers within --health-timeout-ms, whatever PostgreSQL does
  * ------------------------------------------------------------------------ */
 
-static int pg_ping(void)
+static int pg_ping(int timeout_ms)
 {
     PGconn *pg = pool_pg();
     PGresult *r;
@@ -79,7 +121,7 @@ static int pg_ping(void)
 
     if (pg == NULL)
         return 0;
-    r = PQexec(pg, "SELECT 1");
+    r = pg_query_within(pg, "SELECT 1", timeout_ms);
     ok = PQresultStatus(r) == PGRES_TUPLES_OK;
     PQclear(r);
     if (!ok)
@@ -87,23 +129,48 @@ static int pg_ping(void)
     return ok;
 }
 
-static void fill_health(query *q)
+/* The answer for PostgreSQL up or not ('pg'); returns its status (500: out of memory). */
+static int health_body(const query *q, int pg, lj_buf *out)
 {
-    int pg = pg_ping();
     char ratio[16];
 
     gray_format(q->ratio, ratio, sizeof(ratio));
-    q->status = pg || q->redis_up ? 200 : 503;
-    if (lj_buf_printf(&q->out, "{\"status\":\"%s\",\"redis\":%s,\"postgres\":%s,"
-                               "\"traffic_ratio\":%s}",
+    if (lj_buf_printf(out, "{\"status\":\"%s\",\"redis\":%s,\"postgres\":%s,"
+                           "\"traffic_ratio\":%s}",
                       pg && q->redis_up ? "healthy" : (pg || q->redis_up ? "degraded" : "down"),
-                      q->redis_up ? "true" : "false", pg ? "true" : "false", ratio) != 0)
-        lj_buf_cleanup(&q->out);
+                      q->redis_up ? "true" : "false", pg ? "true" : "false", ratio) != 0) {
+        lj_buf_cleanup(out);
+        return 500;
+    }
+    return pg || q->redis_up ? 200 : 503;
 }
 
-void ops_health(uv_loop_t *loop, rlink *link, gray *g, http_request *req)
+static void fill_health(query *q)
 {
-    submit(loop, req, NULL, fill_health, rlink_ready(link), gray_ratio(g));
+    q->status = health_body(q, pg_ping(q->cfg->health_timeout_ms), &q->out);
+}
+
+/* No answer from PostgreSQL (or no free pool thread) in time: it is down. */
+static int health_expired(const query *q, lj_buf *body)
+{
+    return health_body(q, 0, body);
+}
+
+void ops_health(uv_loop_t *loop, const lj_config *cfg, rlink *link, gray *g, http_request *req)
+{
+    query *q = calloc(1, sizeof(*q));
+
+    if (q == NULL) {
+        http_respond_error(req, 500, "out of memory");
+        return;
+    }
+    q->req = req;
+    q->cfg = cfg;
+    q->fill = fill_health;
+    q->expired = health_expired;
+    q->redis_up = rlink_ready(link);
+    q->ratio = gray_ratio(g);
+    start(loop, q, cfg->health_timeout_ms);
 }
 
 /* ------------------------------------------------------------------------
@@ -244,7 +311,7 @@ static int stats_counts(PGconn *pg, lj_buf *out)
     PGresult *r;
     int rc;
 
-    r = PQexec(pg, "SELECT count(*), count(DISTINCT device_sn), count(DISTINCT user_id),"
+    r = pg_query(pg, "SELECT count(*), count(DISTINCT device_sn), count(DISTINCT user_id),"
                    " (SELECT count(*) FROM t_alert_info"
                    "   WHERE create_time >= date_trunc('day', now()))"
                    " FROM t_user_health_data WHERE ts >= date_trunc('day', now())");
@@ -304,7 +371,7 @@ static int stats_alerts(PGconn *pg, lj_buf *out)
     int i;
 
 #define ISO_UTC(col) "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
-    r = PQexec(pg, "SELECT id, device_sn, alert_type, alert_value, level, status, "
+    r = pg_query(pg, "SELECT id, device_sn, alert_type, alert_value, level, status, "
                    ISO_UTC("alert_time") ", " ISO_UTC("create_time")
                    " FROM t_alert_info ORDER BY id DESC LIMIT 10");
 #undef ISO_UTC
@@ -347,9 +414,88 @@ static void fill_stats(query *q)
         pool_pg_failed();
 }
 
-void ops_stats(uv_loop_t *loop, http_request *req)
+/* /api/stats runs one query at a time per process; the others are answered
+ * from its last result (docs/decisions.md). */
+static struct {
+    pthread_mutex_t mu;
+    char *body;                     /* the last 200 answer, or NULL */
+    size_t len;
+    uint64_t at_ns;
+    int in_flight;
+} stats_cache = {PTHREAD_MUTEX_INITIALIZER, NULL, 0, 0, 0};
+
+/* Loop: keeps a 200 answer; the next query may go. */
+static void stats_after(query *q)
 {
-    submit(loop, req, NULL, fill_stats, 1, 0);
+    char *copy = q->status == 200 ? malloc(q->out.len + 1) : NULL;
+
+    pthread_mutex_lock(&stats_cache.mu);
+    if (copy) {
+        memcpy(copy, q->out.data, q->out.len);
+        free(stats_cache.body);
+        stats_cache.body = copy;
+        stats_cache.len = q->out.len;
+        stats_cache.at_ns = uv_hrtime();
+    }
+    stats_cache.in_flight = 0;
+    pthread_mutex_unlock(&stats_cache.mu);
+}
+
+/* Copies the cached answer into 'out' while it is fresh and returns 1 (-1:
+ * out of memory). Else 0, and '*go' says whether this caller runs the query
+ * (it is then in flight); a stale answer is never served, so a hung
+ * PostgreSQL shows as 503, not as old figures. */
+static int stats_cached(const lj_config *cfg, lj_buf *out, int *go)
+{
+    uint64_t max_age = (uint64_t)cfg->stats_cache_ms * 1000000ull;
+    int hit;
+    int rc = 0;
+
+    pthread_mutex_lock(&stats_cache.mu);
+    hit = stats_cache.body && uv_hrtime() - stats_cache.at_ns < max_age;
+    if (hit)
+        rc = lj_buf_append(out, stats_cache.body, stats_cache.len) == 0 ? 1 : -1;
+    *go = !hit && !stats_cache.in_flight;
+    if (*go)
+        stats_cache.in_flight = 1;
+    pthread_mutex_unlock(&stats_cache.mu);
+    return rc;
+}
+
+void ops_stats(uv_loop_t *loop, const lj_config *cfg, http_request *req)
+{
+    query *q;
+    lj_buf b;
+    int go;
+    int hit;
+
+    lj_buf_init(&b);
+    hit = stats_cached(cfg, &b, &go);
+    if (hit > 0)
+        http_respond(req, 200, NULL, b.data, b.len);
+    else if (hit < 0)
+        http_respond_error(req, 500, "out of memory");
+    else if (!go)
+        ingest_unavailable(req, "statistics are being computed, retry later");
+    lj_buf_cleanup(&b);
+    if (!go)
+        return;
+    if ((q = calloc(1, sizeof(*q))) == NULL) {
+        stats_after(&(query){.status = 500});
+        http_respond_error(req, 500, "out of memory");
+        return;
+    }
+    q->req = req;
+    q->cfg = cfg;
+    q->fill = fill_stats;
+    q->after = stats_after;
+    start(loop, q, cfg->pool_request_timeout_ms);
+}
+
+void ops_cleanup(void)
+{
+    free(stats_cache.body);
+    stats_cache.body = NULL;
 }
 
 /* Appends the flow-control and conservation keys inside the JSON object
@@ -444,16 +590,16 @@ static int trace_rows(trace_query *t, lj_buf *out)
         return -1;
     if (t->stream_id[0]) {
         params[0] = t->stream_id;
-        r = PQexecParams(pg, "SELECT count(*), max(create_time)::text, min(device_sn)"
-                             " FROM t_user_health_data WHERE stream_id = $1",
-                         1, NULL, params, NULL, NULL, 0);
+        r = pg_query_params(pg, "SELECT count(*), max(create_time)::text, min(device_sn)"
+                                " FROM t_user_health_data WHERE stream_id = $1",
+                            1, params);
     } else {
         params[0] = t->device_sn;
         params[1] = t->ts;
-        r = PQexecParams(pg, "SELECT count(*), max(create_time)::text, max(stream_id)"
-                             " FROM t_user_health_data WHERE device_sn = $1"
-                             " AND ts = to_timestamp($2::bigint / 1000.0)",
-                         2, NULL, params, NULL, NULL, 0);
+        r = pg_query_params(pg, "SELECT count(*), max(create_time)::text, max(stream_id)"
+                                " FROM t_user_health_data WHERE device_sn = $1"
+                                " AND ts = to_timestamp($2::bigint / 1000.0)",
+                            2, params);
     }
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
         PQclear(r);
@@ -601,14 +747,7 @@ void ops_trace(uv_loop_t *loop, const lj_config *cfg, http_request *req, const c
     t->q.req = req;
     t->q.cfg = cfg;
     t->q.fill = fill_trace;
-    t->q.status = 500;
-    lj_buf_init(&t->q.out);
-    if (pool_submit(loop, run_fill, answer, &t->q) != 0) {
-        free(t);
-        http_respond_error(req, 503, "busy, retry later");
-        return;
-    }
-    http_defer(req);
+    start(loop, &t->q, cfg->pool_request_timeout_ms);
     return;
 bad:
     free(t);

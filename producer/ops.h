@@ -13,7 +13,9 @@
  *   GET /api/trace/...       where an upload is now (admin)
  *
  * Queries needing several round trips run on a pool thread with its own
- * connections; the loop only formats nothing and waits for nothing.
+ * connections; the loop only formats nothing and waits for nothing. Each
+ * has a deadline (--pool-request-timeout-ms; /api/health its own): past it
+ * the request is answered 503 with Retry-After and the late result dropped.
  */
 #ifndef LJ_PRODUCER_OPS_H
 #define LJ_PRODUCER_OPS_H
@@ -26,12 +28,20 @@
 #include "ledger.h"
 #include "rlink.h"
 
-void ops_health(uv_loop_t *loop, rlink *link, gray *g, http_request *req);
+/* Answers within 'cfg'->health_timeout_ms: a ping not answered by then
+ * (hung PostgreSQL, or no free pool thread) reports PostgreSQL down. */
+void ops_health(uv_loop_t *loop, const lj_config *cfg, rlink *link, gray *g, http_request *req);
 void ops_stream_health(uv_loop_t *loop, const lj_config *cfg, rlink *link, gray *g,
                        http_request *req);
 void ops_stream_stats(uv_loop_t *loop, const lj_config *cfg, http_request *req);
 void ops_stream_metrics(http_request *req, const ledger *l);
-void ops_stats(uv_loop_t *loop, http_request *req);
+/* At most one statistics query in flight per process, so these
+ * unauthenticated queries take at most one pool thread from the legacy
+ * writes: for 'cfg'->stats_cache_ms after a query, requests get its answer;
+ * past that, while the next query runs, others get 503 with Retry-After. */
+void ops_stats(uv_loop_t *loop, const lj_config *cfg, http_request *req);
+/* Frees the statistics cache; at exit, after the loops. */
+void ops_cleanup(void);
 void ops_metrics(http_request *req, const ledger *l);
 
 /* GET /api/trace/<stream_id> or /api/trace?device_sn=..&ts=<ms> (admin):

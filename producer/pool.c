@@ -1,5 +1,6 @@
 #include "pool.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -10,7 +11,11 @@
 
 typedef struct job {
     uv_work_t req;
+    uv_timer_t timer;       /* the deadline; closed before the job is freed */
+    int timed;
+    atomic_int late;        /* set on the loop at the deadline, read by the pool thread */
     pool_work_fn work;
+    pool_expire_fn expired;
     pool_done_fn done;
     void *arg;
 } job;
@@ -21,6 +26,8 @@ static const lj_config *pool_cfg;
 static _Thread_local PGconn *tl_pg;
 static _Thread_local redisContext *tl_redis;
 static _Thread_local enrich_cache *tl_owners;
+/* Per loop thread: its jobs not yet done. */
+static _Thread_local int tl_pending;
 
 void pool_init(const lj_config *cfg)
 {
@@ -35,7 +42,13 @@ static void run_work(uv_work_t *req)
 {
     job *j = req->data;
 
-    j->work(j->arg);
+    if (!atomic_load(&j->late))     /* nobody waits for a job past its deadline */
+        j->work(j->arg);
+}
+
+static void on_timer_closed(uv_handle_t *h)
+{
+    free(h->data);
 }
 
 static void run_done(uv_work_t *req, int status)
@@ -43,24 +56,63 @@ static void run_done(uv_work_t *req, int status)
     job *j = req->data;
 
     (void)status;   /* never cancelled: we do not call uv_cancel */
-    j->done(j->arg);
-    free(j);
+    tl_pending--;
+    j->done(j->arg, atomic_load(&j->late));
+    if (j->timed)
+        uv_close((uv_handle_t *)&j->timer, on_timer_closed);
+    else
+        free(j);
 }
 
-int pool_submit(uv_loop_t *loop, pool_work_fn work, pool_done_fn done, void *arg)
+static void on_deadline(uv_timer_t *t)
 {
-    job *j = malloc(sizeof(*j));
+    job *j = t->data;
+
+    atomic_store(&j->late, 1);
+    j->expired(j->arg);
+}
+
+static int submit(uv_loop_t *loop, unsigned timeout_ms, pool_work_fn work,
+                  pool_expire_fn expired, pool_done_fn done, void *arg)
+{
+    job *j = calloc(1, sizeof(*j));
     int rc;
 
     if (j == NULL)
         return UV_ENOMEM;
     j->work = work;
+    j->expired = expired;
     j->done = done;
     j->arg = arg;
     j->req.data = j;
-    if ((rc = uv_queue_work(loop, &j->req, run_work, run_done)) != 0)
+    if ((rc = uv_queue_work(loop, &j->req, run_work, run_done)) != 0) {
         free(j);
-    return rc;
+        return rc;
+    }
+    tl_pending++;
+    if (expired) {
+        j->timed = 1;
+        uv_timer_init(loop, &j->timer);
+        j->timer.data = j;
+        uv_timer_start(&j->timer, on_deadline, timeout_ms, 0);
+    }
+    return 0;
+}
+
+int pool_submit(uv_loop_t *loop, pool_work_fn work, pool_done_fn done, void *arg)
+{
+    return submit(loop, 0, work, NULL, done, arg);
+}
+
+int pool_submit_within(uv_loop_t *loop, unsigned timeout_ms, pool_work_fn work,
+                       pool_expire_fn expired, pool_done_fn done, void *arg)
+{
+    return submit(loop, timeout_ms, work, expired, done, arg);
+}
+
+int pool_pending(void)
+{
+    return tl_pending;
 }
 
 PGconn *pool_pg(void)

@@ -401,6 +401,11 @@ int rlink_command(rlink *l, int argc, const char **argv, const size_t *lens, rli
     return 0;
 }
 
+int rlink_idle(const rlink *l)
+{
+    return l->head == NULL;
+}
+
 static void release(rlink *l)
 {
     if (--l->refs == 0)

@@ -41,6 +41,10 @@ int rlink_ready(const rlink *l);
 int rlink_command(rlink *l, int argc, const char **argv, const size_t *lens, rlink_cb cb,
                   void *arg);
 
+/* Nonzero when no command waits for its reply (shutdown waits for this,
+ * within the command timeout, so the last XADDs are not cut off). */
+int rlink_idle(const rlink *l);
+
 /* Disconnects (pending callbacks get NULL) and releases the link once its
  * handles are closed; run the loop afterwards. */
 void rlink_close(rlink *l);

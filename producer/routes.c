@@ -36,7 +36,7 @@ static void rollback(routes *rt, http_request *req)
 
 static void api_health(routes *rt, http_request *req)
 {
-    ops_health(rt->loop, rt->link, rt->gray, req);
+    ops_health(rt->loop, rt->cfg, rt->link, rt->gray, req);
 }
 
 static void stream_health(routes *rt, http_request *req)
@@ -54,7 +54,7 @@ static void stream_metrics(routes *rt, http_request *req)
     ops_stream_metrics(req, rt->ledger);
 }
 
-static void api_stats(routes *rt, http_request *req) { ops_stats(rt->loop, req); }
+static void api_stats(routes *rt, http_request *req) { ops_stats(rt->loop, rt->cfg, req); }
 
 static void metrics(routes *rt, http_request *req) { ops_metrics(req, rt->ledger); }
 

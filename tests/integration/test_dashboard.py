@@ -381,9 +381,10 @@ def postgres_pids(servers):
 
 def test_a_hung_postgresql_is_flagged_and_holds_back_no_other_panel(stack, servers, browser):
     """PostgreSQL stopped with SIGSTOP: connections stay open and nothing
-    answers, so /api/health and /api/stats hang instead of failing. The page
-    must say it cannot tell the dependencies' state, grey what PostgreSQL
-    feeds, and keep the panels fed from the producer's memory live."""
+    answers. /api/health answers within its own bound saying PostgreSQL is
+    down (it used to hang), /api/stats answers 503; the page must say
+    PostgreSQL is down, grey what PostgreSQL feeds, and keep the panels fed
+    from the producer's memory live."""
     stack.producer(**dashboard_env())
     open_page(browser, stack)
     wait_for(lambda: "PostgreSQL up" in by_id(browser, "dep-postgres").text, what="PostgreSQL up")
@@ -392,8 +393,8 @@ def test_a_hung_postgresql_is_flagged_and_holds_back_no_other_panel(stack, serve
     for pid in pids:
         os.kill(pid, signal.SIGSTOP)
     try:
-        wait_for(lambda: "Cannot tell whether Redis and PostgreSQL are up" in
-                 by_id(browser, "banner-warn").text, timeout=15, what="the unknown-state warning")
+        wait_for(lambda: "PostgreSQL is down" in by_id(browser, "banner-deps").text,
+                 timeout=15, what="the PostgreSQL-down banner")
         wait_for(lambda: "stale" in today.get_attribute("class"), what="today's figures greyed")
         assert not by_id(browser, "banner-producer").is_displayed()
         age = by_id(browser, "panel-paths").find_element("css selector", ".age")
@@ -405,8 +406,8 @@ def test_a_hung_postgresql_is_flagged_and_holds_back_no_other_panel(stack, serve
     finally:
         for pid in pids:
             os.kill(pid, signal.SIGCONT)
-    wait_for(lambda: "Cannot tell" not in by_id(browser, "banner-warn").text, timeout=30,
-             what="the warning to clear once PostgreSQL answers")
+    wait_for(lambda: "PostgreSQL is down" not in by_id(browser, "banner-deps").text, timeout=30,
+             what="the banner to clear once PostgreSQL answers")
     wait_for(lambda: "stale" not in today.get_attribute("class"), timeout=15, what="fresh today")
 
 
