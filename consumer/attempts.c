@@ -33,23 +33,36 @@ static int reply_rc(session *s, const redisReply *r, const char *what)
     return 0;
 }
 
+/* Runs the command 'head' (of 'nhead' arguments) followed by the IDs of the
+ * 'n' entries 'e'; the reply (or NULL) in '*r'. 0 or LJ_ENOMEM. */
+static int with_ids(session *s, const char *const *head, size_t nhead, batch_entry *const *e,
+                    size_t n, redisReply **r)
+{
+    const char **argv = malloc((nhead + n) * sizeof(*argv));
+    size_t i;
+
+    if (argv == NULL)
+        return LJ_ENOMEM;
+    for (i = 0; i < nhead; i++)
+        argv[i] = head[i];
+    for (i = 0; i < n; i++)
+        argv[nhead + i] = e[i]->id;
+    *r = rds_command(s->redis, (int)(nhead + n), argv);
+    free(argv);
+    return 0;
+}
+
 int attempts_read(session *s, batch_entry *const *e, size_t n)
 {
-    const char **argv;
+    const char *head[] = {"HMGET", s->attempts_key};
     redisReply *r;
     size_t i;
     int rc;
 
     if (n == 0)
         return 0;
-    if ((argv = malloc((n + 2) * sizeof(*argv))) == NULL)
-        return LJ_ENOMEM;
-    argv[0] = "HMGET";
-    argv[1] = s->attempts_key;
-    for (i = 0; i < n; i++)
-        argv[2 + i] = e[i]->id;
-    r = rds_command(s->redis, (int)(n + 2), argv);
-    free(argv);
+    if ((rc = with_ids(s, head, 2, e, n, &r)) != 0)
+        return rc;
     if ((rc = reply_rc(s, r, "HMGET")) == 0 &&
         (r->type != REDIS_REPLY_ARRAY || r->elements != n))
         rc = LJ_EREDIS;
@@ -63,24 +76,14 @@ int attempts_read(session *s, batch_entry *const *e, size_t n)
 
 int attempts_add(session *s, batch_entry *const *e, size_t n, int delta)
 {
-    const char **argv;
+    const char *head[] = {"EVAL", add_script, "1", s->attempts_key, delta > 0 ? "1" : "-1"};
     redisReply *r;
-    size_t i;
     int rc;
 
     if (n == 0)
         return 0;
-    if ((argv = malloc((n + 5) * sizeof(*argv))) == NULL)
-        return LJ_ENOMEM;
-    argv[0] = "EVAL";
-    argv[1] = add_script;
-    argv[2] = "1";
-    argv[3] = s->attempts_key;
-    argv[4] = delta > 0 ? "1" : "-1";
-    for (i = 0; i < n; i++)
-        argv[5 + i] = e[i]->id;
-    r = rds_command(s->redis, (int)(n + 5), argv);
-    free(argv);
+    if ((rc = with_ids(s, head, 5, e, n, &r)) != 0)
+        return rc;
     rc = reply_rc(s, r, "counting attempts");
     if (r)
         freeReplyObject(r);

@@ -92,21 +92,31 @@ static void start(uv_loop_t *loop, query *q, int timeout_ms)
     http_defer(req);
 }
 
-static void submit(uv_loop_t *loop, http_request *req, const lj_config *cfg,
-                   void (*fill)(query *), int redis_up, int ratio)
+/* A query for 'req', or NULL (then 'req' is answered 500). */
+static query *new_query(http_request *req, const lj_config *cfg, void (*fill)(query *),
+                        int redis_up, int ratio)
 {
     query *q = calloc(1, sizeof(*q));
 
     if (q == NULL) {
         http_respond_error(req, 500, "out of memory");
-        return;
+        return NULL;
     }
     q->req = req;
     q->cfg = cfg;
     q->fill = fill;
     q->redis_up = redis_up;
     q->ratio = ratio;
-    start(loop, q, cfg->pool_request_timeout_ms);
+    return q;
+}
+
+static void submit(uv_loop_t *loop, http_request *req, const lj_config *cfg,
+                   void (*fill)(query *), int redis_up, int ratio)
+{
+    query *q = new_query(req, cfg, fill, redis_up, ratio);
+
+    if (q != NULL)
+        start(loop, q, cfg->pool_request_timeout_ms);
 }
 
 /* ------------------------------------------------------------------------
@@ -158,18 +168,11 @@ static int health_expired(const query *q, lj_buf *body)
 
 void ops_health(uv_loop_t *loop, const lj_config *cfg, rlink *link, gray *g, http_request *req)
 {
-    query *q = calloc(1, sizeof(*q));
+    query *q = new_query(req, cfg, fill_health, rlink_ready(link), gray_ratio(g));
 
-    if (q == NULL) {
-        http_respond_error(req, 500, "out of memory");
+    if (q == NULL)
         return;
-    }
-    q->req = req;
-    q->cfg = cfg;
-    q->fill = fill_health;
     q->expired = health_expired;
-    q->redis_up = rlink_ready(link);
-    q->ratio = gray_ratio(g);
     start(loop, q, cfg->health_timeout_ms);
 }
 

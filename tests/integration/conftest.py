@@ -6,6 +6,7 @@ Servers live for the whole session; each test gets its own stream prefix, so
 tests never see each other's streams, and uses its own device serials.
 """
 import os
+import re
 import shutil
 import signal
 import socket
@@ -51,6 +52,19 @@ def machine_key():
     for b in key:
         h = ((h ^ b) * 16777619) & 0xFFFFFFFF
     return f"{socket.gethostname().split(':')[0]}~{h:08x}"
+
+
+def reading(sn, ts, hr=70):
+    """One health record as a device sends it."""
+    return {"deviceSn": sn, "heartRate": hr, "timestamp": ts}
+
+
+def metric(stack, name, labels=""):
+    """The value of one sample of the producer's /metrics."""
+    text = requests.get(stack.url + "/metrics", timeout=5).text
+    m = re.search(r"^%s%s (\S+)$" % (re.escape(name), re.escape(labels)), text, re.M)
+    assert m, f"{name}{labels} not in /metrics"
+    return float(m.group(1))
 
 
 def as_pg(cmd):

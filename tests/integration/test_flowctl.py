@@ -10,20 +10,9 @@ import uuid
 
 import requests
 
-from conftest import wait_for
+from conftest import metric, reading, wait_for
 
 BASE_S = 1_700_000_000
-
-
-def reading(sn, ts, hr=70):
-    return {"deviceSn": sn, "heartRate": hr, "timestamp": ts}
-
-
-def metric(stack, name, labels=""):
-    text = requests.get(stack.url + "/metrics", timeout=5).text
-    m = re.search(r"^%s%s (\S+)$" % (re.escape(name), re.escape(labels)), text, re.M)
-    assert m, f"{name}{labels} not in /metrics"
-    return float(m.group(1))
 
 
 def flow(stack):

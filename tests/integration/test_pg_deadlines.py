@@ -5,7 +5,6 @@ uploads get 503 within their deadline, the breaker opens, /api/health
 answers fast, the stream path goes on, and the consumer neither acknowledges
 nor dead-letters anything until PostgreSQL runs again."""
 import os
-import re
 import signal
 import subprocess
 import threading
@@ -15,20 +14,9 @@ import uuid
 import psycopg
 import requests
 
-from conftest import wait_for
+from conftest import metric, reading, wait_for
 
 BASE_S = 1_700_000_000
-
-
-def reading(sn, ts, hr=70):
-    return {"deviceSn": sn, "heartRate": hr, "timestamp": ts}
-
-
-def metric(stack, name, labels=""):
-    text = requests.get(stack.url + "/metrics", timeout=5).text
-    m = re.search(r"^%s%s (\S+)$" % (re.escape(name), re.escape(labels)), text, re.M)
-    assert m, f"{name}{labels} not in /metrics"
-    return float(m.group(1))
 
 
 def pg_pids(servers):

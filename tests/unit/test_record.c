@@ -10,6 +10,7 @@
 #include <cmocka.h>
 #include <cjson/cJSON.h>
 
+#include "buf.h"
 #include "err.h"
 #include "record.h"
 
@@ -1148,6 +1149,57 @@ static void test_reject_marked_records(void **state)
     rec_batch_cleanup(&b);      /* LeakSanitizer: the sleep texts were freed */
 }
 
+/* Issue 15: two readings of one upload without a timestamp must not share
+ * a key. Each gets its own microsecond, in order; sent times stay as sent. */
+static void test_records_without_timestamp_get_instants_of_their_own(void **state)
+{
+    const char *body = "[{\"deviceSn\":\"W1\",\"heartRate\":70},"
+                       "{\"deviceSn\":\"W1\",\"heartRate\":80,\"timestamp\":1750000000},"
+                       "{\"deviceSn\":\"W1\",\"heartRate\":130}]";
+    const int64_t first = NOW_MS * 1000 + 999;    /* the next one crosses a millisecond */
+    const char *msg = NULL;
+    rec_batch b;
+    rec_batch back;
+    lj_buf json;
+    char ts[48];
+
+    (void)state;
+    assert_int_equal(parse(body, &b, &msg), 0);
+    assert_int_equal(rec_batch_stamp(&b, 0), 2);            /* counts only */
+    assert_int_equal(b.recs[0].ts_ms, NOW_MS);
+    assert_int_equal(rec_batch_stamp(&b, first), 2);
+    assert_int_equal(b.recs[0].ts_ms, NOW_MS);
+    assert_int_equal(b.recs[0].ts_us, 999);
+    assert_int_equal(b.recs[1].ts_ms, 1750000000000LL);    /* sent: untouched */
+    assert_int_equal(b.recs[1].ts_us, 0);
+    assert_int_equal(b.recs[2].ts_ms, NOW_MS + 1);
+    assert_int_equal(b.recs[2].ts_us, 0);
+    rec_format_ts_us(b.recs[0].ts_ms, b.recs[0].ts_us, ts, sizeof(ts));
+    assert_string_equal(ts, "2025-06-15 15:06:40.000999+00");
+    rec_format_ts_us(b.recs[2].ts_ms, b.recs[2].ts_us, ts, sizeof(ts));
+    assert_string_equal(ts, "2025-06-15 15:06:40.001+00");
+    /* The microseconds travel in the payload to the consumer. */
+    lj_buf_init(&json);
+    assert_int_equal(rec_batch_to_json(&b, &json), 0);
+    assert_non_null(strstr(json.data, "\"ts_us\":999"));
+    rec_batch_init(&back);
+    assert_int_equal(rec_batch_from_json(json.data, json.len, &back), 0);
+    assert_int_equal(back.recs[0].ts_us, 999);
+    assert_int_equal(back.recs[2].ts_us, 0);
+    rec_batch_cleanup(&back);
+    for (int us = 999; us <= 1000; us++) {      /* 0..999 only */
+        char one[128];
+
+        snprintf(one, sizeof(one), "[{\"device_sn\":\"W1\",\"ts\":1750000000000,"
+                 "\"ts_us\":%d,\"source_method\":\"api\"}]", us);
+        rec_batch_init(&back);
+        assert_int_equal(rec_batch_from_json(one, strlen(one), &back) == 0, us < 1000);
+        rec_batch_cleanup(&back);
+    }
+    lj_buf_cleanup(&json);
+    rec_batch_cleanup(&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1186,6 +1238,7 @@ int main(void)
         cmocka_unit_test(test_payload_reader_appends),
         cmocka_unit_test(test_payload_reader_refuses_other_shapes),
         cmocka_unit_test(test_format_ts),
+        cmocka_unit_test(test_records_without_timestamp_get_instants_of_their_own),
         cmocka_unit_test(test_reject_marked_records),
     };
 

@@ -69,6 +69,25 @@ static void test_ids_compare_numerically(void **state)
     assert_int_equal(stream_id_cmp("5-3z", "5-3"), 0);
 }
 
+/* The keys beside a stream start with its name, so a hash tag in the name
+ * puts them in its cluster slot (SPEC §3). */
+static void test_side_keys_share_the_stream_name(void **state)
+{
+    char key[STREAM_KEY_MAX];
+
+    (void)state;
+    stream_side_key(key, sizeof(key), "health_data_stream:{3}", STREAM_SIDE_DEAD);
+    assert_string_equal(key, "health_data_stream:{3}:dead");
+    stream_side_key(key, sizeof(key), "p:health_data_stream", STREAM_SIDE_ATTEMPTS);
+    assert_string_equal(key, "p:health_data_stream:attempts");
+    stream_side_key(key, sizeof(key), "health_data_stream", STREAM_SIDE_COUNTS);
+    assert_string_equal(key, "health_data_stream:counts");
+    stream_alert_name(key, sizeof(key), "staging:");
+    assert_string_equal(key, "staging:alert_stream");
+    stream_alert_name(key, sizeof(key), NULL);
+    assert_string_equal(key, "alert_stream");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -76,6 +95,7 @@ int main(void)
         cmocka_unit_test(test_hash_is_fnv1a),
         cmocka_unit_test(test_hash_spreads_serials),
         cmocka_unit_test(test_ids_compare_numerically),
+        cmocka_unit_test(test_side_keys_share_the_stream_name),
     };
 
     return cmocka_run_group_tests_name("streams", tests, NULL, NULL);
