@@ -306,7 +306,8 @@ static int settle_unstorable(session *s, batch_entry *const *in, size_t n, batch
 }
 
 /* Decodes, then stores and settles, the 'n' entries 'e' as one batch.
- * 'counted': an attempt is counted against each while its data is handled. */
+ * 'redelivered': an attempt is counted against each while its data is
+ * decoded (attempts.h), and settling removes their attempts. */
 static int handle_group(session *s, batch_entry *const *e, size_t n, int redelivered,
                         batch_entry **keep, const char **ids)
 {

@@ -646,13 +646,13 @@ static int trace_pending(redisContext *c, const trace_query *t, const char *stre
 /* In the dead letters: 1 with the JSON, 0 when not there. */
 static int trace_dead(redisContext *c, const trace_query *t, const char *stream, lj_buf *out)
 {
-    char dead[STREAM_NAME_MAX + 8];
+    char dead[STREAM_KEY_MAX];
     const char *argv[] = {"XRANGE", dead, "-", "+", "COUNT", "10000"};
     redisReply *r;
     size_t i;
     int found = 0;
 
-    snprintf(dead, sizeof(dead), "%s:dead", stream);
+    stream_side_key(dead, sizeof(dead), stream, STREAM_SIDE_DEAD);
     r = rds_command(c, 6, argv);
     for (i = 0; !found && r && r->type == REDIS_REPLY_ARRAY && i < r->elements; i++) {
         const redisReply *e = r->element[i];
@@ -677,6 +677,31 @@ static int trace_dead(redisContext *c, const trace_query *t, const char *stream,
     }
     if (r)
         freeReplyObject(r);
+    return found;
+}
+
+/* In t_dead_letter (every dead letter, also those trimmed from the Redis
+ * copy): 1 with the JSON, 0 when not there or PostgreSQL cannot be asked. */
+static int trace_dead_kept(const trace_query *t, const char *stream, lj_buf *out)
+{
+    const char *params[2] = {stream, t->stream_id};
+    PGconn *pg = pool_pg();
+    PGresult *r;
+    int found;
+
+    if (pg == NULL)
+        return 0;
+    r = pg_query_params(pg, "SELECT reason, dead_time::text FROM t_dead_letter"
+                            " WHERE stream = $1 AND entry_id = $2", 2, params);
+    found = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1;
+    if (found) {
+        lj_buf_puts(out, "{\"state\":\"dead_lettered\",\"reason\":");
+        lj_buf_json_str(out, PQgetvalue(r, 0, 0), strlen(PQgetvalue(r, 0, 0)));
+        lj_buf_printf(out, ",\"dead_time\":\"%s\"}", PQgetvalue(r, 0, 1));
+    } else if (PQstatus(pg) != CONNECTION_OK) {
+        pool_pg_failed();
+    }
+    PQclear(r);
     return found;
 }
 
@@ -712,7 +737,7 @@ static void fill_trace(query *q)
         goto out;
     if (t->stream_id[0] && (c = pool_redis()) != NULL &&
         (trace_pending(c, t, stream, group, &q->out) || trace_dead(c, t, stream, &q->out) ||
-         trace_in_stream(c, t, stream, &q->out)))
+         trace_dead_kept(t, stream, &q->out) || trace_in_stream(c, t, stream, &q->out)))
         goto out;
     if (t->stream_id[0] && c == NULL) {
         rc = -1;

@@ -399,3 +399,15 @@ def test_conservation_identity_is_shown_in_stream_metrics_and_prometheus(stack):
     assert (f'ljwx_stream_entries{{stream="{stack.stream()}",state="accepted"}} 10'
             in text.splitlines())
     assert_conserved(stack)
+
+
+def test_trace_finds_a_dead_letter_trimmed_from_redis(stack):
+    sn = serial("trace")
+    stack.producer()
+    eid = stack.s.redis().xadd(stack.stream(), {"device_sn": sn, "payload": "[not json"})
+    stack.consumer()
+    wait_for(lambda: drained(stack), what="the poison entry settled")
+    stack.s.redis().xtrim(stack.stream() + ":dead", maxlen=0)     # as the bound would
+    state = stack.get(f"/api/trace/{eid}").json()
+    assert state["state"] == "dead_lettered" and "normalised" in state["reason"], state
+    assert state["dead_time"]
