@@ -83,33 +83,3 @@ int rds_group_create(redisContext *c, const char *stream, const char *group)
     freeReplyObject(r);
     return rc;
 }
-
-redisReply *rds_atomic(redisContext *c, const rds_cmd *cmds, size_t n)
-{
-    const char *multi[] = {"MULTI"};
-    const char *exec[] = {"EXEC"};
-    redisReply *last = NULL;
-    size_t i;
-
-    if (redisAppendCommandArgv(c, 1, multi, NULL) != REDIS_OK)
-        return NULL;
-    for (i = 0; i < n; i++)
-        if (redisAppendCommandArgv(c, cmds[i].argc, cmds[i].argv, NULL) != REDIS_OK)
-            return NULL;
-    if (redisAppendCommandArgv(c, 1, exec, NULL) != REDIS_OK)
-        return NULL;
-    /* MULTI's +OK, one +QUEUED (or an error) per command, then EXEC's reply. */
-    for (i = 0; i < n + 2; i++) {
-        void *r = NULL;
-
-        if (redisGetReply(c, &r) != REDIS_OK) {
-            if (last)
-                freeReplyObject(last);
-            return NULL;
-        }
-        if (last)
-            freeReplyObject(last);
-        last = r;
-    }
-    return last;
-}

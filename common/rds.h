@@ -31,18 +31,6 @@ const redisReply *rds_map_get(const redisReply *m, const char *key);
 /* The integer value of 'key' in such a reply, or -1. */
 long long rds_map_int(const redisReply *m, const char *key);
 
-/* One command of a transaction: 'argc' NUL-terminated strings. */
-typedef struct rds_cmd {
-    int argc;
-    const char **argv;
-} rds_cmd;
-
-/* Runs the 'n' commands of 'cmds' as one MULTI ... EXEC, sent in one round
- * trip. Returns the EXEC reply (an array of the n replies; caller frees),
- * an error reply when Redis refused the transaction, or NULL when the
- * connection failed (then the context is dead). */
-redisReply *rds_atomic(redisContext *c, const rds_cmd *cmds, size_t n);
-
 /* Creates consumer group 'group' on 'stream' at ID 0, creating the stream
  * too (MKSTREAM). An existing group is fine. 0, LJ_EREDIS or LJ_EUNAVAIL. */
 int rds_group_create(redisContext *c, const char *stream, const char *group);

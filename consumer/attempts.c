@@ -92,14 +92,17 @@ int attempts_add(session *s, batch_entry *const *e, size_t n, int delta)
 
 void attempts_prune(session *s, const char *minid)
 {
-    const char *scan[] = {"HSCAN", s->attempts_key, "0", "COUNT", PRUNE_PAGE};
+    const char *scan[] = {"HSCAN", s->attempts_key, s->prune_cursor, "COUNT", PRUNE_PAGE};
     redisReply *r = rds_command(s->redis, 5, scan);
     const redisReply *kv;
     size_t i;
 
     if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+        r->element[0]->type != REDIS_REPLY_STRING ||
+        r->element[0]->len >= sizeof(s->prune_cursor) ||
         (kv = r->element[1])->type != REDIS_REPLY_ARRAY)
         goto out;
+    memcpy(s->prune_cursor, r->element[0]->str, r->element[0]->len + 1);   /* next page */
     for (i = 0; i + 1 < kv->elements; i += 2) {
         const char *argv[] = {"HDEL", s->attempts_key, kv->element[i]->str};
         redisReply *d;

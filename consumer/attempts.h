@@ -30,7 +30,8 @@ int attempts_read(session *s, batch_entry *const *e, size_t n);
 int attempts_add(session *s, batch_entry *const *e, size_t n, int delta);
 
 /* Removes the attempts of entries below 'minid' (trimmed: none of them can
- * be pending any more), a page of fields per call. Errors are logged. */
+ * be pending any more), one HSCAN page per call, going on where the last
+ * call stopped. */
 void attempts_prune(session *s, const char *minid);
 
 #endif

@@ -32,6 +32,27 @@ static int is_dead_local(const session *s, const char *name)
     return kill((pid_t)pid, 0) != 0 && errno == ESRCH;
 }
 
+/* Counts as gone those of the 'n' entries 'ids' an XCLAIM left out that
+ * are pending nowhere any more: Redis 7.0's XCLAIM drops entries deleted
+ * from the stream from the pending list without a word. (Those another
+ * worker claimed first are still pending, under its name.) */
+static void count_vanished(session *s, const char *const *ids, size_t n)
+{
+    size_t gone = 0;
+    size_t i;
+
+    for (i = 0; i < n; i++) {
+        const char *argv[] = {"XPENDING", s->stream, s->group, ids[i], ids[i], "1"};
+        redisReply *r = rds_command(s->redis, 6, argv);
+
+        gone += r && r->type == REDIS_REPLY_ARRAY && r->elements == 0;
+        if (r)
+            freeReplyObject(r);
+    }
+    if (gone && settle_count_gone(s, gone) == 0)
+        atomic_fetch_add(&s->w->stats.entries_gone, gone);
+}
+
 /* XCLAIMs every pending entry of consumer 'name' to this worker. */
 static int take_over(session *s, const char *name)
 {
@@ -41,6 +62,8 @@ static int take_over(session *s, const char *name)
     for (;;) {
         redisReply *p = rds_command(s->redis, 7, pargv);
         const char **argv;
+        long long least = 0;
+        char idle[24];
         redisReply *c;
         size_t i;
         size_t n;
@@ -56,14 +79,22 @@ static int take_over(session *s, const char *name)
             freeReplyObject(p);
             return LJ_ENOMEM;
         }
+        /* Least idle time: the entries' own, so a second claimer, whose
+         * XCLAIM comes after ours reset it, takes nothing. */
+        for (i = 0; i < n; i++)
+            if (i == 0 || p->element[i]->element[2]->integer < least)
+                least = p->element[i]->element[2]->integer;
+        snprintf(idle, sizeof(idle), "%lld", least);
         argv[0] = "XCLAIM";
         argv[1] = s->stream;
         argv[2] = s->group;
         argv[3] = s->w->name;
-        argv[4] = "0";
+        argv[4] = idle;
         for (i = 0; i < n; i++)
             argv[5 + i] = p->element[i]->element[0]->str;
         c = rds_command(s->redis, (int)(n + 5), argv);
+        if (c && c->type == REDIS_REPLY_ARRAY && c->elements < n)
+            count_vanished(s, argv + 5, n);
         free(argv);
         freeReplyObject(p);
         if (c == NULL)
@@ -73,8 +104,11 @@ static int take_over(session *s, const char *name)
             freeReplyObject(c);
             return LJ_EREDIS;
         }
+        moved += (int)c->elements;
+        i = c->elements;
         freeReplyObject(c);
-        moved += (int)n;
+        if (i == 0)
+            break;      /* taken by another worker meanwhile, or vanished */
     }
     log_info("claim", "took over dead consumer=%s stream=%s entries=%d", name, s->stream, moved);
     atomic_fetch_add(&s->w->stats.claimed, (unsigned long long)moved);
@@ -145,24 +179,16 @@ out:
         freeReplyObject(r);
 }
 
-/* Acknowledges the IDs XAUTOCLAIM reported as deleted from the stream. */
-static void ack_deleted(session *s, const redisReply *ids)
+/* Counts the IDs XAUTOCLAIM reported as deleted from the stream (it has
+ * taken them out of the pending list itself). */
+static void count_deleted(session *s, const redisReply *ids)
 {
-    settle_counts counts = {0, 0, 0, 0};
-    const char **argv;
-    size_t i;
-
     if (ids->type != REDIS_REPLY_ARRAY || ids->elements == 0)
         return;
-    if ((argv = malloc(ids->elements * sizeof(*argv))) == NULL)
-        return;
-    for (i = 0; i < ids->elements; i++)
-        argv[i] = ids->element[i]->str;
-    counts.gone = ids->elements;
-    if (settle_entries(s, argv, ids->elements, &counts, 1, NULL) == 0)
+    if (settle_count_gone(s, ids->elements) == 0)
         atomic_fetch_add(&s->w->stats.entries_gone, ids->elements);
-    log_warn("claim", "acknowledged %zu deleted entries stream=%s", ids->elements, s->stream);
-    free(argv);
+    log_warn("claim", "%zu pending entries were deleted from stream=%s", ids->elements,
+             s->stream);
 }
 
 int claim_idle(session *s)
@@ -191,7 +217,7 @@ int claim_idle(session *s)
         }
         memcpy(cursor, r->element[0]->str, r->element[0]->len + 1);
         if (r->elements > 2)
-            ack_deleted(s, r->element[2]);
+            count_deleted(s, r->element[2]);
         batch_init(&b, s->kind);
         if ((rc = batch_from_entries(r->element[1], &b)) == 0 && b.n > 0) {
             atomic_fetch_add(&s->w->stats.claimed, b.n);

@@ -10,22 +10,28 @@
 #include "log.h"
 #include "pg.h"
 #include "settle.h"
+#include "streams.h"
 
-#define DEAD_HEAD 14    /* XADD <key> MAXLEN ~ <n> * + four field/value pairs */
+#define DEAD_HEAD 8     /* the four STREAM_DEAD_* field/value pairs */
 
 static const char insert_sql[] =
     "INSERT INTO t_dead_letter (stream, entry_id, reason, attempts, consumer, fields)"
     " VALUES ($1, $2, $3, $4::integer, $5, $6::jsonb)"
     " ON CONFLICT (stream, entry_id) DO NOTHING";
 
-/* Nonzero when 's' is valid UTF-8 (jsonb refuses anything else). */
+/* Nonzero when 's' is UTF-8 that PostgreSQL accepts: no overlong forms,
+ * no surrogates, nothing above U+10FFFF. */
 static int utf8_ok(const unsigned char *s)
 {
     while (*s) {
-        int n = *s < 0x80 ? 0 : (*s & 0xE0) == 0xC0 ? 1 : (*s & 0xF0) == 0xE0 ? 2
-              : (*s & 0xF8) == 0xF0 ? 3 : -1;
+        unsigned char c = *s;
+        int n = c < 0x80 ? 0 : c >= 0xC2 && c <= 0xDF ? 1 : (c & 0xF0) == 0xE0 ? 2
+              : c >= 0xF0 && c <= 0xF4 ? 3 : -1;
 
-        if (n < 0 || (n == 1 && *s < 0xC2))
+        if (n < 0)
+            return 0;
+        if ((c == 0xE0 && s[1] < 0xA0) || (c == 0xED && s[1] > 0x9F) ||
+            (c == 0xF0 && s[1] < 0x90) || (c == 0xF4 && s[1] > 0x8F))
             return 0;
         for (s++; n > 0; n--, s++)
             if ((*s & 0xC0) != 0x80)
@@ -35,8 +41,8 @@ static int utf8_ok(const unsigned char *s)
 }
 
 /* The entry's fields as a JSON object; a value that is not UTF-8 is kept
- * as {"hex": "..."}. NULL when out of memory. */
-static char *fields_json(const batch_entry *e)
+ * as {"hex": "..."} (every value, with 'all_hex'). NULL when out of memory. */
+static char *fields_json(const batch_entry *e, int all_hex)
 {
     cJSON *o = cJSON_CreateObject();
     char *out = NULL;
@@ -48,7 +54,7 @@ static char *fields_json(const batch_entry *e)
 
         if (!utf8_ok((const unsigned char *)e->fields[i]))
             continue;   /* a field name we cannot key by: the Redis copy keeps it */
-        if (utf8_ok((const unsigned char *)v)) {
+        if (!all_hex && utf8_ok((const unsigned char *)v)) {
             val = cJSON_CreateString(v);
         } else {
             size_t len = strlen(v);
@@ -73,11 +79,11 @@ out:
     return out;
 }
 
-static int keep_in_pg(session *s, const batch_entry *e, const char *reason)
+static int insert_row(session *s, const batch_entry *e, const char *reason, int all_hex)
 {
     char attempts[24];
     const char *params[6];
-    char *fields = fields_json(e);
+    char *fields = fields_json(e, all_hex);
     int rc;
 
     if (fields == NULL)
@@ -94,14 +100,19 @@ static int keep_in_pg(session *s, const batch_entry *e, const char *reason)
     return rc;
 }
 
+/* The row, with the values as text; should PostgreSQL refuse them (the
+ * entry was not written by our producer), as hex. */
+static int keep_in_pg(session *s, const batch_entry *e, const char *reason)
+{
+    int rc = insert_row(s, e, reason, 0);
+
+    return rc == LJ_EPOISON ? insert_row(s, e, reason, 1) : rc;
+}
+
 int dlq_move(session *s, const batch_entry *e, const char *reason)
 {
-    settle_counts counts = {0, 0, 1, 0};
     char attempts[24];
-    char maxlen[24];
-    const char **argv;
-    rds_cmd xadd;
-    const char *id = e->id;
+    const char **f;
     size_t i;
     int rc;
 
@@ -112,30 +123,21 @@ int dlq_move(session *s, const batch_entry *e, const char *reason)
                   s->stream, e->id);
         return rc;
     }
-    if ((argv = malloc((DEAD_HEAD + e->nfields) * sizeof(*argv))) == NULL)
+    if ((f = malloc((DEAD_HEAD + e->nfields) * sizeof(*f))) == NULL)
         return LJ_ENOMEM;
     snprintf(attempts, sizeof(attempts), "%lld", e->attempts);
-    snprintf(maxlen, sizeof(maxlen), "%d", s->w->cfg->dead_stream_maxlen);
-    argv[0] = "XADD";
-    argv[1] = s->dead_stream;
-    argv[2] = "MAXLEN";
-    argv[3] = "~";
-    argv[4] = maxlen;
-    argv[5] = "*";
-    argv[6] = STREAM_DEAD_REASON;
-    argv[7] = reason;
-    argv[8] = STREAM_DEAD_ID;
-    argv[9] = e->id;
-    argv[10] = STREAM_DEAD_DELIVERIES;
-    argv[11] = attempts;
-    argv[12] = STREAM_DEAD_CONSUMER;
-    argv[13] = s->w->name;
+    f[0] = STREAM_DEAD_REASON;
+    f[1] = reason;
+    f[2] = STREAM_DEAD_ID;
+    f[3] = e->id;
+    f[4] = STREAM_DEAD_DELIVERIES;
+    f[5] = attempts;
+    f[6] = STREAM_DEAD_CONSUMER;
+    f[7] = s->w->name;
     for (i = 0; i < e->nfields; i++)
-        argv[DEAD_HEAD + i] = e->fields[i];
-    xadd.argc = (int)(DEAD_HEAD + e->nfields);
-    xadd.argv = argv;
-    rc = settle_entries(s, &id, 1, &counts, 1, &xadd);
-    free(argv);
+        f[DEAD_HEAD + i] = e->fields[i];
+    rc = settle_dead(s, e->id, f, DEAD_HEAD + e->nfields);
+    free(f);
     if (rc != 0)
         return rc;
     atomic_fetch_add(&s->w->stats.dead_lettered, 1);

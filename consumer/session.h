@@ -26,6 +26,7 @@ typedef struct session {
     char dead_stream[STREAM_KEY_MAX];
     char attempts_key[STREAM_KEY_MAX];  /* attempts.h */
     char counts_key[STREAM_KEY_MAX];    /* settle.h */
+    char prune_cursor[32];              /* HSCAN cursor of attempts_prune() */
     char alert_stream[STREAM_NAME_MAX];
     char next_id[BATCH_ID_MAX];     /* "0"-based while re-reading pending, then ">" */
     batchsize count;                /* COUNT of the next XREADGROUP */

@@ -8,6 +8,7 @@
 
 #include "attempts.h"
 #include "claim.h"
+#include "copyenc.h"
 #include "deadletter.h"
 #include "err.h"
 #include "log.h"
@@ -248,7 +249,7 @@ static void count_committed(session *s, size_t n, const store_stats *st)
 static int store_and_settle(session *s, batch_entry *const *e, size_t n, const char **ids,
                             int forget)
 {
-    settle_counts counts = {0, 0, 0, 0};
+    settle_counts counts = {0, 0};
     store_stats st;
     size_t i;
     int rc;
@@ -269,9 +270,8 @@ static int store_and_settle(session *s, batch_entry *const *e, size_t n, const c
     for (i = 0; i < n; i++)
         ids[i] = e[i]->id;
     counts.stored = st.entries_new < n ? st.entries_new : n;
-    counts.duplicate = n - counts.stored;
     /* Not settled: stays pending, and its redelivery is skipped as duplicates. */
-    if ((rc = settle_entries(s, ids, n, &counts, forget, NULL)) == 0)
+    if ((rc = settle_entries(s, ids, n, &counts, forget)) == 0)
         count_committed(s, n, &st);
     store_stats_cleanup(&st);
     return rc;
@@ -283,7 +283,7 @@ static int store_and_settle(session *s, batch_entry *const *e, size_t n, const c
 static int settle_unstorable(session *s, batch_entry *const *in, size_t n, batch_entry **keep,
                              size_t *nkeep, int forget)
 {
-    settle_counts gone = {0, 0, 0, 1};
+    settle_counts gone = {0, 1};
     size_t i;
     int rc = 0;
 
@@ -294,7 +294,7 @@ static int settle_unstorable(session *s, batch_entry *const *in, size_t n, batch
 
         if (e->gone) {
             log_warn("worker", "entry trimmed while pending stream=%s id=%s", s->stream, id);
-            if ((rc = settle_entries(s, &id, 1, &gone, forget, NULL)) == 0)
+            if ((rc = settle_entries(s, &id, 1, &gone, forget)) == 0)
                 atomic_fetch_add(&s->w->stats.entries_gone, 1);
         } else if (!e->ok) {
             rc = dlq_move(s, e, e->reason);
@@ -303,6 +303,30 @@ static int settle_unstorable(session *s, batch_entry *const *in, size_t n, batch
         }
     }
     return rc;
+}
+
+/* Encodes the records of the health entries of 'e' as the store will, into
+ * a scratch buffer: a crash the data causes there happens while the
+ * attempt is still counted. Redelivered batches only (rare); the store
+ * encodes again with the owners. */
+static void rehearse_encoding(session *s, batch_entry *const *e, size_t n)
+{
+    lj_buf scratch;
+    size_t i;
+    size_t j;
+
+    if (s->kind != STREAM_HEALTH)
+        return;
+    lj_buf_init(&scratch);
+    for (i = 0; i < n; i++) {
+        copyenc_meta meta = {"stream_v2", e[i]->id, NULL};
+
+        for (j = 0; e[i]->ok && j < e[i]->u.health.n; j++) {
+            lj_buf_reset(&scratch);
+            copyenc_health_row(&scratch, &e[i]->u.health.recs[j], NULL, &meta);
+        }
+    }
+    lj_buf_cleanup(&scratch);
 }
 
 /* Decodes, then stores and settles, the 'n' entries 'e' as one batch.
@@ -319,7 +343,9 @@ static int handle_group(session *s, batch_entry *const *e, size_t n, int redeliv
         return rc;
     for (i = 0; i < n; i++)
         batch_decode(s->kind, e[i]);
-    /* From here on only PostgreSQL round trips: a worker killed while it
+    if (redelivered)
+        rehearse_encoding(s, e, n);
+    /* From here on the PostgreSQL round trips: a worker killed while it
      * waits on them did not die of the data. */
     if (redelivered && (rc = attempts_add(s, e, n, -1)) != 0)
         return rc;
@@ -490,6 +516,7 @@ static int session_open(session *s, worker *w)
     stream_side_key(s->counts_key, sizeof(s->counts_key), s->stream, STREAM_SIDE_COUNTS);
     stream_alert_name(s->alert_stream, sizeof(s->alert_stream), prefix);
     snprintf(s->next_id, sizeof(s->next_id), "0");
+    snprintf(s->prune_cursor, sizeof(s->prune_cursor), "0");
     batchsize_init(&s->count, w->cfg->batch_min, w->cfg->batch_size, w->cfg->batch_target_ms,
                    w->cfg->batch_adaptive);
     atomic_store(&w->stats.batch_count, s->count.count);

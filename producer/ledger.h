@@ -1,9 +1,9 @@
 /* ledger.h -- the conservation identity of each stream, for operators.
  *
- * Every --ratio-refresh-ms each loop reads, per stream, its consumer
- * group's XINFO GROUPS (entries read, lag, pending) and the consumers'
- * counts (HGETALL <stream>:counts, kept by consumer/settle.c in the same
- * transaction as each XACK). From them:
+ * Every --ratio-refresh-ms each loop reads, per stream and in one script (a
+ * snapshot), its consumer group's XINFO GROUPS (entries read, lag,
+ * pending) and the consumers' counts (HGETALL <stream>:counts, kept by
+ * consumer/settle.c in the same script as each XACK). From them:
  *
  *   accepted      entries ever added to the stream (entries-read + lag)
  *   stored        settled after a commit that stored a new row

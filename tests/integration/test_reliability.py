@@ -411,3 +411,30 @@ def test_trace_finds_a_dead_letter_trimmed_from_redis(stack):
     state = stack.get(f"/api/trace/{eid}").json()
     assert state["state"] == "dead_lettered" and "normalised" in state["reason"], state
     assert state["dead_time"]
+
+
+def test_entries_two_workers_both_store_are_counted_once(stack, servers):
+    """A worker waiting on a lock past the claim limit: another claims its
+    batch, both commit (the second finds duplicates), both settle. The
+    books count each entry once."""
+    sn = serial("race")
+    n = 10
+    slow = dict(LJ_BATCH_SIZE=50, LJ_CLAIM_IDLE_MS=1000, LJ_UPKEEP_INTERVAL_MS=200,
+                LJ_PG_LOCK_TIMEOUT_MS=30000, LJ_PG_STATEMENT_TIMEOUT_MS=30000)
+    stack.producer()
+    a = stack.consumer(**slow)
+    locker = psycopg.connect(servers.dsn)
+    locker.execute("LOCK TABLE t_user_health_data IN EXCLUSIVE MODE")
+    try:
+        bodies = [{"deviceSn": sn, "heartRate": 70, "timestamp": BASE_MS + i} for i in range(n)]
+        assert post_all(stack, "/upload_health_data_v2", bodies) == [200] * n
+        wait_for(lambda: waiting_on_lock(stack, a.p.pid), timeout=20, what="A waits")
+        b = stack.consumer(**slow)
+        wait_for(lambda: waiting_on_lock(stack, b.p.pid), timeout=20, what="B waits")
+    finally:
+        locker.rollback()
+        locker.close()
+    wait_for(lambda: drained(stack) and len(rows(stack, sn)) == n, timeout=30, what="stored")
+    time.sleep(1)
+    c = assert_conserved(stack)
+    assert c["stored"] + c["duplicate"] == n, c
