@@ -36,10 +36,25 @@ static const char dead_script[] =
     "end "
     "return acked";
 
-static int run(session *s, const char **argv, int argc, size_t n)
+/* Runs the script call 'head' ('nhead' arguments: EVAL, script, keys,
+ * fixed arguments) followed by the 'ntail' strings 'tail', settling 'n'
+ * entries. 0, LJ_EREDIS, LJ_EUNAVAIL or LJ_ENOMEM. */
+static int run(session *s, const char *const *head, size_t nhead, const char *const *tail,
+               size_t ntail, size_t n)
 {
-    redisReply *r = rds_command(s->redis, argc, argv);
+    const char **argv = malloc((nhead + ntail) * sizeof(*argv));
+    redisReply *r;
+    size_t i;
     int rc = 0;
+
+    if (argv == NULL)
+        return LJ_ENOMEM;
+    for (i = 0; i < nhead; i++)
+        argv[i] = head[i];
+    for (i = 0; i < ntail; i++)
+        argv[nhead + i] = tail[i];
+    r = rds_command(s->redis, (int)(nhead + ntail), argv);
+    free(argv);
 
     if (r == NULL) {
         log_warn("settle", "settling %zu entries stream=%s: %s", n, s->stream, s->redis->errstr);
@@ -62,63 +77,26 @@ static int run(session *s, const char **argv, int argc, size_t n)
 int settle_entries(session *s, const char *const *ids, size_t n, const settle_counts *c,
                    int forget)
 {
-    const char *field[] = {STREAM_COUNT_STORED, STREAM_COUNT_DUPLICATE};
+    const char *stored = c->gone ? STREAM_COUNT_GONE : STREAM_COUNT_STORED;
+    const char *rest = c->gone ? STREAM_COUNT_GONE : STREAM_COUNT_DUPLICATE;
     char first_max[24];
-    const char **argv;
-    size_t i;
-    int rc;
+    const char *head[] = {"EVAL", settle_script, "3", s->stream, s->counts_key, s->attempts_key,
+                          s->group, forget ? "1" : "0", stored, first_max, rest};
 
     if (n == 0)
         return 0;
-    if ((argv = malloc((n + 11) * sizeof(*argv))) == NULL)
-        return LJ_ENOMEM;
-    argv[0] = "EVAL";
-    argv[1] = settle_script;
-    argv[2] = "3";
-    argv[3] = s->stream;
-    argv[4] = s->counts_key;
-    argv[5] = s->attempts_key;
-    argv[6] = s->group;
-    argv[7] = forget ? "1" : "0";
-    if (c->gone) {
-        field[0] = field[1] = STREAM_COUNT_GONE;
-    }
     snprintf(first_max, sizeof(first_max), "%zu", c->gone ? n : c->stored);
-    argv[8] = field[0];
-    argv[9] = first_max;
-    argv[10] = field[1];
-    for (i = 0; i < n; i++)
-        argv[11 + i] = ids[i];
-    rc = run(s, argv, (int)(n + 11), n);
-    free(argv);
-    return rc;
+    return run(s, head, sizeof(head) / sizeof(head[0]), ids, n, n);
 }
 
 int settle_dead(session *s, const char *id, const char *const *fields, size_t nfields)
 {
     char maxlen[24];
-    const char **argv;
-    size_t i;
-    int rc;
+    const char *head[] = {"EVAL", dead_script, "4", s->stream, s->counts_key, s->attempts_key,
+                          s->dead_stream, s->group, id, maxlen};
 
-    if ((argv = malloc((nfields + 10) * sizeof(*argv))) == NULL)
-        return LJ_ENOMEM;
     snprintf(maxlen, sizeof(maxlen), "%d", s->w->cfg->dead_stream_maxlen);
-    argv[0] = "EVAL";
-    argv[1] = dead_script;
-    argv[2] = "4";
-    argv[3] = s->stream;
-    argv[4] = s->counts_key;
-    argv[5] = s->attempts_key;
-    argv[6] = s->dead_stream;
-    argv[7] = s->group;
-    argv[8] = id;
-    argv[9] = maxlen;
-    for (i = 0; i < nfields; i++)
-        argv[10 + i] = fields[i];
-    rc = run(s, argv, (int)(nfields + 10), 1);
-    free(argv);
-    return rc;
+    return run(s, head, sizeof(head) / sizeof(head[0]), fields, nfields, 1);
 }
 
 int settle_count_gone(session *s, size_t n)
