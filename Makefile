@@ -50,7 +50,7 @@ run: deps
 # Fuzzing runs before the integration tests so that pytest's summary is the
 # run's closing line.
 test: deps
-	@$(MAKE) --no-print-directory all asan $(UNIT_BINS) $(FUZZ)
+	@$(MAKE) --no-print-directory all asan $(UNIT_BINS) $(FUZZ) build/loadgen
 	@$(MAKE) --no-print-directory unit
 	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=30
 	@$(MAKE) --no-print-directory integration
@@ -59,8 +59,9 @@ unit: $(UNIT_BINS)
 	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
 
 # PYTEST_ARGS selects tests, e.g. PYTEST_ARGS="tests/integration -k rollback".
+# build/loadgen drives tests/integration/test_stress_shape.py.
 PYTEST_ARGS ?= tests/integration
-integration: $(BINS_ASAN)
+integration: $(BINS_ASAN) build/loadgen
 	LJ_BIN_DIR=$(CURDIR)/$(ASAN) /usr/bin/python3 -m pytest -q $(PYTEST_ARGS)
 
 # Object files are kept (not intermediate), and builds print one line a file.

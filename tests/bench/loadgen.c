@@ -1,15 +1,37 @@
-/* loadgen -- an open-loop HTTP load generator on libuv, for `make bench`.
+/* loadgen -- an HTTP load generator on libuv, for `make bench` and
+ * tests/integration/test_stress_shape.py. Two modes.
  *
- * wrk is closed-loop: a slow answer delays the next request, which hides
- * latency (coordinated omission). Here requests are due at a fixed rate from
- * the start; a request that finds no free connection waits in a queue, and
- * its latency is counted from when it was due, not from when it was sent.
+ * Open loop (the default). wrk is closed-loop: a slow answer delays the next
+ * request, which hides latency (coordinated omission). Here requests are due
+ * at a fixed rate from the start; a request that finds no free connection
+ * waits in a queue, and its latency is counted from when it was due, not
+ * from when it was sent.
  *
  *   loadgen PORT RATE SECONDS CONNECTIONS SERIAL_PREFIX
  *
  * Each request is a one-record upload to /upload_health_data_v2 with its own
  * (device, timestamp) key. Prints one JSON line: due, answered, ok, errors,
  * and latency p50/p99/max in ms.
+ *
+ * Closed loop with think time ("think"): the old service's acceptance stress
+ * test. USERS simulated users, each on its own keep-alive connection, loop:
+ * POST a batch of RECORDS camelCase records wrapped as {"data":[...],
+ * "batchId":...} to /upload_health_data_batch, wait for the answer, think a
+ * uniform random THINK_MIN_MS..THINK_MAX_MS; no new request after SECONDS,
+ * and every request in flight is waited for (at most 30 s), so each request
+ * sent is answered or counted as an error. A user's first request comes
+ * after a random 0..THINK_MAX_MS (as if it had just thought: no synchronised
+ * first wave). Record i of user u's request k: device "PREFIX-uuuu-iii",
+ * timestamp 1750000000000 + k * 1000 ms, batchId "PREFIX-u-k": no two
+ * requests share a (device_sn, ts) key. Latency runs from sending to the
+ * whole answer.
+ *
+ *   loadgen think PORT USERS SECONDS PREFIX THINK_MIN_MS THINK_MAX_MS RECORDS [LOG]
+ *
+ * Prints one JSON line: requests, ok (200), errors (anything else, conn_errors
+ * of them without an answer), accepted and duplicates (summed from the 200
+ * answers), avg/p50/p99/max ms. LOG gets one line per request: "user seq
+ * status ms", status 0 for no answer. Exit status 0 only without errors.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -209,7 +231,388 @@ static int cmp(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-int main(int argc, char **argv)
+/* ------------------------------------------------------------------------
+ * Closed loop with think time: the old service's acceptance stress test
+ * ------------------------------------------------------------------------ */
+
+#define THINK_IN 8192           /* one response: headers and a short JSON body */
+#define THINK_REC_BYTES 320     /* one record's JSON, at most */
+
+typedef struct user {
+    uv_tcp_t tcp;
+    uv_connect_t connect;
+    uv_write_t write;
+    uv_timer_t think;
+    unsigned id;
+    uint64_t seq;               /* requests this user started */
+    uint64_t sent_ns;
+    int busy;                   /* a request is in flight */
+    int open;                   /* tcp is initialised (until its close callback) */
+    int connected;
+    char *req;
+    char in[THINK_IN];
+    size_t in_len;
+} user;
+
+static struct {
+    unsigned users;
+    unsigned think_min_ms;
+    unsigned think_max_ms;
+    unsigned records;
+    uint64_t deadline_ns;
+    uint64_t rng;
+    FILE *log;
+    user *u;
+    unsigned done;              /* users past the deadline with nothing in flight */
+    uint64_t requests;
+    uint64_t ok;
+    uint64_t errors;
+    uint64_t conn_errors;       /* of 'errors': no answer (connect, write, lost) */
+    uint64_t accepted;          /* sum of "accepted" in 200 answers */
+    uint64_t duplicates;        /* sum of "duplicates" in 200 answers (legacy path) */
+    double lat_sum;
+    double *lat;
+    size_t nlat;
+    size_t cap;
+    uv_timer_t guard;
+} th;
+
+static void user_send(user *u);
+static void user_connect(user *u);
+
+/* xorshift64: uniform think times without libc's shared state. */
+static uint64_t rnd(void)
+{
+    th.rng ^= th.rng << 13;
+    th.rng ^= th.rng >> 7;
+    th.rng ^= th.rng << 17;
+    return th.rng;
+}
+
+static uint64_t think_ms(unsigned lo, unsigned hi)
+{
+    return lo + (hi > lo ? rnd() % (hi - lo + 1) : 0);
+}
+
+static void lat_add(double ms)
+{
+    if (th.nlat == th.cap) {
+        size_t cap = th.cap ? th.cap * 2 : 4096;
+        double *p = realloc(th.lat, cap * sizeof(*p));
+
+        if (p == NULL) {
+            fprintf(stderr, "loadgen: out of memory\n");
+            exit(1);
+        }
+        th.lat = p;
+        th.cap = cap;
+    }
+    th.lat[th.nlat++] = ms;
+    th.lat_sum += ms;
+}
+
+/* The user is past the deadline: close its connection, stop when it was the
+ * last one. */
+static void user_finish(user *u)
+{
+    if (u->open) {
+        u->open = 0;
+        uv_close((uv_handle_t *)&u->tcp, NULL);
+    }
+    uv_close((uv_handle_t *)&u->think, NULL);
+    if (++th.done == th.users) {
+        uv_close((uv_handle_t *)&th.guard, NULL);
+    }
+}
+
+static void on_think(uv_timer_t *t)
+{
+    user *u = t->data;
+
+    if (uv_hrtime() >= th.deadline_ns)
+        user_finish(u);
+    else if (u->connected)
+        user_send(u);
+    else if (!u->open)
+        user_connect(u);
+}
+
+static void think_then_next(user *u)
+{
+    uv_timer_start(&u->think, on_think, think_ms(th.think_min_ms, th.think_max_ms), 0);
+}
+
+/* One request's outcome: 'status' the HTTP status, 0 for no answer. */
+static void user_answered(user *u, int status, const char *body, size_t blen)
+{
+    double ms = (double)(uv_hrtime() - u->sent_ns) / 1e6;
+    const char *p;
+
+    u->busy = 0;
+    lat_add(ms);
+    if (status == 200) {
+        th.ok++;
+        if ((p = memmem(body, blen, "\"accepted\":", 11)) != NULL)
+            th.accepted += strtoull(p + 11, NULL, 10);
+        if ((p = memmem(body, blen, "\"duplicates\":", 13)) != NULL)
+            th.duplicates += strtoull(p + 13, NULL, 10);
+    } else {
+        th.errors++;
+        if (status == 0)
+            th.conn_errors++;
+    }
+    if (th.log)
+        fprintf(th.log, "%u %llu %d %.3f\n", u->id, (unsigned long long)u->seq, status, ms);
+    think_then_next(u);
+}
+
+static void on_user_closed(uv_handle_t *h)
+{
+    user *u = h->data;
+
+    u->open = 0;
+    u->connected = 0;
+    u->in_len = 0;
+    think_then_next(u);
+}
+
+/* The connection is gone (closed, reset or refused): an in-flight request
+ * counts as an error; the user reconnects after thinking. */
+static void user_lost(user *u)
+{
+    if (uv_is_closing((uv_handle_t *)&u->tcp))
+        return;
+    if (u->busy) {
+        u->busy = 0;
+        lat_add((double)(uv_hrtime() - u->sent_ns) / 1e6);
+        th.errors++;
+        th.conn_errors++;
+        if (th.log)
+            fprintf(th.log, "%u %llu 0 0\n", u->id, (unsigned long long)u->seq);
+    }
+    uv_close((uv_handle_t *)&u->tcp, on_user_closed);
+}
+
+static void user_alloc(uv_handle_t *h, size_t n, uv_buf_t *b)
+{
+    user *u = h->data;
+
+    (void)n;
+    b->base = u->in + u->in_len;
+    b->len = sizeof(u->in) - u->in_len;
+}
+
+static void user_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
+{
+    user *u = s->data;
+    char *end;
+    char *cl;
+    size_t head;
+    size_t total;
+
+    (void)b;
+    if (n < 0) {
+        user_lost(u);
+        return;
+    }
+    u->in_len += (size_t)n;
+    if ((end = memmem(u->in, u->in_len, "\r\n\r\n", 4)) == NULL) {
+        if (u->in_len == sizeof(u->in))
+            user_lost(u);   /* a header block this big is not our producer's */
+        return;
+    }
+    head = (size_t)(end - u->in) + 4;
+    cl = memmem(u->in, head, "Content-Length: ", 16);
+    total = head + (cl ? strtoul(cl + 16, NULL, 10) : 0);
+    if (total > sizeof(u->in)) {
+        user_lost(u);
+        return;
+    }
+    if (u->in_len < total || !u->busy)
+        return;
+    user_answered(u, strncmp(u->in, "HTTP/1.1 ", 9) == 0 ? atoi(u->in + 9) : -1,
+                  u->in + head, total - head);
+    memmove(u->in, u->in + total, u->in_len - total);
+    u->in_len -= total;
+}
+
+static void user_written(uv_write_t *w, int status)
+{
+    user *u = w->data;
+
+    if (status < 0 && u->open)
+        user_lost(u);
+}
+
+/* Builds the next batch of this user into u->req: 'records' readings, one
+ * per device, each device of this user reading once per request (1 s
+ * apart), so no two requests share a (device_sn, ts) key. */
+static size_t build_batch(user *u)
+{
+    size_t cap = th.records * THINK_REC_BYTES + 512;
+    char *body = malloc(cap);
+    size_t len = 0;
+    size_t hlen;
+    unsigned i;
+
+    if (body == NULL || (u->req == NULL && (u->req = malloc(cap + 256)) == NULL)) {
+        fprintf(stderr, "loadgen: out of memory\n");
+        exit(1);
+    }
+    len += (size_t)snprintf(body + len, cap - len, "{\"data\":[");
+    for (i = 0; i < th.records; i++)
+        len += (size_t)snprintf(body + len, cap - len,
+                                "%s{\"deviceSn\":\"%s-%04u-%03u\",\"heartRate\":%u,"
+                                "\"bloodOxygen\":%u,\"temperature\":36.%u,\"pressureHigh\":%u,"
+                                "\"pressureLow\":%u,\"step\":%llu,\"timestamp\":%llu,"
+                                "\"uploadMethod\":\"wifi\"}",
+                                i ? "," : "", prefix, u->id, i, 60 + (unsigned)(rnd() % 50),
+                                94 + (unsigned)(rnd() % 6), (unsigned)(rnd() % 10),
+                                110 + (unsigned)(rnd() % 20), 70 + (unsigned)(rnd() % 15),
+                                (unsigned long long)(u->seq * 10),
+                                (unsigned long long)(1750000000000ULL + u->seq * 1000));
+    len += (size_t)snprintf(body + len, cap - len, "],\"batchId\":\"%s-%u-%llu\"}", prefix,
+                            u->id, (unsigned long long)u->seq);
+    hlen = (size_t)snprintf(u->req, 256, "POST /upload_health_data_batch HTTP/1.1\r\n"
+                            "Host: bench\r\nContent-Type: application/json\r\n"
+                            "Content-Length: %zu\r\n\r\n", len);
+    memcpy(u->req + hlen, body, len);
+    free(body);
+    return hlen + len;
+}
+
+static void user_send(user *u)
+{
+    uv_buf_t b;
+
+    u->seq++;
+    b.len = build_batch(u);
+    b.base = u->req;
+    th.requests++;
+    u->busy = 1;
+    u->sent_ns = uv_hrtime();
+    if (uv_write(&u->write, (uv_stream_t *)&u->tcp, &b, 1, user_written) != 0)
+        user_lost(u);
+}
+
+static void user_connected(uv_connect_t *r, int status)
+{
+    user *u = r->data;
+
+    if (status < 0) {
+        /* A request that never got out: counted, retried after thinking. */
+        u->seq++;
+        th.requests++;
+        u->busy = 1;
+        u->sent_ns = uv_hrtime();
+        user_lost(u);
+        return;
+    }
+    u->connected = 1;
+    uv_read_start((uv_stream_t *)&u->tcp, user_alloc, user_read);
+    if (u->seq == 0)
+        uv_timer_start(&u->think, on_think, think_ms(0, th.think_max_ms), 0);
+    else
+        user_send(u);
+}
+
+static void user_connect(user *u)
+{
+    uv_tcp_init(loop, &u->tcp);
+    uv_tcp_nodelay(&u->tcp, 1);
+    u->tcp.data = u;
+    u->connect.data = u;
+    u->write.data = u;
+    u->open = 1;
+    if (uv_tcp_connect(&u->connect, &u->tcp, (struct sockaddr *)&addr, user_connected) != 0)
+        user_connected(&u->connect, UV_ECONNREFUSED);
+}
+
+static void on_guard(uv_timer_t *t)
+{
+    fprintf(stderr, "loadgen: users still busy 30 s after the end\n");
+    uv_stop(t->loop);
+}
+
+static int cmp(const void *a, const void *b);
+
+static void think_report(uint64_t start_ns)
+{
+    double elapsed = (double)(uv_hrtime() - start_ns) / 1e9;
+    size_t n = th.nlat;
+
+    qsort(th.lat, n, sizeof(*th.lat), cmp);
+    printf("{\"users\":%u,\"elapsed_s\":%.3f,\"requests\":%llu,\"ok\":%llu,\"errors\":%llu,"
+           "\"conn_errors\":%llu,\"accepted\":%llu,\"duplicates\":%llu,\"answered\":%zu,"
+           "\"avg_ms\":%.3f,\"p50_ms\":%.3f,\"p99_ms\":%.3f,\"max_ms\":%.3f}\n",
+           th.users, elapsed, (unsigned long long)th.requests, (unsigned long long)th.ok,
+           (unsigned long long)th.errors, (unsigned long long)th.conn_errors,
+           (unsigned long long)th.accepted, (unsigned long long)th.duplicates, n,
+           n ? th.lat_sum / (double)n : 0.0, n ? th.lat[n / 2] : 0.0,
+           n ? th.lat[(size_t)((double)n * 0.99)] : 0.0, n ? th.lat[n - 1] : 0.0);
+}
+
+/* loadgen think PORT USERS SECONDS PREFIX THINK_MIN_MS THINK_MAX_MS RECORDS [LOG] */
+static int think_main(int argc, char **argv)
+{
+    uint64_t start_ns;
+    uint64_t seconds;
+    unsigned i;
+    int rc;
+
+    if (argc != 9 && argc != 10) {
+        fprintf(stderr, "usage: loadgen think PORT USERS SECONDS PREFIX THINK_MIN_MS "
+                        "THINK_MAX_MS RECORDS [LOG]\n");
+        return 2;
+    }
+    th.users = (unsigned)strtoul(argv[3], NULL, 10);
+    seconds = strtoull(argv[4], NULL, 10);
+    prefix = argv[5];
+    th.think_min_ms = (unsigned)strtoul(argv[6], NULL, 10);
+    th.think_max_ms = (unsigned)strtoul(argv[7], NULL, 10);
+    th.records = (unsigned)strtoul(argv[8], NULL, 10);
+    if (th.users == 0 || th.users > 9999 || seconds == 0 || seconds > 86400 ||
+        strlen(prefix) == 0 || strlen(prefix) > 32 || th.think_min_ms > th.think_max_ms ||
+        th.think_max_ms > 600000 || th.records == 0 || th.records > 1000) {
+        fprintf(stderr, "loadgen: users 1..9999, seconds 1..86400, prefix 1..32 bytes, "
+                        "think min <= max <= 600000 ms, records 1..1000\n");
+        return 2;
+    }
+    if (argc == 10 && (th.log = fopen(argv[9], "w")) == NULL) {
+        perror(argv[9]);
+        return 1;
+    }
+    th.rng = 0x9E3779B97F4A7C15ULL;
+    for (i = 0; prefix[i]; i++)
+        th.rng = (th.rng ^ (unsigned char)prefix[i]) * 0x100000001B3ULL;
+    if ((th.u = calloc(th.users, sizeof(*th.u))) == NULL)
+        return 1;
+    loop = uv_default_loop();
+    uv_ip4_addr("127.0.0.1", atoi(argv[2]), &addr);
+    start_ns = uv_hrtime();
+    th.deadline_ns = start_ns + seconds * 1000000000ULL;
+    uv_timer_init(loop, &th.guard);
+    uv_timer_start(&th.guard, on_guard, seconds * 1000 + 30000, 0);
+    uv_unref((uv_handle_t *)&th.guard);
+    for (i = 0; i < th.users; i++) {
+        th.u[i].id = i;
+        uv_timer_init(loop, &th.u[i].think);
+        th.u[i].think.data = &th.u[i];
+        user_connect(&th.u[i]);
+    }
+    uv_run(loop, UV_RUN_DEFAULT);
+    think_report(start_ns);
+    rc = th.done == th.users && th.errors == 0 ? 0 : 1;
+    if (th.log)
+        fclose(th.log);
+    for (i = 0; i < th.users; i++)
+        free(th.u[i].req);
+    free(th.u);
+    free(th.lat);
+    return rc;
+}
+
+static int open_main(int argc, char **argv)
 {
     uint64_t seconds;
     uint64_t total;
@@ -250,4 +653,11 @@ int main(int argc, char **argv)
            answered ? lat_ms[(size_t)((double)answered * 0.99)] : 0.0,
            answered ? lat_ms[answered - 1] : 0.0);
     return errors ? 1 : 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc > 1 && strcmp(argv[1], "think") == 0)
+        return think_main(argc, argv);
+    return open_main(argc, argv);
 }
