@@ -35,18 +35,31 @@ BIN = os.path.join(TOP, "build")
 ROWS = []
 
 
-def row(name, value, unit, ref=None, note=""):
+TARGETS = []
+WRK_THREADS = 2
+
+
+def row(name, value, unit, ref=None, note="", **extra):
+    """One table row; 'extra' (path, durable, latencies, the rows check...)
+    goes to the JSON only."""
     ratio = value / ref if ref else None
     ROWS.append({"workload": name, "value": value, "unit": unit,
-                 "ratio": round(ratio, 3) if ratio else None, "note": note})
+                 "ratio": round(ratio, 3) if ratio else None, "note": note, **extra})
     print(f"{name:<48} {value:>12,.1f} {unit:<10} "
           f"{('%.2fx' % ratio) if ratio else '':>7}  {note}", flush=True)
 
 
-def wrk(url, script, seconds, conns=50):
-    out = subprocess.run(["wrk", "-t2", f"-c{conns}", f"-d{seconds}s", "--latency", "-s",
-                          os.path.join(HERE, script), url], capture_output=True, text=True,
-                         check=True).stdout
+def target(name, met, value):
+    """A target of the issue, met or missed, printed after the table."""
+    TARGETS.append({"target": name, "met": bool(met), "value": value})
+
+
+def wrk(url, script, seconds, conns=50, args=()):
+    """wrk's figures; the scripts get the thread count (and 'args') so that
+    no two requests of a run repeat a (device_sn, ts) key."""
+    out = subprocess.run(["wrk", f"-t{WRK_THREADS}", f"-c{conns}", f"-d{seconds}s", "--latency",
+                          "-s", os.path.join(HERE, script), url, "--", str(WRK_THREADS)]
+                         + list(args), capture_output=True, text=True, check=True).stdout
     if "Requests/sec" not in out or "Latency Distribution" not in out:
         raise SystemExit(f"bench: unexpected wrk output:\n{out}")
 
@@ -59,12 +72,14 @@ def wrk(url, script, seconds, conns=50):
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     total = int(re.search(r"(\d+) requests in", out).group(1))
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    errs = int(bad.group(1)) if bad else 0
-    errs += sum(int(x) for x in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
+    non2xx = int(bad.group(1)) if bad else 0
+    sock = sum(int(x) for x in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
+    errs = non2xx + sock
     avg = re.search(r"Latency\s+([\d.]+)(us|ms|s)", out)
     avg_ms = float(avg.group(1)) * {"us": 0.001, "ms": 1, "s": 1000}[avg.group(2)]
     return {"rps": rps, "p50": lat(50), "p99": lat(99), "avg": avg_ms,
-            "errors": errs, "total": total}
+            "errors": errs, "total": total, "ok": total - non2xx, "socket_errors": sock,
+            "ok_rps": rps * (total - non2xx) / max(total, 1)}
 
 
 def start_nginx(tmp):
@@ -283,14 +298,225 @@ def consumers(s, tmp, records):
         s.redis().flushall()
 
 
+# -- Durable PostgreSQL: the legacy path next to the stream path -------------
+
+def durable_pg(s):
+    """Restarts PostgreSQL (same data, same port) as a user runs it: fsync,
+    synchronous_commit and full_page_writes on, checked with SHOW, on a real
+    file system (fsync on tmpfs flushes nothing)."""
+    if not getattr(s, "durable", False):
+        s.stop_pg()
+        s.start_pg(durable=True)
+    got = s.pg_settings()
+    if got != s.DURABLE_SETTINGS:
+        raise SystemExit(f"bench: durable PostgreSQL reports {got}")
+    fs = subprocess.run(["stat", "-f", "-c", "%T", s.pg_dir], capture_output=True,
+                        text=True).stdout.strip()
+    if fs in ("tmpfs", "ramfs"):
+        raise SystemExit(f"bench: {s.pg_dir} is on {fs}: a durable PostgreSQL needs a disk "
+                         "(set TMPDIR)")
+    print(f"-- durable PostgreSQL from here ({', '.join(f'{k}={v}' for k, v in got.items())},"
+          f" data on {fs}); references in the same settings", flush=True)
+
+
+def set_ratio(s, port, ratio):
+    """Checks that the producer on 'port' routes at 'ratio' (set in Redis
+    before it started)."""
+    got = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/api/stream_traffic_ratio",
+                                            timeout=10).read())["current_ratio"]
+    if float(got) != ratio:
+        raise SystemExit(f"bench: producer routes at ratio {got}, not {ratio}")
+
+
+def routed_stack(s, tmp, ratio):
+    """An empty table and Redis, a producer (2 loops) routing at 'ratio'; at
+    ratio 1 also a consumer (2 workers): the stream path stores its rows
+    into the same durable PostgreSQL while the load runs, as the legacy path
+    does. (producer, port, consumer or None)."""
+    s.sql("TRUNCATE t_user_health_data")
+    s.redis().flushall()
+    s.redis().set("stream_traffic_ratio", str(ratio))
+    p, port = start_producer(s, tmp, 2)
+    set_ratio(s, port, ratio)
+    return p, port, start_consumer(s, tmp, 2) if ratio else None
+
+
+def stored(s, tag):
+    """{upload_method: rows} of the rows whose serials start with 'tag'."""
+    return dict(s.sql("SELECT upload_method, count(*) FROM t_user_health_data"
+                      " WHERE device_sn LIKE %s GROUP BY 1", (tag + "-%",)))
+
+
+def drained(s, tag, want, timeout=300):
+    """Waits for the consumer to store at least 'want' rows of 'tag' and go
+    quiet (no new row for 1 s); the rows stored."""
+    deadline = time.monotonic() + timeout
+    last = -1
+    while time.monotonic() < deadline:
+        n = sum(stored(s, tag).values())
+        if n >= want and n == last:
+            return n
+        last = n
+        time.sleep(1)
+    return sum(stored(s, tag).values())
+
+
+def rows_check(s, tag, ratio, lo, hi):
+    """The rows of 'tag' really in PostgreSQL, by the path the ratio chose:
+    (rows, None) when lo <= rows <= hi, else (rows, what is wrong)."""
+    by = stored(s, tag)
+    n = sum(by.values())
+    method = "stream_v2" if ratio else "optimized"
+    if set(by) - {method}:
+        return n, f"ROWS CHECK FAILED: stored by {sorted(by)}, not only {method}"
+    if not lo <= n <= hi:
+        return n, f"ROWS CHECK FAILED: {n:,} rows stored, {lo:,}..{hi:,} expected"
+    return n, None
+
+
+def routed_wrk(s, tmp, ratio, script, seconds, per_req, tag, args):
+    """wrk at 'ratio'; its figures plus the rows check: every 200 stored
+    (at most the requests in flight at wrk's end beyond)."""
+    p, port, c = routed_stack(s, tmp, ratio)
+    r = wrk(f"http://127.0.0.1:{port}/", script, seconds, args=args)
+    stop(p)
+    lo = r["ok"] * per_req
+    hi = (r["total"] + 50 + r["socket_errors"]) * per_req
+    if c:
+        drained(s, tag, lo)
+        stop(c)
+    r["rows"], r["bad"] = rows_check(s, tag, ratio, lo, hi)
+    return r
+
+
+def routed_note(r, per_req):
+    return (f"{r['ok_rps'] * per_req:,.0f} rows/s p50 {r['p50']:.2f} ms p99 {r['p99']:.2f} ms "
+            f"errors {r['errors']} rows {r['rows']:,}" + (f" {r['bad']}" if r["bad"] else ""))
+
+
+def routed_extra(r, ratio, per_req):
+    return dict(path="stream" if ratio else "legacy", durable=True, records_per_request=per_req,
+                p50_ms=r["p50"], p99_ms=r["p99"], avg_ms=r["avg"], requests=r["total"],
+                errors=r["errors"], rows_stored=r["rows"], rows_check=r["bad"] or "ok")
+
+
+PATH_NAME = {0: "legacy, ratio 0", 1: "stream+consumer, ratio 1"}
+
+
+def legacy_rows(s, tmp, seconds):
+    """1 record/req to /upload_health_data and 100 records/req to
+    /upload_health_data_batch, wrk 50 connections, at ratio 1 then ratio 0;
+    the 100-record legacy rows/s against psql \\copy of the rows it stored."""
+    one = {}
+    copy_rate = None
+    for ratio in (1, 0):
+        tag = f"R1-{ratio}"
+        r = one[ratio] = routed_wrk(s, tmp, ratio, "one_record.lua", seconds, 1, tag,
+                                    ("/upload_health_data", tag))
+        row(f"1 record/req, {PATH_NAME[ratio]}", r["ok_rps"], "req/s",
+            one[1]["ok_rps"] if ratio == 0 else None, routed_note(r, 1),
+            **routed_extra(r, ratio, 1))
+    r = one[0]
+    target("legacy 1 record/req >= 10,000 req/s, p99 < 50 ms",
+           r["ok_rps"] >= 10000 and r["p99"] < 50 and not r["bad"] and not r["errors"],
+           f"{r['ok_rps']:,.0f} req/s, p99 {r['p99']:.1f} ms, errors {r['errors']}, "
+           f"rows {r['bad'] or 'ok'}")
+    hundred = {}
+    for ratio in (1, 0):
+        tag = f"R100-{ratio}"
+        r = hundred[ratio] = routed_wrk(s, tmp, ratio, "hundred_records.lua", seconds, 100, tag,
+                                        (tag,))
+        if ratio == 0:
+            copy_rate = copy_of_stored(s, tmp, tag)
+        row(f"100 records/req, {PATH_NAME[ratio]}", r["ok_rps"] * 100, "rows/s",
+            copy_rate if ratio == 0 else None,
+            f"{r['ok_rps']:,.0f} req/s " + routed_note(r, 100), **routed_extra(r, ratio, 100))
+    r = hundred[0]
+    target("legacy 100 records/req >= 0.6x psql \\copy rows/s",
+           r["ok_rps"] * 100 >= 0.6 * copy_rate and not r["bad"] and not r["errors"],
+           f"{r['ok_rps'] * 100:,.0f} rows/s = {r['ok_rps'] * 100 / copy_rate:.2f}x "
+           f"{copy_rate:,.0f}, errors {r['errors']}, rows {r['bad'] or 'ok'}")
+
+
+def copy_of_stored(s, tmp, tag):
+    """psql \\copy's rows/s for the very rows the legacy run stored (every
+    column but the defaults), into the emptied table, same server."""
+    cols = ", ".join(c for (c,) in s.sql(
+        "SELECT column_name FROM information_schema.columns WHERE table_name ="
+        " 't_user_health_data' AND column_name NOT IN ('id', 'create_time')"
+        " ORDER BY ordinal_position"))
+    path = os.path.join(tmp, "legacy-rows.copy")
+    subprocess.run(["psql", "-X", "-q", s.dsn, "-c",
+                    f"\\copy (SELECT {cols} FROM t_user_health_data WHERE device_sn LIKE"
+                    f" '{tag}-%') TO '{path}'"], check=True)
+    s.sql("TRUNCATE t_user_health_data")
+    n = sum(1 for _ in open(path))
+    t0 = time.monotonic()
+    subprocess.run(["psql", "-X", "-q", s.dsn, "-c",
+                    f"\\copy t_user_health_data ({cols}) FROM '{path}'"], check=True)
+    rate = n / (time.monotonic() - t0)
+    s.sql("TRUNCATE t_user_health_data")
+    row(f"psql \\copy of those {n:,} rows", rate, "rows/s", durable=True)
+    return rate
+
+
+STRESS_ACCEPT = "avg < 100 ms, p99 < 500 ms, errors < 0.1 %"
+
+
+def stress_shape(s, tmp, seconds, users):
+    """The old service's acceptance stress test: 'users' users, each POSTs
+    100 camelCase records to /upload_health_data_batch and thinks 0.2-1.0 s
+    (build/loadgen think), on the legacy path then the stream path; every
+    request is answered before loadgen ends, so the rows check is exact."""
+    for ratio in (0, 1):
+        tag = f"ST{ratio}"
+        p, port, c = routed_stack(s, tmp, ratio)
+        out = subprocess.run([os.path.join(BIN, "loadgen"), "think", str(port), str(users),
+                              str(seconds), tag, "200", "1000", "100"], capture_output=True,
+                             text=True, timeout=seconds + 120)
+        stop(p)
+        if not out.stdout.strip():
+            raise SystemExit(f"bench: loadgen failed: {out.stderr}")
+        res = json.loads(out.stdout)
+        if c:
+            drained(s, tag, res["accepted"])
+            stop(c)
+        rows, bad = rows_check(s, tag, ratio, res["accepted"], res["accepted"])
+        err_pct = 100.0 * res["errors"] / max(res["requests"], 1)
+        rps = res["ok"] / res["elapsed_s"]
+        row(f"stress {users} users, {PATH_NAME[ratio]}", rps, "req/s",
+            note=f"{res['accepted'] / res['elapsed_s']:,.0f} rows/s avg {res['avg_ms']:.1f} ms "
+                 f"p99 {res['p99_ms']:.1f} ms errors {err_pct:.3f}% rows {rows:,}"
+                 + (f" {bad}" if bad else ""),
+            path="stream" if ratio else "legacy", durable=True, users=users, seconds=seconds,
+            requests=res["requests"], errors=res["errors"], avg_ms=res["avg_ms"],
+            p99_ms=res["p99_ms"], rows_per_s=res["accepted"] / res["elapsed_s"],
+            rows_stored=rows, rows_check=bad or "ok")
+        target(f"stress shape {PATH_NAME[ratio]}: {STRESS_ACCEPT}",
+               res["avg_ms"] < 100 and res["p99_ms"] < 500 and err_pct < 0.1 and not bad,
+               f"avg {res['avg_ms']:.1f} ms, p99 {res['p99_ms']:.1f} ms, errors {err_pct:.3f}%, "
+               f"rows {bad or 'ok'}")
+
+
+def print_targets():
+    if TARGETS:
+        print("targets (durable PostgreSQL):")
+    for t in TARGETS:
+        print(f"  {'met   ' if t['met'] else 'MISSED'}  {t['target']}: {t['value']}")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="shorter runs, smaller backlog")
     ap.add_argument("--json", default=os.path.join(TOP, "build", "bench.json"))
     ap.add_argument("--only", help="comma list of parts: refs,producer,flowctl,connections,e2e,"
-                                   "consumers,batches")
+                                   "consumers,batches (PostgreSQL fsync=off), legacy,stress "
+                                   "(durable PostgreSQL, run last)")
+    ap.add_argument("--stress-users", type=int, default=200)
+    ap.add_argument("--stress-seconds", type=int, help="default 60, --quick 15")
     args = ap.parse_args()
     seconds = 5 if args.quick else 10
+    stress_seconds = args.stress_seconds or (15 if args.quick else 60)
     tmp = tempfile.mkdtemp(prefix="ljwx-bench-")
     s = Servers(tmp)
     nginx_conf = None
@@ -301,8 +527,8 @@ def main():
         s.migrate()
         nginx_port, nginx_conf = start_nginx(tmp)
         print(f"{'workload':<48} {'value':>12} {'unit':<10} {'ratio':>7}  notes")
-        parts = set((args.only or "refs,producer,flowctl,connections,e2e,consumers,batches")
-                    .split(","))
+        parts = set((args.only or "refs,producer,flowctl,connections,e2e,consumers,batches,"
+                                  "legacy,stress").split(","))
         ng1, ng100 = references(s, seconds, nginx_port)     # every ratio needs them
         if "producer" in parts:
             producer_workloads(s, tmp, seconds, ng1, ng100)
@@ -316,6 +542,13 @@ def main():
             consumers(s, tmp, 200_000 if args.quick else 1_000_000)
         if "batches" in parts:
             batch_modes(s, tmp, 10 if args.quick else 20, 200_000 if args.quick else 1_000_000)
+        if parts & {"legacy", "stress"}:
+            durable_pg(s)
+        if "legacy" in parts:
+            legacy_rows(s, tmp, seconds)
+        if "stress" in parts:
+            stress_shape(s, tmp, stress_seconds, args.stress_users)
+        print_targets()
     finally:
         if nginx_conf:
             subprocess.run(["nginx", "-c", nginx_conf, "-s", "stop"], check=False)
@@ -325,7 +558,8 @@ def main():
     os.makedirs(os.path.dirname(args.json), exist_ok=True)
     with open(args.json, "w") as f:
         json.dump({"machine": os.uname().nodename, "cpus": os.cpu_count(),
-                   "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "rows": ROWS},
+                   "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "rows": ROWS,
+                   "targets": TARGETS},
                   f, indent=1)
     print(f"results: {args.json}")
 
