@@ -11,7 +11,23 @@ and off, 100 records per request (the old stress test's shape), 10,000
 keep-alive connections, consumer drains with 1, 2 and 4
 workers, end to end at a fixed 5,000 uploads/s (tests/bench/loadgen.c,
 open loop), and adaptive batches next to a fixed COUNT (latency at low and
-5,000/s load, rows/s at saturation). Prints a table and writes JSON.
+5,000/s load, rows/s at saturation). All of these on PostgreSQL with
+fsync=off, as the test harness runs it.
+
+Then, on PostgreSQL restarted durable (fsync, synchronous_commit,
+full_page_writes on: what a user runs), the legacy path next to the stream
+path (parts legacy, stress): wrk 50 connections, 1 record/req to
+/upload_health_data and 100 records/req to /upload_health_data_batch, at
+ratio 1 (stream path, a 2-worker consumer storing meanwhile) and ratio 0
+(legacy path), the 100-record legacy rows/s against psql \copy of the rows
+it stored; and the old service's acceptance stress test (200 users, batches
+of 100 records, think 0.2-1.0 s, build/loadgen think) on both paths. Each
+row's rows are counted in PostgreSQL (a row of errors is no throughput),
+and the targets are printed met or missed.
+
+    bench.py --quick --only legacy,stress [--stress-users N] [--stress-seconds S]
+
+Prints a table and writes JSON (rows, targets).
 """
 import argparse
 import json
