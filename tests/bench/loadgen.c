@@ -510,7 +510,9 @@ static void user_connected(uv_connect_t *r, int status)
     }
     u->connected = 1;
     uv_read_start((uv_stream_t *)&u->tcp, user_alloc, user_read);
-    if (u->seq == 0)
+    if (uv_hrtime() >= th.deadline_ns)
+        user_finish(u);     /* reconnected too late: no new request */
+    else if (u->seq == 0)
         uv_timer_start(&u->think, on_think, think_ms(0, th.think_max_ms), 0);
     else
         user_send(u);
