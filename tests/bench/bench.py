@@ -19,7 +19,7 @@ full_page_writes on: what a user runs), the legacy path next to the stream
 path (parts legacy, stress): wrk 50 connections, 1 record/req to
 /upload_health_data and 100 records/req to /upload_health_data_batch, at
 ratio 1 (stream path, a 2-worker consumer storing meanwhile) and ratio 0
-(legacy path), the 100-record legacy rows/s against psql \copy of the rows
+(legacy path), the 100-record legacy rows/s against psql \\copy of the rows
 it stored; and the old service's acceptance stress test (200 users, batches
 of 100 records, think 0.2-1.0 s, build/loadgen think) on both paths. Each
 row's rows are counted in PostgreSQL (a row of errors is no throughput),
