@@ -200,6 +200,39 @@ def test_stream_stats_counts_consumer_errors(stack):
     assert c["processed_messages"] == 0
 
 
+def test_failed_batches_are_consumer_errors_and_health_names_the_outage(stack):
+    stack.producer()
+    stack.consumer()
+    name = stack.stream()
+    r = stack.s.redis()
+    wait_for(lambda: r.exists(name), what="the health group")
+    sn = serial("pgdown")
+    stack.s.stop_pg()
+    try:
+        assert stack.post("/upload_health_data_v2", reading_(sn, BASE_S)).ok
+        wait_for(lambda: old_stream_stats(stack)["consumer_stats"][name]["errors"] >= 1,
+                 timeout=20, what="a failed batch counted")
+        h = stack.get("/api/health")
+        assert h.status_code == 200, h.text         # the stream path still stores
+        assert h.json()["status"] == "unhealthy" and h.json()["error"] == "postgresql unreachable"
+        stack.s.stop_redis()
+        try:
+            def both_down():
+                resp = stack.get("/api/health")
+                return [resp] if resp.status_code == 503 else None
+            h, = wait_for(both_down, timeout=15, what="/api/health 503")
+            j = h.json()
+            assert j["status"] == "unhealthy" and j["state"] == "down"
+            assert j["error"] == "redis and postgresql unreachable" and iso(j["timestamp"])
+        finally:
+            stack.s.start_redis()
+    finally:
+        stack.s.start_pg()
+    wait_for(lambda: rows(stack, sn), timeout=30, what="the row after the outage")
+    wait_for(lambda: old_stream_stats(stack)["consumer_stats"][name]["processed_messages"] == 1,
+             timeout=15, what="processed_messages 1")
+
+
 def test_stream_stats_last_error_time_after_a_failed_xadd(stack):
     stack.producer()
     assert old_stream_stats(stack)["stream_stats"]["manager_stats"]["last_error_time"] is None
