@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "err.h"
 
@@ -188,6 +189,10 @@ static const cfg_option options[] = {
             "stream length at which uploads get 503 (or the legacy path) instead of an XADD"),
     CFG_STR("stream_prefix", "LJ_STREAM_PREFIX", stream_prefix, "", CFG_BOTH, 0,
             "prefix of every stream and group name (several environments on one Redis)"),
+    CFG_STR("timezone", "LJ_TIMEZONE", timezone, "", CFG_PRODUCER, 0,
+            "IANA time zone of the fleet (e.g. Asia/Shanghai): /api/stats counts rows created "
+            "since its midnight; empty: the system's (TZ, /etc/timezone, /etc/localtime, else "
+            "UTC); an unknown name is refused at start"),
     CFG_INT("tz_offset_min", "LJ_TZ_OFFSET_MIN", tz_offset_min, "0", -840, 840, CFG_BOTH,
             "offset from UTC, in minutes, of \"YYYY-MM-DD HH:MM:SS\" device timestamps"),
     CFG_INT("threads", "LJ_THREADS", threads, "1", 1, 64, CFG_PRODUCER,
@@ -293,6 +298,114 @@ static int load_args(lj_config *c, unsigned prog, int argc, char **argv, char *e
     return 0;
 }
 
+/* Nonzero when 's' is a well-formed zone name: parts of [A-Za-z0-9_+-],
+ * none empty or starting with '.' or '-', between single '/'. */
+static int zone_name_ok(const char *s)
+{
+    size_t part = 0;
+
+    if (*s == '\0' || strlen(s) >= sizeof(((lj_config *)0)->timezone))
+        return 0;
+    for (; *s; s++) {
+        char ch = *s;
+
+        if (ch == '/') {
+            if (part == 0)
+                return 0;
+            part = 0;
+            continue;
+        }
+        if (!((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
+              ch == '_' || ch == '+' || (ch == '-' && part > 0)))
+            return 0;
+        part++;
+    }
+    return part > 0;
+}
+
+int cfg_timezone_known(const char *name)
+{
+    const char *dir = getenv("TZDIR");
+    char path[512];
+    char magic[4];
+    FILE *f;
+    int ok;
+
+    if (strcmp(name, "UTC") == 0)
+        return 1;
+    if (!zone_name_ok(name))
+        return 0;
+    snprintf(path, sizeof(path), "%s/%s", dir && *dir ? dir : "/usr/share/zoneinfo", name);
+    if ((f = fopen(path, "rb")) == NULL)
+        return 0;
+    ok = fread(magic, 1, sizeof(magic), f) == sizeof(magic) && memcmp(magic, "TZif", 4) == 0;
+    fclose(f);
+    return ok;
+}
+
+/* Copies the zone 's' names into 'out' when known: 1, else 0. */
+static int take_zone(const char *s, char *out, size_t outlen)
+{
+    const char *z;
+    char name[128];
+    size_t n;
+
+    if (s == NULL)
+        return 0;
+    s += *s == ':';
+    for (z = s; (z = strstr(z, "zoneinfo/")) != NULL; s = z += strlen("zoneinfo/"))
+        ;
+    n = strcspn(s, " \t\r\n");
+    if (n == 0 || n >= sizeof(name))
+        return 0;
+    memcpy(name, s, n);
+    name[n] = '\0';
+    if (!cfg_timezone_known(name) || n >= outlen)
+        return 0;
+    memcpy(out, name, n + 1);
+    return 1;
+}
+
+void cfg_system_timezone(char *out, size_t outlen, const char *tz_env, const char *etc_timezone,
+                         const char *localtime_link)
+{
+    char line[256] = "";
+    char target[512];
+    ssize_t n;
+    FILE *f;
+
+    if (take_zone(tz_env, out, outlen))
+        return;
+    if (etc_timezone && (f = fopen(etc_timezone, "r")) != NULL) {
+        int got = fgets(line, sizeof(line), f) != NULL;
+
+        fclose(f);
+        if (got && take_zone(line, out, outlen))
+            return;
+    }
+    if (localtime_link && (n = readlink(localtime_link, target, sizeof(target) - 1)) > 0) {
+        target[n] = '\0';
+        if (strstr(target, "zoneinfo/") && take_zone(target, out, outlen))
+            return;
+    }
+    snprintf(out, outlen, "UTC");
+}
+
+/* The producer's time zone: checked when given, the system's when not. */
+static int resolve_timezone(lj_config *c, char *err, size_t errlen)
+{
+    if (c->timezone[0] == '\0') {
+        cfg_system_timezone(c->timezone, sizeof(c->timezone), getenv("TZ"), "/etc/timezone",
+                            "/etc/localtime");
+        return 0;
+    }
+    if (cfg_timezone_known(c->timezone))
+        return 0;
+    snprintf(err, errlen, "timezone: unknown time zone '%s' (an IANA name such as Asia/Shanghai, "
+                          "as in /usr/share/zoneinfo)", c->timezone);
+    return LJ_EINVAL;
+}
+
 int cfg_load(lj_config *c, unsigned prog, int argc, char **argv, char *err, size_t errlen)
 {
     size_t i;
@@ -308,7 +421,9 @@ int cfg_load(lj_config *c, unsigned prog, int argc, char **argv, char *err, size
             (rc = set_value(c, &options[i], env, err, errlen)) != 0)
             return rc;
     }
-    return load_args(c, prog, argc, argv, err, errlen);
+    if ((rc = load_args(c, prog, argc, argv, err, errlen)) != 0)
+        return rc;
+    return (prog & CFG_PRODUCER) ? resolve_timezone(c, err, errlen) : 0;
 }
 
 static int by_name(const void *a, const void *b)

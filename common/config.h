@@ -70,6 +70,7 @@ typedef struct lj_config {
     int pool_request_timeout_ms; /* deadlines of requests waiting on the pool */
     int health_timeout_ms;
     int stats_cache_ms;
+    char timezone[64];          /* the fleet's IANA zone: /api/stats "today"; never "" once loaded */
     int shutdown_timeout_ms;
     char web_dir[512];          /* dashboard (dashboard.c) */
     char chartjs_path[512];
@@ -96,6 +97,23 @@ typedef struct lj_config {
  * for (the help is printed to stdout, the caller exits 0); LJ_EINVAL with a
  * message in 'err' for an unknown flag or a bad or out-of-range value. */
 int cfg_load(lj_config *c, unsigned prog, int argc, char **argv, char *err, size_t errlen);
+
+/* The producer's --timezone: given, it must be a zone cfg_timezone_known()
+ * knows (else LJ_EINVAL, naming it); empty, cfg_load() fills in the
+ * system's zone, from cfg_system_timezone(TZ, /etc/timezone, /etc/localtime). */
+
+/* Nonzero when 'name' is "UTC" or an IANA zone name (letters, digits, '_',
+ * '+', '-', '/' between parts; no ".." or leading '/') whose TZif file is
+ * in $TZDIR or /usr/share/zoneinfo. */
+int cfg_timezone_known(const char *name);
+
+/* Writes the first known zone of: 'tz_env' (the TZ variable; a leading ':'
+ * and a path up to "zoneinfo/" are dropped), the first line of the file
+ * 'etc_timezone', the target of the symlink 'localtime_link' after
+ * "zoneinfo/"; else "UTC". NULL or missing sources are passed over, as is
+ * a TZ that names no zone file (a POSIX rule such as "CST-8"). */
+void cfg_system_timezone(char *out, size_t outlen, const char *tz_env, const char *etc_timezone,
+                         const char *localtime_link);
 
 /* Prints the usage and every setting of 'prog' with its env var and default. */
 void cfg_print_help(FILE *out, unsigned prog, const char *progname);

@@ -677,12 +677,29 @@ static int add_record(rec_batch *b, const cJSON *obj, int index, const rec_opts 
     return rc;
 }
 
-/* Finds the records in 'root' (one of the four body shapes) and the
- * batchId of a {"data": ...} body. '*list' is an array, or one record. */
+/* Reads the optional "batchId" of 'root' into out->batch_id. */
+static int read_batch_id(const cJSON *root, rec_batch *out, const char **msg)
+{
+    const cJSON *bid = cJSON_GetObjectItemCaseSensitive(root, "batchId");
+
+    if (bid == NULL || cJSON_IsNull(bid))
+        return 0;
+    if (!cJSON_IsString(bid) || bid->valuestring == NULL ||
+        !is_printable(bid->valuestring, 0, REC_BATCH_ID_MAX, 1)) {
+        *msg = "batchId must be a string of at most 64 characters";
+        return LJ_EPARSE;
+    }
+    memcpy(out->batch_id, bid->valuestring, strlen(bid->valuestring) + 1);
+    return 0;
+}
+
+/* Finds the records in 'root' (one of the body shapes) and the batchId of
+ * a {"data": ...} or {"devices": [...]} body. '*list' is an array, or one
+ * record. */
 static int find_records(const cJSON *root, rec_batch *out, const cJSON **list, const char **msg)
 {
     const cJSON *data;
-    const cJSON *bid;
+    const cJSON *devices;
 
     if (cJSON_IsArray(root)) {
         *list = root;
@@ -691,25 +708,30 @@ static int find_records(const cJSON *root, rec_batch *out, const cJSON **list, c
     if (!cJSON_IsObject(root))
         goto bad_shape;
     data = cJSON_GetObjectItemCaseSensitive(root, "data");
+    devices = cJSON_GetObjectItemCaseSensitive(root, "devices");
+    if (data && devices) {
+        *msg = "body has both \"data\" and \"devices\": send one";
+        return LJ_EPARSE;
+    }
+    if (devices) {
+        if (!cJSON_IsArray(devices)) {
+            *msg = "\"devices\" must be a list of records";
+            return LJ_EPARSE;
+        }
+        out->devices = 1;
+        *list = devices;
+        return read_batch_id(root, out, msg);
+    }
     if (data == NULL) {
         *list = root;   /* a bare record */
         return 0;
     }
     if (!cJSON_IsObject(data) && !cJSON_IsArray(data))
         goto bad_shape;
-    bid = cJSON_GetObjectItemCaseSensitive(root, "batchId");
-    if (bid && !cJSON_IsNull(bid)) {
-        if (!cJSON_IsString(bid) || bid->valuestring == NULL ||
-            !is_printable(bid->valuestring, 0, REC_BATCH_ID_MAX, 1)) {
-            *msg = "batchId must be a string of at most 64 characters";
-            return LJ_EPARSE;
-        }
-        memcpy(out->batch_id, bid->valuestring, strlen(bid->valuestring) + 1);
-    }
     *list = data;
-    return 0;
+    return read_batch_id(root, out, msg);
 bad_shape:
-    *msg = "body must be a record, a list of records, or {\"data\": ...}";
+    *msg = "body must be a record, a list of records, {\"data\": ...} or {\"devices\": [...]}";
     return LJ_EPARSE;
 }
 

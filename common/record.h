@@ -1,11 +1,15 @@
 /* record.h -- the health record model and its validation (SPEC §2.1).
  *
  * An upload body is untrusted bytes. rec_parse_body() checks it (size of
- * nesting, UTF-8, no NUL), parses it with cJSON, accepts the four body shapes
+ * nesting, UTF-8, no NUL), parses it with cJSON, accepts the body shapes
  *
  *     {"data": RECORD}   {"data": [RECORD, ...], "batchId": "..."}
  *     RECORD             [RECORD, ...]
+ *     {"devices": [RECORD, ...]}    (the old service's oldest batch shape;
+ *                                    rec_batch.devices says it was used)
  *
+ * An object with both "data" and "devices" is refused (LJ_EPARSE), as is a
+ * "devices" that is not a list.
  * and validates each record on its own: a bad record is rejected with its
  * index and reason, the others are kept. Valid records are normalised into
  * rec_health (one spelling, typed values, a reading time in ms).
@@ -84,6 +88,7 @@ typedef struct rec_batch {
     size_t errcap;
     size_t total;                           /* records in the body, valid or not */
     char batch_id[REC_BATCH_ID_MAX + 1];    /* "batchId" of the body, or "" */
+    int devices;                            /* the body was {"devices": [...]} */
 } rec_batch;
 
 typedef struct rec_opts {

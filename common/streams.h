@@ -66,6 +66,11 @@ void stream_alert_name(char *out, size_t outlen, const char *prefix);
 #define STREAM_COUNT_DUPLICATE "duplicate"
 #define STREAM_COUNT_DEAD "dead"
 #define STREAM_COUNT_GONE "gone"
+/* Outside the identity, for the old /api/stream_stats "consumer_stats":
+ * batches settled after a commit (one per settle of stored entries, in the
+ * same script), and batch attempts that failed (the worker retries them). */
+#define STREAM_COUNT_BATCHES "batches"
+#define STREAM_COUNT_ERRORS "errors"
 
 /* FNV-1a hash of 'n' bytes of 'sn'. */
 uint32_t stream_hash(const char *sn, size_t n);

@@ -10,17 +10,19 @@
 /* KEYS[1] stream, KEYS[2] counts, KEYS[3] attempts; ARGV[1] group,
  * ARGV[2] forget (1: remove attempts), ARGV[3] the first field,
  * ARGV[4] how many may count under it, ARGV[5] the field of the rest,
- * ARGV[6..] entry IDs. An entry counts only when this XACK removed it from
- * the pending list: one another worker settled first is not counted twice. */
+ * ARGV[6] the batch field ("": not a batch), ARGV[7..] entry IDs. An entry
+ * counts only when this XACK removed it from the pending list: one another
+ * worker settled first is not counted twice (nor its batch). */
 static const char settle_script[] =
     "local acked = 0 "
-    "for i = 6, #ARGV do "
+    "for i = 7, #ARGV do "
     "  acked = acked + redis.call('XACK', KEYS[1], ARGV[1], ARGV[i]) "
     "  if ARGV[2] == '1' then redis.call('HDEL', KEYS[3], ARGV[i]) end "
     "end "
     "local first = math.min(acked, tonumber(ARGV[4])) "
     "if first > 0 then redis.call('HINCRBY', KEYS[2], ARGV[3], first) end "
     "if acked > first then redis.call('HINCRBY', KEYS[2], ARGV[5], acked - first) end "
+    "if acked > 0 and ARGV[6] ~= '' then redis.call('HINCRBY', KEYS[2], ARGV[6], 1) end "
     "return acked";
 
 /* KEYS[1] stream, KEYS[2] counts, KEYS[3] attempts, KEYS[4] dead stream;
@@ -81,7 +83,8 @@ int settle_entries(session *s, const char *const *ids, size_t n, const settle_co
     const char *rest = c->gone ? STREAM_COUNT_GONE : STREAM_COUNT_DUPLICATE;
     char first_max[24];
     const char *head[] = {"EVAL", settle_script, "3", s->stream, s->counts_key, s->attempts_key,
-                          s->group, forget ? "1" : "0", stored, first_max, rest};
+                          s->group, forget ? "1" : "0", stored, first_max, rest,
+                          c->gone ? "" : STREAM_COUNT_BATCHES};
 
     if (n == 0)
         return 0;
@@ -108,6 +111,19 @@ int settle_count_gone(session *s, size_t n)
     if (n == 0)
         return 0;
     snprintf(num, sizeof(num), "%zu", n);
+    if ((r = rds_command(s->redis, 4, argv)) == NULL)
+        return LJ_EUNAVAIL;
+    freeReplyObject(r);
+    return 0;
+}
+
+int settle_count_error(session *s)
+{
+    const char *argv[] = {"HINCRBY", s->counts_key, STREAM_COUNT_ERRORS, "1"};
+    redisReply *r;
+
+    if (s->redis == NULL || s->redis->err)
+        return LJ_EUNAVAIL;
     if ((r = rds_command(s->redis, 4, argv)) == NULL)
         return LJ_EUNAVAIL;
     freeReplyObject(r);

@@ -4,7 +4,8 @@
  * to the dead letters, or found trimmed. Settling is one Lua script: per
  * entry the XACK, then -- only if that XACK removed it from the pending list
  * (another worker may have claimed and settled it first) -- its count in
- * <stream>:counts (the STREAM_COUNT_* fields of streams.h), and the removal
+ * <stream>:counts (the STREAM_COUNT_* fields of streams.h; a settle of
+ * stored entries also counts one batch), and the removal
  * of its crash attempts (<stream>:attempts). So the conservation identity of
  * docs/reliability.md never drifts from the acknowledgements, and an entry
  * settled twice is counted once. Worker thread only.
@@ -34,6 +35,11 @@ int settle_entries(session *s, const char *const *ids, size_t n, const settle_co
  * (XADD <stream>:dead MAXLEN ~ --dead-stream-maxlen with the 'nfields'
  * strings 'fields', field/value pairs) and its count. Errors as above. */
 int settle_dead(session *s, const char *id, const char *const *fields, size_t nfields);
+
+/* Counts one failed batch attempt (STREAM_COUNT_ERRORS: the old
+ * "consumer_stats" errors), when Redis is still connected. 0 or
+ * LJ_EUNAVAIL; the attempt's retry does not depend on it. */
+int settle_count_error(session *s);
 
 /* Counts 'n' entries Redis dropped from the pending list itself (deleted
  * from the stream: XAUTOCLAIM and XCLAIM leave them out) as gone. */

@@ -487,6 +487,7 @@ static int step(session *s)
     t0 = session_clock_ms();
     if (b.n > 0 && (rc = worker_handle_batch(s, &b, pending_phase)) != 0) {
         atomic_fetch_add(&s->w->stats.retries, 1);
+        settle_count_error(s);
         snprintf(s->next_id, sizeof(s->next_id), "0");     /* retry from our pending */
         if (s->pg && PQstatus(s->pg) != CONNECTION_OK)
             drop_pg(s);

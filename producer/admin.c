@@ -14,6 +14,7 @@
 #include "pg.h"
 #include "pool.h"
 #include "record.h"
+#include "stats.h"
 
 typedef struct change {
     http_request *req;
@@ -200,12 +201,33 @@ static void iso_now(char *out, size_t len)
     snprintf(out, len, "%s.%03dZ", sec, (int)(tv.tv_usec / 1000));
 }
 
+/* The rollback answer, in the old service's shape (SPEC §4): its
+ * "current_metrics" is the summary of /api/stream_metrics, and
+ * "consumers_stopped" false: ours keep draining what was accepted. */
+static void rollback_answer(http_request *req, const char *old_ratio)
+{
+    char when[40];
+    lj_buf b;
+
+    iso_now(when, sizeof(when));
+    lj_buf_init(&b);
+    if (lj_buf_printf(&b, "{\"success\":true,\"rollback_time\":\"%s\",\"traffic_ratio\":0,"
+                          "\"old_ratio\":%s,\"consumers_stopped\":false,\"current_metrics\":",
+                      when, old_ratio) != 0 ||
+        stats_render_summary(&b) != 0 ||
+        lj_buf_puts(&b, ",\"message\":\"emergency rollback: every routed upload now takes the "
+                        "legacy path; consumers keep draining the streams\"}") != 0)
+        http_respond_error(req, 500, "out of memory (the rollback itself is done)");
+    else
+        http_respond(req, 200, NULL, b.data, b.len);
+    lj_buf_cleanup(&b);
+}
+
 static void on_changed(int ok, int old_ratio, void *arg)
 {
     change *c = arg;
     char old_s[16];
     char new_s[16];
-    char when[40];
     char body[512];
     int n;
 
@@ -219,19 +241,14 @@ static void on_changed(int ok, int old_ratio, void *arg)
     log_info("admin", "traffic ratio %s -> %s by %s%s", old_s, new_s, c->caller,
              c->rollback ? " (emergency rollback)" : "");
     if (c->rollback) {
-        iso_now(when, sizeof(when));
-        n = snprintf(body, sizeof(body),
-                     "{\"success\":true,\"rollback_time\":\"%s\",\"traffic_ratio\":0,"
-                     "\"old_ratio\":%s,\"message\":\"emergency rollback: every routed upload "
-                     "now takes the legacy path; consumers keep draining the streams\"}",
-                     when, old_s);
+        rollback_answer(c->req, old_s);
     } else {
         n = snprintf(body, sizeof(body),
                      "{\"success\":true,\"old_ratio\":%s,\"new_ratio\":%s,"
                      "\"message\":\"traffic ratio changed from %s to %s\"}",
                      old_s, new_s, old_s, new_s);
+        http_respond(c->req, 200, NULL, body, (size_t)n);
     }
-    http_respond(c->req, 200, NULL, body, (size_t)n);
     /* The audit row is written after the answer: a rollback must not wait
      * for (or fail with) PostgreSQL. */
     c->req = NULL;

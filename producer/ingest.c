@@ -235,10 +235,15 @@ static int batch_keys(const upload *u, lj_buf *out)
                          seconds_since(u->req->start_ns) * 1000.0);
 }
 
-/* Everything after "status" and the path's own keys: counts and errors. */
+/* Everything after "status" and the path's own keys: counts and errors.
+ * The batch endpoint, and any {"devices": [...]} body (the old service's
+ * batch shape), also carry the old "processed": the records accepted. */
 static int common_keys(const upload *u, lj_buf *out)
 {
     if (lj_buf_printf(out, ",\"accepted\":%zu,\"rejected\":%zu", u->b.n, u->b.nerr))
+        return LJ_ENOMEM;
+    if ((u->shape == SHAPE_BATCH || u->b.devices) &&
+        lj_buf_printf(out, ",\"processed\":%zu", u->b.n))
         return LJ_ENOMEM;
     if (u->shape == SHAPE_BATCH)
         return batch_keys(u, out);

@@ -4,6 +4,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/time.h>
+#include <time.h>
 
 #include "err.h"
 #include "flowctl.h"
@@ -139,16 +141,40 @@ static int pg_ping(int timeout_ms)
     return ok;
 }
 
-/* The answer for PostgreSQL up or not ('pg'); returns its status (500: out of memory). */
+/* Now as ISO 8601 UTC with milliseconds ("2026-12-02T14:20:00.123Z"). */
+static void iso_now(char *out, size_t len)
+{
+    struct timeval tv;
+    struct tm tm;
+    char sec[24];
+
+    gettimeofday(&tv, NULL);
+    gmtime_r(&tv.tv_sec, &tm);
+    strftime(sec, sizeof(sec), "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(out, len, "%s.%03dZ", sec, (int)(tv.tv_usec / 1000));
+}
+
+/* The answer for PostgreSQL up or not ('pg'); returns its status (500: out
+ * of memory). "status" is the old service's two values (healthy: both up),
+ * with "error" when unhealthy; "state" ours: degraded while one path can
+ * store, which keeps the answer 200. */
 static int health_body(const query *q, int pg, lj_buf *out)
 {
+    const char *error = pg ? "redis unreachable"
+                           : q->redis_up ? "postgresql unreachable"
+                                         : "redis and postgresql unreachable";
     char ratio[16];
+    char when[40];
 
     gray_format(q->ratio, ratio, sizeof(ratio));
-    if (lj_buf_printf(out, "{\"status\":\"%s\",\"redis\":%s,\"postgres\":%s,"
-                           "\"traffic_ratio\":%s}",
+    iso_now(when, sizeof(when));
+    if (lj_buf_printf(out, "{\"status\":\"%s\",\"timestamp\":\"%s\",\"state\":\"%s\","
+                           "\"redis\":%s,\"postgres\":%s,\"traffic_ratio\":%s",
+                      pg && q->redis_up ? "healthy" : "unhealthy", when,
                       pg && q->redis_up ? "healthy" : (pg || q->redis_up ? "degraded" : "down"),
-                      q->redis_up ? "true" : "false", pg ? "true" : "false", ratio) != 0) {
+                      q->redis_up ? "true" : "false", pg ? "true" : "false", ratio) != 0 ||
+        (!(pg && q->redis_up) && lj_buf_printf(out, ",\"error\":\"%s\"", error) != 0) ||
+        lj_buf_puts(out, "}") != 0) {
         lj_buf_cleanup(out);
         return 500;
     }
@@ -242,6 +268,110 @@ static int groups_json(redisContext *c, const char *stream, lj_buf *out)
     return rc || lj_buf_puts(out, "]");
 }
 
+/* Appends the ID of entry reply 'e' ([id, fields] from XINFO STREAM) as a
+ * JSON string, or null for an empty stream. */
+static int entry_id_json(const redisReply *e, lj_buf *out)
+{
+    if (e && e->type == REDIS_REPLY_ARRAY && e->elements >= 1 &&
+        e->element[0]->type == REDIS_REPLY_STRING)
+        return lj_buf_json_str(out, e->element[0]->str, e->element[0]->len);
+    return lj_buf_puts(out, "null");
+}
+
+/* Appends the old "stream_info" and "config" of 'stream' (XINFO STREAM; a
+ * stream not yet created is empty, without groups). -1 lengths when Redis
+ * did not answer. */
+static int old_stream_json(redisContext *c, const char *stream, const char *group, lj_buf *out)
+{
+    const char *argv[] = {"XINFO", "STREAM", stream};
+    redisReply *r = rds_command(c, 3, argv);
+    const redisReply *info = r && r->type == REDIS_REPLY_ARRAY ? r : NULL;
+    long long none = r ? 0 : -1;
+    int rc;
+
+    rc = lj_buf_printf(out, "\"%s\":{\"stream_info\":{\"length\":%lld,\"groups\":%lld,"
+                            "\"first_entry\":",
+                       stream, info ? rds_map_int(info, "length") : none,
+                       info ? rds_map_int(info, "groups") : none) ||
+         entry_id_json(info ? rds_map_get(info, "first-entry") : NULL, out) ||
+         lj_buf_puts(out, ",\"last_entry\":") ||
+         entry_id_json(info ? rds_map_get(info, "last-entry") : NULL, out) ||
+         lj_buf_printf(out, "},\"config\":{\"consumer_group\":\"%s\",\"max_length\":null}}",
+                       group);
+    if (r)
+        freeReplyObject(r);
+    return rc;
+}
+
+/* What the consumers counted in <stream>:counts (STREAM_COUNT_* fields of
+ * streams.h, in this order). Missing fields are 0; -1 when Redis did not
+ * answer. */
+enum { C_STORED, C_DUPLICATE, C_DEAD, C_GONE, C_BATCHES, C_ERRORS, C_FIELDS };
+
+static void read_counts(redisContext *c, const char *stream, long long n[C_FIELDS])
+{
+    char key[STREAM_KEY_MAX];
+    const char *argv[] = {"HMGET", key, STREAM_COUNT_STORED, STREAM_COUNT_DUPLICATE,
+                          STREAM_COUNT_DEAD, STREAM_COUNT_GONE, STREAM_COUNT_BATCHES,
+                          STREAM_COUNT_ERRORS};
+    redisReply *r;
+    int i;
+
+    stream_side_key(key, sizeof(key), stream, STREAM_SIDE_COUNTS);
+    r = rds_command(c, 2 + C_FIELDS, argv);
+    for (i = 0; i < C_FIELDS; i++) {
+        const redisReply *v = r && r->type == REDIS_REPLY_ARRAY && r->elements == C_FIELDS
+                                  ? r->element[i] : NULL;
+
+        n[i] = v && v->type == REDIS_REPLY_STRING ? atoll(v->str) : r ? 0 : -1;
+    }
+    if (r)
+        freeReplyObject(r);
+}
+
+/* ,"stream_stats":{"manager_stats":{..},"streams":{..}},"consumer_stats":{..},
+ * "timestamp":<epoch s>: the old service's keys, from XINFO STREAM, the
+ * stream path's counters (stats.h) and the consumers' counts. */
+static int old_stream_stats(redisContext *c, const char *prefix, lj_buf *out)
+{
+    long long counts[STREAM_KINDS][C_FIELDS];
+    unsigned long long added;
+    unsigned long long failed;
+    long long last_failure;
+    long long consumed = 0;
+    char name[STREAM_NAME_MAX];
+    char group[STREAM_NAME_MAX];
+    int rc;
+    int k;
+
+    for (k = 0; k < STREAM_KINDS; k++) {
+        stream_name(name, sizeof(name), prefix, (stream_kind)k);
+        read_counts(c, name, counts[k]);
+        consumed += counts[k][C_STORED] + counts[k][C_DUPLICATE] + counts[k][C_DEAD] +
+                    counts[k][C_GONE];
+    }
+    stats_stream_counts(&added, &failed, &last_failure);
+    rc = lj_buf_printf(out, ",\"stream_stats\":{\"manager_stats\":{\"messages_produced\":%llu,"
+                            "\"messages_consumed\":%lld,\"errors\":%llu,\"last_error_time\":",
+                       added, consumed, failed) ||
+         (last_failure ? lj_buf_printf(out, "%lld", last_failure) : lj_buf_puts(out, "null")) ||
+         lj_buf_puts(out, "},\"streams\":{");
+    for (k = 0; rc == 0 && k < STREAM_KINDS; k++) {
+        stream_name(name, sizeof(name), prefix, (stream_kind)k);
+        stream_group(group, sizeof(group), prefix, (stream_kind)k);
+        rc = (k && lj_buf_puts(out, ",")) || old_stream_json(c, name, group, out);
+    }
+    rc = rc || lj_buf_puts(out, "}},\"consumer_stats\":{");
+    for (k = 0; rc == 0 && k < STREAM_KINDS; k++) {
+        stream_name(name, sizeof(name), prefix, (stream_kind)k);
+        rc = lj_buf_printf(out, "%s\"%s\":{\"processed_messages\":%lld,\"processed_batches\":%lld,"
+                                "\"errors\":%lld}",
+                           k ? "," : "", name, counts[k][C_STORED] + counts[k][C_DUPLICATE],
+                           counts[k][C_BATCHES], counts[k][C_ERRORS] + counts[k][C_DEAD]);
+    }
+    return rc || lj_buf_printf(out, "},\"timestamp\":%lld", (long long)time(NULL));
+}
+
 static void fill_stream_stats(query *q)
 {
     redisContext *c = pool_redis();
@@ -263,7 +393,8 @@ static void fill_stream_stats(query *q)
                            k ? "," : "", name, xlen(c, name), xlen(c, dead)) ||
              groups_json(c, name, &q->out) || lj_buf_puts(&q->out, "}");
     }
-    rc = rc || lj_buf_puts(&q->out, "}}");
+    rc = rc || lj_buf_puts(&q->out, "}") || old_stream_stats(c, q->cfg->stream_prefix, &q->out) ||
+         lj_buf_puts(&q->out, "}");
     if (c->err)
         pool_redis_failed();
     q->status = rc ? 500 : 200;
@@ -274,28 +405,86 @@ void ops_stream_stats(uv_loop_t *loop, const lj_config *cfg, http_request *req)
     submit(loop, req, cfg, fill_stream_stats, 1, 0);
 }
 
+/* 1 when 'group' exists on 'stream', 0 when not (or no such stream), -1
+ * when Redis did not answer. */
+static int group_exists(redisContext *c, const char *stream, const char *group)
+{
+    const char *argv[] = {"XINFO", "GROUPS", stream};
+    redisReply *r = rds_command(c, 3, argv);
+    size_t i;
+    int found = 0;
+
+    if (r == NULL)
+        return -1;
+    for (i = 0; r->type == REDIS_REPLY_ARRAY && i < r->elements; i++) {
+        const redisReply *name = rds_map_get(r->element[i], "name");
+
+        if (name && name->type == REDIS_REPLY_STRING && strcmp(name->str, group) == 0)
+            found = 1;
+    }
+    freeReplyObject(r);
+    return found;
+}
+
+/* Why the stream system is not healthy, into 'why' ("" when it is): Redis
+ * unreachable, or a stream without its consumer group (no consumer ever
+ * started on it, or Redis lost it): nothing would drain what is accepted. */
+static void stream_trouble(redisContext *c, const char *prefix, char *why, size_t len)
+{
+    char name[STREAM_NAME_MAX];
+    char group[STREAM_NAME_MAX];
+    int k;
+
+    *why = '\0';
+    for (k = 0; c && k < STREAM_KINDS && !*why; k++) {
+        int found;
+
+        stream_name(name, sizeof(name), prefix, (stream_kind)k);
+        stream_group(group, sizeof(group), prefix, (stream_kind)k);
+        if ((found = group_exists(c, name, group)) == 0)
+            snprintf(why, len, "consumer group %s missing on %s: no consumer has started on it",
+                     group, name);
+    }
+    if (c == NULL || c->err)
+        snprintf(why, len, "redis unreachable");
+}
+
+/* The old service's keys ("healthy", "timestamp" in epoch s, "streams" the
+ * names) and ours ("status", "redis_connected", "traffic_ratio",
+ * "stream_info" with the lengths, "flow_control"); "error" when not healthy.
+ * 503 when Redis is unreachable. */
 static void fill_stream_health(query *q)
 {
     redisContext *c = q->redis_up ? pool_redis() : NULL;
     char name[STREAM_NAME_MAX];
     char ratio[16];
+    char why[STREAM_NAME_MAX * 2 + 96];
     int k;
     int rc;
 
+    stream_trouble(c, q->cfg->stream_prefix, why, sizeof(why));
     gray_format(q->ratio, ratio, sizeof(ratio));
-    rc = lj_buf_printf(&q->out, "{\"status\":\"%s\",\"redis_connected\":%s,\"traffic_ratio\":%s,"
-                                "\"streams\":{",
-                       c ? "healthy" : "degraded", c ? "true" : "false", ratio);
+    rc = lj_buf_printf(&q->out, "{\"healthy\":%s,\"timestamp\":%lld,\"streams\":[",
+                       *why ? "false" : "true", (long long)time(NULL));
+    for (k = 0; rc == 0 && k < STREAM_KINDS; k++) {
+        stream_name(name, sizeof(name), q->cfg->stream_prefix, (stream_kind)k);
+        rc = lj_buf_printf(&q->out, "%s\"%s\"", k ? "," : "", name);
+    }
+    rc = rc || lj_buf_printf(&q->out, "],\"status\":\"%s\",\"redis_connected\":%s,"
+                                      "\"traffic_ratio\":%s,\"stream_info\":{",
+                             *why ? "degraded" : "healthy", c ? "true" : "false", ratio);
     for (k = 0; rc == 0 && c && k < STREAM_KINDS; k++) {
         stream_name(name, sizeof(name), q->cfg->stream_prefix, (stream_kind)k);
         rc = lj_buf_printf(&q->out, "%s\"%s\":{\"length\":%lld}", k ? "," : "", name,
                            xlen(c, name));
     }
     rc = rc || lj_buf_puts(&q->out, "}") || flowctl_render_json(&q->out) ||
+         (*why && (lj_buf_puts(&q->out, ",\"error\":") ||
+                   lj_buf_json_str(&q->out, why, strlen(why)))) ||
          lj_buf_puts(&q->out, "}");
+    q->status = rc ? 500 : (c == NULL || c->err) ? 503 : 200;
     if (c && c->err)
         pool_redis_failed();
-    q->status = rc ? 500 : c ? 200 : 503;
 }
 
 void ops_stream_health(uv_loop_t *loop, const lj_config *cfg, rlink *link, gray *g,
@@ -308,26 +497,37 @@ void ops_stream_health(uv_loop_t *loop, const lj_config *cfg, rlink *link, gray 
  * Figures
  * ------------------------------------------------------------------------ */
 
-/* Today's counts, opening the answer's object. 0, LJ_EPG (logged) or LJ_ENOMEM. */
-static int stats_counts(PGconn *pg, lj_buf *out)
+/* Midnight today in the time zone $1, as a timestamptz. */
+#define SINCE_MIDNIGHT "create_time >= (date_trunc('day', now() AT TIME ZONE $1) AT TIME ZONE $1)"
+
+/* Today's counts -- rows created (create_time) since midnight in the
+ * fleet's zone (--timezone) -- opening the answer's object: the old
+ * service's keys (today_records, active_devices, active_users, timestamp)
+ * and ours (records_today, the same count; alerts_today; timezone). 0,
+ * LJ_EPG (logged) or LJ_ENOMEM. */
+static int stats_counts(PGconn *pg, const char *zone, lj_buf *out)
 {
+    const char *params[1] = {zone};
+    char when[40];
     PGresult *r;
     int rc;
 
-    r = pg_query(pg, "SELECT count(*), count(DISTINCT device_sn), count(DISTINCT user_id),"
-                   " (SELECT count(*) FROM t_alert_info"
-                   "   WHERE create_time >= date_trunc('day', now()))"
-                   " FROM t_user_health_data WHERE ts >= date_trunc('day', now())");
+    r = pg_query_params(pg, "SELECT count(*), count(DISTINCT device_sn), count(DISTINCT user_id),"
+                            " (SELECT count(*) FROM t_alert_info WHERE " SINCE_MIDNIGHT ")"
+                            " FROM t_user_health_data WHERE " SINCE_MIDNIGHT,
+                        1, params);
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        log_error("ops", "stats query failed: %s", PQerrorMessage(pg));
+        log_error("ops", "stats query (time zone %s) failed: %s", zone, PQerrorMessage(pg));
         rc = LJ_EPG;
         goto out;
     }
+    iso_now(when, sizeof(when));
     rc = lj_buf_printf(out,
-                       "{\"records_today\":%s,\"active_devices\":%s,"
-                       "\"active_users\":%s,\"alerts_today\":%s",
-                       PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 1), PQgetvalue(r, 0, 2),
-                       PQgetvalue(r, 0, 3))
+                       "{\"today_records\":%s,\"active_devices\":%s,\"active_users\":%s,"
+                       "\"timestamp\":\"%s\",\"timezone\":\"%s\",\"records_today\":%s,"
+                       "\"alerts_today\":%s",
+                       PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 1), PQgetvalue(r, 0, 2), when, zone,
+                       PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 3))
              ? LJ_ENOMEM
              : 0;
 out:
@@ -403,7 +603,7 @@ static void fill_stats(query *q)
         lj_buf_puts(&q->out, "{\"status\":\"error\",\"message\":\"postgresql unavailable\"}");
         return;
     }
-    if ((rc = stats_counts(pg, &q->out)) == 0 && (rc = stats_alerts(pg, &q->out)) == 0 &&
+    if ((rc = stats_counts(pg, q->cfg->timezone, &q->out)) == 0 && (rc = stats_alerts(pg, &q->out)) == 0 &&
         lj_buf_puts(&q->out, "}") != 0)
         rc = LJ_ENOMEM;
     if (rc == LJ_EPG) {

@@ -1,14 +1,25 @@
 /* ops.h -- operations endpoints (SPEC §7).
  *
+ * Every answer is a superset of the old service's shape (its scripts and
+ * monitors read these unmodified): the old keys with the old types, ours
+ * beside them (docs/api.md, docs/decisions.md).
+ *
  *   GET /api/health          Redis and PostgreSQL reachable; 200 while at
- *                            least one path can store uploads, else 503
- *   GET /api/stream_health   link state, ratio, stream lengths
+ *                            least one path can store uploads, else 503.
+ *                            Old: status healthy|unhealthy, ISO timestamp,
+ *                            error; ours: state, redis, postgres, ratio
+ *   GET /api/stream_health   old: healthy (Redis up and every stream's
+ *                            consumer group present), epoch timestamp, the
+ *                            stream names, error; 503 when Redis is down.
+ *                            Ours: link state, ratio, lengths, flow control
  *   GET /api/stream_stats    per stream: length, dead letters, groups with
- *                            lag and pending, consumers with idle time
+ *                            lag and pending, consumers with idle time; old:
+ *                            stream_stats, consumer_stats, epoch timestamp
  *   GET /api/stream_metrics  per path requests, qps, avg/p95 ms, error rate %;
  *                            per stream the conservation identity (ledger.h)
- *   GET /api/stats           today's records, active devices and users, alerts;
- *                            the newest 10 alerts (LIMIT 10, no per-device list)
+ *   GET /api/stats           rows created today in --timezone: records,
+ *                            active devices and users, alerts; the newest 10
+ *                            alerts (LIMIT 10, no per-device list)
  *   GET /metrics             Prometheus text
  *   GET /api/trace/...       where an upload is now (admin)
  *

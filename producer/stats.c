@@ -20,6 +20,7 @@ stats_faults stats_fault;
 static atomic_ullong responses[STATS_ROUTE_COUNT][STATUS_CLASSES];
 static metrics_hist route_latency[STATS_ROUTE_COUNT];
 static path_stats paths[STATS_PATHS];
+static atomic_llong last_stream_error_s;   /* epoch s of the last stream-path failure, 0: none */
 static struct timespec started;
 
 static const char *const route_names[] = {
@@ -52,7 +53,19 @@ void stats_path(int path, int ok, double seconds)
     atomic_fetch_add_explicit(&paths[path].requests, 1, memory_order_relaxed);
     if (!ok)
         atomic_fetch_add_explicit(&paths[path].errors, 1, memory_order_relaxed);
+    if (!ok && path == STATS_STREAM)
+        atomic_store_explicit(&last_stream_error_s, (long long)time(NULL), memory_order_relaxed);
     metrics_hist_observe(&paths[path].latency, seconds);
+}
+
+void stats_stream_counts(unsigned long long *added, unsigned long long *failed,
+                         long long *last_failure_s)
+{
+    unsigned long long n = atomic_load(&paths[STATS_STREAM].requests);
+
+    *failed = atomic_load(&paths[STATS_STREAM].errors);
+    *added = n > *failed ? n - *failed : 0;
+    *last_failure_s = atomic_load(&last_stream_error_s);
 }
 
 static double uptime(void)
@@ -140,15 +153,12 @@ static int render_latency_buckets(lj_buf *out, const metrics_hist *h)
     return lj_buf_puts(out, "]}") != 0 ? LJ_ENOMEM : 0;
 }
 
-int stats_render_stream_metrics(lj_buf *out)
+int stats_render_summary(lj_buf *out)
 {
     double up = uptime();
-    struct timeval tv;
-    struct tm tm;
-    char stamp[40];
     int p;
 
-    if (lj_buf_puts(out, "{\"summary\":{") != 0)
+    if (lj_buf_puts(out, "{") != 0)
         return LJ_ENOMEM;
     for (p = 0; p < STATS_PATHS; p++) {
         unsigned long long n = atomic_load(&paths[p].requests);
@@ -166,8 +176,20 @@ int stats_render_stream_metrics(lj_buf *out)
             render_latency_buckets(out, &paths[p].latency) != 0)
             return LJ_ENOMEM;
     }
+    return lj_buf_puts(out, "}") != 0 ? LJ_ENOMEM : 0;
+}
+
+int stats_render_stream_metrics(lj_buf *out)
+{
+    struct timeval tv;
+    struct tm tm;
+    char stamp[40];
+
+    if (lj_buf_puts(out, "{\"summary\":") != 0 || stats_render_summary(out) != 0)
+        return LJ_ENOMEM;
     gettimeofday(&tv, NULL);
     gmtime_r(&tv.tv_sec, &tm);
     strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%SZ", &tm);
-    return lj_buf_printf(out, "},\"duration_seconds\":%.1f,\"timestamp\":\"%s\"}", up, stamp);
+    return lj_buf_printf(out, ",\"duration_seconds\":%.1f,\"timestamp\":%lld.%03d,\"time\":\"%s\"}",
+                         uptime(), (long long)tv.tv_sec, (int)(tv.tv_usec / 1000), stamp);
 }

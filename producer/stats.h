@@ -64,10 +64,22 @@ void stats_path(int path, int ok, double seconds);
 /* Prometheus text of every counter. */
 int stats_render_prometheus(lj_buf *out);
 
-/* {"summary":{"stream":{...},"traditional":{...}},"duration_seconds":..,
- *  "timestamp":..}: per path requests, qps, average and p95 response time
- * (ms) and error rate (percent), and the latency histogram's bucket bounds
- * (ms) and counts, for windowed quantiles (the dashboard's p95 line). */
+/* The stream path's figures for the old /api/stream_stats "manager_stats": entries added
+ * (stream-path uploads Redis took, every stream), failures (XADD refused or
+ * unanswered, stream over its watermark) and the epoch second of the last
+ * failure (0: none since start). */
+void stats_stream_counts(unsigned long long *added, unsigned long long *failed,
+                         long long *last_failure_s);
+
+/* {"stream":{...},"traditional":{...}}: per path requests, errors, qps,
+ * average and p95 response time (ms) and error rate (percent), and the
+ * latency histogram's bucket bounds (ms) and counts, for windowed quantiles
+ * (the dashboard's p95 line). Also the rollback answer's "current_metrics". */
+int stats_render_summary(lj_buf *out);
+
+/* {"summary":<stats_render_summary>,"duration_seconds":..,"timestamp":<epoch
+ * s, ms fraction>,"time":"<ISO 8601 UTC>"}: the old service's shape
+ * ("timestamp" a number), our ISO time beside it. */
 int stats_render_stream_metrics(lj_buf *out);
 
 #endif

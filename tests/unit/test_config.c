@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -86,6 +87,106 @@ static void test_bad_values_are_refused(void **state)
     unsetenv("LJ_WORKERS");
 }
 
+static void test_timezone_option(void **state)
+{
+    lj_config c;
+    char err[256];
+    char *argv[] = {"p"};
+    char *flag[] = {"p", "--timezone", "America/New_York"};
+    char *bad[] = {"p", "--timezone", "Mars/Olympus_Mons"};
+    char *dots[] = {"p", "--timezone=../../etc/passwd"};
+    char *semi[] = {"p", "--timezone=Asia/Shanghai;x"};
+
+    (void)state;
+    setenv("LJ_TIMEZONE", "Asia/Shanghai", 1);
+    assert_int_equal(load(&c, CFG_PRODUCER, 1, argv, err), 0);
+    assert_string_equal(c.timezone, "Asia/Shanghai");
+    assert_int_equal(load(&c, CFG_PRODUCER, 3, flag, err), 0);
+    assert_string_equal(c.timezone, "America/New_York");
+    unsetenv("LJ_TIMEZONE");
+    assert_int_equal(load(&c, CFG_PRODUCER, 3, bad, err), LJ_EINVAL);
+    assert_non_null(strstr(err, "timezone"));
+    assert_non_null(strstr(err, "Mars/Olympus_Mons"));
+    assert_int_equal(load(&c, CFG_PRODUCER, 2, dots, err), LJ_EINVAL);
+    assert_int_equal(load(&c, CFG_PRODUCER, 2, semi, err), LJ_EINVAL);
+    /* the consumer has no such setting */
+    assert_int_equal(load(&c, CFG_CONSUMER, 3, flag, err), LJ_EINVAL);
+}
+
+static void test_timezone_defaults_to_the_system_zone(void **state)
+{
+    lj_config c;
+    char err[256];
+    char *argv[] = {"p"};
+    char *old_tz = getenv("TZ") ? strdup(getenv("TZ")) : NULL;
+
+    (void)state;
+    unsetenv("LJ_TIMEZONE");
+    setenv("TZ", "Pacific/Kiritimati", 1);
+    assert_int_equal(load(&c, CFG_PRODUCER, 1, argv, err), 0);
+    assert_string_equal(c.timezone, "Pacific/Kiritimati");
+    setenv("TZ", ":Europe/Paris", 1);
+    assert_int_equal(load(&c, CFG_PRODUCER, 1, argv, err), 0);
+    assert_string_equal(c.timezone, "Europe/Paris");
+    if (old_tz)
+        setenv("TZ", old_tz, 1);
+    else
+        unsetenv("TZ");
+    free(old_tz);
+}
+
+/* The fallbacks, with the files given: TZ, /etc/timezone, /etc/localtime. */
+static void test_system_timezone_sources(void **state)
+{
+    char dir[] = "/tmp/lj-tz-XXXXXX";
+    char etc_tz[64];
+    char etc_lt[64];
+    char bad_tz[64];
+    char zone[64];
+    FILE *f;
+
+    (void)state;
+    assert_non_null(mkdtemp(dir));
+    snprintf(etc_tz, sizeof(etc_tz), "%s/timezone", dir);
+    snprintf(etc_lt, sizeof(etc_lt), "%s/localtime", dir);
+    snprintf(bad_tz, sizeof(bad_tz), "%s/bad", dir);
+    assert_non_null(f = fopen(etc_tz, "w"));
+    fputs("Asia/Tokyo\n", f);
+    fclose(f);
+    assert_non_null(f = fopen(bad_tz, "w"));
+    fputs("Not/AZone\n", f);
+    fclose(f);
+    assert_int_equal(symlink("/usr/share/zoneinfo/America/Sao_Paulo", etc_lt), 0);
+
+    cfg_system_timezone(zone, sizeof(zone), "Europe/Berlin", etc_tz, etc_lt);
+    assert_string_equal(zone, "Europe/Berlin");
+    cfg_system_timezone(zone, sizeof(zone), NULL, etc_tz, etc_lt);
+    assert_string_equal(zone, "Asia/Tokyo");
+    cfg_system_timezone(zone, sizeof(zone), "", etc_tz, etc_lt);
+    assert_string_equal(zone, "Asia/Tokyo");
+    /* a TZ that names no zone (a POSIX rule) is passed over */
+    cfg_system_timezone(zone, sizeof(zone), "CST-8", bad_tz, etc_lt);
+    assert_string_equal(zone, "America/Sao_Paulo");
+    cfg_system_timezone(zone, sizeof(zone), NULL, "/nonexistent", etc_lt);
+    assert_string_equal(zone, "America/Sao_Paulo");
+    cfg_system_timezone(zone, sizeof(zone), NULL, "/nonexistent", "/nonexistent");
+    assert_string_equal(zone, "UTC");
+    cfg_system_timezone(zone, sizeof(zone), NULL, bad_tz, etc_tz);     /* not a link */
+    assert_string_equal(zone, "UTC");
+
+    assert_true(cfg_timezone_known("UTC"));
+    assert_true(cfg_timezone_known("Asia/Shanghai"));
+    assert_false(cfg_timezone_known(""));
+    assert_false(cfg_timezone_known("Asia"));            /* a folder */
+    assert_false(cfg_timezone_known("/etc/passwd"));
+    assert_false(cfg_timezone_known("Asia/../Asia/Tokyo"));
+    assert_false(cfg_timezone_known("Asia/Tokyo "));
+    unlink(etc_tz);
+    unlink(etc_lt);
+    unlink(bad_tz);
+    rmdir(dir);
+}
+
 static void test_help_is_asked_for(void **state)
 {
     lj_config c;
@@ -121,6 +222,9 @@ int main(void)
         cmocka_unit_test(test_defaults_work_locally),
         cmocka_unit_test(test_env_overrides_default_and_flag_overrides_env),
         cmocka_unit_test(test_bad_values_are_refused),
+        cmocka_unit_test(test_timezone_option),
+        cmocka_unit_test(test_timezone_defaults_to_the_system_zone),
+        cmocka_unit_test(test_system_timezone_sources),
         cmocka_unit_test(test_help_is_asked_for),
         cmocka_unit_test(test_help_lists_options_and_hides_secrets),
     };

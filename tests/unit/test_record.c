@@ -632,7 +632,8 @@ static void assert_body_error(const char *body, int code, const char *want_msg)
 static void test_bad_bodies(void **state)
 {
     const char *not_json = "body is not valid JSON";
-    const char *shape = "body must be a record, a list of records, or {\"data\": ...}";
+    const char *shape = "body must be a record, a list of records, {\"data\": ...} or "
+                        "{\"devices\": [...]}";
 
     (void)state;
     assert_body_error("not json", LJ_EPARSE, not_json);
@@ -733,6 +734,71 @@ static void test_every_record_rejected_is_not_a_body_error(void **state)
     assert_int_equal(b.n, 0);
     assert_int_equal(b.nerr, 1);
     assert_string_equal(b.errs[0].reason, "record must be a JSON object");
+    rec_batch_cleanup(&b);
+}
+
+/* The oldest batch shape, {"devices": [RECORD, ...]} (SPEC §7). */
+static void test_devices_shape(void **state)
+{
+    const char *msg;
+    rec_batch b;
+
+    (void)state;
+    assert_int_equal(parse("{\"devices\":[{\"deviceSn\":\"A\"},{\"deviceSn\":\"B\",\"heartRate\":999},"
+                           "{\"deviceSn\":\"C\"}]}", &b, &msg), 0);
+    assert_null(msg);
+    assert_int_equal(b.total, 3);
+    assert_int_equal(b.n, 2);
+    assert_int_equal(b.nerr, 1);
+    assert_int_equal(b.errs[0].index, 1);
+    assert_string_equal(b.recs[0].device_sn, "A");
+    assert_string_equal(b.recs[1].device_sn, "C");
+    assert_int_equal(b.devices, 1);
+    assert_string_equal(b.batch_id, "");
+    rec_batch_cleanup(&b);
+    /* with a batchId beside it */
+    assert_int_equal(parse("{\"batchId\":\"D-1\",\"devices\":[{\"deviceSn\":\"A\"}]}", &b, &msg), 0);
+    assert_int_equal(b.n, 1);
+    assert_int_equal(b.devices, 1);
+    assert_string_equal(b.batch_id, "D-1");
+    rec_batch_cleanup(&b);
+    /* the other shapes do not set the mark */
+    assert_int_equal(parse("{\"data\":[{\"deviceSn\":\"A\"}]}", &b, &msg), 0);
+    assert_int_equal(b.devices, 0);
+    rec_batch_cleanup(&b);
+    assert_int_equal(parse("{\"deviceSn\":\"A\"}", &b, &msg), 0);
+    assert_int_equal(b.devices, 0);
+    rec_batch_cleanup(&b);
+}
+
+static void test_devices_shape_errors(void **state)
+{
+    const char *list = "\"devices\" must be a list of records";
+
+    (void)state;
+    assert_body_error("{\"devices\":[]}", LJ_ENOREC, "no records in upload");
+    assert_body_error("{\"devices\":{\"deviceSn\":\"A\"}}", LJ_EPARSE, list);
+    assert_body_error("{\"devices\":\"A\"}", LJ_EPARSE, list);
+    assert_body_error("{\"devices\":null}", LJ_EPARSE, list);
+    assert_body_error("{\"devices\":[{\"deviceSn\":\"A\"}],\"data\":[{\"deviceSn\":\"B\"}]}",
+                      LJ_EPARSE, "body has both \"data\" and \"devices\": send one");
+    assert_body_error("{\"devices\":[{\"deviceSn\":\"A\"}],\"batchId\":7}", LJ_EPARSE,
+                      "batchId must be a string of at most 64 characters");
+}
+
+static void test_devices_shape_record_limit(void **state)
+{
+    rec_opts two = {2, 32, 0, NOW_MS};
+    const char *msg;
+    rec_batch b;
+
+    (void)state;
+    assert_int_equal(parse_with("{\"devices\":[{\"deviceSn\":\"A\"},{\"deviceSn\":\"B\"},"
+                                "{\"deviceSn\":\"C\"}]}", &two, &b, &msg), LJ_ETOOBIG);
+    assert_int_equal(b.n, 0);
+    assert_int_equal(parse_with("{\"devices\":[1,2]}", &two, &b, &msg), 0);
+    assert_int_equal(b.n, 0);
+    assert_int_equal(b.nerr, 2);
     rec_batch_cleanup(&b);
 }
 
@@ -1205,6 +1271,9 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_ranges_of_every_field_and_both_spellings),
         cmocka_unit_test(test_field_table),
+        cmocka_unit_test(test_devices_shape),
+        cmocka_unit_test(test_devices_shape_errors),
+        cmocka_unit_test(test_devices_shape_record_limit),
         cmocka_unit_test(test_first_spelling_wins),
         cmocka_unit_test(test_numeric_strings),
         cmocka_unit_test(test_integer_fields_need_integral_values),
