@@ -15,9 +15,10 @@ import requests
 from conftest import BIN, TOP, wait_for
 
 
-def tool(stack, name, *args, timeout=90, **env):
+def tool(stack, name, *args, timeout=90, **extra):
     env = dict(stack.env(), LJ_PRODUCER_URLS=stack.url, LJ_RUN_DIR=str(stack.tmp / "run"),
-               LJ_BIN_DIR=BIN, **env)
+               LJ_BIN_DIR=BIN)
+    env.update(extra)
     return subprocess.run(["/usr/bin/python3", os.path.join(TOP, "scripts", name), *args],
                           env=env, capture_output=True, text=True, timeout=timeout)
 
@@ -101,6 +102,15 @@ def test_precheck_planted_duplicate_stops_before_any_change(stack):
     assert ratio(stack)["current_ratio"] == 0
     assert audit(stack, started) == []
     stack.s.sql("DELETE FROM t_user_health_data WHERE device_sn = %s", (sn,))
+    # PostgreSQL out of reach fails the same check, and changes nothing either.
+    out = rollout(stack, "--steps", "1.0", started=started,
+                  LJ_PG_DSN="host=127.0.0.1 port=1 dbname=ljwx user=ljwx")
+    assert out.returncode == 3, out.stdout + out.stderr
+    assert "precheck stream_health ok" in out.stdout
+    assert "precheck consistency" in out.stdout and "postgresql: cannot connect" in out.stdout
+    assert ratio(stack)["current_ratio"] == 0
+    assert tool(stack, "rollout", "--steps", "0.5,x").returncode == 2
+    assert tool(stack, "rollout", "--steps", "1.5").returncode == 2
 
 
 def test_precheck_stream_health_with_redis_stopped_stops_before_any_change(stack, servers):
@@ -161,6 +171,50 @@ def test_a_step_with_growing_lag_rolls_back(stack):
     assert out.returncode == 1, out.stdout + out.stderr
     assert "rolling back: consumer lag grew" in out.stdout
     assert "ratio 0" in out.stdout
+    assert ratio(stack)["current_ratio"] == 0
+
+
+def test_lag_grown_over_a_step_rolls_back_at_its_end(stack):
+    """Growth that the in-window rule tolerates (--max-lag-growth high) is
+    still caught by the check at the step's end (--max-lag)."""
+    started = time.time()
+    stack.producer(LJ_RATIO_REFRESH_MS=50)
+    stack.s.redis().xgroup_create(stack.stream(), stack.prefix + "health_processors", id="$",
+                                  mkstream=True)      # a group that nobody reads
+    with Load(stack, "/upload_health_data_v2", f"RG-{uuid.uuid4().hex[:6]}"):
+        out = rollout(stack, "--steps", "0.5,1.0", "--window", "2", "--interval", "0.5",
+                      "--max-lag-growth", "1000", "--max-lag", "5", started=started)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "rolling back: ratio=0.5 lag at step end=" in out.stdout
+    assert "grew over the step" in out.stdout
+    assert ratio(stack)["current_ratio"] == 0
+
+
+def test_a_duplicate_stored_during_a_step_rolls_back(stack):
+    started = time.time()
+    stack.producer(LJ_RATIO_REFRESH_MS=50)
+    stack.consumer()
+    sn = f"RS-{uuid.uuid4().hex[:8]}"
+
+    def plant():
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and ratio(stack)["current_ratio"] != 1:
+            time.sleep(0.05)
+        stack.s.sql("INSERT INTO t_user_health_data (device_sn, ts, upload_method) VALUES"
+                    " (%s, to_timestamp(1750000000), 'optimized'),"
+                    " (%s, to_timestamp(1750000000.5), 'stream_v2')", (sn, sn))
+    t = threading.Thread(target=plant, daemon=True)
+    t.start()
+    try:
+        out = rollout(stack, "--steps", "1.0", "--window", "1.5", "--interval", "0.5",
+                      started=started)
+    finally:
+        t.join(25)
+        stack.s.sql("DELETE FROM t_user_health_data WHERE device_sn = %s", (sn,))
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "precheck consistency ok" in out.stdout
+    assert "rolling back: ratio=1.0 consistency (since" in out.stdout
+    assert "duplicates=1" in out.stdout
     assert ratio(stack)["current_ratio"] == 0
 
 
@@ -281,6 +335,39 @@ def test_retired_legacy_path_answers_503_and_restore_brings_the_fallback_back(st
              is True, timeout=15, what="the producer to reconnect")
 
 
+def test_legacy_switch_with_redis_down_changes_nothing(stack, servers):
+    stack.producer(LJ_RATIO_REFRESH_MS=50)
+    assert set_ratio(stack, 1).status_code == 200
+    servers.stop_redis()
+    try:
+        wait_for(lambda: requests.get(stack.url + "/api/health", timeout=5).json()["redis"]
+                 is False, what="the producer to see Redis down")
+        resp = legacy(stack, False)
+        assert resp.status_code == 503 and resp.headers["Retry-After"] == "1"
+        assert "legacy path not changed" in resp.json()["message"]
+        assert ratio(stack)["legacy_path"] == "on"
+    finally:
+        servers.start_redis()
+    wait_for(lambda: requests.get(stack.url + "/api/health", timeout=5).json()["redis"]
+             is True, timeout=15, what="the producer to reconnect")
+    assert stack.s.redis().get(stack.prefix + "stream_legacy_path") is None
+
+
+def test_restore_not_confirmed_by_every_producer_exits_1(stack):
+    stack.producer(LJ_RATIO_REFRESH_MS=50)
+    out = tool(stack, "rollout", "--restore-legacy", "--confirm-timeout", "1",
+               LJ_PRODUCER_URLS=f"{stack.url},http://127.0.0.1:1")
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "legacy path on -> on" in out.stdout
+    assert "not confirmed by http://127.0.0.1:1" in out.stdout
+    # Retiring asks every producer for its ratio first: one out of reach, no change.
+    assert set_ratio(stack, 1).status_code == 200
+    out = tool(stack, "rollout", "--retire-legacy",
+               LJ_PRODUCER_URLS=f"{stack.url},http://127.0.0.1:1")
+    assert out.returncode == 2 and "unreachable" in out.stdout, out.stdout + out.stderr
+    assert ratio(stack)["legacy_path"] == "on"
+
+
 def test_emergency_rollback_while_retired_restores_the_legacy_path(stack):
     started = time.time()
     stack.producer(LJ_RATIO_REFRESH_MS=50)
@@ -300,12 +387,18 @@ def test_emergency_rollback_while_retired_restores_the_legacy_path(stack):
     sn = f"RE-{uuid.uuid4().hex[:8]}"
     resp = stack.post("/upload_health_data", {"deviceSn": sn, "timestamp": 1_750_000_000})
     assert resp.status_code == 200 and resp.json()["status"] == "success"
-    # One row per change, in the order they happened: a retire that changed
-    # nothing adds none; the rollback restores the legacy path, then the ratio.
+    # One row per change (a retire that changed nothing adds none); rows of
+    # separate calls may be written by different pool threads, so only the
+    # rollback's pair has an order: the legacy path restored, then the ratio.
     want = [(0.0, 1.0, "127.0.0.1", "ratio_change"), (1.0, 1.0, "127.0.0.1", "legacy_retired"),
             (1.0, 1.0, "127.0.0.1", "legacy_restored"),
             (1.0, 0.0, "127.0.0.1", "emergency_rollback")]
-    wait_for(lambda: audit(stack, started) == want, what="the audit rows")
+    deadline = time.monotonic() + 10
+    while sorted(audit(stack, started)) != sorted(want) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    got = audit(stack, started)
+    assert sorted(got) == sorted(want)
+    assert got.index(want[2]) < got.index(want[3])
     # A rollback when the legacy path is on writes no legacy row.
     requests.post(stack.url + "/api/emergency_rollback", timeout=5)
     time.sleep(0.3)
