@@ -162,21 +162,25 @@ static int parse_ratio_body(const http_request *req, int *out)
     return 0;
 }
 
-/* One row of t_stream_ratio_audit. 0, or -1 (logged). */
-static int audit_row(PGconn *pg, int old_ratio, int new_ratio, const char *caller,
-                     const char *reason)
+/* One row of t_stream_ratio_audit from 'c', with 'new_ratio' and 'reason';
+ * a failure is logged (a lost connection is dropped for the next row). */
+static void audit_row(const change *c, int new_ratio, const char *reason)
 {
+    PGconn *pg = pool_pg();
     char old_s[32];
     char new_s[32];
     const char *params[4];
     PGresult *r;
-    int rc = 0;
 
+    if (pg == NULL) {
+        log_error("admin", "audit row not written: postgresql unavailable");
+        return;
+    }
     snprintf(new_s, sizeof(new_s), "%.4f", (double)new_ratio / GRAY_SCALE);
-    snprintf(old_s, sizeof(old_s), "%.4f", (double)old_ratio / GRAY_SCALE);
+    snprintf(old_s, sizeof(old_s), "%.4f", (double)c->old_ratio / GRAY_SCALE);
     params[0] = old_s;
     params[1] = new_s;
-    params[2] = caller;
+    params[2] = c->caller;
     params[3] = reason;
     r = pg_query_params(pg, "INSERT INTO t_stream_ratio_audit (old_ratio, new_ratio, caller,"
                             " reason) VALUES ($1, $2, $3, $4)", 4, params);
@@ -184,30 +188,20 @@ static int audit_row(PGconn *pg, int old_ratio, int new_ratio, const char *calle
         log_error("admin", "audit row not written: %s", PQerrorMessage(pg));
         if (PQstatus(pg) != CONNECTION_OK)
             pool_pg_failed();
-        rc = -1;
     }
     PQclear(r);
-    return rc;
 }
 
-/* A changed legacy switch is a row of its own (ratio unchanged, reason
+/* A changed legacy switch is a row of its own (the ratio unchanged, reason
  * legacy_retired or legacy_restored), before the ratio's row. */
 static void audit_work(void *arg)
 {
     change *c = arg;
-    PGconn *pg = pool_pg();
 
-    if (pg == NULL) {
-        log_error("admin", "audit row not written: postgresql unavailable");
-        return;
-    }
-    if (c->legacy_was >= 0 && c->legacy_was != c->legacy_now &&
-        audit_row(pg, c->old_ratio, c->old_ratio, c->caller,
-                  c->legacy_now ? "legacy_retired" : "legacy_restored") != 0)
-        return;
+    if (c->legacy_was >= 0 && c->legacy_was != c->legacy_now)
+        audit_row(c, c->old_ratio, c->legacy_now ? "legacy_retired" : "legacy_restored");
     if (!c->legacy_only)
-        audit_row(pg, c->old_ratio, c->new_ratio, c->caller,
-                  c->rollback ? "emergency_rollback" : "ratio_change");
+        audit_row(c, c->new_ratio, c->rollback ? "emergency_rollback" : "ratio_change");
 }
 
 static void audit_done(void *arg, int late)
