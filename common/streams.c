@@ -39,6 +39,16 @@ void stream_alert_name(char *out, size_t outlen, const char *prefix)
     snprintf(out, outlen, "%salert_stream", prefix ? prefix : "");
 }
 
+void stream_ratio_key(char *out, size_t outlen, const char *prefix)
+{
+    snprintf(out, outlen, "%sstream_traffic_ratio", prefix ? prefix : "");
+}
+
+void stream_legacy_key(char *out, size_t outlen, const char *prefix)
+{
+    snprintf(out, outlen, "%sstream_legacy_path", prefix ? prefix : "");
+}
+
 const char *stream_message_type(stream_kind kind)
 {
     return kinds[kind].type;

@@ -50,6 +50,17 @@ void stream_side_key(char *out, size_t outlen, const char *stream, stream_side s
 /* Writes prefix + "alert_stream" to 'out'. */
 void stream_alert_name(char *out, size_t outlen, const char *prefix);
 
+/* Gray-release control keys, shared by every producer (SPEC §4), read
+ * together with one MGET on each ratio refresh:
+ *   <prefix>stream_traffic_ratio  the ratio, "0" .. "1"
+ *   <prefix>stream_legacy_path    "retired" while routed uploads may not
+ *                                 take the legacy path; absent or "on":
+ *                                 the legacy path serves (the default) */
+void stream_ratio_key(char *out, size_t outlen, const char *prefix);
+void stream_legacy_key(char *out, size_t outlen, const char *prefix);
+#define STREAM_LEGACY_RETIRED "retired"
+#define STREAM_LEGACY_ON "on"
+
 /* Fields of a dead-letter entry, before the original entry's own fields. */
 #define STREAM_DEAD_REASON "dead_reason"
 #define STREAM_DEAD_ID "dead_id"

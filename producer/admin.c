@@ -19,9 +19,13 @@
 typedef struct change {
     http_request *req;
     uv_loop_t *loop;
+    gray *g;
     int new_ratio;
     int old_ratio;
     int rollback;
+    int legacy_only;    /* POST /api/legacy_path: the ratio is not changed */
+    int legacy_was;     /* the legacy switch before: 1 retired, 0 on, -1 not touched */
+    int legacy_now;     /* and after */
     char caller[64];
 } change;
 
@@ -77,17 +81,22 @@ int admin_authorized(const lj_config *cfg, http_request *req)
     return 1;
 }
 
+static const char *legacy_name(int retired)
+{
+    return retired ? "retired" : "on";
+}
+
 void admin_get_ratio(gray *g, http_request *req)
 {
     char ratio[16];
-    char body[256];
+    char body[320];
     int n;
 
     gray_format(gray_ratio(g), ratio, sizeof(ratio));
     n = snprintf(body, sizeof(body),
                  "{\"current_ratio\":%s,\"description\":\"share of devices whose uploads to "
-                 "/upload_health_data take the stream path (0..1)\"}",
-                 ratio);
+                 "/upload_health_data take the stream path (0..1)\",\"legacy_path\":\"%s\"}",
+                 ratio, legacy_name(gray_legacy_retired(g)));
     http_respond(req, 200, NULL, body, (size_t)n);
 }
 
@@ -154,9 +163,10 @@ static int parse_ratio_body(const http_request *req, int *out)
     return 0;
 }
 
-static void audit_work(void *arg)
+/* One row of t_stream_ratio_audit from 'c', with 'new_ratio' and 'reason';
+ * a failure is logged (a lost connection is dropped for the next row). */
+static void audit_row(const change *c, int new_ratio, const char *reason)
 {
-    change *c = arg;
     PGconn *pg = pool_pg();
     char old_s[32];
     char new_s[32];
@@ -167,12 +177,12 @@ static void audit_work(void *arg)
         log_error("admin", "audit row not written: postgresql unavailable");
         return;
     }
-    snprintf(new_s, sizeof(new_s), "%.4f", (double)c->new_ratio / GRAY_SCALE);
+    snprintf(new_s, sizeof(new_s), "%.4f", (double)new_ratio / GRAY_SCALE);
     snprintf(old_s, sizeof(old_s), "%.4f", (double)c->old_ratio / GRAY_SCALE);
     params[0] = old_s;
     params[1] = new_s;
     params[2] = c->caller;
-    params[3] = c->rollback ? "emergency_rollback" : "ratio_change";
+    params[3] = reason;
     r = pg_query_params(pg, "INSERT INTO t_stream_ratio_audit (old_ratio, new_ratio, caller,"
                             " reason) VALUES ($1, $2, $3, $4)", 4, params);
     if (PQresultStatus(r) != PGRES_COMMAND_OK) {
@@ -183,10 +193,32 @@ static void audit_work(void *arg)
     PQclear(r);
 }
 
+/* A changed legacy switch is a row of its own (the ratio unchanged, reason
+ * legacy_retired or legacy_restored), before the ratio's row. */
+static void audit_work(void *arg)
+{
+    change *c = arg;
+
+    if (c->legacy_was >= 0 && c->legacy_was != c->legacy_now)
+        audit_row(c, c->old_ratio, c->legacy_now ? "legacy_retired" : "legacy_restored");
+    if (!c->legacy_only)
+        audit_row(c, c->new_ratio, c->rollback ? "emergency_rollback" : "ratio_change");
+}
+
 static void audit_done(void *arg, int late)
 {
     (void)late;     /* no deadline */
     free(arg);
+}
+
+/* Submits the audit rows of 'c' and gives it up. */
+static void audit_later(change *c)
+{
+    c->req = NULL;
+    if (pool_submit(c->loop, audit_work, audit_done, c) != 0) {
+        log_error("admin", "audit row not written: pool unavailable");
+        free(c);
+    }
 }
 
 static void iso_now(char *out, size_t len)
@@ -212,7 +244,8 @@ static void rollback_answer(http_request *req, const char *old_ratio)
     iso_now(when, sizeof(when));
     lj_buf_init(&b);
     if (lj_buf_printf(&b, "{\"success\":true,\"rollback_time\":\"%s\",\"traffic_ratio\":0,"
-                          "\"old_ratio\":%s,\"consumers_stopped\":false,\"current_metrics\":",
+                          "\"old_ratio\":%s,\"legacy_path\":\"on\",\"consumers_stopped\":false,"
+                          "\"current_metrics\":",
                       when, old_ratio) != 0 ||
         stats_render_summary(&b) != 0 ||
         lj_buf_puts(&b, ",\"message\":\"emergency rollback: every routed upload now takes the "
@@ -251,28 +284,54 @@ static void on_changed(int ok, int old_ratio, void *arg)
     }
     /* The audit row is written after the answer: a rollback must not wait
      * for (or fail with) PostgreSQL. */
-    c->req = NULL;
     c->old_ratio = old_ratio;
-    if (pool_submit(c->loop, audit_work, audit_done, c) != 0) {
-        log_error("admin", "audit row not written: pool unavailable");
-        free(c);
-    }
+    audit_later(c);
 }
 
-static void change_ratio(uv_loop_t *loop, gray *g, http_request *req, int ratio, int rollback)
+/* A rollback restores the legacy path first (docs/decisions.md), then sets
+ * ratio 0: with the legacy path retired, ratio 0 alone would change nothing. */
+static void on_rollback_legacy(int ok, int was_retired, void *arg)
+{
+    change *c = arg;
+
+    if (!ok || gray_set(c->g, 0, on_changed, c) != 0) {
+        answer(c->req, 503, "Retry-After: 1\r\n", redis_down);
+        free(c);
+        return;
+    }
+    if (was_retired)
+        log_info("admin", "legacy path restored by %s (emergency rollback)", c->caller);
+    c->legacy_was = was_retired;
+}
+
+static change *change_new(uv_loop_t *loop, gray *g, http_request *req)
 {
     change *c = calloc(1, sizeof(*c));
 
     if (c == NULL) {
         http_respond_error(req, 500, "out of memory");
-        return;
+        return NULL;
     }
     c->req = req;
     c->loop = loop;
+    c->g = g;
+    c->legacy_was = -1;
+    snprintf(c->caller, sizeof(c->caller), "%s", req->remote_addr);
+    return c;
+}
+
+static void change_ratio(uv_loop_t *loop, gray *g, http_request *req, int ratio, int rollback)
+{
+    change *c = change_new(loop, g, req);
+    int rc;
+
+    if (c == NULL)
+        return;
     c->new_ratio = ratio;
     c->rollback = rollback;
-    snprintf(c->caller, sizeof(c->caller), "%s", req->remote_addr);
-    if (gray_set(g, ratio, on_changed, c) != 0) {
+    rc = rollback ? gray_set_legacy(g, 0, on_rollback_legacy, c)
+                  : gray_set(g, ratio, on_changed, c);
+    if (rc != 0) {
         free(c);
         answer(req, 503, "Retry-After: 1\r\n", redis_down);
         return;
@@ -291,6 +350,13 @@ void admin_set_ratio(uv_loop_t *loop, const lj_config *cfg, gray *g, http_reques
                "{\"success\":false,\"message\":\"ratio must be a number from 0 to 1\"}");
         return;
     }
+    if (ratio < GRAY_SCALE && gray_legacy_retired(g)) {
+        answer(req, 409, NULL,
+               "{\"success\":false,\"message\":\"the legacy path is retired, so every "
+               "routed upload takes the stream path: restore it first (POST /api/legacy_path "
+               "with enabled true) or call /api/emergency_rollback\"}");
+        return;
+    }
     change_ratio(loop, g, req, ratio, 0);
 }
 
@@ -299,4 +365,90 @@ void admin_rollback(uv_loop_t *loop, const lj_config *cfg, gray *g, http_request
     if (!admin_authorized(cfg, req))
         return;
     change_ratio(loop, g, req, 0, 1);
+}
+
+static void on_legacy_changed(int ok, int was_retired, void *arg)
+{
+    change *c = arg;
+    char body[320];
+    int n;
+
+    if (!ok) {
+        answer(c->req, 503, "Retry-After: 1\r\n",
+               "{\"success\":false,\"message\":\"redis unavailable: legacy path not changed\"}");
+        free(c);
+        return;
+    }
+    log_info("admin", "legacy path %s -> %s by %s", legacy_name(was_retired),
+             legacy_name(c->legacy_now), c->caller);
+    n = snprintf(body, sizeof(body),
+                 "{\"success\":true,\"legacy_path\":\"%s\",\"old_legacy_path\":\"%s\","
+                 "\"message\":\"%s\"}",
+                 legacy_name(c->legacy_now), legacy_name(was_retired),
+                 c->legacy_now ? "legacy path retired: routed uploads take the stream path; "
+                                 "when it cannot take one, 503 with Retry-After"
+                               : "legacy path on: routed uploads follow the ratio and fall "
+                                 "back to it");
+    http_respond(c->req, 200, NULL, body, (size_t)n);
+    c->legacy_was = was_retired;
+    if (was_retired == c->legacy_now) {
+        free(c);    /* nothing changed: no audit row */
+        return;
+    }
+    audit_later(c);
+}
+
+/* {"enabled": true|false}: 1 or 0, -1 for anything else. */
+static int parse_enabled(const http_request *req)
+{
+    const char *msg;
+    const cJSON *v;
+    cJSON *root = NULL;
+    int enabled = -1;
+
+    if (rec_json_parse(req->body, req->body_len, 4, &root, &msg) != 0)
+        return -1;
+    v = cJSON_GetObjectItemCaseSensitive(root, "enabled");
+    if (cJSON_IsObject(root) && cJSON_IsBool(v))
+        enabled = cJSON_IsTrue(v);
+    rec_json_free(root);
+    return enabled;
+}
+
+void admin_set_legacy(uv_loop_t *loop, const lj_config *cfg, gray *g, http_request *req)
+{
+    char ratio[16];
+    char body[256];
+    change *c;
+    int enabled;
+    int n;
+
+    if (!admin_authorized(cfg, req))
+        return;
+    if ((enabled = parse_enabled(req)) < 0) {
+        answer(req, 400, NULL,
+               "{\"success\":false,\"message\":\"body must be {\\\"enabled\\\":true} or "
+               "{\\\"enabled\\\":false}\"}");
+        return;
+    }
+    if (!enabled && gray_ratio(g) != GRAY_SCALE) {
+        gray_format(gray_ratio(g), ratio, sizeof(ratio));
+        n = snprintf(body, sizeof(body),
+                     "{\"success\":false,\"current_ratio\":%s,\"message\":\"the legacy path "
+                     "can be retired only at ratio 1 (now %s)\"}", ratio, ratio);
+        http_respond(req, 409, NULL, body, (size_t)n);
+        return;
+    }
+    if ((c = change_new(loop, g, req)) == NULL)
+        return;
+    c->legacy_only = 1;
+    c->legacy_now = !enabled;
+    c->old_ratio = c->new_ratio = gray_ratio(g);
+    if (gray_set_legacy(g, !enabled, on_legacy_changed, c) != 0) {
+        free(c);
+        answer(req, 503, "Retry-After: 1\r\n",
+               "{\"success\":false,\"message\":\"redis unavailable: legacy path not changed\"}");
+        return;
+    }
+    http_defer(req);
 }

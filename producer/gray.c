@@ -14,7 +14,9 @@ struct gray {
     rlink *link;
     const lj_config *cfg;
     char key[STREAM_NAME_MAX];
+    char legacy_key[STREAM_NAME_MAX];
     int ratio;
+    int retired;        /* the legacy path is retired (STREAM_LEGACY_RETIRED) */
     int refreshing;     /* a GET is in flight: on_get() still needs 'g' */
     int closing;
     int closed;         /* the timer handle is closed */
@@ -26,6 +28,13 @@ typedef struct set_op {
     gray_set_cb cb;
     void *arg;
 } set_op;
+
+typedef struct legacy_op {
+    gray *g;
+    int retired;
+    gray_legacy_cb cb;
+    void *arg;
+} legacy_op;
 
 void gray_format(int ratio, char *out, size_t len)
 {
@@ -43,18 +52,10 @@ static int parse_ratio(const char *s)
     return (int)lround(v * GRAY_SCALE);
 }
 
-static void on_get(redisReply *r, void *arg)
+static void apply_ratio(gray *g, const redisReply *r)
 {
-    gray *g = arg;
     int v;
 
-    g->refreshing = 0;
-    if (g->closed) {
-        free(g);
-        return;
-    }
-    if (g->closing || r == NULL)
-        return;
     if (r->type == REDIS_REPLY_NIL) {
         g->ratio = g->cfg->initial_ratio_permille * (GRAY_SCALE / 1000);
     } else if (r->type == REDIS_REPLY_STRING && (v = parse_ratio(r->str)) >= 0) {
@@ -66,15 +67,50 @@ static void on_get(redisReply *r, void *arg)
     }
 }
 
+/* 1 when a stored legacy switch says retired: anything but that value
+ * (absent, "on", garbage) leaves the legacy path serving. */
+static int is_retired(const redisReply *r)
+{
+    return r->type == REDIS_REPLY_STRING && strcmp(r->str, STREAM_LEGACY_RETIRED) == 0;
+}
+
+static void apply_legacy(gray *g, const redisReply *r)
+{
+    int retired = is_retired(r);
+
+    if (retired != g->retired)
+        log_info("gray", "legacy path now %s", retired ? "retired" : "on");
+    g->retired = retired;
+}
+
+static void on_get(redisReply *r, void *arg)
+{
+    gray *g = arg;
+
+    g->refreshing = 0;
+    if (g->closed) {
+        free(g);
+        return;
+    }
+    if (g->closing || r == NULL)
+        return;
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
+        log_warn("gray", "ignoring unexpected reply to MGET %s %s", g->key, g->legacy_key);
+        return;
+    }
+    apply_ratio(g, r->element[0]);
+    apply_legacy(g, r->element[1]);
+}
+
 static void refresh(uv_timer_t *t)
 {
     gray *g = t->data;
-    const char *argv[] = {"GET", g->key};
-    size_t lens[] = {3, strlen(g->key)};
+    const char *argv[] = {"MGET", g->key, g->legacy_key};
+    size_t lens[] = {4, strlen(g->key), strlen(g->legacy_key)};
 
     if (g->refreshing)
         return;
-    if (rlink_command(g->link, 2, argv, lens, on_get, g) == 0)
+    if (rlink_command(g->link, 3, argv, lens, on_get, g) == 0)
         g->refreshing = 1;
 }
 
@@ -87,7 +123,8 @@ gray *gray_new(uv_loop_t *loop, rlink *link, const lj_config *cfg)
     g->link = link;
     g->cfg = cfg;
     g->ratio = cfg->initial_ratio_permille * (GRAY_SCALE / 1000);
-    snprintf(g->key, sizeof(g->key), "%sstream_traffic_ratio", cfg->stream_prefix);
+    stream_ratio_key(g->key, sizeof(g->key), cfg->stream_prefix);
+    stream_legacy_key(g->legacy_key, sizeof(g->legacy_key), cfg->stream_prefix);
     uv_timer_init(loop, &g->timer);
     g->timer.data = g;
     uv_timer_start(&g->timer, refresh, 0, (uint64_t)cfg->ratio_refresh_ms);
@@ -114,8 +151,15 @@ int gray_ratio(const gray *g)
     return g->ratio;
 }
 
+int gray_legacy_retired(const gray *g)
+{
+    return g->retired;
+}
+
 int gray_takes_stream(const gray *g, const char *device_sn)
 {
+    if (g->retired)
+        return 1;
     return (int)(stream_hash(device_sn, strlen(device_sn)) % GRAY_SCALE) < g->ratio;
 }
 
@@ -154,6 +198,43 @@ int gray_set(gray *g, int ratio, gray_set_cb cb, void *arg)
     op->cb = cb;
     op->arg = arg;
     if (rlink_command(g->link, 4, argv, lens, on_set, op) != 0) {
+        free(op);
+        return LJ_EUNAVAIL;
+    }
+    return 0;
+}
+
+static void on_set_legacy(redisReply *r, void *arg)
+{
+    legacy_op *op = arg;
+
+    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+        op->cb(0, 0, op->arg);
+        free(op);
+        return;
+    }
+    op->g->retired = op->retired;
+    op->cb(1, is_retired(r), op->arg);
+    free(op);
+}
+
+int gray_set_legacy(gray *g, int retired, gray_legacy_cb cb, void *arg)
+{
+    const char *value = retired ? STREAM_LEGACY_RETIRED : STREAM_LEGACY_ON;
+    const char *argv[] = {"SET", g->legacy_key, value, "GET"};
+    size_t lens[4];
+    legacy_op *op = malloc(sizeof(*op));
+    int i;
+
+    if (op == NULL)
+        return LJ_ENOMEM;
+    for (i = 0; i < 4; i++)
+        lens[i] = strlen(argv[i]);
+    op->g = g;
+    op->retired = retired;
+    op->cb = cb;
+    op->arg = arg;
+    if (rlink_command(g->link, 4, argv, lens, on_set_legacy, op) != 0) {
         free(op);
         return LJ_EUNAVAIL;
     }

@@ -11,7 +11,14 @@
  *     fnv1a(device_sn) mod 10000 < r * 10000
  *
  * so a watch never flips between paths while r is unchanged, and raising r
- * only moves devices from legacy to stream. Loop thread only.
+ * only moves devices from legacy to stream.
+ *
+ * The legacy switch (<prefix>stream_legacy_path, common/streams.h) is read
+ * with the ratio in the same MGET. While it says retired, every routed
+ * upload takes the stream path whatever the ratio, and the legacy path is
+ * no fallback (producer/ingest.c answers 503 instead). Until the first
+ * read, and while Redis holds no value, the legacy path serves; while Redis
+ * is unreachable both cached values stay as last read. Loop thread only.
  */
 #ifndef LJ_PRODUCER_GRAY_H
 #define LJ_PRODUCER_GRAY_H
@@ -33,7 +40,11 @@ void gray_close(gray *g);
 /* The cached ratio, in 1/GRAY_SCALE. */
 int gray_ratio(const gray *g);
 
-/* Nonzero when 'device_sn' takes the stream path at the cached ratio. */
+/* Nonzero when the legacy path is retired (cached like the ratio). */
+int gray_legacy_retired(const gray *g);
+
+/* Nonzero when 'device_sn' takes the stream path at the cached ratio
+ * (always, while the legacy path is retired). */
 int gray_takes_stream(const gray *g, const char *device_sn);
 
 /* Called with the ratio that was in force before a change (in 1/GRAY_SCALE),
@@ -43,6 +54,15 @@ typedef void (*gray_set_cb)(int ok, int old_ratio, void *arg);
 /* Stores 'ratio' (1/GRAY_SCALE) in Redis for every instance and in this
  * loop's cache. 0 when sent ('cb' will run), LJ_EUNAVAIL when Redis is down. */
 int gray_set(gray *g, int ratio, gray_set_cb cb, void *arg);
+
+/* Called with the legacy switch as it was before a change (1 retired, 0
+ * on), or with 'ok' 0 when Redis did not take the change. */
+typedef void (*gray_legacy_cb)(int ok, int was_retired, void *arg);
+
+/* Stores the legacy switch ('retired' 1 or 0) in Redis for every instance
+ * and in this loop's cache. 0 when sent ('cb' will run), LJ_EUNAVAIL when
+ * Redis is down, LJ_ENOMEM. */
+int gray_set_legacy(gray *g, int retired, gray_legacy_cb cb, void *arg);
 
 /* "0.3" for 3000: the ratio as operators write it. 'out' >= 16 bytes. */
 void gray_format(int ratio, char *out, size_t len);

@@ -346,6 +346,12 @@ static void go_legacy(upload *u)
     uint64_t retry_ms;
 
     u->path_start_ns = uv_hrtime();
+    if (gray_legacy_retired(u->in->gray)) {
+        ingest_unavailable(u->req, "stream unavailable and the legacy path is retired, "
+                                   "retry later");
+        upload_free(u);
+        return;
+    }
     if (u->in->closing) {
         ingest_unavailable(u->req, "shutting down, retry later");
         upload_free(u);

@@ -34,6 +34,11 @@ static void rollback(routes *rt, http_request *req)
     admin_rollback(rt->loop, rt->cfg, rt->gray, req);
 }
 
+static void set_legacy(routes *rt, http_request *req)
+{
+    admin_set_legacy(rt->loop, rt->cfg, rt->gray, req);
+}
+
 static void api_health(routes *rt, http_request *req)
 {
     ops_health(rt->loop, rt->cfg, rt->link, rt->gray, req);
@@ -67,6 +72,7 @@ static const route table[] = {
     {"/api/stream_traffic_ratio", HTTP_GET, STATS_R_RATIO, get_ratio},
     {"/api/stream_traffic_ratio", HTTP_POST, STATS_R_RATIO, set_ratio},
     {"/api/emergency_rollback", HTTP_POST, STATS_R_ROLLBACK, rollback},
+    {"/api/legacy_path", HTTP_POST, STATS_R_LEGACY, set_legacy},
     {"/api/health", HTTP_GET, STATS_R_API_HEALTH, api_health},
     {"/api/stream_health", HTTP_GET, STATS_R_STREAM_HEALTH, stream_health},
     {"/api/stream_stats", HTTP_GET, STATS_R_STREAM_STATS, stream_stats},

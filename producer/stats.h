@@ -20,6 +20,7 @@
     XX(EVENT_V2, "/upload_common_event_v2")             \
     XX(RATIO, "/api/stream_traffic_ratio")              \
     XX(ROLLBACK, "/api/emergency_rollback")             \
+    XX(LEGACY, "/api/legacy_path")                      \
     XX(API_HEALTH, "/api/health")                       \
     XX(STREAM_HEALTH, "/api/stream_health")             \
     XX(STREAM_STATS, "/api/stream_stats")               \

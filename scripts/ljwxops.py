@@ -1,6 +1,7 @@
 """Shared plumbing of the operator tools in scripts/ (rollout, rollback,
 consistency, scale, dlq): settings from the same LJ_* environment variables
-as the binaries, connections, and one-line progress output.
+as the binaries, connections, one-line progress output, and the checks that
+more than one tool runs (stream health, the consistency check).
 
     LJ_PRODUCER_URLS   producer base URLs, comma-separated (http://127.0.0.1:8080)
     LJ_ADMIN_TOKEN     bearer token for admin calls, when the producers have one
@@ -8,6 +9,8 @@ as the binaries, connections, and one-line progress output.
 
 The defaults are those of the local stack (`make run`, scripts/env.sh).
 """
+import collections
+import json
 import os
 import sys
 import time
@@ -46,24 +49,161 @@ def admin_headers():
     return {"Authorization": f"Bearer {token}"} if token else {}
 
 
-def redis_client():
+class Unavailable(Exception):
+    """A server that a check needs could not be reached; str() says which."""
+
+
+def connect_redis():
     import redis
     r = redis.Redis(host=env("LJ_REDIS_HOST", "127.0.0.1"), port=int(env("LJ_REDIS_PORT", "6390")),
-                    password=env("LJ_REDIS_PASSWORD", "") or None, decode_responses=True)
+                    password=env("LJ_REDIS_PASSWORD", "") or None, decode_responses=True,
+                    socket_timeout=10, socket_connect_timeout=5)
     try:
         r.ping()
     except redis.exceptions.RedisError as e:
-        fail("redis", f"cannot connect (LJ_REDIS_HOST/LJ_REDIS_PORT): {e}", 2)
+        raise Unavailable(f"redis: cannot connect (LJ_REDIS_HOST/LJ_REDIS_PORT): {e}") from None
     return r
 
 
-def pg_connect():
+def connect_pg():
     import psycopg
     dsn = env("LJ_PG_DSN", "host=127.0.0.1 port=5440 dbname=ljwx user=ljwx")
     try:
-        return psycopg.connect(dsn, autocommit=True)
+        return psycopg.connect(dsn, autocommit=True, connect_timeout=5)
     except psycopg.OperationalError as e:
-        fail("postgresql", f"cannot connect (LJ_PG_DSN): {str(e).splitlines()[0]}", 2)
+        raise Unavailable(f"postgresql: cannot connect (LJ_PG_DSN): "
+                          f"{str(e).splitlines()[0]}") from None
+
+
+def redis_client():
+    try:
+        return connect_redis()
+    except Unavailable as e:
+        tool, msg = str(e).split(": ", 1)
+        fail(tool, msg, 2)
+
+
+def pg_connect():
+    try:
+        return connect_pg()
+    except Unavailable as e:
+        tool, msg = str(e).split(": ", 1)
+        fail(tool, msg, 2)
+
+
+# -- stream health (the old cutover script's check) ----------------------------
+
+def stream_health(url):
+    """(healthy, detail) of one producer's GET /api/stream_health. Its
+    "healthy" key decides when the answer has one (the old cutover script
+    aborts unless it is true); an answer without it is judged by today's
+    keys: HTTP 200, "status":"healthy" and "redis_connected":true."""
+    resp = requests.get(url + "/api/stream_health", timeout=5)
+    try:
+        body = resp.json()
+    except ValueError:
+        return False, f"HTTP {resp.status_code}, not JSON"
+    if not isinstance(body, dict):
+        return False, f"HTTP {resp.status_code}, not a JSON object"
+    if "healthy" in body:
+        return body["healthy"] is True, f"healthy={json.dumps(body['healthy'])}"
+    ok = (resp.status_code == 200 and body.get("status") == "healthy"
+          and body.get("redis_connected") is True)
+    return ok, (f"HTTP {resp.status_code} status={body.get('status')} "
+                f"redis_connected={json.dumps(body.get('redis_connected'))}")
+
+
+# -- the consistency check (scripts/consistency, scripts/rollout) --------------
+
+def by_path(pg, since, until):
+    """[(upload_method, rows)] stored in the window."""
+    return pg.execute("SELECT upload_method, count(*) FROM t_user_health_data"
+                      " WHERE create_time >= %s AND create_time < %s GROUP BY 1 ORDER BY 1",
+                      (since, until)).fetchall()
+
+
+def duplicates(pg, since, until):
+    """[(device_sn, second, rows)]: one device's second stored by both paths."""
+    return pg.execute("SELECT device_sn, date_trunc('second', ts) AS second, count(*)"
+                      " FROM t_user_health_data WHERE create_time >= %s AND create_time < %s"
+                      " GROUP BY 1, 2 HAVING count(DISTINCT upload_method) > 1"
+                      " ORDER BY 1, 2 LIMIT 100", (since, until)).fetchall()
+
+
+def _entry_id(s):
+    ms, _, seq = s.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def _last_delivered(r, s, g):
+    """The group's last-delivered-id as (ms, seq); None without the group."""
+    try:
+        for info in r.xinfo_groups(s):
+            if info["name"] == g:
+                return _entry_id(info["last-delivered-id"])
+    except Exception:   # no stream yet
+        pass
+    return None
+
+
+def reconcile(pg, r, since, until):
+    """(acknowledged entries checked, [(entry, readings missing)], pending IDs,
+    undelivered entries) for the health stream's entries added in the window.
+    An entry the group has not read yet (after its last-delivered-id) is lag,
+    neither acknowledged nor missing. The group is read before its pending
+    list, so an entry read in between counts as undelivered, never as
+    acknowledged."""
+    s, g = stream(), group()
+    start, end = int(since.timestamp() * 1000), int(until.timestamp() * 1000)
+    delivered = _last_delivered(r, s, g)
+    pending = set()
+    try:
+        for p in r.xpending_range(s, g, "-", "+", 100_000):
+            pending.add(p["message_id"])
+    except Exception:   # no stream or no group yet: nothing pending
+        pass
+    checked, missing, undelivered = 0, [], 0
+    for entry_id, fields in r.xrange(s, f"{start}-0", f"{end}-0"):
+        if delivered is None or _entry_id(entry_id) > delivered:
+            undelivered += 1
+            continue
+        if entry_id in pending or "payload" not in fields:
+            continue
+        try:
+            records = json.loads(fields["payload"])
+        except ValueError:
+            continue    # unreadable: that is the dead-letter tool's business
+        checked += 1
+        keys = [(rec["device_sn"], rec["ts"]) for rec in records]
+        found = pg.execute("SELECT count(*) FROM t_user_health_data t"
+                           " JOIN unnest(%s::text[], %s::bigint[]) AS k(sn, ms)"
+                           " ON t.device_sn = k.sn AND t.ts = to_timestamp(k.ms / 1000.0)",
+                           ([k[0] for k in keys], [k[1] for k in keys])).fetchone()[0]
+        if found < len(keys):
+            missing.append((entry_id, len(keys) - found))
+    return checked, missing, sorted(pending), undelivered
+
+
+Consistency = collections.namedtuple(
+    "Consistency", "rows duplicates checked missing pending undelivered")
+
+
+def consistency(since, until):
+    """The whole check over [since, until): raises Unavailable when Redis or
+    PostgreSQL cannot be reached. Consistent when neither 'duplicates' nor
+    'missing' has an item."""
+    with connect_pg() as pg:
+        rows = by_path(pg, since, until)
+        dups = duplicates(pg, since, until)
+        checked, missing, pending, undelivered = reconcile(pg, connect_redis(), since, until)
+    return Consistency(rows, dups, checked, missing, pending, undelivered)
+
+
+def consistency_line(c):
+    """The check's figures on one line."""
+    return (f"duplicates={len(c.duplicates)} stream entries checked={c.checked} "
+            f"missing_readings={len(c.missing)} pending={len(c.pending)} "
+            f"undelivered={c.undelivered}")
 
 
 def confirm_zero(urls, timeout, tool):

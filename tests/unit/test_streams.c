@@ -88,6 +88,23 @@ static void test_side_keys_share_the_stream_name(void **state)
     assert_string_equal(key, "alert_stream");
 }
 
+/* The gray-release keys carry the prefix and sit side by side, so one MGET
+ * reads both (producer/gray.c). */
+static void test_control_keys_carry_the_prefix(void **state)
+{
+    char key[STREAM_KEY_MAX];
+
+    (void)state;
+    stream_ratio_key(key, sizeof(key), "staging:");
+    assert_string_equal(key, "staging:stream_traffic_ratio");
+    stream_ratio_key(key, sizeof(key), NULL);
+    assert_string_equal(key, "stream_traffic_ratio");
+    stream_legacy_key(key, sizeof(key), "staging:");
+    assert_string_equal(key, "staging:stream_legacy_path");
+    stream_legacy_key(key, sizeof(key), "");
+    assert_string_equal(key, "stream_legacy_path");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -96,6 +113,7 @@ int main(void)
         cmocka_unit_test(test_hash_spreads_serials),
         cmocka_unit_test(test_ids_compare_numerically),
         cmocka_unit_test(test_side_keys_share_the_stream_name),
+        cmocka_unit_test(test_control_keys_carry_the_prefix),
     };
 
     return cmocka_run_group_tests_name("streams", tests, NULL, NULL);
