@@ -181,8 +181,12 @@ def test_lag_grown_over_a_step_rolls_back_at_its_end(stack):
     still caught by the check at the step's end (--max-lag)."""
     started = time.time()
     stack.producer(LJ_RATIO_REFRESH_MS=50)
-    stack.s.redis().xgroup_create(stack.stream(), stack.prefix + "health_processors", id="$",
-                                  mkstream=True)      # a group that nobody reads
+    r = stack.s.redis()
+    for kind, group in (("health_data_stream", "health_processors"),
+                        ("device_info_stream", "device_processors"),
+                        ("common_event_stream", "event_processors")):
+        # groups that nobody reads (stream health needs all three)
+        r.xgroup_create(stack.stream(kind), stack.prefix + group, id="$", mkstream=True)
     with Load(stack, "/upload_health_data_v2", f"RG-{uuid.uuid4().hex[:6]}"):
         out = rollout(stack, "--steps", "0.5,1.0", "--window", "2", "--interval", "0.5",
                       "--max-lag-growth", "1000", "--max-lag", "5", started=started)
@@ -270,6 +274,7 @@ def test_legacy_path_endpoint_refuses_bad_bodies_and_unauthorised_callers(stack)
 
 def test_legacy_path_endpoint_needs_the_token_when_one_is_set(stack):
     stack.producer(LJ_ADMIN_TOKEN="s3cret-legacy", LJ_RATIO_REFRESH_MS=50)
+    stack.consumer()        # its groups make the stream system healthy for the precheck
     auth = {"Authorization": "Bearer s3cret-legacy"}
     assert set_ratio(stack, 1, auth).status_code == 200
     assert legacy(stack, False).status_code == 401
