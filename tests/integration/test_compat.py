@@ -40,15 +40,15 @@ def partition_of(servers, sn):
 @pytest.fixture(scope="module")
 def report_dsn(servers):
     """The read-only reporting role, set up as docs/schema.md says."""
-    with psycopg.connect(f"host=127.0.0.1 port={servers.pg_port} dbname=postgres user=postgres",
+    with psycopg.connect(f"host=127.0.0.1 port={servers.pg_port} dbname=ljwx user=postgres",
                          autocommit=True) as c:
         if not c.execute("SELECT 1 FROM pg_roles WHERE rolname = %s",
                          (REPORT_ROLE,)).fetchall():
             c.execute(f"CREATE ROLE {REPORT_ROLE} LOGIN")
-    servers.sql(f"GRANT CONNECT ON DATABASE ljwx TO {REPORT_ROLE}")
-    servers.sql(f"GRANT USAGE ON SCHEMA legacy TO {REPORT_ROLE}")
-    servers.sql(f"GRANT SELECT ON ALL TABLES IN SCHEMA legacy TO {REPORT_ROLE}")
-    servers.sql(f"ALTER ROLE {REPORT_ROLE} IN DATABASE ljwx SET search_path = legacy, public")
+        c.execute(f"GRANT CONNECT ON DATABASE ljwx TO {REPORT_ROLE}")
+        c.execute(f"GRANT USAGE ON SCHEMA legacy TO {REPORT_ROLE}")
+        c.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA legacy TO {REPORT_ROLE}")
+        c.execute(f"ALTER ROLE {REPORT_ROLE} SET search_path = legacy, public")
     return f"host=127.0.0.1 port={servers.pg_port} dbname=ljwx user={REPORT_ROLE}"
 
 
