@@ -139,12 +139,14 @@ int part_ensure(PGconn *pg, const part_months *want)
     } else {
         state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
         /* Class 42 (no such function, no EXECUTE): it will not get better
-         * on this connection; anything else (a lock timeout) may. */
+         * on this connection, so no month is asked for again on it;
+         * anything else (a lock timeout) may. */
         if (state && strncmp(state, "42", 2) == 0) {
             log_error("partition", "ensure_health_months() failed sqlstate=%s (migration 003 "
                       "applied? EXECUTE granted?); readings of new months go to the default "
-                      "partition: %s", state, PQerrorMessage(pg));
-            remember(known, &missing);
+                      "partition on this connection: %s", state, PQerrorMessage(pg));
+            if (known)
+                memset(known, 0xff, sizeof(*known));
         } else {
             log_warn("partition", "ensure_health_months(%s) failed sqlstate=%s, their rows go "
                      "to the default partition for now: %s", arr.data, state ? state : "-",

@@ -292,3 +292,70 @@ def test_import_refuses_a_header_without_device_or_time(servers):
     assert r.returncode == 2 and "header" in r.stderr, r.stdout + r.stderr
     r = run_import(servers, "--file", "/nonexistent/x.csv")
     assert r.returncode == 2 and "/nonexistent/x.csv" in r.stderr, r.stdout + r.stderr
+
+
+def test_a_month_that_cannot_be_created_yet_goes_to_the_default_then_moves(servers):
+    """A long reader of the default partition holds off the creation
+    (lock_timeout): the readings are still stored (default partition), and
+    the next batch of that month creates it and moves them."""
+    sn = serial("lock")
+    blocker = psycopg.connect(servers.dsn)
+    try:
+        blocker.execute("SELECT count(*) FROM t_user_health_data_default")   # ACCESS SHARE
+        r = run_import(servers, stdin="device_sn,timestamp,heart_rate\n%s,2014-02-03 04:05:06,70\n"
+                                      % sn)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert summary(r.stdout) == (1, 1, 0, 0)
+        assert "ensure_health_months" in r.stderr and "default partition" in r.stderr, r.stderr
+        assert partition_of(servers, sn) == [("t_user_health_data_default",)]
+    finally:
+        blocker.rollback()
+        blocker.close()
+    r = run_import(servers, stdin="device_sn,timestamp,heart_rate\n%s,2014-02-03 04:05:07,71\n"
+                                  % sn)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert partition_of(servers, sn) == [("t_user_health_data_201402",)]
+
+
+def test_ingest_role_of_the_docs_creates_months_and_without_execute_still_stores(servers):
+    """The grants of docs/schema.md let an ingest role create a month
+    (SECURITY DEFINER); without EXECUTE the readings go to the default
+    partition, with one error per connection, and nothing is refused."""
+    role = "ljwx_ingest_t"
+    with psycopg.connect(f"host=127.0.0.1 port={servers.pg_port} dbname=ljwx user=postgres",
+                         autocommit=True) as c:
+        if not c.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchall():
+            c.execute(f"CREATE ROLE {role} LOGIN")
+        with open(os.path.join(TOP, "docs", "schema.md")) as f:
+            doc = f.read()
+        block = re.search(r"## Grants for an ingest role.*?```sql\n(.*?)```", doc, re.S).group(1)
+        for stmt in re.sub(r"--[^\n]*", "", block).split(";"):
+            stmt = stmt.strip()
+            if stmt and not stmt.startswith("CREATE ROLE"):
+                c.execute(stmt.replace("ljwx_ingest", role))
+    dsn = f"host=127.0.0.1 port={servers.pg_port} dbname=ljwx user={role}"
+    sn = serial("role")
+    r = run_import_as(dsn, "device_sn,timestamp,heart_rate\n%s,2015-06-01 00:00:00,70\n" % sn)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert partition_of(servers, sn) == [("t_user_health_data_201506",)]
+    servers.sql(f"REVOKE EXECUTE ON FUNCTION ensure_health_months(date[]) FROM {role}")
+    try:
+        r = run_import_as(dsn, "device_sn,timestamp,heart_rate\n"
+                               "%s,2015-07-01 00:00:00,70\n%s,2015-08-01 00:00:00,70\n" % (sn, sn),
+                          "--import-batch", "1")
+    finally:
+        servers.sql(f"GRANT EXECUTE ON FUNCTION ensure_health_months(date[]) TO {role}")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert summary(r.stdout) == (2, 2, 0, 0)
+    assert r.stderr.count("EXECUTE granted?") == 1, r.stderr
+    assert servers.sql("SELECT tableoid::regclass::text FROM t_user_health_data"
+                       " WHERE device_sn = %s ORDER BY ts", (sn,)) == \
+        [("t_user_health_data_201506",), ("t_user_health_data_default",),
+         ("t_user_health_data_default",)]
+
+
+def run_import_as(dsn, csv, *args):
+    env = dict(os.environ, LJ_PG_DSN=dsn, LJ_LOG_LEVEL="warn",
+               LJ_BIN_DIR=os.environ.get("LJ_BIN_DIR", os.path.join(TOP, "build", "asan")))
+    return subprocess.run([IMPORT] + list(args), input=csv, env=env, capture_output=True,
+                          text=True, timeout=120)
