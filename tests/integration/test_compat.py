@@ -230,6 +230,26 @@ def test_two_workers_back_filling_one_new_month_both_succeed(servers, tmp_path):
     assert sum(g[1] for g in got) == 4800
 
 
+def test_two_consumer_workers_back_filling_new_months_both_succeed(stack):
+    """Entries of months without partitions, waiting in the stream, are read
+    by two workers at once: every reading lands in its month, none in the
+    default partition, none dead-lettered."""
+    stack.producer()
+    sn = serial("w2")
+    base = int(utc(2016, 1, 1).timestamp())
+    for i in range(40):     # 40 entries x 50 readings over 2016-01 .. 2016-04
+        body = [{"deviceSn": f"{sn}-{i % 4}", "heartRate": 70,
+                 "timestamp": base + (i * 50 + j) * 4000} for j in range(50)]
+        assert stack.post("/upload_health_data_v2", body).status_code == 200
+    stack.consumer("--workers", "2", "--batch-size", "5", "--batch-adaptive", "0")
+    wait_for(lambda: stack.s.sql("SELECT count(*) FROM t_user_health_data WHERE device_sn LIKE %s",
+                                 (sn + "-%",)) == [(2000,)], timeout=60, what="2000 rows")
+    got = stack.s.sql("SELECT tableoid::regclass::text, count(*) FROM t_user_health_data"
+                      " WHERE device_sn LIKE %s GROUP BY 1 ORDER BY 1", (sn + "-%",))
+    assert [g[0] for g in got] == ["t_user_health_data_2016%02d" % m for m in (1, 2, 3, 4)], got
+    assert stack.s.redis().xlen(stack.stream() + ":dead") == 0
+
+
 # -- 3. scripts/import ---------------------------------------------------------------
 
 OLD_HEADER = ("id,device_sn,timestamp,heart_rate,blood_oxygen,body_temperature,"
