@@ -1,5 +1,6 @@
 -- 003_compat.sql -- downstream readers and historical data (issue 16 part 4).
--- Applied once, in one transaction, by scripts/migrate.sh (no BEGIN/COMMIT).
+-- Applied once, in one transaction, by scripts/migrate.sh (no BEGIN/COMMIT);
+-- also safe to run again by hand (IF NOT EXISTS / OR REPLACE throughout).
 -- Creates no roles: the reporting role and its grants are in docs/schema.md.
 --
 -- 1. Schema "legacy": views with the old service's table and column names
@@ -14,7 +15,7 @@
 
 -- 3. Rows back-filled by scripts/import -------------------------------------------
 
-ALTER TABLE t_user_health_data DROP CONSTRAINT t_user_health_data_upload_method_check;
+ALTER TABLE t_user_health_data DROP CONSTRAINT IF EXISTS t_user_health_data_upload_method_check;
 ALTER TABLE t_user_health_data ADD CONSTRAINT t_user_health_data_upload_method_check
     CHECK (upload_method IN ('stream_v2', 'optimized', 'import'));
 COMMENT ON COLUMN t_user_health_data.upload_method IS
@@ -31,7 +32,7 @@ COMMENT ON COLUMN t_user_health_data.upload_method IS
 -- finds it made) and the table locks taken. Callers must not hold locks on
 -- t_user_health_data (call it in a transaction of its own) so that waiting
 -- for writers cannot deadlock.
-CREATE FUNCTION ensure_health_months(months date[])
+CREATE OR REPLACE FUNCTION ensure_health_months(months date[])
 RETURNS integer
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -134,7 +135,7 @@ COMMENT ON FUNCTION ensure_health_months(date[]) IS
 
 -- 1. The old service's names ----------------------------------------------------------
 
-CREATE SCHEMA legacy;
+CREATE SCHEMA IF NOT EXISTS legacy;
 COMMENT ON SCHEMA legacy IS
     'Views with the old service''s table and column names and values, for its unmodified reports (search_path = legacy, public). Read-only.';
 
@@ -142,7 +143,7 @@ COMMENT ON SCHEMA legacy IS
 -- IMMUTABLE and a plain CASE, so an expression index serves
 -- legacy.t_alert_info's alert_type; change it only with a REINDEX of
 -- t_alert_info_legacy_type_time_idx (in the same migration).
-CREATE FUNCTION legacy.alert_type_of(t text)
+CREATE OR REPLACE FUNCTION legacy.alert_type_of(t text)
 RETURNS text
 LANGUAGE sql
 IMMUTABLE PARALLEL SAFE STRICT
@@ -162,8 +163,10 @@ COMMENT ON FUNCTION legacy.alert_type_of(text) IS
 
 -- Plain column renames of one table: PostgreSQL inlines the view, so a
 -- predicate on "timestamp" is a predicate on ts (partition pruning and every
--- index of the table apply).
-CREATE VIEW legacy.t_user_health_data AS
+-- index of the table apply). The tables are named unqualified: they resolve
+-- in the schema the migrations run in, as in 001 ("legacy" is not on the
+-- migration's search_path).
+CREATE OR REPLACE VIEW legacy.t_user_health_data AS
 SELECT h.id, h.device_sn, h.ts AS "timestamp", h.user_id, h.customer_id, h.org_id,
        h.heart_rate, h.blood_oxygen, h.temperature AS body_temperature, h.temperature,
        h.pressure_high, h.pressure_low, h.stress, h.step, h.distance, h.calorie,
@@ -173,7 +176,7 @@ SELECT h.id, h.device_sn, h.ts AS "timestamp", h.user_id, h.customer_id, h.org_i
 COMMENT ON VIEW legacy.t_user_health_data IS
     'public.t_user_health_data with the old names: "timestamp" = ts, body_temperature = temperature, sleep_data = sleep.';
 
-CREATE VIEW legacy.t_alert_info AS
+CREATE OR REPLACE VIEW legacy.t_alert_info AS
 SELECT a.id, a.rule_id, a.user_id, a.customer_id, a.org_id, a.device_sn,
        legacy.alert_type_of(a.alert_type) AS alert_type, a.alert_value,
        a.level, a.level AS alert_level, a.status, a.alert_time AS occur_at,
@@ -183,5 +186,5 @@ COMMENT ON VIEW legacy.t_alert_info IS
     'public.t_alert_info with the old names and values: alert_type = legacy.alert_type_of(alert_type) (ours in source_type), occur_at = alert_time, alert_level = level.';
 
 -- The old reports count alerts by type and time.
-CREATE INDEX t_alert_info_legacy_type_time_idx
+CREATE INDEX IF NOT EXISTS t_alert_info_legacy_type_time_idx
     ON t_alert_info (legacy.alert_type_of(alert_type), alert_time);

@@ -379,3 +379,12 @@ def run_import_as(dsn, csv, *args):
                LJ_BIN_DIR=os.environ.get("LJ_BIN_DIR", os.path.join(TOP, "build", "asan")))
     return subprocess.run([IMPORT] + list(args), input=csv, env=env, capture_output=True,
                           text=True, timeout=120)
+
+
+def test_migration_003_runs_again_by_hand(servers):
+    r = subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction",
+                        "-d", servers.dsn, "-f", os.path.join(TOP, "migrations", "003_compat.sql")],
+                       capture_output=True, text=True, timeout=60,
+                       env=dict(os.environ, PGOPTIONS="-c client_min_messages=warning"))
+    assert r.returncode == 0, r.stderr
+    assert servers.sql("SELECT legacy.alert_type_of('SOS')") == [("sos_alert",)]
