@@ -138,10 +138,11 @@ int part_ensure(PGconn *pg, const part_months *want)
         rc = LJ_EUNAVAIL;
     } else {
         state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
-        /* Class 42 (no such function, no EXECUTE): it will not get better
-         * on this connection, so no month is asked for again on it;
-         * anything else (a lock timeout) may. */
-        if (state && strncmp(state, "42", 2) == 0) {
+        /* No such function (42883: migration 003 not applied) or no
+         * EXECUTE (42501): it will not get better on this connection, so
+         * no month is asked for again on it; anything else (a lock
+         * timeout) may. */
+        if (state && (strcmp(state, "42883") == 0 || strcmp(state, "42501") == 0)) {
             log_error("partition", "ensure_health_months() failed sqlstate=%s (migration 003 "
                       "applied? EXECUTE granted?); readings of new months go to the default "
                       "partition on this connection: %s", state, PQerrorMessage(pg));

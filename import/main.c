@@ -325,7 +325,7 @@ static int run(importer *im)
         if (rc == LJ_EPARSE)
             reject(im, im->csv->rec_line, err);
         else if ((rc = take_line(im)) != 0)
-            return 3;
+            goto db_failed;     /* out of memory: nothing of this batch stored */
         if (im->p.n >= (size_t)im->cfg->import_batch && (rc = flush(im)) != 0)
             goto db_failed;
     }

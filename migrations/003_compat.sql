@@ -29,7 +29,8 @@ COMMENT ON COLUMN t_user_health_data.upload_method IS
 -- caller's transaction. The check for missing months takes no lock; only
 -- when one is missing are the advisory lock 7262022 (one creator at a time:
 -- two workers back-filling the same month wait for each other, the second
--- finds it made) and the table locks taken. Callers must not hold locks on
+-- finds it made) and the table locks taken (the second worker then holds
+-- them for a moment and creates nothing). Callers must not hold locks on
 -- t_user_health_data (call it in a transaction of its own) so that waiting
 -- for writers cannot deadlock.
 CREATE OR REPLACE FUNCTION ensure_health_months(months date[])
@@ -45,7 +46,6 @@ DECLARE
     hi      text;
     cols    text;
     moved   bigint;
-    locked  boolean := false;
     created integer := 0;
 BEGIN
     IF months IS NULL OR cardinality(months) > 1200 THEN
@@ -63,7 +63,17 @@ BEGIN
         RETURN 0;   -- the usual case: nothing locked, nothing written
     END IF;
 
+    -- One creator at a time. The table locks come next, before the months
+    -- are checked again: taking a relation lock makes this session read the
+    -- catalog changes committed meanwhile (an advisory lock does not), so a
+    -- month another worker just created is seen and skipped, not created
+    -- twice (42P07).
     PERFORM pg_advisory_xact_lock(7262022);
+    LOCK TABLE ONLY t_user_health_data IN EXCLUSIVE MODE;
+    LOCK TABLE t_user_health_data_default IN ACCESS EXCLUSIVE MODE;
+    SELECT string_agg(quote_ident(attname), ', ' ORDER BY attnum) INTO cols
+      FROM pg_attribute
+     WHERE attrelid = 't_user_health_data'::regclass AND attnum > 0 AND NOT attisdropped;
 
     FOR m IN SELECT DISTINCT date_trunc('month', u)::date FROM unnest(months) u ORDER BY 1 LOOP
         part := 't_user_health_data_' || to_char(m, 'YYYYMM');
@@ -72,18 +82,16 @@ BEGIN
         lo := to_char(m, 'YYYY-MM-DD') || ' 00:00:00+00';
         hi := to_char((m + interval '1 month')::date, 'YYYY-MM-DD') || ' 00:00:00+00';
 
-        IF NOT locked THEN
-            LOCK TABLE ONLY t_user_health_data IN EXCLUSIVE MODE;
-            LOCK TABLE t_user_health_data_default IN ACCESS EXCLUSIVE MODE;
-            SELECT string_agg(quote_ident(attname), ', ' ORDER BY attnum) INTO cols
-              FROM pg_attribute
-             WHERE attrelid = 't_user_health_data'::regclass AND attnum > 0 AND NOT attisdropped;
-            locked := true;
-        END IF;
-
-        EXECUTE format('CREATE TABLE %I (LIKE t_user_health_data INCLUDING DEFAULTS INCLUDING CONSTRAINTS,'
-                       ' CONSTRAINT %I CHECK (ts >= %L AND ts < %L))',
-                       part, part || '_bound', lo, hi);
+        BEGIN
+            EXECUTE format('CREATE TABLE %I (LIKE t_user_health_data INCLUDING DEFAULTS INCLUDING CONSTRAINTS,'
+                           ' CONSTRAINT %I CHECK (ts >= %L AND ts < %L))',
+                           part, part || '_bound', lo, hi);
+        EXCEPTION WHEN duplicate_table THEN
+            -- Made meanwhile after all (by a creator outside this lock):
+            -- its month is there, nothing to do.
+            RAISE LOG 'ensure_health_months: % exists already', part;
+            CONTINUE;
+        END;
         EXECUTE format('WITH moved AS (DELETE FROM t_user_health_data_default'
                        ' WHERE ts >= %L AND ts < %L RETURNING %s)'
                        ' INSERT INTO %I (%s) SELECT %s FROM moved',

@@ -250,6 +250,39 @@ def test_two_consumer_workers_back_filling_new_months_both_succeed(stack):
     assert stack.s.redis().xlen(stack.stream() + ":dead") == 0
 
 
+def test_a_month_created_while_another_waits_is_seen_not_created_twice(servers):
+    """The second of two callers for one month waits for the first (advisory
+    lock) and must then see its committed partition (it once saw its stale
+    catalog cache and failed with 42P07 duplicate_table)."""
+    import threading
+    first = psycopg.connect(servers.dsn)
+    outcome = {}
+
+    def second():
+        try:
+            outcome["created"] = servers.sql("SELECT ensure_health_months("
+                                             "ARRAY[DATE '2017-05-01', DATE '2017-06-01'])")
+        except Exception as e:     # noqa: BLE001 -- reported below
+            outcome["error"] = e
+    try:
+        # The first holds the creators' lock (as inside its call), the second
+        # finds the month missing and waits; the first creates it, commits.
+        first.execute("SELECT pg_advisory_xact_lock(7262022)")
+        t = threading.Thread(target=second)
+        t.start()
+        wait_for(lambda: servers.sql("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+                                     " AND NOT granted") == [(1,)], timeout=10,
+                 what="the second caller to wait")
+        assert first.execute("SELECT ensure_health_months(ARRAY[DATE '2017-05-01'])"
+                             ).fetchall() == [(1,)]
+        first.commit()
+        t.join(30)
+    finally:
+        first.close()
+    assert "error" not in outcome, outcome
+    assert outcome["created"] == [(1,)]     # only 2017-06: 2017-05 was there
+
+
 # -- 3. scripts/import ---------------------------------------------------------------
 
 OLD_HEADER = ("id,device_sn,timestamp,heart_rate,blood_oxygen,body_temperature,"
