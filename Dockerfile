@@ -8,6 +8,7 @@ COPY Makefile ./
 COPY common common
 COPY producer producer
 COPY consumer consumer
+COPY import import
 RUN make all
 
 FROM debian:12
@@ -16,9 +17,13 @@ RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-ins
         libjs-chart.js \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --no-create-home ljwx
-COPY --from=build /src/build/ljwx-producer /src/build/ljwx-consumer /usr/local/bin/
+COPY --from=build /src/build/ljwx-producer /src/build/ljwx-consumer /src/build/ljwx-import \
+     /usr/local/bin/
 COPY migrations /opt/ljwx/migrations
 COPY scripts/migrate.sh /opt/ljwx/scripts/migrate.sh
+# scripts/import runs ljwx-import from LJ_BIN_DIR (docs/migration-import.md).
+COPY scripts/import /opt/ljwx/scripts/import
+ENV LJ_BIN_DIR=/usr/local/bin
 # The dashboard (GET /dashboard); Chart.js comes from libjs-chart.js above.
 COPY web/dashboard /opt/ljwx/web/dashboard
 ENV LJ_WEB_DIR=/opt/ljwx/web/dashboard

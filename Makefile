@@ -17,6 +17,7 @@ LDFLAGS_ASAN  := -fsanitize=address,undefined
 COMMON_SRC   := $(wildcard common/*.c)
 PRODUCER_SRC := $(wildcard producer/*.c)
 CONSUMER_SRC := $(wildcard consumer/*.c)
+IMPORT_SRC   := $(wildcard import/*.c)
 UNIT_SRC     := $(wildcard tests/unit/test_*.c)
 
 REL  := build
@@ -26,8 +27,9 @@ objs = $(patsubst %.c,$(1)/%.o,$(2))
 
 PRODUCER := ljwx-producer
 CONSUMER := ljwx-consumer
-BINS_REL  := $(REL)/$(PRODUCER) $(REL)/$(CONSUMER)
-BINS_ASAN := $(ASAN)/$(PRODUCER) $(ASAN)/$(CONSUMER)
+IMPORT   := ljwx-import
+BINS_REL  := $(REL)/$(PRODUCER) $(REL)/$(CONSUMER) $(REL)/$(IMPORT)
+BINS_ASAN := $(ASAN)/$(PRODUCER) $(ASAN)/$(CONSUMER) $(ASAN)/$(IMPORT)
 UNIT_BINS := $(patsubst tests/unit/%.c,$(ASAN)/tests/%,$(UNIT_SRC))
 
 FUZZ_SECONDS ?= 60
@@ -116,6 +118,10 @@ $(REL)/$(CONSUMER): $(call objs,$(REL),$(CONSUMER_SRC) $(COMMON_SRC))
 	@echo "  LD      $@"
 	@$(CC) $^ -o $@ $(PKG_LIBS)
 
+$(REL)/$(IMPORT): $(call objs,$(REL),$(IMPORT_SRC) $(COMMON_SRC))
+	@echo "  LD      $@"
+	@$(CC) $^ -o $@ $(PKG_LIBS)
+
 $(ASAN)/$(PRODUCER): $(call objs,$(ASAN),$(PRODUCER_SRC) $(COMMON_SRC))
 	@echo "  LD asan $@"
 	@$(CC) $(LDFLAGS_ASAN) $^ -o $@ $(PKG_LIBS)
@@ -124,10 +130,14 @@ $(ASAN)/$(CONSUMER): $(call objs,$(ASAN),$(CONSUMER_SRC) $(COMMON_SRC))
 	@echo "  LD asan $@"
 	@$(CC) $(LDFLAGS_ASAN) $^ -o $@ $(PKG_LIBS)
 
+$(ASAN)/$(IMPORT): $(call objs,$(ASAN),$(IMPORT_SRC) $(COMMON_SRC))
+	@echo "  LD asan $@"
+	@$(CC) $(LDFLAGS_ASAN) $^ -o $@ $(PKG_LIBS)
+
 # Unit tests link the common code and the pure logic of the programs.
 UNIT_LIB_SRC := $(COMMON_SRC) producer/ratelimit.c producer/breaker.c producer/http_frame.c \
-                consumer/batchsize.c
-$(ASAN)/tests/unit/%.o: CFLAGS_ASAN += -Iproducer -Iconsumer
+                consumer/batchsize.c import/csv.c
+$(ASAN)/tests/unit/%.o: CFLAGS_ASAN += -Iproducer -Iconsumer -Iimport
 
 $(ASAN)/tests/%: $(ASAN)/tests/unit/%.o $(call objs,$(ASAN),$(UNIT_LIB_SRC))
 	@mkdir -p $(dir $@)

@@ -82,8 +82,10 @@ static const cfg_option options[] = {
             "5 for a fleet in service (docs/flow-control.md)"),
     CFG_INT("device_workers", "LJ_DEVICE_WORKERS", device_workers, "1", 0, 64, CFG_CONSUMER,
             "worker threads for the device info stream"),
-    CFG_INT("enrich_ttl_ms", "LJ_ENRICH_TTL_MS", enrich_ttl_ms, "60000", 0, 86400000, CFG_BOTH,
+    CFG_INT("enrich_ttl_ms", "LJ_ENRICH_TTL_MS", enrich_ttl_ms, "60000", 0, 86400000, CFG_ALL,
             "how long a device's owner (user, customer, org) is cached"),
+    CFG_STR("file", "LJ_IMPORT_FILE", import_file, "-", CFG_IMPORT, 0,
+            "CSV file to import; -: standard input"),
     CFG_INT("health_timeout_ms", "LJ_HEALTH_TIMEOUT_MS", health_timeout_ms, "1000", 50, 60000,
             CFG_PRODUCER, "/api/health reports PostgreSQL down when its ping takes longer"),
     CFG_INT("header_timeout_ms", "LJ_HEADER_TIMEOUT_MS", header_timeout_ms, "10000", 100,
@@ -96,12 +98,14 @@ static const cfg_option options[] = {
             "worker threads for the event stream"),
     CFG_INT("http_port", "LJ_HTTP_PORT", http_port, "8080", 0, 65535, CFG_PRODUCER,
             "HTTP listen port (0: any free port)"),
+    CFG_INT("import_batch", "LJ_IMPORT_BATCH", import_batch, "500", 1, 1000, CFG_IMPORT,
+            "CSV rows stored per transaction (each batch all or nothing)"),
     CFG_INT("initial_ratio_permille", "LJ_INITIAL_RATIO_PERMILLE", initial_ratio_permille, "0",
             0, 1000, CFG_PRODUCER,
             "stream traffic ratio (in 1/1000) used while Redis holds none"),
     CFG_INT("keepalive_ms", "LJ_KEEPALIVE_MS", keepalive_ms, "15000", 100, 3600000,
             CFG_PRODUCER, "idle keep-alive connections are closed after this long"),
-    CFG_STR("log_level", "LJ_LOG_LEVEL", log_level, "info", CFG_BOTH, 0,
+    CFG_STR("log_level", "LJ_LOG_LEVEL", log_level, "info", CFG_ALL, 0,
             "debug, info, warn or error"),
     CFG_INT("max_body_bytes", "LJ_MAX_BODY_BYTES", max_body_bytes, "1048576", 1, 1 << 30,
             CFG_PRODUCER, "largest request body (413 above)"),
@@ -120,29 +124,29 @@ static const cfg_option options[] = {
             "a connection whose unsent answers exceed this is not read (nor its pipelined "
             "requests parsed) until they drain below it"),
     CFG_INT("pg_connect_timeout_s", "LJ_PG_CONNECT_TIMEOUT_S", pg_connect_timeout_s, "5", 1, 600,
-            CFG_BOTH, "PostgreSQL connect_timeout in s, unless the DSN sets it"),
+            CFG_ALL, "PostgreSQL connect_timeout in s, unless the DSN sets it"),
     CFG_STR("pg_dsn", "LJ_PG_DSN", pg_dsn, "host=127.0.0.1 port=5432 dbname=ljwx user=ljwx",
-            CFG_BOTH, CFG_SECRET, "libpq connection string"),
+            CFG_ALL, CFG_SECRET, "libpq connection string"),
     CFG_INT("pg_keepalives_count", "LJ_PG_KEEPALIVES_COUNT", pg_keepalives_count, "3", 1, 100,
-            CFG_BOTH, "unanswered TCP keepalives before the connection is dead (unless the "
+            CFG_ALL, "unanswered TCP keepalives before the connection is dead (unless the "
             "DSN sets keepalives_count)"),
     CFG_INT("pg_keepalives_idle_s", "LJ_PG_KEEPALIVES_IDLE_S", pg_keepalives_idle_s, "30", 1,
-            86400, CFG_BOTH, "idle seconds before the first TCP keepalive (unless the DSN sets "
+            86400, CFG_ALL, "idle seconds before the first TCP keepalive (unless the DSN sets "
             "keepalives_idle)"),
     CFG_INT("pg_keepalives_interval_s", "LJ_PG_KEEPALIVES_INTERVAL_S", pg_keepalives_interval_s,
-            "10", 1, 3600, CFG_BOTH, "seconds between TCP keepalives (unless the DSN sets "
+            "10", 1, 3600, CFG_ALL, "seconds between TCP keepalives (unless the DSN sets "
             "keepalives_interval)"),
     CFG_INT("pg_lock_timeout_ms", "LJ_PG_LOCK_TIMEOUT_MS", pg_lock_timeout_ms, "5000", 0,
-            86400000, CFG_BOTH, "server-side lock_timeout of our sessions; 0: not set (the "
+            86400000, CFG_ALL, "server-side lock_timeout of our sessions; 0: not set (the "
             "server's); a -c lock_timeout in the DSN's options wins"),
     CFG_INT("pg_reply_timeout_ms", "LJ_PG_REPLY_TIMEOUT_MS", pg_reply_timeout_ms, "15000", 100,
-            86400000, CFG_BOTH, "client-side bound on each PostgreSQL call: no reply by then "
+            86400000, CFG_ALL, "client-side bound on each PostgreSQL call: no reply by then "
             "drops the connection (a hung server cannot enforce statement_timeout)"),
     CFG_INT("pg_statement_timeout_ms", "LJ_PG_STATEMENT_TIMEOUT_MS", pg_statement_timeout_ms,
-            "10000", 0, 86400000, CFG_BOTH, "server-side statement_timeout of our sessions; 0: "
+            "10000", 0, 86400000, CFG_ALL, "server-side statement_timeout of our sessions; 0: "
             "not set (the server's); a -c statement_timeout in the DSN's options wins"),
     CFG_INT("pg_tcp_user_timeout_ms", "LJ_PG_TCP_USER_TIMEOUT_MS", pg_tcp_user_timeout_ms,
-            "30000", 0, 3600000, CFG_BOTH, "TCP_USER_TIMEOUT of PostgreSQL connections (unsent "
+            "30000", 0, 3600000, CFG_ALL, "TCP_USER_TIMEOUT of PostgreSQL connections (unsent "
             "data unacknowledged this long: dead); 0: the kernel's; the DSN's wins"),
     CFG_INT("pool_threads", "LJ_POOL_THREADS", pool_threads, "4", 1, 128, CFG_PRODUCER,
             "threads for PostgreSQL work (legacy path, audit, stats)"),
@@ -193,7 +197,7 @@ static const cfg_option options[] = {
             "IANA time zone of the fleet (e.g. Asia/Shanghai): /api/stats counts rows created "
             "since its midnight; empty: the system's (TZ, /etc/timezone, /etc/localtime, else "
             "UTC); an unknown name is refused at start"),
-    CFG_INT("tz_offset_min", "LJ_TZ_OFFSET_MIN", tz_offset_min, "0", -840, 840, CFG_BOTH,
+    CFG_INT("tz_offset_min", "LJ_TZ_OFFSET_MIN", tz_offset_min, "0", -840, 840, CFG_ALL,
             "offset from UTC, in minutes, of \"YYYY-MM-DD HH:MM:SS\" device timestamps"),
     CFG_INT("threads", "LJ_THREADS", threads, "1", 1, 64, CFG_PRODUCER,
             "event loops, each with its own listener (SO_REUSEPORT) and Redis connection"),

@@ -17,7 +17,9 @@
 /* Which program a setting belongs to. */
 #define CFG_PRODUCER 1u
 #define CFG_CONSUMER 2u
+#define CFG_IMPORT 4u     /* ljwx-import (scripts/import) */
 #define CFG_BOTH (CFG_PRODUCER | CFG_CONSUMER)
+#define CFG_ALL (CFG_BOTH | CFG_IMPORT)
 
 typedef struct lj_config {
     /* shared */
@@ -90,9 +92,12 @@ typedef struct lj_config {
     int claim_idle_ms;
     int upkeep_interval_ms;
     int stale_consumer_ms;
+    /* import */
+    char import_file[512];
+    int import_batch;
 } lj_config;
 
-/* Fills 'c' for program 'prog' (CFG_PRODUCER or CFG_CONSUMER) from the
+/* Fills 'c' for program 'prog' (CFG_PRODUCER, CFG_CONSUMER or CFG_IMPORT) from the
  * defaults, the environment and 'argv'. Returns 0; 1 when --help was asked
  * for (the help is printed to stdout, the caller exits 0); LJ_EINVAL with a
  * message in 'err' for an unknown flag or a bad or out-of-range value. */

@@ -33,7 +33,7 @@ typedef struct copyenc_owner {
 
 /* Where a row came from. NULL or "" strings are written as NULL. */
 typedef struct copyenc_meta {
-    const char *upload_method;  /* "stream_v2" or "optimized" */
+    const char *upload_method;  /* "stream_v2", "optimized" or "import" */
     const char *stream_id;
     const char *batch_id;
 } copyenc_meta;

@@ -9,6 +9,7 @@
 #include "copyenc.h"
 #include "err.h"
 #include "log.h"
+#include "partition.h"
 #include "pg.h"
 #include "report.h"
 
@@ -28,12 +29,14 @@ static const char copy_sql[] =
     "COPY health_staging (" COPYENC_HEALTH_COLUMNS ") FROM STDIN";
 
 /* For each new row ('ins') and metric, the most severe enabled rule that
- * matches raises one alert (SPEC §5.3). The first result row carries the
+ * matches raises one alert (SPEC §5.3), NEW, or IMPORTED for a back-filled
+ * row (history, not work for operators). The first result row carries the
  * count of new rows; alert columns are NULL when none was raised. */
 #define ALERTS_FROM_INS                                                                 \
     "hit AS ("                                                                          \
     " SELECT DISTINCT ON (i.device_sn, i.ts, v.metric) r.id AS rule_id, i.user_id,"     \
-    " i.customer_id, i.org_id, i.device_sn, v.metric, v.value, r.level, i.ts, i.stream_id" \
+    " i.customer_id, i.org_id, i.device_sn, v.metric, v.value, r.level, i.ts, i.stream_id," \
+    " CASE i.upload_method WHEN '" STORE_UPLOAD_IMPORT "' THEN 'IMPORTED' ELSE 'NEW' END"   \
     " FROM ins i CROSS JOIN LATERAL (VALUES"                                            \
     " ('heart_rate', i.heart_rate::float8), ('blood_oxygen', i.blood_oxygen::float8),"  \
     " ('temperature', i.temperature), ('pressure_high', i.pressure_high::float8),"      \
@@ -47,7 +50,7 @@ static const char copy_sql[] =
     " CASE r.level WHEN 'critical' THEN 3 WHEN 'major' THEN 2 ELSE 1 END DESC, r.id),"  \
     "al AS ("                                                                           \
     " INSERT INTO t_alert_info (rule_id, user_id, customer_id, org_id, device_sn,"      \
-    " alert_type, alert_value, level, alert_time, stream_id)"                           \
+    " alert_type, alert_value, level, alert_time, stream_id, status)"                   \
     " SELECT * FROM hit ON CONFLICT DO NOTHING"                                         \
     " RETURNING id, device_sn, alert_type, alert_value, level, alert_time, user_id)"    \
     "SELECT (SELECT count(*) FROM ins), (SELECT count(DISTINCT stream_id) FROM ins),"      \
@@ -58,7 +61,7 @@ static const char copy_sql[] =
 
 #define INS_COLUMNS                                                                     \
     "device_sn, ts, user_id, customer_id, org_id, stream_id, heart_rate, blood_oxygen," \
-    " temperature, pressure_high, pressure_low, stress"
+    " temperature, pressure_high, pressure_low, stress, upload_method"
 
 /* The staging path: rows already stored are skipped (and counted). */
 static const char merge_sql[] =
@@ -84,7 +87,9 @@ static const char direct_alerts_sql[] =
 
 int store_prepare(PGconn *pg)
 {
-    return pg_exec(pg, create_staging_sql);
+    int rc = part_register(pg);
+
+    return rc != 0 ? rc : pg_exec(pg, create_staging_sql);
 }
 
 void store_stats_cleanup(store_stats *st)
@@ -358,6 +363,21 @@ static int health_body(PGconn *pg, const void *arg, store_stats *st)
     return direct_body(pg, job, st);
 }
 
+/* The partitions of every month the batch touches, before its transaction
+ * (creating one waits for writers: no lock of ours may be held then). */
+static int ensure_months(PGconn *pg, const store_item *items, size_t n)
+{
+    part_months want;
+    size_t i;
+    size_t j;
+
+    memset(&want, 0, sizeof(want));
+    for (i = 0; i < n; i++)
+        for (j = 0; j < items[i].n; j++)
+            part_months_add(&want, items[i].recs[j].ts_ms);
+    return part_ensure(pg, &want);
+}
+
 int store_health_batch(PGconn *pg, enrich_cache *cache, const store_item *items, size_t n,
                        const char *upload_method, store_stats *st)
 {
@@ -375,6 +395,8 @@ int store_health_batch(PGconn *pg, enrich_cache *cache, const store_item *items,
     if ((rc = find_owners(pg, cache, items, n, rows, &owners, st)) != 0)
         goto out;
     if ((rc = encode_items(&data, items, n, owners, upload_method)) != 0)
+        goto out;
+    if ((rc = ensure_months(pg, items, n)) != 0)
         goto out;
     job.data = &data;
     job.items = items;

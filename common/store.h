@@ -5,6 +5,7 @@
  * ("optimized"):
  *
  *     owners of the batch's devices        -- enrich_lookup(), cached
+ *     partitions of the months it touches  -- part_ensure(), cached
  *     BEGIN
  *     COPY health_staging FROM STDIN        -- every record, with its owner
  *     INSERT INTO t_user_health_data SELECT ... FROM health_staging
@@ -76,12 +77,19 @@ typedef struct store_alert_text {
 void store_alert_argv(const char *stream, int maxlen, const store_alert *a, store_alert_text *t,
                       const char *argv[STORE_ALERT_ARGC]);
 
-/* Creates this session's staging table. Call once after every connect.
+/* upload_method of rows back-filled by scripts/import: their alerts are
+ * recorded with status IMPORTED instead of NEW. */
+#define STORE_UPLOAD_IMPORT "import"
+
+/* Creates this session's staging table and attaches the partition cache
+ * (partition.h). Call once after every connect.
  * 0, or an error as pg_exec(). */
 int store_prepare(PGconn *pg);
 
 /* Stores the records of 'n' items in one transaction, rows tagged with
- * 'upload_method' and their owners from 'cache' (NULL: no enrichment). On 0
+ * 'upload_method' and their owners from 'cache' (NULL: no enrichment), after
+ * creating the partitions of months that have none (call it with no
+ * transaction open). On 0
  * the transaction is committed and 'st' (zeroed first) says what it did. On
  * error nothing is stored (rolled back): LJ_EUNAVAIL when the connection is
  * lost, LJ_EPOISON when the server refused the data, LJ_EPG for a transient
