@@ -94,10 +94,9 @@ def pg_connect():
 # -- stream health (the old cutover script's check) ----------------------------
 
 def stream_health(url):
-    """(healthy, detail) of one producer's GET /api/stream_health. Its
-    "healthy" key decides when the answer has one (the old cutover script
-    aborts unless it is true); an answer without it is judged by today's
-    keys: HTTP 200, "status":"healthy" and "redis_connected":true."""
+    """(healthy, detail) of one producer's GET /api/stream_health: its
+    "healthy" must be true (the old cutover script's rule), with the error
+    it gives otherwise."""
     resp = requests.get(url + "/api/stream_health", timeout=5)
     try:
         body = resp.json()
@@ -105,12 +104,10 @@ def stream_health(url):
         return False, f"HTTP {resp.status_code}, not JSON"
     if not isinstance(body, dict):
         return False, f"HTTP {resp.status_code}, not a JSON object"
-    if "healthy" in body:
-        return body["healthy"] is True, f"healthy={json.dumps(body['healthy'])}"
-    ok = (resp.status_code == 200 and body.get("status") == "healthy"
-          and body.get("redis_connected") is True)
-    return ok, (f"HTTP {resp.status_code} status={body.get('status')} "
-                f"redis_connected={json.dumps(body.get('redis_connected'))}")
+    detail = f"healthy={json.dumps(body.get('healthy'))}"
+    if body.get("error"):
+        detail += f": {body['error']}"
+    return body.get("healthy") is True, detail
 
 
 # -- the consistency check (scripts/consistency, scripts/rollout) --------------
