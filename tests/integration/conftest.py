@@ -268,6 +268,15 @@ class Stack:
     def stream(self, kind="health_data_stream"):
         return self.prefix + kind
 
+    def idle_groups(self):
+        """Every stream's consumer group, created as a consumer would, with
+        nobody reading: the stream system is healthy, nothing drains."""
+        r = self.s.redis()
+        for kind, group in (("health_data_stream", "health_processors"),
+                            ("device_info_stream", "device_processors"),
+                            ("common_event_stream", "event_processors")):
+            r.xgroup_create(self.stream(kind), self.prefix + group, id="$", mkstream=True)
+
     def stop_all(self):
         failures = []
         for proc in reversed(self.procs):

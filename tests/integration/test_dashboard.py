@@ -55,7 +55,15 @@ def browser():
 # -- helpers ---------------------------------------------------------------------------------------
 
 def api(stack, path):
-    return requests.get(stack.url + path, timeout=5).json()
+    """The endpoint's 200 answer. /api/stats runs one query at a time and
+    answers 503 to a caller arriving while the page's own query runs with
+    no fresh result cached (by design: never stale figures): retry that."""
+    deadline = time.monotonic() + 10
+    while True:
+        r = requests.get(stack.url + path, timeout=5)
+        if r.status_code != 503 or time.monotonic() > deadline:
+            return r.json()
+        time.sleep(0.1)
 
 
 def by_id(driver, element_id):

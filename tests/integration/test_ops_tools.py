@@ -23,6 +23,7 @@ def tool(stack, name, *args, timeout=60):
 def test_rollout_rolls_back_when_the_stream_path_fails(stack):
     # Nothing drains the stream and its high watermark is 1: stream uploads fail.
     stack.producer(LJ_STREAM_HIGH_WATERMARK=1, LJ_RATIO_REFRESH_MS=50)
+    stack.idle_groups()
     stop = threading.Event()
 
     def load():

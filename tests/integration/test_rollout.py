@@ -181,12 +181,7 @@ def test_lag_grown_over_a_step_rolls_back_at_its_end(stack):
     still caught by the check at the step's end (--max-lag)."""
     started = time.time()
     stack.producer(LJ_RATIO_REFRESH_MS=50)
-    r = stack.s.redis()
-    for kind, group in (("health_data_stream", "health_processors"),
-                        ("device_info_stream", "device_processors"),
-                        ("common_event_stream", "event_processors")):
-        # groups that nobody reads (stream health needs all three)
-        r.xgroup_create(stack.stream(kind), stack.prefix + group, id="$", mkstream=True)
+    stack.idle_groups()
     with Load(stack, "/upload_health_data_v2", f"RG-{uuid.uuid4().hex[:6]}"):
         out = rollout(stack, "--steps", "0.5,1.0", "--window", "2", "--interval", "0.5",
                       "--max-lag-growth", "1000", "--max-lag", "5", started=started)
