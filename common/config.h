@@ -71,6 +71,11 @@ typedef struct lj_config {
     int health_timeout_ms;
     int stats_cache_ms;
     int shutdown_timeout_ms;
+    int legacy_writers;         /* legacy path (legacy.c) */
+    int legacy_group_ms;
+    int legacy_group_records;
+    int legacy_group_uploads;
+    int legacy_queue;
     char web_dir[512];          /* dashboard (dashboard.c) */
     char chartjs_path[512];
     /* consumer */

@@ -13,7 +13,8 @@
 #include "report.h"
 
 /* Session-local and emptied by every COMMIT or ROLLBACK, so a failed batch
- * leaves nothing behind for the next one. */
+ * leaves nothing behind for the next one. 'ord' (not COPYed: filled in
+ * input order) tells which item a staged row came from. */
 static const char create_staging_sql[] =
     "CREATE TEMP TABLE IF NOT EXISTS health_staging ("
     " device_sn varchar(64), ts timestamptz, user_id bigint, customer_id bigint,"
@@ -22,10 +23,21 @@ static const char create_staging_sql[] =
     " stress integer, step integer, distance integer, calorie integer,"
     " latitude double precision, longitude double precision, altitude double precision,"
     " sleep text, source_method varchar(20), upload_method varchar(20),"
-    " stream_id varchar(64), batch_id varchar(64)) ON COMMIT DELETE ROWS";
+    " stream_id varchar(64), batch_id varchar(64),"
+    " ord bigint GENERATED ALWAYS AS IDENTITY) ON COMMIT DELETE ROWS";
 
 static const char copy_sql[] =
     "COPY health_staging (" COPYENC_HEALTH_COLUMNS ") FROM STDIN";
+
+/* The staged rows the merge will skip, by position in the batch (0 is the
+ * first record of the first item): already stored, or a repeat of an
+ * earlier row of the batch. For per-item counts only. */
+static const char staged_dups_sql[] =
+    "SELECT k FROM (SELECT device_sn, ts, ord - min(ord) OVER () AS k,"
+    " row_number() OVER (PARTITION BY device_sn, ts ORDER BY ord) AS rn"
+    " FROM health_staging) s"
+    " WHERE rn > 1 OR EXISTS (SELECT 1 FROM t_user_health_data t"
+    " WHERE t.device_sn = s.device_sn AND t.ts = s.ts) ORDER BY k";
 
 /* For each new row ('ins') and metric, the most severe enabled rule that
  * matches raises one alert (SPEC §5.3). The first result row carries the
@@ -250,7 +262,55 @@ typedef struct health_job {
     const lj_buf *data;
     const store_item *items;
     size_t n;
+    size_t *each;           /* per-item new rows, or NULL */
 } health_job;
+
+/* each[i] = the rows of item i that the merge will add, from the positions
+ * of the rows it will skip (staged_dups_sql). */
+static int count_each(PGconn *pg, const health_job *job)
+{
+    PGresult *r = pg_query(pg, staged_dups_sql);
+    size_t item = 0;
+    size_t start = 0;   /* position of item 'item's first row */
+    int rc = 0;
+    int i;
+
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        log_error("store", "duplicate count failed: %s", PQerrorMessage(pg));
+        rc = pg_failure(pg, r);
+        PQclear(r);
+        return rc;
+    }
+    for (item = 0; item < job->n; item++)
+        job->each[item] = job->items[item].n;
+    for (i = 0, item = 0; i < PQntuples(r); i++) {
+        size_t k = (size_t)strtoull(PQgetvalue(r, i, 0), NULL, 10);
+
+        while (item < job->n && k >= start + job->items[item].n)
+            start += job->items[item++].n;
+        if (item < job->n && job->each[item] > 0)
+            job->each[item]--;
+    }
+    PQclear(r);
+    return 0;
+}
+
+/* The merge's total is the truth: a row another transaction committed
+ * between count_each() and the merge is taken off the last items. */
+static void settle_each(const health_job *job, size_t inserted)
+{
+    size_t sum = 0;
+    size_t i;
+
+    for (i = 0; i < job->n; i++)
+        sum += job->each[i];
+    for (i = job->n; i-- > 0 && sum > inserted;) {
+        size_t cut = job->each[i] < sum - inserted ? job->each[i] : sum - inserted;
+
+        job->each[i] -= cut;
+        sum -= cut;
+    }
+}
 
 /* Staging COPY, then INSERT ... ON CONFLICT DO NOTHING: right for any batch. */
 static int staging_body(PGconn *pg, const health_job *job, store_stats *st)
@@ -259,7 +319,11 @@ static int staging_body(PGconn *pg, const health_job *job, store_stats *st)
 
     if ((rc = pg_copy_in(pg, copy_sql, job->data->data, job->data->len)) != 0)
         return rc;
-    return take_result(pg, pg_query(pg, merge_sql), st, "merge");
+    if (job->each && (rc = count_each(pg, job)) != 0)
+        return rc;
+    if ((rc = take_result(pg, pg_query(pg, merge_sql), st, "merge")) == 0 && job->each)
+        settle_each(job, st->inserted);
+    return rc;
 }
 
 /* The batch's keys as two array literals, {sn,...} and {ts,...}, with the
@@ -321,6 +385,7 @@ static int direct_body(PGconn *pg, const health_job *job, store_stats *st)
 {
     key_arrays keys;
     const char *params[4];
+    size_t i;
     int rc;
 
     if ((rc = pg_exec(pg, "SAVEPOINT direct")) != 0)
@@ -342,6 +407,8 @@ static int direct_body(PGconn *pg, const health_job *job, store_stats *st)
         params[3] = keys.hi;
         rc = take_result(pg, pg_query_params(pg, direct_alerts_sql, 4, params), st, "alerts");
     }
+    for (i = 0; rc == 0 && job->each && i < job->n; i++)
+        job->each[i] = job->items[i].n;     /* the COPY took every row: all new */
     lj_buf_cleanup(&keys.sns);
     lj_buf_cleanup(&keys.tss);
     return rc;
@@ -349,17 +416,17 @@ static int direct_body(PGconn *pg, const health_job *job, store_stats *st)
 
 static int health_body(PGconn *pg, const void *arg, store_stats *st)
 {
-    const health_job *job = arg;
-    size_t i;
-
-    for (i = 0; i < job->n; i++)
-        if (job->items[i].stream_id == NULL)
-            return staging_body(pg, job, st);   /* the legacy path: no IDs to find rows by */
-    return direct_body(pg, job, st);
+    return direct_body(pg, arg, st);
 }
 
 int store_health_batch(PGconn *pg, enrich_cache *cache, const store_item *items, size_t n,
                        const char *upload_method, store_stats *st)
+{
+    return store_health_each(pg, cache, items, n, upload_method, st, NULL);
+}
+
+int store_health_each(PGconn *pg, enrich_cache *cache, const store_item *items, size_t n,
+                      const char *upload_method, store_stats *st, size_t *each)
 {
     copyenc_owner *owners = NULL;
     health_job job;
@@ -379,6 +446,7 @@ int store_health_batch(PGconn *pg, enrich_cache *cache, const store_item *items,
     job.data = &data;
     job.items = items;
     job.n = n;
+    job.each = each;
     if ((rc = in_transaction(pg, health_body, &job, st)) == 0)
         st->duplicates = rows - st->inserted;
 out:
@@ -449,12 +517,14 @@ typedef struct report_job {
     const char *const *stream_ids;
     const copyenc_owner *owners;
     size_t n;
+    size_t *each;           /* per-report new rows, or NULL */
 } report_job;
 
 static int device_body(PGconn *pg, const void *arg, store_stats *st)
 {
     const report_job *job = arg;
     const rep_device *d = job->reps;
+    size_t before;
     size_t i;
     int rc = 0;
 
@@ -477,8 +547,11 @@ static int device_body(PGconn *pg, const void *arg, store_stats *st)
         params[8] = id_param(job->owners[i].customer_id, ids[1], sizeof(ids[1]));
         params[9] = id_param(job->owners[i].org_id, ids[2], sizeof(ids[2]));
         params[10] = job->stream;
+        before = st->inserted;
         rc = take_result(pg, pg_query_params(pg, device_sql, 11, params), st,
                          "device info");
+        if (job->each)
+            job->each[i] = st->inserted - before;
     }
     return rc;
 }
@@ -512,6 +585,7 @@ static int event_body(PGconn *pg, const void *arg, store_stats *st)
 {
     const report_job *job = arg;
     const rep_event *e = job->reps;
+    size_t before;
     size_t i;
     int rc = 0;
 
@@ -529,18 +603,21 @@ static int event_body(PGconn *pg, const void *arg, store_stats *st)
         params[5] = id_param(job->owners[i].customer_id, ids[1], sizeof(ids[1]));
         params[6] = id_param(job->owners[i].org_id, ids[2], sizeof(ids[2]));
         params[7] = job->stream_ids[i];
+        before = st->inserted;
         rc = take_result(pg, pg_query_params(pg, event_sql, 8, params), st,
                          "event");
+        if (job->each)
+            job->each[i] = st->inserted - before;
     }
     return rc;
 }
 
 static int store_reports(PGconn *pg, enrich_cache *cache, const char *stream, const void *reps,
                          size_t stride, const char *first_sn, const char *const *stream_ids,
-                         size_t n, txn_body body, store_stats *st)
+                         size_t n, txn_body body, store_stats *st, size_t *each)
 {
     copyenc_owner *owners = calloc(n ? n : 1, sizeof(*owners));
-    report_job job = {stream, reps, stream_ids, owners, n};
+    report_job job = {stream, reps, stream_ids, owners, n, each};
     int rc;
 
     memset(st, 0, sizeof(*st));
@@ -555,15 +632,15 @@ static int store_reports(PGconn *pg, enrich_cache *cache, const char *stream, co
 
 int store_device_batch(PGconn *pg, enrich_cache *cache, const char *stream,
                        const rep_device *reps, const char *const *stream_ids, size_t n,
-                       store_stats *st)
+                       store_stats *st, size_t *each)
 {
     return store_reports(pg, cache, stream, reps, sizeof(*reps), n ? reps[0].device_sn : NULL,
-                         stream_ids, n, device_body, st);
+                         stream_ids, n, device_body, st, each);
 }
 
 int store_event_batch(PGconn *pg, enrich_cache *cache, const rep_event *evs,
-                      const char *const *stream_ids, size_t n, store_stats *st)
+                      const char *const *stream_ids, size_t n, store_stats *st, size_t *each)
 {
     return store_reports(pg, cache, NULL, evs, sizeof(*evs), n ? evs[0].device_sn : NULL,
-                         stream_ids, n, event_body, st);
+                         stream_ids, n, event_body, st, each);
 }
