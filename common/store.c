@@ -29,8 +29,8 @@ static const char create_staging_sql[] =
 static const char copy_sql[] =
     "COPY health_staging (" COPYENC_HEALTH_COLUMNS ") FROM STDIN";
 
-/* The staged rows the merge will skip, by position in the batch (0 is the
- * first record of the first item): already stored, or a repeat of an
+/* The staged rows the merge will skip, by position among the rows sent (0
+ * is the first row COPYed): already stored, or a repeat of an
  * earlier row of the batch. For per-item counts only. */
 static const char staged_dups_sql[] =
     "SELECT k FROM (SELECT device_sn, ts, ord - min(ord) OVER () AS k,"
@@ -159,8 +159,10 @@ static int find_owners(PGconn *pg, enrich_cache *cache, const store_item *items,
     return rc;
 }
 
+/* Encodes every row of 'items' but those 'skip' marks (NULL: none). */
 static int encode_items(lj_buf *out, const store_item *items, size_t n,
-                        const copyenc_owner *owners, const char *upload_method)
+                        const copyenc_owner *owners, const char *upload_method,
+                        const unsigned char *skip)
 {
     size_t i;
     size_t j;
@@ -170,10 +172,63 @@ static int encode_items(lj_buf *out, const store_item *items, size_t n,
         copyenc_meta meta = {upload_method, items[i].stream_id, items[i].batch_id};
 
         for (j = 0; j < items[i].n; j++, k++)
-            if (copyenc_health_row(out, &items[i].recs[j], owners ? &owners[k] : NULL,
+            if ((skip == NULL || !skip[k]) &&
+                copyenc_health_row(out, &items[i].recs[j], owners ? &owners[k] : NULL,
                                    &meta) != 0)
                 return LJ_ENOMEM;
     }
+    return 0;
+}
+
+static uint64_t key_hash(const rec_health *r)
+{
+    uint64_t h = 1469598103934665603ull;
+    const char *c;
+
+    for (c = r->device_sn; *c; c++)
+        h = (h ^ (unsigned char)*c) * 1099511628211ull;
+    h ^= (uint64_t)r->ts_ms * 0x9E3779B97F4A7C15ull + r->ts_us;
+    return h ^ (h >> 29);
+}
+
+static int same_key(const rec_health *a, const rec_health *b)
+{
+    return a->ts_ms == b->ts_ms && a->ts_us == b->ts_us && strcmp(a->device_sn, b->device_sn) == 0;
+}
+
+/* Marks in 'skip' (one byte a row, in item order) each row whose key
+ * (device_sn, ts) an earlier row of the call has, and counts them per item
+ * in 'sent' (items[i].n less its marked rows). Such a row would only be
+ * skipped by the merge, and would send a direct COPY to the staging path. */
+static int mark_repeats(const store_item *items, size_t n, size_t rows, unsigned char *skip,
+                        size_t *sent)
+{
+    size_t slots = 16;
+    const rec_health **seen;
+    size_t i;
+    size_t j;
+    size_t k = 0;
+
+    while (slots < rows * 2)
+        slots <<= 1;
+    if ((seen = calloc(slots, sizeof(*seen))) == NULL)
+        return LJ_ENOMEM;
+    for (i = 0; i < n; i++) {
+        sent[i] = items[i].n;
+        for (j = 0; j < items[i].n; j++, k++) {
+            const rec_health *r = &items[i].recs[j];
+            size_t h = (size_t)key_hash(r) & (slots - 1);
+
+            while (seen[h] && !same_key(seen[h], r))
+                h = (h + 1) & (slots - 1);
+            skip[k] = seen[h] != NULL;
+            if (skip[k])
+                sent[i]--;
+            else
+                seen[h] = r;
+        }
+    }
+    free(seen);
     return 0;
 }
 
@@ -263,6 +318,7 @@ typedef struct health_job {
     const store_item *items;
     size_t n;
     size_t *each;           /* per-item new rows, or NULL */
+    const size_t *sent;     /* with 'each': per-item rows in 'data' */
 } health_job;
 
 /* each[i] = the rows of item i that the merge will add, from the positions
@@ -282,12 +338,12 @@ static int count_each(PGconn *pg, const health_job *job)
         return rc;
     }
     for (item = 0; item < job->n; item++)
-        job->each[item] = job->items[item].n;
+        job->each[item] = job->sent[item];
     for (i = 0, item = 0; i < PQntuples(r); i++) {
         size_t k = (size_t)strtoull(PQgetvalue(r, i, 0), NULL, 10);
 
-        while (item < job->n && k >= start + job->items[item].n)
-            start += job->items[item++].n;
+        while (item < job->n && k >= start + job->sent[item])
+            start += job->sent[item++];
         if (item < job->n && job->each[item] > 0)
             job->each[item]--;
     }
@@ -408,7 +464,7 @@ static int direct_body(PGconn *pg, const health_job *job, store_stats *st)
         rc = take_result(pg, pg_query_params(pg, direct_alerts_sql, 4, params), st, "alerts");
     }
     for (i = 0; rc == 0 && job->each && i < job->n; i++)
-        job->each[i] = job->items[i].n;     /* the COPY took every row: all new */
+        job->each[i] = job->sent[i];        /* the COPY took every row: all new */
     lj_buf_cleanup(&keys.sns);
     lj_buf_cleanup(&keys.tss);
     return rc;
@@ -429,6 +485,8 @@ int store_health_each(PGconn *pg, enrich_cache *cache, const store_item *items, 
                       const char *upload_method, store_stats *st, size_t *each)
 {
     copyenc_owner *owners = NULL;
+    unsigned char *skip = NULL;
+    size_t *sent = NULL;
     health_job job;
     lj_buf data;
     size_t rows = 0;
@@ -439,17 +497,27 @@ int store_health_each(PGconn *pg, enrich_cache *cache, const store_item *items, 
     lj_buf_init(&data);
     for (i = 0; i < n; i++)
         rows += items[i].n;
+    if (each && ((skip = malloc(rows ? rows : 1)) == NULL ||
+                 (sent = malloc(n * sizeof(*sent))) == NULL)) {
+        rc = LJ_ENOMEM;
+        goto out;
+    }
+    if (each && (rc = mark_repeats(items, n, rows, skip, sent)) != 0)
+        goto out;
     if ((rc = find_owners(pg, cache, items, n, rows, &owners, st)) != 0)
         goto out;
-    if ((rc = encode_items(&data, items, n, owners, upload_method)) != 0)
+    if ((rc = encode_items(&data, items, n, owners, upload_method, skip)) != 0)
         goto out;
     job.data = &data;
     job.items = items;
     job.n = n;
     job.each = each;
+    job.sent = sent;
     if ((rc = in_transaction(pg, health_body, &job, st)) == 0)
         st->duplicates = rows - st->inserted;
 out:
+    free(skip);
+    free(sent);
     free(owners);
     lj_buf_cleanup(&data);
     return rc;

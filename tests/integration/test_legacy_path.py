@@ -129,6 +129,14 @@ def test_counts_are_per_upload_when_a_group_holds_a_duplicate(stack, servers):
     got = [(r.json()["inserted"], r.json()["duplicates"]) for r in out]
     assert got == [(1, 1) if i % 2 == 0 else (2, 0) for i in range(10)], got
     assert count_rows(servers, f"{t}-%") == {f"{t}-{i}": 2 for i in range(10)}
+    # The same new reading in several uploads of one group: stored once,
+    # counted new for one of them, a duplicate for the others.
+    same = [{"data": [reading(f"{t}-same", BASE_S + 5), reading(f"{t}-own{i}", BASE_S)]}
+            for i in range(4)]
+    out = post_together(stack, same)
+    got = sorted((r.json()["inserted"], r.json()["duplicates"]) for r in out)
+    assert got == [(1, 1), (1, 1), (1, 1), (2, 0)], got
+    assert count_rows(servers, f"{t}-same") == {f"{t}-same": 1}
 
 
 def test_a_poison_upload_gets_400_and_the_rest_of_its_group_is_stored(stack, servers):
