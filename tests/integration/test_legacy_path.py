@@ -305,3 +305,35 @@ def test_old_device_and_event_paths_at_ratio_1_take_the_stream(stack, servers):
                   '{path="/upload_device_info",status="2xx"}') == 1
     assert metric(stack, "ljwx_http_requests_total",
                   '{path="/upload_common_event",status="2xx"}') == 1
+
+
+def test_old_device_and_event_paths_fall_back_to_legacy_when_the_stream_is_full(stack, servers):
+    # Nothing drains the streams and their high watermark is 1.
+    stack.producer(LJ_STREAM_HIGH_WATERMARK=1, LJ_RATIO_REFRESH_MS=50)
+    set_ratio(stack, 1)
+    sn = tag("B")
+    first = stack.post("/upload_device_info", {"SerialNumber": sn, "batteryLevel": 9})
+    assert first.status_code == 200 and first.json()["status"] == "accepted", first.text
+    red = servers.redis()
+    wait_for(lambda: red.xlen(stack.stream("device_info_stream")) == 1, what="one entry")
+    fallbacks = metric(stack, "ljwx_fallbacks_total")
+
+    def fell_back():
+        r = stack.post("/upload_device_info", {"SerialNumber": sn, "batteryLevel": 8})
+        assert r.status_code == 200, r.text
+        return r.json()["status"] == "success"
+    wait_for(fell_back, timeout=5, what="the legacy path taking over")
+    assert servers.sql("SELECT battery_level FROM t_device_info WHERE device_sn = %s",
+                       (sn,)) == [(8,)]
+    assert metric(stack, "ljwx_fallbacks_total") > fallbacks
+    # An event the same way (its stream is empty: fill it first).
+    red.xadd(stack.stream("common_event_stream"), {"x": "1"})
+
+    def event_fell_back():
+        r = stack.post("/upload_common_event", {"deviceSn": sn, "eventType": "LOW_BATTERY",
+                                                "timestamp": BASE_S + 1})
+        assert r.status_code == 200, r.text
+        return r.json()["status"] == "success"
+    wait_for(event_fell_back, timeout=5, what="the event stored by the legacy path")
+    assert servers.sql("SELECT event_type FROM t_common_event WHERE device_sn = %s",
+                       (sn,)) == [("LOW_BATTERY",)]
