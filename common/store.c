@@ -29,20 +29,11 @@ static const char create_staging_sql[] =
 static const char copy_sql[] =
     "COPY health_staging (" COPYENC_HEALTH_COLUMNS ") FROM STDIN";
 
-/* The staged rows the merge will skip, by position among the rows sent (0
- * is the first row COPYed): already stored, or a repeat of an
- * earlier row of the batch. For per-item counts only. */
-static const char staged_dups_sql[] =
-    "SELECT k FROM (SELECT device_sn, ts, ord - min(ord) OVER () AS k,"
-    " row_number() OVER (PARTITION BY device_sn, ts ORDER BY ord) AS rn"
-    " FROM health_staging) s"
-    " WHERE rn > 1 OR EXISTS (SELECT 1 FROM t_user_health_data t"
-    " WHERE t.device_sn = s.device_sn AND t.ts = s.ts) ORDER BY k";
-
 /* For each new row ('ins') and metric, the most severe enabled rule that
  * matches raises one alert (SPEC §5.3). The first result row carries the
- * count of new rows; alert columns are NULL when none was raised. */
-#define ALERTS_FROM_INS                                                                 \
+ * count of new rows; alert columns are NULL when none was raised; 'extra'
+ * adds columns after them. */
+#define ALERTS_FROM_INS_WITH(extra)                                                     \
     "hit AS ("                                                                          \
     " SELECT DISTINCT ON (i.device_sn, i.ts, v.metric) r.id AS rule_id, i.user_id,"     \
     " i.customer_id, i.org_id, i.device_sn, v.metric, v.value, r.level, i.ts, i.stream_id" \
@@ -65,8 +56,10 @@ static const char staged_dups_sql[] =
     "SELECT (SELECT count(*) FROM ins), (SELECT count(DISTINCT stream_id) FROM ins),"      \
     " al.id, al.device_sn, al.alert_type, al.alert_value,"                              \
     " al.level, to_char(al.alert_time AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')," \
-    " al.user_id"                                                                       \
+    " al.user_id" extra                                                                 \
     " FROM (SELECT 1) one LEFT JOIN al ON true"
+
+#define ALERTS_FROM_INS ALERTS_FROM_INS_WITH("")
 
 #define INS_COLUMNS                                                                     \
     "device_sn, ts, user_id, customer_id, org_id, stream_id, heart_rate, blood_oxygen," \
@@ -80,6 +73,21 @@ static const char merge_sql[] =
     " ON CONFLICT (device_sn, ts) DO NOTHING"
     " RETURNING " INS_COLUMNS "),"
     ALERTS_FROM_INS;
+
+/* As merge_sql, for per-item counts: a tenth column (first row) lists the
+ * staged rows the merge skipped as already stored, by position among the
+ * rows sent ("3,17"; NULL: none). Staged keys are unique then (in-call
+ * repeats are not sent), so a row is skipped iff its key is not in 'ins'. */
+static const char merge_each_sql[] =
+    "WITH ins AS ("
+    " INSERT INTO t_user_health_data (" COPYENC_HEALTH_COLUMNS ")"
+    " SELECT " COPYENC_HEALTH_COLUMNS " FROM health_staging"
+    " ON CONFLICT (device_sn, ts) DO NOTHING"
+    " RETURNING " INS_COLUMNS "),"
+    ALERTS_FROM_INS_WITH(", (SELECT string_agg((s.ord - (SELECT min(ord) FROM health_staging))"
+                         "::text, ',' ORDER BY s.ord) FROM health_staging s WHERE NOT EXISTS"
+                         " (SELECT 1 FROM ins WHERE ins.device_sn = s.device_sn"
+                         " AND ins.ts = s.ts))");
 
 /* The direct path: the batch was COPYed straight into the table, every row
  * is new; its rows are found again by their keys (device_sn, ts), which
@@ -321,65 +329,42 @@ typedef struct health_job {
     const size_t *sent;     /* with 'each': per-item rows in 'data' */
 } health_job;
 
-/* each[i] = the rows of item i that the merge will add, from the positions
- * of the rows it will skip (staged_dups_sql). */
-static int count_each(PGconn *pg, const health_job *job)
+/* each[i] = the rows of item i the merge added: its rows sent less those
+ * listed in 'skipped' (positions among the rows sent, ascending). */
+static void count_each(const health_job *job, const char *skipped)
 {
-    PGresult *r = pg_query(pg, staged_dups_sql);
     size_t item = 0;
-    size_t start = 0;   /* position of item 'item's first row */
-    int rc = 0;
-    int i;
+    size_t start = 0;   /* position of item 'item's first row sent */
+    const char *p = skipped;
 
-    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        log_error("store", "duplicate count failed: %s", PQerrorMessage(pg));
-        rc = pg_failure(pg, r);
-        PQclear(r);
-        return rc;
-    }
     for (item = 0; item < job->n; item++)
         job->each[item] = job->sent[item];
-    for (i = 0, item = 0; i < PQntuples(r); i++) {
-        size_t k = (size_t)strtoull(PQgetvalue(r, i, 0), NULL, 10);
+    for (item = 0; p && *p;) {
+        char *end;
+        size_t k = (size_t)strtoull(p, &end, 10);
 
         while (item < job->n && k >= start + job->sent[item])
             start += job->sent[item++];
         if (item < job->n && job->each[item] > 0)
             job->each[item]--;
-    }
-    PQclear(r);
-    return 0;
-}
-
-/* The merge's total is the truth: a row another transaction committed
- * between count_each() and the merge is taken off the last items. */
-static void settle_each(const health_job *job, size_t inserted)
-{
-    size_t sum = 0;
-    size_t i;
-
-    for (i = 0; i < job->n; i++)
-        sum += job->each[i];
-    for (i = job->n; i-- > 0 && sum > inserted;) {
-        size_t cut = job->each[i] < sum - inserted ? job->each[i] : sum - inserted;
-
-        job->each[i] -= cut;
-        sum -= cut;
+        p = *end == ',' ? end + 1 : NULL;
     }
 }
 
 /* Staging COPY, then INSERT ... ON CONFLICT DO NOTHING: right for any batch. */
 static int staging_body(PGconn *pg, const health_job *job, store_stats *st)
 {
+    PGresult *r;
     int rc;
 
     if ((rc = pg_copy_in(pg, copy_sql, job->data->data, job->data->len)) != 0)
         return rc;
-    if (job->each && (rc = count_each(pg, job)) != 0)
-        return rc;
-    if ((rc = take_result(pg, pg_query(pg, merge_sql), st, "merge")) == 0 && job->each)
-        settle_each(job, st->inserted);
-    return rc;
+    if (job->each == NULL)
+        return take_result(pg, pg_query(pg, merge_sql), st, "merge");
+    r = pg_query(pg, merge_each_sql);
+    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) > 0)
+        count_each(job, PQgetisnull(r, 0, 9) ? NULL : PQgetvalue(r, 0, 9));
+    return take_result(pg, r, st, "merge");
 }
 
 /* The batch's keys as two array literals, {sn,...} and {ts,...}, with the

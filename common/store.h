@@ -91,9 +91,9 @@ int store_health_batch(PGconn *pg, enrich_cache *cache, const store_item *items,
 
 /* As store_health_batch(); on 0 also sets each[i] (room for 'n') to the
  * rows of items[i] that were new (the rest of its records were duplicates:
- * already stored, or repeating an earlier item of the call). Exact, except
- * that a row another transaction commits concurrently is taken off the
- * last items (the total, st->inserted, is always exact). */
+ * already stored, or repeating an earlier row of the call: such a repeat
+ * is not sent at all, so the first upload holding a reading is the one it
+ * counts as new for). */
 int store_health_each(PGconn *pg, enrich_cache *cache, const store_item *items, size_t n,
                       const char *upload_method, store_stats *st, size_t *each);
 
