@@ -100,7 +100,7 @@ static const cfg_option options[] = {
             "stream traffic ratio (in 1/1000) used while Redis holds none"),
     CFG_INT("keepalive_ms", "LJ_KEEPALIVE_MS", keepalive_ms, "15000", 100, 3600000,
             CFG_PRODUCER, "idle keep-alive connections are closed after this long"),
-    CFG_INT("legacy_group_ms", "LJ_LEGACY_GROUP_MS", legacy_group_ms, "2", 0, 1000,
+    CFG_INT("legacy_group_ms", "LJ_LEGACY_GROUP_MS", legacy_group_ms, "1", 0, 1000,
             CFG_PRODUCER, "legacy path: a group commit waits at most this long after its "
             "first upload for more; 0: takes what is queued"),
     CFG_INT("legacy_group_records", "LJ_LEGACY_GROUP_RECORDS", legacy_group_records, "2000", 1,
