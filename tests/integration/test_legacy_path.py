@@ -191,6 +191,12 @@ def test_hung_postgres_gives_bounded_503s_opens_the_breaker_and_recovers(stack, 
         assert metric(stack, "ljwx_breaker_state", '{dependency="postgres"}') == 1
         r, dt = timed_post(stack, "/upload_health_data", reading(f"{t}-x", BASE_S))
         assert r.status_code == 503 and "Retry-After" in r.headers and dt < 0.5
+        # The old device and event paths share the writers and the breaker.
+        for path, body in (("/upload_device_info", {"SerialNumber": f"{t}-d"}),
+                           ("/upload_common_event", {"deviceSn": f"{t}-d", "eventType": "SOS"})):
+            r, dt = timed_post(stack, path, body)
+            assert r.status_code == 503 and "circuit open" in r.json()["message"], r.text
+            assert "Retry-After" in r.headers and dt < 0.5
         assert metric(stack, "ljwx_legacy_queued") <= 8
     wait_for(lambda: stack.post("/upload_health_data",
                                 reading(f"{t}-back", BASE_S)).status_code == 200,
@@ -210,6 +216,8 @@ def test_postgres_restart_recovers_by_itself(stack, servers):
     servers.stop_pg()
     try:
         r = stack.post("/upload_health_data", reading(f"{t}-1", BASE_S))
+        assert r.status_code == 503 and "Retry-After" in r.headers
+        r = stack.post("/upload_common_event", {"deviceSn": f"{t}-e", "eventType": "SOS"})
         assert r.status_code == 503 and "Retry-After" in r.headers
     finally:
         servers.start_pg()
@@ -337,3 +345,35 @@ def test_old_device_and_event_paths_fall_back_to_legacy_when_the_stream_is_full(
     wait_for(event_fell_back, timeout=5, what="the event stored by the legacy path")
     assert servers.sql("SELECT event_type FROM t_common_event WHERE device_sn = %s",
                        (sn,)) == [("LOW_BATTERY",)]
+
+
+def test_old_paths_refused_report_gets_400_and_device_limit_429(stack, servers):
+    sn = tag("X")
+    name = f"refuse_{uuid.uuid4().hex[:8]}"
+    servers.sql(f"""
+        CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF NEW.device_sn = '{sn}-bad' THEN
+                RAISE EXCEPTION 'poison event' USING ERRCODE = '22023';
+            END IF;
+            RETURN NEW;
+        END $$""")
+    servers.sql(f"CREATE TRIGGER {name} BEFORE INSERT ON t_common_event"
+                f" FOR EACH ROW EXECUTE FUNCTION {name}()")
+    try:
+        stack.producer(LJ_DEVICE_RATE=1, LJ_DEVICE_BURST=1, LJ_LEGACY_GROUP_MS=200)
+        out = post_together(stack, [{"deviceSn": f"{sn}-{i}", "eventType": "SOS"}
+                                    for i in range(3)] +
+                            [{"deviceSn": f"{sn}-bad", "eventType": "SOS"}],
+                            path="/upload_common_event")
+        assert [r.status_code for r in out] == [200, 200, 200, 400], [r.text for r in out]
+        assert "refused" in out[3].json()["message"]
+        assert servers.sql("SELECT count(*) FROM t_common_event WHERE device_sn LIKE %s",
+                           (f"{sn}-%",)) == [(3,)]
+        r = stack.post("/upload_common_event", {"deviceSn": f"{sn}-0", "eventType": "FALL_DOWN"})
+        assert r.status_code == 429 and "Retry-After" in r.headers, r.text
+        r = stack.post("/upload_device_info", {"SerialNumber": f"{sn}-1"})
+        assert r.status_code == 429, r.text
+    finally:
+        servers.sql(f"DROP TRIGGER IF EXISTS {name} ON t_common_event")
+        servers.sql(f"DROP FUNCTION IF EXISTS {name}()")
