@@ -133,6 +133,10 @@ def test_sigterm_drain_deadline_answers_503_and_exits_clean(stack, servers):
         # A request still arriving at the deadline: its connection is closed.
         partial = socket.create_connection(("127.0.0.1", stack.http_port), timeout=5)
         partial.sendall(b"POST /upload_health_data HTTP/1.1\r\nHost: x\r\nContent-Len")
+        # Accepted (else closing the listener resets it): the uploads, it and
+        # the /metrics call itself.
+        wait_for(lambda: metric(stack, "ljwx_open_connections") >= n + 2,
+                 what="the partial request accepted")
         t0 = time.monotonic()
         producer.p.send_signal(15)
         for t in threads:
