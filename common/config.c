@@ -105,6 +105,18 @@ static const cfg_option options[] = {
             "stream traffic ratio (in 1/1000) used while Redis holds none"),
     CFG_INT("keepalive_ms", "LJ_KEEPALIVE_MS", keepalive_ms, "15000", 100, 3600000,
             CFG_PRODUCER, "idle keep-alive connections are closed after this long"),
+    CFG_INT("legacy_group_ms", "LJ_LEGACY_GROUP_MS", legacy_group_ms, "1", 0, 1000,
+            CFG_PRODUCER, "legacy path: a group commit waits at most this long after its "
+            "first upload for more; 0: takes what is queued"),
+    CFG_INT("legacy_group_records", "LJ_LEGACY_GROUP_RECORDS", legacy_group_records, "2000", 1,
+            1000000, CFG_PRODUCER,
+            "legacy path: a group commit closes at this many records (one upload may exceed it)"),
+    CFG_INT("legacy_group_uploads", "LJ_LEGACY_GROUP_UPLOADS", legacy_group_uploads, "1000", 1,
+            100000, CFG_PRODUCER, "legacy path: a group commit closes at this many uploads"),
+    CFG_INT("legacy_queue", "LJ_LEGACY_QUEUE", legacy_queue, "4096", 1, 1000000, CFG_PRODUCER,
+            "legacy path: uploads waiting for a writer at most; more get 503 at once"),
+    CFG_INT("legacy_writers", "LJ_LEGACY_WRITERS", legacy_writers, "2", 1, 64, CFG_PRODUCER,
+            "legacy path: writer threads, each with its own PostgreSQL connection"),
     CFG_STR("log_level", "LJ_LOG_LEVEL", log_level, "info", CFG_ALL, 0,
             "debug, info, warn or error"),
     CFG_INT("max_body_bytes", "LJ_MAX_BODY_BYTES", max_body_bytes, "1048576", 1, 1 << 30,
@@ -149,7 +161,7 @@ static const cfg_option options[] = {
             "30000", 0, 3600000, CFG_ALL, "TCP_USER_TIMEOUT of PostgreSQL connections (unsent "
             "data unacknowledged this long: dead); 0: the kernel's; the DSN's wins"),
     CFG_INT("pool_threads", "LJ_POOL_THREADS", pool_threads, "4", 1, 128, CFG_PRODUCER,
-            "threads for PostgreSQL work (legacy path, audit, stats)"),
+            "threads for PostgreSQL ops work (audit, stats, trace, health)"),
     CFG_INT("pool_request_timeout_ms", "LJ_POOL_REQUEST_TIMEOUT_MS", pool_request_timeout_ms,
             "10000", 100, 600000, CFG_PRODUCER,
             "a request waiting on PostgreSQL work (legacy write, /api/stats, trace) is answered "

@@ -74,6 +74,11 @@ typedef struct lj_config {
     int stats_cache_ms;
     char timezone[64];          /* the fleet's IANA zone: /api/stats "today"; never "" once loaded */
     int shutdown_timeout_ms;
+    int legacy_writers;         /* legacy path (legacy.c) */
+    int legacy_group_ms;
+    int legacy_group_records;
+    int legacy_group_uploads;
+    int legacy_queue;
     char web_dir[512];          /* dashboard (dashboard.c) */
     char chartjs_path[512];
     /* consumer */

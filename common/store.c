@@ -14,7 +14,8 @@
 #include "report.h"
 
 /* Session-local and emptied by every COMMIT or ROLLBACK, so a failed batch
- * leaves nothing behind for the next one. */
+ * leaves nothing behind for the next one. 'ord' (not COPYed: filled in
+ * input order) tells which item a staged row came from. */
 static const char create_staging_sql[] =
     "CREATE TEMP TABLE IF NOT EXISTS health_staging ("
     " device_sn varchar(64), ts timestamptz, user_id bigint, customer_id bigint,"
@@ -23,7 +24,8 @@ static const char create_staging_sql[] =
     " stress integer, step integer, distance integer, calorie integer,"
     " latitude double precision, longitude double precision, altitude double precision,"
     " sleep text, source_method varchar(20), upload_method varchar(20),"
-    " stream_id varchar(64), batch_id varchar(64)) ON COMMIT DELETE ROWS";
+    " stream_id varchar(64), batch_id varchar(64),"
+    " ord bigint GENERATED ALWAYS AS IDENTITY) ON COMMIT DELETE ROWS";
 
 static const char copy_sql[] =
     "COPY health_staging (" COPYENC_HEALTH_COLUMNS ") FROM STDIN";
@@ -31,8 +33,9 @@ static const char copy_sql[] =
 /* For each new row ('ins') and metric, the most severe enabled rule that
  * matches raises one alert (SPEC §5.3), NEW, or IMPORTED for a back-filled
  * row (history, not work for operators). The first result row carries the
- * count of new rows; alert columns are NULL when none was raised. */
-#define ALERTS_FROM_INS                                                                 \
+ * count of new rows; alert columns are NULL when none was raised; 'extra'
+ * adds columns after them. */
+#define ALERTS_FROM_INS_WITH(extra)                                                     \
     "hit AS ("                                                                          \
     " SELECT DISTINCT ON (i.device_sn, i.ts, v.metric) r.id AS rule_id, i.user_id,"     \
     " i.customer_id, i.org_id, i.device_sn, v.metric, v.value, r.level, i.ts, i.stream_id," \
@@ -56,8 +59,10 @@ static const char copy_sql[] =
     "SELECT (SELECT count(*) FROM ins), (SELECT count(DISTINCT stream_id) FROM ins),"      \
     " al.id, al.device_sn, al.alert_type, al.alert_value,"                              \
     " al.level, to_char(al.alert_time AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')," \
-    " al.user_id"                                                                       \
+    " al.user_id" extra                                                                 \
     " FROM (SELECT 1) one LEFT JOIN al ON true"
+
+#define ALERTS_FROM_INS ALERTS_FROM_INS_WITH("")
 
 #define INS_COLUMNS                                                                     \
     "device_sn, ts, user_id, customer_id, org_id, stream_id, heart_rate, blood_oxygen," \
@@ -71,6 +76,21 @@ static const char merge_sql[] =
     " ON CONFLICT (device_sn, ts) DO NOTHING"
     " RETURNING " INS_COLUMNS "),"
     ALERTS_FROM_INS;
+
+/* As merge_sql, for per-item counts: a tenth column (first row) lists the
+ * staged rows the merge skipped as already stored, by position among the
+ * rows sent ("3,17"; NULL: none). Staged keys are unique then (in-call
+ * repeats are not sent), so a row is skipped iff its key is not in 'ins'. */
+static const char merge_each_sql[] =
+    "WITH ins AS ("
+    " INSERT INTO t_user_health_data (" COPYENC_HEALTH_COLUMNS ")"
+    " SELECT " COPYENC_HEALTH_COLUMNS " FROM health_staging"
+    " ON CONFLICT (device_sn, ts) DO NOTHING"
+    " RETURNING " INS_COLUMNS "),"
+    ALERTS_FROM_INS_WITH(", (SELECT string_agg((s.ord - (SELECT min(ord) FROM health_staging))"
+                         "::text, ',' ORDER BY s.ord) FROM health_staging s WHERE NOT EXISTS"
+                         " (SELECT 1 FROM ins WHERE ins.device_sn = s.device_sn"
+                         " AND ins.ts = s.ts))");
 
 /* The direct path: the batch was COPYed straight into the table, every row
  * is new; its rows are found again by their keys (device_sn, ts), which
@@ -152,8 +172,10 @@ static int find_owners(PGconn *pg, enrich_cache *cache, const store_item *items,
     return rc;
 }
 
+/* Encodes every row of 'items' but those 'skip' marks (NULL: none). */
 static int encode_items(lj_buf *out, const store_item *items, size_t n,
-                        const copyenc_owner *owners, const char *upload_method)
+                        const copyenc_owner *owners, const char *upload_method,
+                        const unsigned char *skip)
 {
     size_t i;
     size_t j;
@@ -163,10 +185,63 @@ static int encode_items(lj_buf *out, const store_item *items, size_t n,
         copyenc_meta meta = {upload_method, items[i].stream_id, items[i].batch_id};
 
         for (j = 0; j < items[i].n; j++, k++)
-            if (copyenc_health_row(out, &items[i].recs[j], owners ? &owners[k] : NULL,
+            if ((skip == NULL || !skip[k]) &&
+                copyenc_health_row(out, &items[i].recs[j], owners ? &owners[k] : NULL,
                                    &meta) != 0)
                 return LJ_ENOMEM;
     }
+    return 0;
+}
+
+static uint64_t key_hash(const rec_health *r)
+{
+    uint64_t h = 1469598103934665603ull;
+    const char *c;
+
+    for (c = r->device_sn; *c; c++)
+        h = (h ^ (unsigned char)*c) * 1099511628211ull;
+    h ^= (uint64_t)r->ts_ms * 0x9E3779B97F4A7C15ull + r->ts_us;
+    return h ^ (h >> 29);
+}
+
+static int same_key(const rec_health *a, const rec_health *b)
+{
+    return a->ts_ms == b->ts_ms && a->ts_us == b->ts_us && strcmp(a->device_sn, b->device_sn) == 0;
+}
+
+/* Marks in 'skip' (one byte a row, in item order) each row whose key
+ * (device_sn, ts) an earlier row of the call has, and counts them per item
+ * in 'sent' (items[i].n less its marked rows). Such a row would only be
+ * skipped by the merge, and would send a direct COPY to the staging path. */
+static int mark_repeats(const store_item *items, size_t n, size_t rows, unsigned char *skip,
+                        size_t *sent)
+{
+    size_t slots = 16;
+    const rec_health **seen;
+    size_t i;
+    size_t j;
+    size_t k = 0;
+
+    while (slots < rows * 2)
+        slots <<= 1;
+    if ((seen = calloc(slots, sizeof(*seen))) == NULL)
+        return LJ_ENOMEM;
+    for (i = 0; i < n; i++) {
+        sent[i] = items[i].n;
+        for (j = 0; j < items[i].n; j++, k++) {
+            const rec_health *r = &items[i].recs[j];
+            size_t h = (size_t)key_hash(r) & (slots - 1);
+
+            while (seen[h] && !same_key(seen[h], r))
+                h = (h + 1) & (slots - 1);
+            skip[k] = seen[h] != NULL;
+            if (skip[k])
+                sent[i]--;
+            else
+                seen[h] = r;
+        }
+    }
+    free(seen);
     return 0;
 }
 
@@ -255,16 +330,46 @@ typedef struct health_job {
     const lj_buf *data;
     const store_item *items;
     size_t n;
+    size_t *each;           /* per-item new rows, or NULL */
+    const size_t *sent;     /* with 'each': per-item rows in 'data' */
 } health_job;
+
+/* each[i] = the rows of item i the merge added: its rows sent less those
+ * listed in 'skipped' (positions among the rows sent, ascending). */
+static void count_each(const health_job *job, const char *skipped)
+{
+    size_t item = 0;
+    size_t start = 0;   /* position of item 'item's first row sent */
+    const char *p = skipped;
+
+    for (item = 0; item < job->n; item++)
+        job->each[item] = job->sent[item];
+    for (item = 0; p && *p;) {
+        char *end;
+        size_t k = (size_t)strtoull(p, &end, 10);
+
+        while (item < job->n && k >= start + job->sent[item])
+            start += job->sent[item++];
+        if (item < job->n && job->each[item] > 0)
+            job->each[item]--;
+        p = *end == ',' ? end + 1 : NULL;
+    }
+}
 
 /* Staging COPY, then INSERT ... ON CONFLICT DO NOTHING: right for any batch. */
 static int staging_body(PGconn *pg, const health_job *job, store_stats *st)
 {
+    PGresult *r;
     int rc;
 
     if ((rc = pg_copy_in(pg, copy_sql, job->data->data, job->data->len)) != 0)
         return rc;
-    return take_result(pg, pg_query(pg, merge_sql), st, "merge");
+    if (job->each == NULL)
+        return take_result(pg, pg_query(pg, merge_sql), st, "merge");
+    r = pg_query(pg, merge_each_sql);
+    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) > 0)
+        count_each(job, PQgetisnull(r, 0, 9) ? NULL : PQgetvalue(r, 0, 9));
+    return take_result(pg, r, st, "merge");
 }
 
 /* The batch's keys as two array literals, {sn,...} and {ts,...}, with the
@@ -326,6 +431,7 @@ static int direct_body(PGconn *pg, const health_job *job, store_stats *st)
 {
     key_arrays keys;
     const char *params[4];
+    size_t i;
     int rc;
 
     if ((rc = pg_exec(pg, "SAVEPOINT direct")) != 0)
@@ -347,6 +453,8 @@ static int direct_body(PGconn *pg, const health_job *job, store_stats *st)
         params[3] = keys.hi;
         rc = take_result(pg, pg_query_params(pg, direct_alerts_sql, 4, params), st, "alerts");
     }
+    for (i = 0; rc == 0 && job->each && i < job->n; i++)
+        job->each[i] = job->sent[i];        /* the COPY took every row: all new */
     lj_buf_cleanup(&keys.sns);
     lj_buf_cleanup(&keys.tss);
     return rc;
@@ -354,13 +462,7 @@ static int direct_body(PGconn *pg, const health_job *job, store_stats *st)
 
 static int health_body(PGconn *pg, const void *arg, store_stats *st)
 {
-    const health_job *job = arg;
-    size_t i;
-
-    for (i = 0; i < job->n; i++)
-        if (job->items[i].stream_id == NULL)
-            return staging_body(pg, job, st);   /* the legacy path: no IDs to find rows by */
-    return direct_body(pg, job, st);
+    return direct_body(pg, arg, st);
 }
 
 /* The partitions of every month the batch touches, before its transaction
@@ -381,7 +483,15 @@ static int ensure_months(PGconn *pg, const store_item *items, size_t n)
 int store_health_batch(PGconn *pg, enrich_cache *cache, const store_item *items, size_t n,
                        const char *upload_method, store_stats *st)
 {
+    return store_health_each(pg, cache, items, n, upload_method, st, NULL);
+}
+
+int store_health_each(PGconn *pg, enrich_cache *cache, const store_item *items, size_t n,
+                      const char *upload_method, store_stats *st, size_t *each)
+{
     copyenc_owner *owners = NULL;
+    unsigned char *skip = NULL;
+    size_t *sent = NULL;
     health_job job;
     lj_buf data;
     size_t rows = 0;
@@ -392,18 +502,29 @@ int store_health_batch(PGconn *pg, enrich_cache *cache, const store_item *items,
     lj_buf_init(&data);
     for (i = 0; i < n; i++)
         rows += items[i].n;
+    if (each && ((skip = malloc(rows ? rows : 1)) == NULL ||
+                 (sent = malloc(n * sizeof(*sent))) == NULL)) {
+        rc = LJ_ENOMEM;
+        goto out;
+    }
+    if (each && (rc = mark_repeats(items, n, rows, skip, sent)) != 0)
+        goto out;
     if ((rc = find_owners(pg, cache, items, n, rows, &owners, st)) != 0)
         goto out;
-    if ((rc = encode_items(&data, items, n, owners, upload_method)) != 0)
+    if ((rc = encode_items(&data, items, n, owners, upload_method, skip)) != 0)
         goto out;
     if ((rc = ensure_months(pg, items, n)) != 0)
         goto out;
     job.data = &data;
     job.items = items;
     job.n = n;
+    job.each = each;
+    job.sent = sent;
     if ((rc = in_transaction(pg, health_body, &job, st)) == 0)
         st->duplicates = rows - st->inserted;
 out:
+    free(skip);
+    free(sent);
     free(owners);
     lj_buf_cleanup(&data);
     return rc;
@@ -471,12 +592,14 @@ typedef struct report_job {
     const char *const *stream_ids;
     const copyenc_owner *owners;
     size_t n;
+    size_t *each;           /* per-report new rows, or NULL */
 } report_job;
 
 static int device_body(PGconn *pg, const void *arg, store_stats *st)
 {
     const report_job *job = arg;
     const rep_device *d = job->reps;
+    size_t before;
     size_t i;
     int rc = 0;
 
@@ -499,8 +622,11 @@ static int device_body(PGconn *pg, const void *arg, store_stats *st)
         params[8] = id_param(job->owners[i].customer_id, ids[1], sizeof(ids[1]));
         params[9] = id_param(job->owners[i].org_id, ids[2], sizeof(ids[2]));
         params[10] = job->stream;
+        before = st->inserted;
         rc = take_result(pg, pg_query_params(pg, device_sql, 11, params), st,
                          "device info");
+        if (job->each)
+            job->each[i] = st->inserted - before;
     }
     return rc;
 }
@@ -534,6 +660,7 @@ static int event_body(PGconn *pg, const void *arg, store_stats *st)
 {
     const report_job *job = arg;
     const rep_event *e = job->reps;
+    size_t before;
     size_t i;
     int rc = 0;
 
@@ -551,18 +678,21 @@ static int event_body(PGconn *pg, const void *arg, store_stats *st)
         params[5] = id_param(job->owners[i].customer_id, ids[1], sizeof(ids[1]));
         params[6] = id_param(job->owners[i].org_id, ids[2], sizeof(ids[2]));
         params[7] = job->stream_ids[i];
+        before = st->inserted;
         rc = take_result(pg, pg_query_params(pg, event_sql, 8, params), st,
                          "event");
+        if (job->each)
+            job->each[i] = st->inserted - before;
     }
     return rc;
 }
 
 static int store_reports(PGconn *pg, enrich_cache *cache, const char *stream, const void *reps,
                          size_t stride, const char *first_sn, const char *const *stream_ids,
-                         size_t n, txn_body body, store_stats *st)
+                         size_t n, txn_body body, store_stats *st, size_t *each)
 {
     copyenc_owner *owners = calloc(n ? n : 1, sizeof(*owners));
-    report_job job = {stream, reps, stream_ids, owners, n};
+    report_job job = {stream, reps, stream_ids, owners, n, each};
     int rc;
 
     memset(st, 0, sizeof(*st));
@@ -577,15 +707,15 @@ static int store_reports(PGconn *pg, enrich_cache *cache, const char *stream, co
 
 int store_device_batch(PGconn *pg, enrich_cache *cache, const char *stream,
                        const rep_device *reps, const char *const *stream_ids, size_t n,
-                       store_stats *st)
+                       store_stats *st, size_t *each)
 {
     return store_reports(pg, cache, stream, reps, sizeof(*reps), n ? reps[0].device_sn : NULL,
-                         stream_ids, n, device_body, st);
+                         stream_ids, n, device_body, st, each);
 }
 
 int store_event_batch(PGconn *pg, enrich_cache *cache, const rep_event *evs,
-                      const char *const *stream_ids, size_t n, store_stats *st)
+                      const char *const *stream_ids, size_t n, store_stats *st, size_t *each)
 {
     return store_reports(pg, cache, NULL, evs, sizeof(*evs), n ? evs[0].device_sn : NULL,
-                         stream_ids, n, event_body, st);
+                         stream_ids, n, event_body, st, each);
 }

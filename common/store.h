@@ -97,20 +97,29 @@ int store_prepare(PGconn *pg);
 int store_health_batch(PGconn *pg, enrich_cache *cache, const store_item *items, size_t n,
                        const char *upload_method, store_stats *st);
 
+/* As store_health_batch(); on 0 also sets each[i] (room for 'n') to the
+ * rows of items[i] that were new (the rest of its records were duplicates:
+ * already stored, or repeating an earlier row of the call: such a repeat
+ * is not sent at all, so the first upload holding a reading is the one it
+ * counts as new for). */
+int store_health_each(PGconn *pg, enrich_cache *cache, const store_item *items, size_t n,
+                      const char *upload_method, store_stats *st, size_t *each);
+
 /* Stores device status reports in one transaction: each appended to the
  * history (unique by stream and entry ID: a redelivered report adds
  * nothing, the same ID in another stream is another report) and, when new,
  * upserted as the device's latest state unless a later report is already
  * there. 'stream_ids'[i] is the entry of reps[i] in 'stream'. Errors as
- * store_health_batch(). */
+ * store_health_batch(). 'each' (NULL, or room for 'n'): on 0, each[i] is 1
+ * when reps[i] was new, else 0; so for store_event_batch(). */
 int store_device_batch(PGconn *pg, enrich_cache *cache, const char *stream,
                        const rep_device *reps, const char *const *stream_ids, size_t n,
-                       store_stats *st);
+                       store_stats *st, size_t *each);
 
 /* Stores events in one transaction (unique device, type and time), raising
  * an alert for each new event that an enabled event rule matches (SOS,
  * FALL_DOWN). Errors as store_health_batch(). */
 int store_event_batch(PGconn *pg, enrich_cache *cache, const rep_event *evs,
-                      const char *const *stream_ids, size_t n, store_stats *st);
+                      const char *const *stream_ids, size_t n, store_stats *st, size_t *each);
 
 #endif

@@ -215,14 +215,14 @@ static int store_entries(session *s, batch_entry *const *e, size_t n, store_stat
         for (i = 0; d && i < n; i++)
             d[i] = e[i]->u.device;     /* shallow: the entries keep ownership */
         if (d)
-            rc = store_device_batch(s->pg, s->owners, s->stream, d, ids, n, st);
+            rc = store_device_batch(s->pg, s->owners, s->stream, d, ids, n, st, NULL);
     } else {
         rep_event *ev = reps = malloc(n * sizeof(*ev));
 
         for (i = 0; ev && i < n; i++)
             ev[i] = e[i]->u.event;
         if (ev)
-            rc = store_event_batch(s->pg, s->owners, ev, ids, n, st);
+            rc = store_event_batch(s->pg, s->owners, ev, ids, n, st, NULL);
     }
     free(reps);
     free(ids);

@@ -362,12 +362,19 @@ static void go_legacy(upload *u)
         upload_free(u);
         return;
     }
-    if (legacy_store(u->in->loop, &u->b, (unsigned)u->in->cfg->pool_request_timeout_ms,
-                     on_legacy_expired, on_legacy_done, u) != 0) {
-        breaker_report(flowctl_breaker(FLOWCTL_PG), 0, uv_hrtime());
-        ingest_unavailable(u->req, "storage unavailable, retry later");
-        upload_free(u);
+    switch (legacy_store(u->in->loop, &u->b, (unsigned)u->in->cfg->pool_request_timeout_ms,
+                         on_legacy_expired, on_legacy_done, u)) {
+    case 0:
+        return;
+    case LJ_EUNAVAIL:   /* the writers' queue is full: overload, not a PostgreSQL failure */
+        ingest_unavailable(u->req, "storage busy, retry later");
+        break;
+    default:
+        http_respond_error(u->req, 500, "out of memory");
+        break;
     }
+    stats_path(STATS_LEGACY, 0, seconds_since(u->path_start_ns));
+    upload_free(u);
 }
 
 /* ------------------------------------------------------------------------
@@ -786,4 +793,222 @@ void ingest_event_v2(ingest *in, http_request *req)
         send_simple(in, req, STREAM_EVENT, e.device_sn, &payload, "event");
     rep_event_cleanup(&e);
     lj_buf_cleanup(&payload);
+}
+
+/* ------------------------------------------------------------------------
+ * Old device info and event paths, routed by the gray ratio (SPEC §7)
+ * ------------------------------------------------------------------------ */
+
+/* One routed report in flight. Owns the parsed report until answered. */
+typedef struct report_upload {
+    ingest *in;
+    http_request *req;
+    stream_kind kind;       /* STREAM_DEVICE or STREAM_EVENT */
+    const char *what;       /* "device info", "event" */
+    char id[37];            /* device reports: the history's stream_id */
+    uint64_t start_ns;
+    union {
+        rep_device d;
+        rep_event e;
+    } u;
+} report_upload;
+
+static void report_free(report_upload *ru)
+{
+    flowctl_leave();
+    if (ru->kind == STREAM_DEVICE)
+        rep_device_cleanup(&ru->u.d);
+    else
+        rep_event_cleanup(&ru->u.e);
+    free(ru);
+}
+
+static const char *report_sn(const report_upload *ru)
+{
+    return ru->kind == STREAM_DEVICE ? ru->u.d.device_sn : ru->u.e.device_sn;
+}
+
+static void on_report_expired(void *arg)
+{
+    report_upload *ru = arg;
+
+    breaker_report(flowctl_breaker(FLOWCTL_PG), 0, uv_hrtime());
+    stats_path(STATS_LEGACY, 0, seconds_since(ru->start_ns));
+    log_warn("ingest", "legacy %s write not done within %d ms: 503 device=%s", ru->what,
+             ru->in->cfg->pool_request_timeout_ms, report_sn(ru));
+    ingest_unavailable(ru->req, "storage did not answer in time, retry later");
+    ru->req = NULL;
+}
+
+static void on_report_done(int rc, const store_stats *st, int late, void *arg)
+{
+    report_upload *ru = arg;
+    lj_buf body;
+    int err;
+
+    if (late) {
+        if (rc == 0)
+            publish_alerts(ru->in, st);
+        goto out;
+    }
+    breaker_report(flowctl_breaker(FLOWCTL_PG), rc == 0 || rc == LJ_EPOISON, uv_hrtime());
+    stats_path(STATS_LEGACY, rc == 0, seconds_since(ru->start_ns));
+    if (rc == LJ_EPOISON) {
+        http_respond_error(ru->req, 400, "the database refused the report");
+        goto out;
+    }
+    if (rc != 0) {
+        log_warn("ingest", "legacy %s write failed: %s", ru->what, lj_strerror(rc));
+        ingest_unavailable(ru->req, "storage unavailable, retry later");
+        goto out;
+    }
+    publish_alerts(ru->in, st);
+    lj_buf_init(&body);
+    err = lj_buf_printf(&body, "{\"status\":\"success\",\"message\":\"%s stored\","
+                               "\"inserted\":%zu,\"duplicates\":%zu,\"alerts\":%zu}",
+                        ru->what, st->inserted, st->duplicates, st->nalerts);
+    respond_buf(ru->req, 200, &body, err);
+out:
+    report_free(ru);
+}
+
+static void report_legacy(report_upload *ru)
+{
+    unsigned timeout = (unsigned)ru->in->cfg->pool_request_timeout_ms;
+    uint64_t retry_ms;
+    int rc;
+
+    ru->start_ns = uv_hrtime();
+    if (ru->in->closing) {
+        ingest_unavailable(ru->req, "shutting down, retry later");
+        report_free(ru);
+        return;
+    }
+    if (!breaker_allow(flowctl_breaker(FLOWCTL_PG), ru->start_ns, &retry_ms)) {
+        unavailable_for(ru->req, "storage unavailable (circuit open), retry later", retry_ms);
+        report_free(ru);
+        return;
+    }
+    if (ru->kind == STREAM_DEVICE) {
+        make_uuid(ru->in, ru->id);
+        rc = legacy_store_device(ru->in->loop, &ru->u.d, ru->id, timeout, on_report_expired,
+                                 on_report_done, ru);
+    } else {
+        rc = legacy_store_event(ru->in->loop, &ru->u.e, timeout, on_report_expired,
+                                on_report_done, ru);
+    }
+    if (rc == 0)
+        return;
+    if (rc == LJ_EUNAVAIL)
+        ingest_unavailable(ru->req, "storage busy, retry later");
+    else
+        http_respond_error(ru->req, 500, "out of memory");
+    stats_path(STATS_LEGACY, 0, seconds_since(ru->start_ns));
+    report_free(ru);
+}
+
+/* The stream path could not take 'ru': the legacy path instead (SPEC §4). */
+static void report_fall_back(report_upload *ru, const char *why)
+{
+    log_warn("ingest", "%s: %s, legacy path instead device=%s", ru->what, why, report_sn(ru));
+    atomic_fetch_add(&stats_fault.fallbacks, 1);
+    report_legacy(ru);
+}
+
+static void on_report_xadd(redisReply *r, void *arg)
+{
+    report_upload *ru = arg;
+    lj_buf body;
+    int err;
+
+    if (!xadd_outcome(r)) {
+        stats_path(STATS_STREAM, 0, seconds_since(ru->start_ns));
+        report_fall_back(ru, r ? "XADD refused" : "link lost");
+        return;
+    }
+    stats_path(STATS_STREAM, 1, seconds_since(ru->start_ns));
+    lj_buf_init(&body);
+    err = lj_buf_puts(&body, "{\"status\":\"accepted\",\"stream_id\":") ||
+          lj_buf_json_str(&body, r->str, r->len) ||
+          lj_buf_printf(&body, ",\"message\":\"%s accepted for processing\"}", ru->what);
+    respond_buf(ru->req, 200, &body, err);
+    report_free(ru);
+}
+
+static void report_stream(report_upload *ru)
+{
+    uint64_t retry_ms;
+    lj_buf payload;
+    int rc;
+
+    ru->start_ns = uv_hrtime();
+    if (backlog_full(ru->in->backlog, ru->kind)) {
+        atomic_fetch_add(&stats_fault.backpressure, 1);
+        report_fall_back(ru, "stream over its high watermark");
+        return;
+    }
+    if (!breaker_allow(flowctl_breaker(FLOWCTL_REDIS), ru->start_ns, &retry_ms)) {
+        report_fall_back(ru, "redis circuit open");
+        return;
+    }
+    lj_buf_init(&payload);
+    rc = ru->kind == STREAM_DEVICE ? rep_device_to_json(&ru->u.d, &payload)
+                                   : rep_event_to_json(&ru->u.e, &payload);
+    if (rc != 0) {
+        http_respond_error(ru->req, 500, "out of memory");
+        report_free(ru);
+    } else if (send_xadd(ru->in, ru->kind, report_sn(ru), "", &payload, on_report_xadd,
+                         ru) != 0) {
+        xadd_outcome(NULL);
+        stats_path(STATS_STREAM, 0, seconds_since(ru->start_ns));
+        report_fall_back(ru, "redis unavailable");
+    }
+    lj_buf_cleanup(&payload);
+}
+
+/* Parses, checks the limits and routes one report; answers every failure. */
+static void route_report(ingest *in, http_request *req, stream_kind kind)
+{
+    rec_opts opts = {1, in->cfg->max_depth, in->cfg->tz_offset_min, now_ms()};
+    const char *msg = NULL;
+    report_upload *ru;
+    int rc;
+
+    if (!address_allowed(req))
+        return;
+    if ((ru = calloc(1, sizeof(*ru))) == NULL) {
+        http_respond_error(req, 500, "out of memory");
+        return;
+    }
+    ru->in = in;
+    ru->req = req;
+    ru->kind = kind;
+    ru->what = kind == STREAM_DEVICE ? "device info" : "event";
+    rc = kind == STREAM_DEVICE ? rep_device_parse(req->body, req->body_len, &opts, &ru->u.d, &msg)
+                               : rep_event_parse(req->body, req->body_len, &opts, &ru->u.e, &msg);
+    if (rc != 0 || !device_allowed(in, req, report_sn(ru)) || !enter_flight(req)) {
+        if (rc != 0)
+            http_respond_error(req, rc == LJ_ENOMEM ? 500 : 400, msg ? msg : lj_strerror(rc));
+        if (kind == STREAM_DEVICE)
+            rep_device_cleanup(&ru->u.d);
+        else
+            rep_event_cleanup(&ru->u.e);
+        free(ru);
+        return;
+    }
+    http_defer(req);
+    if (gray_takes_stream(in->gray, report_sn(ru)))
+        report_stream(ru);
+    else
+        report_legacy(ru);
+}
+
+void ingest_device_routed(ingest *in, http_request *req)
+{
+    route_report(in, req, STREAM_DEVICE);
+}
+
+void ingest_event_routed(ingest *in, http_request *req)
+{
+    route_report(in, req, STREAM_EVENT);
 }

@@ -10,6 +10,8 @@
  *   /upload_health_data_batch   stream path fails, the legacy path instead
  *   /upload_device_info_v2      stream path (device_info_stream)
  *   /upload_common_event_v2     stream path (common_event_stream)
+ *   /upload_device_info         routed by the device's serial like health;
+ *   /upload_common_event        the legacy path stores them synchronously
  *
  * A stream over its high watermark (backlog.c) counts as a failed stream
  * path. Neither path able to store: 503 with Retry-After. A legacy write not
@@ -44,6 +46,8 @@ void ingest_health_routed(ingest *in, http_request *req);
 void ingest_health_batch(ingest *in, http_request *req);
 void ingest_device_v2(ingest *in, http_request *req);
 void ingest_event_v2(ingest *in, http_request *req);
+void ingest_device_routed(ingest *in, http_request *req);
+void ingest_event_routed(ingest *in, http_request *req);
 
 /* Answers 503 with Retry-After and a JSON error 'msg'. */
 void ingest_unavailable(http_request *req, const char *msg);

@@ -3,9 +3,11 @@
  * --threads event loops, each on its own thread with its own listener on
  * the shared port (SO_REUSEPORT), its own async Redis link (so the XADDs of
  * its requests pipeline), gray-release cache and backlog watch. PostgreSQL
- * work runs on the shared pool threads (pool.c). The main thread only waits
+ * ops work runs on the shared pool threads (pool.c). The main thread only waits
  * for SIGINT/SIGTERM (blocked in every thread, taken with sigwait), then
- * asks every loop to close its connections, and exits 0.
+ * asks every loop to close its connections, and exits 0. Legacy-path
+ * writes run on the legacy writer threads (legacy.c), whose answers come
+ * back to each loop through its legacy port.
  */
 #include <pthread.h>
 #include <signal.h>
@@ -23,6 +25,7 @@
 #include "gray.h"
 #include "http_server.h"
 #include "ingest.h"
+#include "legacy.h"
 #include "log.h"
 #include "ops.h"
 #include "pg.h"
@@ -107,6 +110,7 @@ static void close_loop(loop_ctx *c)
 {
     uv_close((uv_handle_t *)&c->stop, NULL);
     uv_close((uv_handle_t *)&c->drain, NULL);
+    legacy_loop_close(&c->loop);
     if (c->rt.ingest)
         ingest_close(c->rt.ingest);
     if (c->http)
@@ -128,7 +132,7 @@ static int drained(loop_ctx *c, uint64_t now)
 {
     int grace_over = now >= c->drain_deadline + DRAIN_GRACE_MS;
 
-    if (pool_pending() > 0)
+    if (pool_pending() > 0 || legacy_pending(&c->loop) > 0)
         return 0;
     if (http_server_busy(c->http) > 0 && !grace_over)
         return 0;
@@ -142,11 +146,14 @@ static void on_drain_tick(uv_timer_t *t)
 
     if (!c->expired && now >= c->drain_deadline) {
         c->expired = 1;
-        if (http_server_busy(c->http) > 0 || pool_pending() > 0)
+        if (http_server_busy(c->http) > 0 || pool_pending() > 0 ||
+            legacy_pending(&c->loop) > 0)
             log_warn("main", "drain deadline passed: %d requests answered 503, %d pool jobs "
-                             "cut short", http_server_busy(c->http), pool_pending());
+                             "and %d legacy writes cut short", http_server_busy(c->http),
+                     pool_pending(), legacy_pending(&c->loop));
         http_server_expire(c->http);
         pg_abort_waits();
+        legacy_abort();
     }
     if (!drained(c, now))
         return;
@@ -176,6 +183,8 @@ static int open_loop(loop_ctx *c, const lj_config *cfg, int port)
     uv_timer_init(&c->loop, &c->drain);
     c->drain.data = c;
     c->cfg = cfg;
+    if (legacy_loop_open(&c->loop) != 0)
+        return -1;
     c->rt.loop = &c->loop;
     c->rt.cfg = cfg;
     c->link = rlink_new(&c->loop, cfg->redis_host, cfg->redis_port, cfg->redis_password,
@@ -244,7 +253,7 @@ int main(int argc, char **argv)
     pg_init(&cfg);
     pool_init(&cfg);
     stats_init();
-    if (flowctl_init(&cfg) != 0 || dashboard_init(&cfg) != 0) {
+    if (flowctl_init(&cfg) != 0 || dashboard_init(&cfg) != 0 || legacy_start(&cfg) != 0) {
         log_error("main", "out of memory");
         return 1;
     }
@@ -283,6 +292,7 @@ int main(int argc, char **argv)
         free_loop(&loops[i]);
     }
     free(loops);
+    legacy_stop();
     flowctl_cleanup();
     dashboard_cleanup();
     ops_cleanup();

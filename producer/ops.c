@@ -10,6 +10,7 @@
 #include "err.h"
 #include "flowctl.h"
 #include "ingest.h"
+#include "legacy.h"
 #include "log.h"
 #include "pg.h"
 #include "pool.h"
@@ -730,7 +731,7 @@ void ops_metrics(http_request *req, const ledger *l)
 
     lj_buf_init(&b);
     if (stats_render_prometheus(&b) != 0 || flowctl_render_prometheus(&b) != 0 ||
-        ledger_render_prometheus(l, &b) != 0)
+        ledger_render_prometheus(l, &b) != 0 || legacy_render_prometheus(&b) != 0)
         http_respond_error(req, 500, "out of memory");
     else
         http_respond_typed(req, 200, "text/plain; version=0.0.4", NULL, b.data, b.len);

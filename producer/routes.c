@@ -22,6 +22,8 @@ static void health(routes *rt, http_request *req) { ingest_health_routed(rt->ing
 static void health_batch(routes *rt, http_request *req) { ingest_health_batch(rt->ingest, req); }
 static void device_v2(routes *rt, http_request *req) { ingest_device_v2(rt->ingest, req); }
 static void event_v2(routes *rt, http_request *req) { ingest_event_v2(rt->ingest, req); }
+static void device(routes *rt, http_request *req) { ingest_device_routed(rt->ingest, req); }
+static void event(routes *rt, http_request *req) { ingest_event_routed(rt->ingest, req); }
 static void get_ratio(routes *rt, http_request *req) { admin_get_ratio(rt->gray, req); }
 
 static void set_ratio(routes *rt, http_request *req)
@@ -69,6 +71,8 @@ static const route table[] = {
     {"/upload_health_data_batch", HTTP_POST, STATS_R_HEALTH_BATCH, health_batch},
     {"/upload_device_info_v2", HTTP_POST, STATS_R_DEVICE_V2, device_v2},
     {"/upload_common_event_v2", HTTP_POST, STATS_R_EVENT_V2, event_v2},
+    {"/upload_device_info", HTTP_POST, STATS_R_DEVICE, device},
+    {"/upload_common_event", HTTP_POST, STATS_R_EVENT, event},
     {"/api/stream_traffic_ratio", HTTP_GET, STATS_R_RATIO, get_ratio},
     {"/api/stream_traffic_ratio", HTTP_POST, STATS_R_RATIO, set_ratio},
     {"/api/emergency_rollback", HTTP_POST, STATS_R_ROLLBACK, rollback},

@@ -18,6 +18,8 @@
     XX(HEALTH_BATCH, "/upload_health_data_batch")       \
     XX(DEVICE_V2, "/upload_device_info_v2")             \
     XX(EVENT_V2, "/upload_common_event_v2")             \
+    XX(DEVICE, "/upload_device_info")                   \
+    XX(EVENT, "/upload_common_event")                   \
     XX(RATIO, "/api/stream_traffic_ratio")              \
     XX(ROLLBACK, "/api/emergency_rollback")             \
     XX(LEGACY, "/api/legacy_path")                      \

@@ -11,7 +11,7 @@ import psycopg
 import pytest
 import requests
 
-from conftest import wait_for
+from conftest import metric, wait_for
 
 BASE_S = 1_700_000_000
 
@@ -38,7 +38,7 @@ class HealthLock:
 
 def lock_waiters(servers):
     rows = servers.sql("SELECT count(*) FROM pg_stat_activity"
-                       " WHERE application_name = 'ljwx-producer' AND wait_event_type = 'Lock'")
+                       " WHERE application_name LIKE 'ljwx-producer%%' AND wait_event_type = 'Lock'")
     return rows[0][0]
 
 
@@ -81,13 +81,15 @@ def assert_clean_exit(proc, timeout):
 def test_sigterm_answers_legacy_writes_in_flight_then_exits_clean(stack, servers):
     producer = stack.producer()
     tag = f"S{uuid.uuid4().hex[:6]}"
-    n = 6       # more than the 4 pool threads: two wait in libuv's queue
+    n = 6       # more than the 2 legacy writers: some wait in the queue
     idle = keepalive_socket(stack)
     lock = HealthLock(servers)
     try:
         threads, results = post_all(stack, [alarm_reading(f"{tag}-{i}", BASE_S + i)
                                             for i in range(n)])
-        wait_for(lambda: lock_waiters(servers) >= 4, what="legacy writes waiting on the lock")
+        wait_for(lambda: lock_waiters(servers) >= 1 and
+                 metric(stack, "ljwx_legacy_inflight") == n,
+                 what="legacy writes waiting on the lock")
         producer.p.send_signal(15)
         # No new connections; the idle keep-alive connection is closed.
         wait_for(lambda: _refused(stack), timeout=3, what="the listener to close")
@@ -125,10 +127,16 @@ def test_sigterm_drain_deadline_answers_503_and_exits_clean(stack, servers):
     try:
         threads, results = post_all(stack, [alarm_reading(f"{tag}-{i}", BASE_S + i)
                                             for i in range(n)])
-        wait_for(lambda: lock_waiters(servers) >= n, what="legacy writes waiting on the lock")
+        wait_for(lambda: lock_waiters(servers) >= 1 and
+                 metric(stack, "ljwx_legacy_inflight") == n,
+                 what="legacy writes waiting on the lock")
         # A request still arriving at the deadline: its connection is closed.
         partial = socket.create_connection(("127.0.0.1", stack.http_port), timeout=5)
         partial.sendall(b"POST /upload_health_data HTTP/1.1\r\nHost: x\r\nContent-Len")
+        # Accepted (else closing the listener resets it): the uploads, it and
+        # the /metrics call itself.
+        wait_for(lambda: metric(stack, "ljwx_open_connections") >= n + 2,
+                 what="the partial request accepted")
         t0 = time.monotonic()
         producer.p.send_signal(15)
         for t in threads:
