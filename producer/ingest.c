@@ -341,24 +341,31 @@ out:
     upload_free(u);
 }
 
-static void go_legacy(upload *u)
+/* 1 when a legacy write may be queued now; else 'req' is answered 503 with
+ * Retry-After (legacy path retired, shutting down, or the breaker open). */
+static int legacy_open(ingest *in, http_request *req, uint64_t now_ns)
 {
     uint64_t retry_ms;
 
+    if (gray_legacy_retired(in->gray)) {
+        ingest_unavailable(req, "stream unavailable and the legacy path is retired, retry later");
+        return 0;
+    }
+    if (in->closing) {
+        ingest_unavailable(req, "shutting down, retry later");
+        return 0;
+    }
+    if (!breaker_allow(flowctl_breaker(FLOWCTL_PG), now_ns, &retry_ms)) {
+        unavailable_for(req, "storage unavailable (circuit open), retry later", retry_ms);
+        return 0;
+    }
+    return 1;
+}
+
+static void go_legacy(upload *u)
+{
     u->path_start_ns = uv_hrtime();
-    if (gray_legacy_retired(u->in->gray)) {
-        ingest_unavailable(u->req, "stream unavailable and the legacy path is retired, "
-                                   "retry later");
-        upload_free(u);
-        return;
-    }
-    if (u->in->closing) {
-        ingest_unavailable(u->req, "shutting down, retry later");
-        upload_free(u);
-        return;
-    }
-    if (!breaker_allow(flowctl_breaker(FLOWCTL_PG), u->path_start_ns, &retry_ms)) {
-        unavailable_for(u->req, "storage unavailable (circuit open), retry later", retry_ms);
+    if (!legacy_open(u->in, u->req, u->path_start_ns)) {
         upload_free(u);
         return;
     }
@@ -875,17 +882,10 @@ out:
 static void report_legacy(report_upload *ru)
 {
     unsigned timeout = (unsigned)ru->in->cfg->pool_request_timeout_ms;
-    uint64_t retry_ms;
     int rc;
 
     ru->start_ns = uv_hrtime();
-    if (ru->in->closing) {
-        ingest_unavailable(ru->req, "shutting down, retry later");
-        report_free(ru);
-        return;
-    }
-    if (!breaker_allow(flowctl_breaker(FLOWCTL_PG), ru->start_ns, &retry_ms)) {
-        unavailable_for(ru->req, "storage unavailable (circuit open), retry later", retry_ms);
+    if (!legacy_open(ru->in, ru->req, ru->start_ns)) {
         report_free(ru);
         return;
     }

@@ -313,6 +313,16 @@ def test_retired_legacy_path_answers_503_and_restore_brings_the_fallback_back(st
             assert int(resp.headers["Retry-After"]) >= 1
             assert "legacy path is retired" in resp.json()["message"]
         assert rows(stack, sn) == []
+        # The old device-report and event paths are routed too: same answer.
+        for path, body in (("/upload_device_info", {"deviceSn": sn, "batteryLevel": 50}),
+                           ("/upload_common_event", {"deviceSn": sn, "eventType": "SOS"})):
+            resp = stack.post(path, body)
+            assert resp.status_code == 503, resp.text
+            assert int(resp.headers["Retry-After"]) >= 1
+            assert "legacy path is retired" in resp.json()["message"]
+        assert stack.s.sql("SELECT (SELECT count(*) FROM t_device_info WHERE device_sn = %s)"
+                           " + (SELECT count(*) FROM t_common_event WHERE device_sn = %s)",
+                           (sn, sn)) == [(0,)]
     finally:
         servers.start_redis()
     wait_for(lambda: requests.get(stack.url + "/api/health", timeout=5).json()["redis"]
