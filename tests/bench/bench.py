@@ -458,8 +458,8 @@ def copy_of_stored(s, tmp, tag):
     """psql \\copy's rows/s for the very rows the legacy run stored (every
     column but the defaults), into the emptied table, same server."""
     cols = ", ".join(c for (c,) in s.sql(
-        "SELECT column_name FROM information_schema.columns WHERE table_name ="
-        " 't_user_health_data' AND column_name NOT IN ('id', 'create_time')"
+        "SELECT column_name FROM information_schema.columns WHERE table_schema = 'public'"
+        " AND table_name = 't_user_health_data' AND column_name NOT IN ('id', 'create_time')"
         " ORDER BY ordinal_position"))
     path = os.path.join(tmp, "legacy-rows.copy")
     subprocess.run(["psql", "-X", "-q", s.dsn, "-c",
