@@ -4,11 +4,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/time.h>
-#include <time.h>
 
 #include <cjson/cJSON.h>
 
+#include "clock.h"
 #include "err.h"
 #include "log.h"
 #include "pg.h"
@@ -221,27 +220,16 @@ static void audit_later(change *c)
     }
 }
 
-static void iso_now(char *out, size_t len)
-{
-    struct timeval tv;
-    struct tm tm;
-    char sec[24];
-
-    gettimeofday(&tv, NULL);
-    gmtime_r(&tv.tv_sec, &tm);
-    strftime(sec, sizeof(sec), "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(out, len, "%s.%03dZ", sec, (int)(tv.tv_usec / 1000));
-}
 
 /* The rollback answer, in the old service's shape (SPEC §4): its
  * "current_metrics" is the summary of /api/stream_metrics, and
  * "consumers_stopped" false: ours keep draining what was accepted. */
 static void rollback_answer(http_request *req, const char *old_ratio)
 {
-    char when[40];
+    char when[CLOCK_ISO_MAX];
     lj_buf b;
 
-    iso_now(when, sizeof(when));
+    clock_iso_now(when, sizeof(when));
     lj_buf_init(&b);
     if (lj_buf_printf(&b, "{\"success\":true,\"rollback_time\":\"%s\",\"traffic_ratio\":0,"
                           "\"old_ratio\":%s,\"legacy_path\":\"on\",\"consumers_stopped\":false,"
@@ -278,8 +266,10 @@ static void on_changed(int ok, int old_ratio, void *arg)
     } else {
         n = snprintf(body, sizeof(body),
                      "{\"success\":true,\"old_ratio\":%s,\"new_ratio\":%s,"
-                     "\"message\":\"traffic ratio changed from %s to %s\"}",
-                     old_s, new_s, old_s, new_s);
+                     "\"legacy_path\":\"%s\",\"message\":\"traffic ratio changed from %s to "
+                     "%s%s\"}",
+                     old_s, new_s, legacy_name(c->legacy_was >= 0 ? 0 : gray_legacy_retired(c->g)),
+                     old_s, new_s, c->legacy_was == 1 ? "; legacy path restored" : "");
         http_respond(c->req, 200, NULL, body, (size_t)n);
     }
     /* The audit row is written after the answer: a rollback must not wait
@@ -288,19 +278,21 @@ static void on_changed(int ok, int old_ratio, void *arg)
     audit_later(c);
 }
 
-/* A rollback restores the legacy path first (docs/decisions.md), then sets
- * ratio 0: with the legacy path retired, ratio 0 alone would change nothing. */
-static void on_rollback_legacy(int ok, int was_retired, void *arg)
+/* A ratio below 1 (a rollback's 0 too) restores a retired legacy path
+ * first (docs/decisions.md), then sets the ratio: with the legacy path
+ * retired, the ratio alone would change nothing. */
+static void on_legacy_restored(int ok, int was_retired, void *arg)
 {
     change *c = arg;
 
-    if (!ok || gray_set(c->g, 0, on_changed, c) != 0) {
+    if (!ok || gray_set(c->g, c->new_ratio, on_changed, c) != 0) {
         answer(c->req, 503, "Retry-After: 1\r\n", redis_down);
         free(c);
         return;
     }
     if (was_retired)
-        log_info("admin", "legacy path restored by %s (emergency rollback)", c->caller);
+        log_info("admin", "legacy path restored by %s (%s)", c->caller,
+                 c->rollback ? "emergency rollback" : "ratio below 1");
     c->legacy_was = was_retired;
 }
 
@@ -329,8 +321,8 @@ static void change_ratio(uv_loop_t *loop, gray *g, http_request *req, int ratio,
         return;
     c->new_ratio = ratio;
     c->rollback = rollback;
-    rc = rollback ? gray_set_legacy(g, 0, on_rollback_legacy, c)
-                  : gray_set(g, ratio, on_changed, c);
+    rc = ratio < GRAY_SCALE ? gray_set_legacy(g, 0, on_legacy_restored, c)
+                            : gray_set(g, ratio, on_changed, c);
     if (rc != 0) {
         free(c);
         answer(req, 503, "Retry-After: 1\r\n", redis_down);
@@ -348,13 +340,6 @@ void admin_set_ratio(uv_loop_t *loop, const lj_config *cfg, gray *g, http_reques
     if (parse_ratio_body(req, &ratio) != 0) {
         answer(req, 400, NULL,
                "{\"success\":false,\"message\":\"ratio must be a number from 0 to 1\"}");
-        return;
-    }
-    if (ratio < GRAY_SCALE && gray_legacy_retired(g)) {
-        answer(req, 409, NULL,
-               "{\"success\":false,\"message\":\"the legacy path is retired, so every "
-               "routed upload takes the stream path: restore it first (POST /api/legacy_path "
-               "with enabled true) or call /api/emergency_rollback\"}");
         return;
     }
     change_ratio(loop, g, req, ratio, 0);

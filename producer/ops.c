@@ -4,9 +4,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/time.h>
 #include <time.h>
 
+#include "clock.h"
 #include "err.h"
 #include "flowctl.h"
 #include "ingest.h"
@@ -143,17 +143,6 @@ static int pg_ping(int timeout_ms)
 }
 
 /* Now as ISO 8601 UTC with milliseconds ("2026-12-02T14:20:00.123Z"). */
-static void iso_now(char *out, size_t len)
-{
-    struct timeval tv;
-    struct tm tm;
-    char sec[24];
-
-    gettimeofday(&tv, NULL);
-    gmtime_r(&tv.tv_sec, &tm);
-    strftime(sec, sizeof(sec), "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(out, len, "%s.%03dZ", sec, (int)(tv.tv_usec / 1000));
-}
 
 /* The answer for PostgreSQL up or not ('pg'); returns its status (500: out
  * of memory). "status" is the old service's two values (healthy: both up),
@@ -165,10 +154,10 @@ static int health_body(const query *q, int pg, lj_buf *out)
                            : q->redis_up ? "postgresql unreachable"
                                          : "redis and postgresql unreachable";
     char ratio[16];
-    char when[40];
+    char when[CLOCK_ISO_MAX];
 
     gray_format(q->ratio, ratio, sizeof(ratio));
-    iso_now(when, sizeof(when));
+    clock_iso_now(when, sizeof(when));
     if (lj_buf_printf(out, "{\"status\":\"%s\",\"timestamp\":\"%s\",\"state\":\"%s\","
                            "\"redis\":%s,\"postgres\":%s,\"traffic_ratio\":%s",
                       pg && q->redis_up ? "healthy" : "unhealthy", when,
@@ -509,7 +498,7 @@ void ops_stream_health(uv_loop_t *loop, const lj_config *cfg, rlink *link, gray 
 static int stats_counts(PGconn *pg, const char *zone, lj_buf *out)
 {
     const char *params[1] = {zone};
-    char when[40];
+    char when[CLOCK_ISO_MAX];
     PGresult *r;
     int rc;
 
@@ -522,7 +511,7 @@ static int stats_counts(PGconn *pg, const char *zone, lj_buf *out)
         rc = LJ_EPG;
         goto out;
     }
-    iso_now(when, sizeof(when));
+    clock_iso_now(when, sizeof(when));
     rc = lj_buf_printf(out,
                        "{\"today_records\":%s,\"active_devices\":%s,\"active_users\":%s,"
                        "\"timestamp\":\"%s\",\"timezone\":\"%s\",\"records_today\":%s,"

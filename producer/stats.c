@@ -1,9 +1,9 @@
 #include "stats.h"
 
 #include <stdio.h>
-#include <sys/time.h>
 #include <time.h>
 
+#include "clock.h"
 #include "err.h"
 #include "metrics.h"
 
@@ -181,15 +181,12 @@ int stats_render_summary(lj_buf *out)
 
 int stats_render_stream_metrics(lj_buf *out)
 {
-    struct timeval tv;
-    struct tm tm;
-    char stamp[40];
+    int64_t ms = clock_wall_ms();
+    char stamp[CLOCK_ISO_MAX];
 
     if (lj_buf_puts(out, "{\"summary\":") != 0 || stats_render_summary(out) != 0)
         return LJ_ENOMEM;
-    gettimeofday(&tv, NULL);
-    gmtime_r(&tv.tv_sec, &tm);
-    strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%SZ", &tm);
+    clock_iso_at(ms, stamp, sizeof(stamp));
     return lj_buf_printf(out, ",\"duration_seconds\":%.1f,\"timestamp\":%lld.%03d,\"time\":\"%s\"}",
-                         uptime(), (long long)tv.tv_sec, (int)(tv.tv_usec / 1000), stamp);
+                         uptime(), (long long)(ms / 1000), (int)(ms % 1000), stamp);
 }

@@ -3,6 +3,7 @@ dashboards and monitors read our operations endpoints unmodified, so every
 answer carries the old keys with the old types, next to ours. Each test
 reads the exact key path an old reader reads and checks its type."""
 import datetime
+import re
 import json
 import os
 import subprocess
@@ -42,8 +43,13 @@ def rows(stack, sn):
 
 
 def iso(v):
+    """An ISO 8601 time every reader parses: an explicit +00:00 offset, not
+    "Z" (Python's fromisoformat refuses "Z" before 3.11)."""
     assert isinstance(v, str), v
-    return datetime.datetime.fromisoformat(v.replace("Z", "+00:00"))
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?\+00:00", v), v
+    t = datetime.datetime.fromisoformat(v)
+    assert t.utcoffset() == datetime.timedelta(0), v
+    return t
 
 
 # -- /api/stream_health ------------------------------------------------------------------

@@ -298,9 +298,6 @@ def test_retired_legacy_path_answers_503_and_restore_brings_the_fallback_back(st
     assert stack.s.redis().get(stack.prefix + "stream_legacy_path") == "retired"
     wait_for(lambda: (1.0, 1.0, "127.0.0.1", "legacy_retired") in audit(stack, started),
              what="the retire audit row")
-    # Lowering the ratio would do nothing while retired: refused.
-    assert set_ratio(stack, 0.5).status_code == 409
-    assert ratio(stack)["current_ratio"] == 1
     sn = f"RR-{uuid.uuid4().hex[:8]}"
     servers.stop_redis()
     try:
@@ -415,3 +412,29 @@ def test_emergency_rollback_while_retired_restores_the_legacy_path(stack):
     requests.post(stack.url + "/api/emergency_rollback", timeout=5)
     time.sleep(0.3)
     assert [a[3] for a in audit(stack, started)].count("legacy_restored") == 1
+
+
+def test_a_ratio_below_1_while_retired_restores_the_legacy_path(stack):
+    """The old service's scripts roll back by POSTing ratio 0: while the
+    legacy path is retired that must still work (restore, then the ratio),
+    audited, not 409."""
+    started = time.time()
+    stack.producer(LJ_RATIO_REFRESH_MS=50)
+    assert set_ratio(stack, 1).status_code == 200
+    assert legacy(stack, False).status_code == 200
+    resp = set_ratio(stack, 0)
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert body["success"] is True and body["new_ratio"] == 0 and body["legacy_path"] == "on"
+    now = ratio(stack)
+    assert now["current_ratio"] == 0 and now["legacy_path"] == "on"
+    sn = f"RB-{uuid.uuid4().hex[:8]}"
+    resp = stack.post("/upload_health_data", {"deviceSn": sn, "timestamp": 1_750_000_000})
+    assert resp.status_code == 200 and resp.json()["status"] == "success", resp.text
+    want = (1.0, 1.0, "127.0.0.1", "legacy_restored")
+    wait_for(lambda: want in audit(stack, started) and
+             (1.0, 0.0, "127.0.0.1", "ratio_change") in audit(stack, started),
+             what="the restore and ratio audit rows")
+    # At 1 the switch stays as it is: the answer says so.
+    assert legacy(stack, True).status_code == 200
+    assert set_ratio(stack, 1).json()["legacy_path"] == "on"
