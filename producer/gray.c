@@ -163,6 +163,18 @@ int gray_takes_stream(const gray *g, const char *device_sn)
     return (int)(stream_hash(device_sn, strlen(device_sn)) % GRAY_SCALE) < g->ratio;
 }
 
+/* SET 'key' 'value' GET: 'cb' gets the old value. 0, or LJ_EUNAVAIL. */
+static int set_get(gray *g, const char *key, const char *value, rlink_cb cb, void *op)
+{
+    const char *argv[] = {"SET", key, value, "GET"};
+    size_t lens[4];
+    int i;
+
+    for (i = 0; i < 4; i++)
+        lens[i] = strlen(argv[i]);
+    return rlink_command(g->link, 4, argv, lens, cb, op) != 0 ? LJ_EUNAVAIL : 0;
+}
+
 static void on_set(redisReply *r, void *arg)
 {
     set_op *op = arg;
@@ -183,21 +195,16 @@ static void on_set(redisReply *r, void *arg)
 int gray_set(gray *g, int ratio, gray_set_cb cb, void *arg)
 {
     char value[16];
-    const char *argv[] = {"SET", g->key, value, "GET"};
-    size_t lens[4];
     set_op *op = malloc(sizeof(*op));
-    int i;
 
     if (op == NULL)
         return LJ_ENOMEM;
     gray_format(ratio, value, sizeof(value));
-    for (i = 0; i < 4; i++)
-        lens[i] = strlen(argv[i]);
     op->g = g;
     op->ratio = ratio;
     op->cb = cb;
     op->arg = arg;
-    if (rlink_command(g->link, 4, argv, lens, on_set, op) != 0) {
+    if (set_get(g, g->key, value, on_set, op) != 0) {
         free(op);
         return LJ_EUNAVAIL;
     }
@@ -220,21 +227,16 @@ static void on_set_legacy(redisReply *r, void *arg)
 
 int gray_set_legacy(gray *g, int retired, gray_legacy_cb cb, void *arg)
 {
-    const char *value = retired ? STREAM_LEGACY_RETIRED : STREAM_LEGACY_ON;
-    const char *argv[] = {"SET", g->legacy_key, value, "GET"};
-    size_t lens[4];
     legacy_op *op = malloc(sizeof(*op));
-    int i;
 
     if (op == NULL)
         return LJ_ENOMEM;
-    for (i = 0; i < 4; i++)
-        lens[i] = strlen(argv[i]);
     op->g = g;
     op->retired = retired;
     op->cb = cb;
     op->arg = arg;
-    if (rlink_command(g->link, 4, argv, lens, on_set_legacy, op) != 0) {
+    if (set_get(g, g->legacy_key, retired ? STREAM_LEGACY_RETIRED : STREAM_LEGACY_ON,
+                on_set_legacy, op) != 0) {
         free(op);
         return LJ_EUNAVAIL;
     }
