@@ -46,3 +46,14 @@ def test_health_without_timestamp_answered_503_is_stored_twice(stack, servers):
                  {"deviceSn": sn, "heartRate": 71})
     n = servers.sql("SELECT count(*) FROM t_user_health_data WHERE device_sn = %s", (sn,))
     assert n == [(1,)], f"one reading sent (503 then retried 200), rows stored: {n}"
+
+
+def test_bare_record_with_an_unknown_devices_key_is_still_accepted(stack):
+    """SPEC §2.1: unknown keys are ignored. A bare RECORD carrying a key
+    named "devices" (e.g. a paired-devices count) was accepted before the
+    {"devices": [...]} shape was added; now it is refused whole."""
+    stack.producer(LJ_INITIAL_RATIO_PERMILLE=1000)
+    sn = tag("K")
+    r = stack.post("/upload_health_data_v2", {"deviceSn": sn, "heartRate": 70,
+                                              "timestamp": 1_760_000_000, "devices": 2})
+    assert r.status_code == 200, r.text
