@@ -57,3 +57,44 @@ def test_bare_record_with_an_unknown_devices_key_is_still_accepted(stack):
     r = stack.post("/upload_health_data_v2", {"deviceSn": sn, "heartRate": 70,
                                               "timestamp": 1_760_000_000, "devices": 2})
     assert r.status_code == 200, r.text
+
+
+def test_two_groups_with_the_same_events_in_opposite_order_do_not_503(stack, servers):
+    """Two legacy writers, each with a group holding the same two events in
+    opposite order (a device's retry of an upload still being written): the
+    groups deadlock in PostgreSQL (40P01); the loser's uploads -- fine data --
+    are answered 503 and count against the breaker, nothing retries them."""
+    name = f"slow_{uuid.uuid4().hex[:8]}"
+    servers.sql(f"""
+        CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF NEW.payload->>'slow' = '1' THEN PERFORM pg_sleep(1.5); END IF;
+            RETURN NEW;
+        END $$""")
+    servers.sql(f"CREATE TRIGGER {name} BEFORE INSERT ON t_common_event"
+                f" FOR EACH ROW EXECUTE FUNCTION {name}()")
+    try:
+        stack.producer(LJ_LEGACY_GROUP_MS=300, LJ_LEGACY_WRITERS=2,
+                       LJ_POOL_REQUEST_TIMEOUT_MS=20000)
+        sn = tag("DL")
+        e1 = {"deviceSn": sn, "eventType": "SOS", "timestamp": 1_760_000_001}
+        e2 = {"deviceSn": sn, "eventType": "FALL_DOWN", "timestamp": 1_760_000_002}
+        plan = [(0.0, dict(e1)), (0.05, dict(e2, slow="1")),    # group A: e1, e2 (slow)
+                (0.40, dict(e2)), (0.45, dict(e1))]             # group B: e2, e1
+        out = [None] * len(plan)
+        t0 = time.monotonic()
+
+        def one(i):
+            delay, body = plan[i]
+            time.sleep(max(0, t0 + delay - time.monotonic()))
+            out[i] = stack.post("/upload_common_event", body, timeout=30)
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(len(plan))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(40)
+        codes = [r.status_code for r in out]
+        assert codes == [200] * 4, [(r.status_code, r.text) for r in out]
+    finally:
+        servers.sql(f"DROP TRIGGER IF EXISTS {name} ON t_common_event")
+        servers.sql(f"DROP FUNCTION IF EXISTS {name}()")
