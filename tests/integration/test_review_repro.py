@@ -125,3 +125,26 @@ def test_consistency_finds_a_reading_sent_without_timestamp(stack):
 def servers_rows(stack, sn):
     return stack.s.sql("SELECT count(*) FROM t_user_health_data WHERE device_sn = %s",
                        (sn,))[0][0]
+
+
+def test_one_unauthenticated_upload_cannot_create_hundreds_of_partitions(stack, servers):
+    """Any device may send readings dated anywhere in 2000..2099; each new
+    month is a CREATE TABLE + unique index under an EXCLUSIVE lock on the
+    parent (all writers wait). One upload of 1000 readings, each in another
+    month, makes up to 1000 tables. A bound (a window around now, or a cap
+    of new months per batch) is missing."""
+    import datetime as dt
+    stack.producer(LJ_INITIAL_RATIO_PERMILLE=0)
+    before = servers.sql("SELECT count(*) FROM pg_inherits"
+                         " WHERE inhparent = 't_user_health_data'::regclass")[0][0]
+    sn = tag("PM")
+    recs = []
+    for i in range(200):                         # 200 months of 2001 .. 2017
+        y, m = 2001 + i // 12, i % 12 + 1
+        recs.append({"deviceSn": sn, "heartRate": 70,
+                     "timestamp": int(dt.datetime(y, m, 15, tzinfo=dt.timezone.utc).timestamp())})
+    r = stack.post("/upload_health_data", {"data": recs}, timeout=60)
+    assert r.status_code == 200, r.text
+    after = servers.sql("SELECT count(*) FROM pg_inherits"
+                        " WHERE inhparent = 't_user_health_data'::regclass")[0][0]
+    assert after - before <= 24, f"one upload created {after - before} partitions"
