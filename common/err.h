@@ -19,7 +19,8 @@
     XX(EPG,      "postgresql error")                            \
     XX(EUNAVAIL, "service unavailable")                         \
     XX(EPOISON,  "entry cannot be stored")                      \
-    XX(ELIMIT,   "rate limit exceeded")
+    XX(ELIMIT,   "rate limit exceeded")                         \
+    XX(ECONFLICT, "transaction conflict (deadlock or serialization), retry")
 
 enum lj_err {
     LJ_OK = 0,

@@ -343,6 +343,8 @@ int pg_failure(PGconn *c, const PGresult *r)
         return LJ_EUNAVAIL;
     if (state && (strncmp(state, "22", 2) == 0 || strncmp(state, "23", 2) == 0))
         return LJ_EPOISON;
+    if (state && strncmp(state, "40", 2) == 0)
+        return LJ_ECONFLICT;
     return LJ_EPG;
 }
 

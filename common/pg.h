@@ -106,8 +106,10 @@ int pg_copy_quiet(PGconn *c, const char *copy_sql, const char *data, size_t len)
  * LJ_EUNAVAIL when the connection is down (or was dropped on a timeout);
  * LJ_EPOISON when the server refused the data itself (SQLSTATE class 22,
  * data exception, or 23, integrity violation), which no retry will change;
- * else LJ_EPG (a transient failure such as a deadlock, a statement or lock
- * timeout or a serialization failure, worth retrying). */
+ * LJ_ECONFLICT when it aborted the transaction as a conflict (SQLSTATE
+ * class 40: deadlock, serialization failure), worth retrying at once;
+ * else LJ_EPG (a transient failure such as a statement or lock timeout,
+ * worth retrying later). */
 int pg_failure(PGconn *c, const PGresult *r);
 
 #endif

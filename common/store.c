@@ -173,22 +173,62 @@ static int find_owners(PGconn *pg, enrich_cache *cache, const store_item *items,
 }
 
 /* Encodes every row of 'items' but those 'skip' marks (NULL: none). */
-static int encode_items(lj_buf *out, const store_item *items, size_t n,
-                        const copyenc_owner *owners, const char *upload_method,
-                        const unsigned char *skip)
+/* One row to send: its record, item and position in item order. */
+typedef struct row_ref {
+    const rec_health *r;
+    size_t item;
+    size_t k;
+} row_ref;
+
+static int row_cmp(const void *pa, const void *pb)
 {
+    const row_ref *a = pa;
+    const row_ref *b = pb;
+    int c = strcmp(a->r->device_sn, b->r->device_sn);
+
+    if (c != 0)
+        return c;
+    if (a->r->ts_ms != b->r->ts_ms)
+        return a->r->ts_ms < b->r->ts_ms ? -1 : 1;
+    if (a->r->ts_us != b->r->ts_us)
+        return a->r->ts_us < b->r->ts_us ? -1 : 1;
+    return (a->k > b->k) - (a->k < b->k);
+}
+
+/* The rows to send (those not marked in 'skip'), sorted by their unique key
+ * (device_sn, ts): every writer takes the keys' index locks in one order,
+ * so two batches holding the same readings wait for each other instead of
+ * deadlocking. '*out' (free it) has '*nout' rows. */
+static int sorted_rows(const store_item *items, size_t n, size_t rows,
+                       const unsigned char *skip, row_ref **out, size_t *nout)
+{
+    row_ref *v = malloc((rows ? rows : 1) * sizeof(*v));
     size_t i;
     size_t j;
     size_t k = 0;
 
-    for (i = 0; i < n; i++) {
-        copyenc_meta meta = {upload_method, items[i].stream_id, items[i].batch_id};
-
+    *nout = 0;
+    if ((*out = v) == NULL)
+        return LJ_ENOMEM;
+    for (i = 0; i < n; i++)
         for (j = 0; j < items[i].n; j++, k++)
-            if ((skip == NULL || !skip[k]) &&
-                copyenc_health_row(out, &items[i].recs[j], owners ? &owners[k] : NULL,
-                                   &meta) != 0)
-                return LJ_ENOMEM;
+            if (skip == NULL || !skip[k])
+                v[(*nout)++] = (row_ref){&items[i].recs[j], i, k};
+    qsort(v, *nout, sizeof(*v), row_cmp);
+    return 0;
+}
+
+static int encode_items(lj_buf *out, const store_item *items, const row_ref *rows,
+                        size_t nrows, const copyenc_owner *owners, const char *upload_method)
+{
+    size_t i;
+
+    for (i = 0; i < nrows; i++) {
+        const store_item *it = &items[rows[i].item];
+        copyenc_meta meta = {upload_method, it->stream_id, it->batch_id};
+
+        if (copyenc_health_row(out, rows[i].r, owners ? &owners[rows[i].k] : NULL, &meta) != 0)
+            return LJ_ENOMEM;
     }
     return 0;
 }
@@ -332,26 +372,25 @@ typedef struct health_job {
     size_t n;
     size_t *each;           /* per-item new rows, or NULL */
     const size_t *sent;     /* with 'each': per-item rows in 'data' */
+    const row_ref *rows;    /* the rows in 'data', in its order */
+    size_t nrows;
 } health_job;
 
 /* each[i] = the rows of item i the merge added: its rows sent less those
- * listed in 'skipped' (positions among the rows sent, ascending). */
+ * listed in 'skipped' (positions among the rows sent, i.e. in 'rows'). */
 static void count_each(const health_job *job, const char *skipped)
 {
-    size_t item = 0;
-    size_t start = 0;   /* position of item 'item's first row sent */
     const char *p = skipped;
+    size_t item;
 
     for (item = 0; item < job->n; item++)
         job->each[item] = job->sent[item];
-    for (item = 0; p && *p;) {
+    while (p && *p) {
         char *end;
         size_t k = (size_t)strtoull(p, &end, 10);
 
-        while (item < job->n && k >= start + job->sent[item])
-            start += job->sent[item++];
-        if (item < job->n && job->each[item] > 0)
-            job->each[item]--;
+        if (k < job->nrows && job->each[job->rows[k].item] > 0)
+            job->each[job->rows[k].item]--;
         p = *end == ',' ? end + 1 : NULL;
     }
 }
@@ -492,6 +531,8 @@ int store_health_each(PGconn *pg, enrich_cache *cache, const store_item *items, 
     copyenc_owner *owners = NULL;
     unsigned char *skip = NULL;
     size_t *sent = NULL;
+    row_ref *order = NULL;
+    size_t nsend = 0;
     health_job job;
     lj_buf data;
     size_t rows = 0;
@@ -511,7 +552,8 @@ int store_health_each(PGconn *pg, enrich_cache *cache, const store_item *items, 
         goto out;
     if ((rc = find_owners(pg, cache, items, n, rows, &owners, st)) != 0)
         goto out;
-    if ((rc = encode_items(&data, items, n, owners, upload_method, skip)) != 0)
+    if ((rc = sorted_rows(items, n, rows, skip, &order, &nsend)) != 0 ||
+        (rc = encode_items(&data, items, order, nsend, owners, upload_method)) != 0)
         goto out;
     if ((rc = ensure_months(pg, items, n)) != 0)
         goto out;
@@ -520,9 +562,12 @@ int store_health_each(PGconn *pg, enrich_cache *cache, const store_item *items, 
     job.n = n;
     job.each = each;
     job.sent = sent;
+    job.rows = order;
+    job.nrows = nsend;
     if ((rc = in_transaction(pg, health_body, &job, st)) == 0)
         st->duplicates = rows - st->inserted;
 out:
+    free(order);
     free(skip);
     free(sent);
     free(owners);

@@ -292,18 +292,29 @@ static void publish_alerts(ingest *in, const store_stats *st)
     }
 }
 
-/* The write outlived its deadline: answer now (it counts as a PostgreSQL
- * failure); on_legacy_done() comes later with late=1. */
-static void on_legacy_expired(void *arg)
+/* Answers a legacy write that did not succeed, and returns 1; 0 when it
+ * committed ('rc' 0: the caller answers). The PostgreSQL breaker hears of
+ * it from legacy.c, once per group. 'what': "records", "report". */
+static int legacy_failed(ingest *in, http_request *req, int rc, int late, uint64_t start_ns,
+                         const char *what)
 {
-    upload *u = arg;
+    stats_path(STATS_LEGACY, rc == 0, seconds_since(start_ns));
+    if (late) {         /* still queued at its deadline: never written */
+        log_warn("ingest", "legacy write still queued after %d ms: 503",
+                 in->cfg->pool_request_timeout_ms);
+        ingest_unavailable(req, "storage did not answer in time, retry later");
+    } else if (rc == LJ_EPOISON) {
+        char msg[64];
 
-    breaker_report(flowctl_breaker(FLOWCTL_PG), 0, uv_hrtime());
-    stats_path(STATS_LEGACY, 0, seconds_since(u->path_start_ns));
-    log_warn("ingest", "legacy write not done within %d ms: 503",
-             u->in->cfg->pool_request_timeout_ms);
-    ingest_unavailable(u->req, "storage did not answer in time, retry later");
-    u->req = NULL;
+        snprintf(msg, sizeof(msg), "the database refused the %s", what);
+        http_respond_error(req, 400, msg);
+    } else if (rc != 0) {
+        log_warn("ingest", "legacy write failed: %s", lj_strerror(rc));
+        ingest_unavailable(req, "storage unavailable, retry later");
+    } else {
+        return 0;
+    }
+    return 1;
 }
 
 static void on_legacy_done(int rc, const store_stats *st, int late, void *arg)
@@ -312,24 +323,8 @@ static void on_legacy_done(int rc, const store_stats *st, int late, void *arg)
     lj_buf body;
     int err;
 
-    if (late) {
-        /* Answered 503 already. A write that committed after all keeps its
-         * rows (the client's retry is a duplicate, skipped) and its alerts. */
-        if (rc == 0)
-            publish_alerts(u->in, st);
+    if (legacy_failed(u->in, u->req, rc, late, u->path_start_ns, "records"))
         goto out;
-    }
-    breaker_report(flowctl_breaker(FLOWCTL_PG), rc == 0 || rc == LJ_EPOISON, uv_hrtime());
-    stats_path(STATS_LEGACY, rc == 0, seconds_since(u->path_start_ns));
-    if (rc == LJ_EPOISON) {
-        http_respond_error(u->req, 400, "the database refused the records");
-        goto out;
-    }
-    if (rc != 0) {
-        log_warn("ingest", "legacy write failed: %s", lj_strerror(rc));
-        ingest_unavailable(u->req, "storage unavailable, retry later");
-        goto out;
-    }
     publish_alerts(u->in, st);
     lj_buf_init(&body);
     err = lj_buf_printf(&body, "{\"status\":\"success\",\"message\":\"health data stored\","
@@ -370,7 +365,7 @@ static void go_legacy(upload *u)
         return;
     }
     switch (legacy_store(u->in->loop, &u->b, (unsigned)u->in->cfg->pool_request_timeout_ms,
-                         on_legacy_expired, on_legacy_done, u)) {
+                         on_legacy_done, u)) {
     case 0:
         return;
     case LJ_EUNAVAIL:   /* the writers' queue is full: overload, not a PostgreSQL failure */
@@ -835,40 +830,14 @@ static const char *report_sn(const report_upload *ru)
     return ru->kind == STREAM_DEVICE ? ru->u.d.device_sn : ru->u.e.device_sn;
 }
 
-static void on_report_expired(void *arg)
-{
-    report_upload *ru = arg;
-
-    breaker_report(flowctl_breaker(FLOWCTL_PG), 0, uv_hrtime());
-    stats_path(STATS_LEGACY, 0, seconds_since(ru->start_ns));
-    log_warn("ingest", "legacy %s write not done within %d ms: 503 device=%s", ru->what,
-             ru->in->cfg->pool_request_timeout_ms, report_sn(ru));
-    ingest_unavailable(ru->req, "storage did not answer in time, retry later");
-    ru->req = NULL;
-}
-
 static void on_report_done(int rc, const store_stats *st, int late, void *arg)
 {
     report_upload *ru = arg;
     lj_buf body;
     int err;
 
-    if (late) {
-        if (rc == 0)
-            publish_alerts(ru->in, st);
+    if (legacy_failed(ru->in, ru->req, rc, late, ru->start_ns, "report"))
         goto out;
-    }
-    breaker_report(flowctl_breaker(FLOWCTL_PG), rc == 0 || rc == LJ_EPOISON, uv_hrtime());
-    stats_path(STATS_LEGACY, rc == 0, seconds_since(ru->start_ns));
-    if (rc == LJ_EPOISON) {
-        http_respond_error(ru->req, 400, "the database refused the report");
-        goto out;
-    }
-    if (rc != 0) {
-        log_warn("ingest", "legacy %s write failed: %s", ru->what, lj_strerror(rc));
-        ingest_unavailable(ru->req, "storage unavailable, retry later");
-        goto out;
-    }
     publish_alerts(ru->in, st);
     lj_buf_init(&body);
     err = lj_buf_printf(&body, "{\"status\":\"success\",\"message\":\"%s stored\","
@@ -891,11 +860,9 @@ static void report_legacy(report_upload *ru)
     }
     if (ru->kind == STREAM_DEVICE) {
         make_uuid(ru->in, ru->id);
-        rc = legacy_store_device(ru->in->loop, &ru->u.d, ru->id, timeout, on_report_expired,
-                                 on_report_done, ru);
+        rc = legacy_store_device(ru->in->loop, &ru->u.d, ru->id, timeout, on_report_done, ru);
     } else {
-        rc = legacy_store_event(ru->in->loop, &ru->u.e, timeout, on_report_expired,
-                                on_report_done, ru);
+        rc = legacy_store_event(ru->in->loop, &ru->u.e, timeout, on_report_done, ru);
     }
     if (rc == 0)
         return;
@@ -923,7 +890,16 @@ static void on_report_xadd(redisReply *r, void *arg)
 
     if (!xadd_outcome(r)) {
         stats_path(STATS_STREAM, 0, seconds_since(ru->start_ns));
-        report_fall_back(ru, r ? "XADD refused" : "link lost");
+        if (r != NULL) {    /* an error reply: definitely not added */
+            report_fall_back(ru, "XADD refused");
+            return;
+        }
+        /* Link lost or timed out: the entry may exist, and the legacy path
+         * would store the report again (another history ID). */
+        log_warn("ingest", "%s: XADD outcome unknown (link lost): 503 device=%s", ru->what,
+                 report_sn(ru));
+        ingest_unavailable(ru->req, "stream outcome unknown, retry later");
+        report_free(ru);
         return;
     }
     stats_path(STATS_STREAM, 1, seconds_since(ru->start_ns));

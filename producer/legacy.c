@@ -1,6 +1,7 @@
 #include "legacy.h"
 
 #include <pthread.h>
+#include <stddef.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,11 +9,12 @@
 
 #include "enrich.h"
 #include "err.h"
+#include "flowctl.h"
 #include "log.h"
 #include "metrics.h"
 #include "pg.h"
 
-enum kind { K_HEALTH, K_DEVICE, K_EVENT };
+enum kind { K_HEALTH, K_DEVICE, K_EVENT, K_KINDS };
 enum state { S_QUEUED, S_WRITING, S_DROPPED };
 
 typedef struct port port;
@@ -33,7 +35,6 @@ typedef struct job {
     int state;              /* q.lock */
     int late;
     uv_timer_t timer;
-    legacy_expired_fn expired;
     legacy_done_fn done;
     void *arg;
     int rc;
@@ -62,7 +63,8 @@ static struct {
     job *head;
     job *tail;
     size_t n;
-    size_t records;
+    size_t kind_n[K_KINDS];         /* queued uploads of each kind */
+    size_t kind_records[K_KINDS];
     int gathering;          /* one writer is forming a group */
     int stop;
     const lj_config *cfg;
@@ -72,7 +74,8 @@ static struct {
 
 static atomic_int aborting;     /* legacy_abort(): write nothing more */
 static atomic_ullong n_groups, n_txns, n_uploads, n_poison, n_full, n_expired;
-static atomic_llong n_queued, n_peak, n_inflight;
+static atomic_ullong n_conflicts;
+static atomic_llong n_queued, n_peak, n_inflight, n_writing;
 
 static long long mono_ms(void)
 {
@@ -98,7 +101,8 @@ static void unlink_job(job *j)
         q.tail = j->prev;
     j->prev = j->next = NULL;
     q.n--;
-    q.records -= j->records;
+    q.kind_n[j->kind]--;
+    q.kind_records[j->kind] -= j->records;
     atomic_fetch_sub(&n_queued, 1);
 }
 
@@ -115,17 +119,21 @@ static void append_job(job *j)
         q.head = j;
     q.tail = j;
     q.n++;
-    q.records += j->records;
+    q.kind_n[j->kind]++;
+    q.kind_records[j->kind] += j->records;
     now = atomic_fetch_add(&n_queued, 1) + 1;
     peak = atomic_load(&n_peak);
     while (now > peak && !atomic_compare_exchange_weak(&n_peak, &peak, now))
         ;
 }
 
+/* The head job's group is full: take_group() takes only its kind. */
 static int group_complete(void)
 {
-    return q.n >= (size_t)q.cfg->legacy_group_uploads ||
-           q.records >= (size_t)q.cfg->legacy_group_records;
+    enum kind k = q.head->kind;
+
+    return q.kind_n[k] >= (size_t)q.cfg->legacy_group_uploads ||
+           q.kind_records[k] >= (size_t)q.cfg->legacy_group_records;
 }
 
 /* Moves the oldest job and the queued jobs of its kind after it, up to the
@@ -145,6 +153,7 @@ static size_t take_group(job **group)
                 break;
             unlink_job(j);
             j->state = S_WRITING;
+            atomic_fetch_add(&n_writing, 1);
             records += j->records;
             group[n++] = j;
         }
@@ -264,16 +273,32 @@ static int store_group(writer *w, job **g, size_t n, store_stats *st, size_t *ea
     return rc;
 }
 
+#define CONFLICT_TRIES 3     /* tries of a group PostgreSQL aborts as a conflict */
+
+/* store_group(), tried again while PostgreSQL aborts it as a conflict
+ * (SQLSTATE class 40: deadlock, serialization), at most CONFLICT_TRIES. */
+static int store_group_retrying(writer *w, job **g, size_t n, store_stats *st, size_t *each)
+{
+    int tries = 0;
+    int rc;
+
+    do {
+        atomic_fetch_add(&n_txns, 1);
+        rc = atomic_load(&aborting) ? LJ_EUNAVAIL : store_group(w, g, n, st, each);
+        if (rc == LJ_ECONFLICT)
+            atomic_fetch_add(&n_conflicts, 1);
+    } while (rc == LJ_ECONFLICT && ++tries < CONFLICT_TRIES);
+    return rc;
+}
+
 /* Stores 'g'; a group PostgreSQL refuses is split in halves until the
  * refused upload is alone (as the consumer isolates a poison entry). */
 static void write_group(writer *w, job **g, size_t n, size_t *each)
 {
     store_stats st;
     size_t i;
-    int rc;
+    int rc = store_group_retrying(w, g, n, &st, each);
 
-    atomic_fetch_add(&n_txns, 1);
-    rc = atomic_load(&aborting) ? LJ_EUNAVAIL : store_group(w, g, n, &st, each);
     if (rc == LJ_EPOISON && n > 1) {
         write_group(w, g, n / 2, each);
         write_group(w, g + n / 2, n - n / 2, each);
@@ -293,6 +318,48 @@ static void write_group(writer *w, job **g, size_t n, size_t *each)
         g[0]->st.alerts = st.alerts;
         g[0]->st.nalerts = st.nalerts;
     }
+}
+
+/* Groups lock rows in one order (their unique keys), so two groups holding
+ * the same rows wait for each other instead of deadlocking. Health rows
+ * are merged in key order by store.c; a device report locks its device's
+ * latest row; an event its (device, type, time). */
+static int job_cmp(const void *pa, const void *pb)
+{
+    const job *a = *(job *const *)pa;
+    const job *b = *(job *const *)pb;
+    int c;
+
+    if (a->kind == K_DEVICE) {
+        const rep_device *x = a->what;
+        const rep_device *y = b->what;
+
+        return (c = strcmp(x->device_sn, y->device_sn)) ? c : strcmp(a->id, b->id);
+    }
+    if (a->kind == K_EVENT) {
+        const rep_event *x = a->what;
+        const rep_event *y = b->what;
+
+        if ((c = strcmp(x->device_sn, y->device_sn)) || (c = strcmp(x->event_type, y->event_type)))
+            return c;
+        return (x->ts_ms > y->ts_ms) - (x->ts_ms < y->ts_ms);
+    }
+    return 0;
+}
+
+/* One breaker outcome per group (its uploads share one fate): a refusal of
+ * the data is PostgreSQL answering; nothing is reported for a group never
+ * written (shutdown). */
+static void report_group(job **g, size_t n)
+{
+    int ok = 1;
+    size_t i;
+
+    if (atomic_load(&aborting))
+        return;
+    for (i = 0; i < n; i++)
+        ok &= g[i]->rc == 0 || g[i]->rc == LJ_EPOISON;
+    breaker_report(flowctl_breaker(FLOWCTL_PG), ok, uv_hrtime());
 }
 
 /* Hands 'j' back to its loop. The send is made under the port's lock, so
@@ -318,13 +385,18 @@ static void *writer_main(void *arg)
     while ((n = gather(w->group)) > 0) {
         atomic_fetch_add(&n_groups, 1);
         atomic_fetch_add(&n_uploads, n);
-        if (each == NULL)
+        if (each == NULL) {
             for (i = 0; i < n; i++)
                 w->group[i]->rc = LJ_ENOMEM;
-        else
+        } else {
+            qsort(w->group, n, sizeof(*w->group), job_cmp);
             write_group(w, w->group, n, each);
-        for (i = 0; i < n; i++)
+            report_group(w->group, n);
+        }
+        for (i = 0; i < n; i++) {
             hand_back(w->group[i]);
+            atomic_fetch_sub(&n_writing, 1);
+        }
     }
     free(each);
     return NULL;
@@ -349,22 +421,23 @@ static void finish(job *j)
     uv_close((uv_handle_t *)&j->timer, on_timer_closed);
 }
 
+/* Only a job still queued is answered at its deadline (and never written);
+ * one being written waits for its outcome, which pg.h bounds. */
 static void on_deadline(uv_timer_t *t)
 {
     job *j = t->data;
     int dropped = 0;
 
     pthread_mutex_lock(&q.lock);
-    if (j->state == S_QUEUED) {     /* never written: nobody waits for it */
+    if (j->state == S_QUEUED) {
         unlink_job(j);
         j->state = S_DROPPED;
         dropped = 1;
     }
     pthread_mutex_unlock(&q.lock);
-    j->late = 1;
-    j->expired(j->arg);
     if (dropped) {
         atomic_fetch_add(&n_expired, 1);
+        j->late = 1;
         finish(j);
     }
 }
@@ -388,8 +461,7 @@ static void on_handed_back(uv_async_t *a)
 }
 
 static int enqueue(uv_loop_t *loop, enum kind kind, const void *what, const char *id,
-                   size_t records, unsigned timeout_ms, legacy_expired_fn expired,
-                   legacy_done_fn done, void *arg)
+                   size_t records, unsigned timeout_ms, legacy_done_fn done, void *arg)
 {
     port *p = loop->data;
     int full;
@@ -405,7 +477,6 @@ static int enqueue(uv_loop_t *loop, enum kind kind, const void *what, const char
     j->id = id;
     j->records = records;
     j->queued_ms = mono_ms();
-    j->expired = expired;
     j->done = done;
     j->arg = arg;
     j->rc = LJ_EUNAVAIL;
@@ -432,23 +503,27 @@ static int enqueue(uv_loop_t *loop, enum kind kind, const void *what, const char
     return 0;
 }
 
-int legacy_store(uv_loop_t *loop, const rec_batch *b, unsigned timeout_ms,
-                 legacy_expired_fn expired, legacy_done_fn done, void *arg)
+int legacy_store(uv_loop_t *loop, const rec_batch *b, unsigned timeout_ms, legacy_done_fn done,
+                 void *arg)
 {
-    return enqueue(loop, K_HEALTH, b, NULL, b->n, timeout_ms, expired, done, arg);
+    return enqueue(loop, K_HEALTH, b, NULL, b->n, timeout_ms, done, arg);
 }
 
 int legacy_store_device(uv_loop_t *loop, const rep_device *d, const char *id,
-                        unsigned timeout_ms, legacy_expired_fn expired, legacy_done_fn done,
-                        void *arg)
+                        unsigned timeout_ms, legacy_done_fn done, void *arg)
 {
-    return enqueue(loop, K_DEVICE, d, id, 1, timeout_ms, expired, done, arg);
+    return enqueue(loop, K_DEVICE, d, id, 1, timeout_ms, done, arg);
 }
 
 int legacy_store_event(uv_loop_t *loop, const rep_event *e, unsigned timeout_ms,
-                       legacy_expired_fn expired, legacy_done_fn done, void *arg)
+                       legacy_done_fn done, void *arg)
 {
-    return enqueue(loop, K_EVENT, e, NULL, 1, timeout_ms, expired, done, arg);
+    return enqueue(loop, K_EVENT, e, NULL, 1, timeout_ms, done, arg);
+}
+
+int legacy_writing(void)
+{
+    return (int)atomic_load(&n_writing);
 }
 
 int legacy_loop_open(uv_loop_t *loop)
@@ -528,10 +603,20 @@ int legacy_start(const lj_config *cfg)
     return -1;
 }
 
+/* Every queued job back to its loop, never written (the writers may all be
+ * busy with groups that finish later). */
 void legacy_abort(void)
 {
     atomic_store(&aborting, 1);
     pthread_mutex_lock(&q.lock);
+    while (q.head) {
+        job *j = q.head;
+
+        unlink_job(j);
+        j->state = S_DROPPED;
+        j->rc = LJ_EUNAVAIL;
+        hand_back(j);
+    }
     pthread_cond_broadcast(&q.more);
     pthread_mutex_unlock(&q.lock);
 }
@@ -565,6 +650,7 @@ void legacy_counts_get(legacy_counts *out)
     out->transactions = atomic_load(&n_txns);
     out->uploads = atomic_load(&n_uploads);
     out->poison = atomic_load(&n_poison);
+    out->conflicts = atomic_load(&n_conflicts);
     out->queue_full = atomic_load(&n_full);
     out->expired = atomic_load(&n_expired);
     out->queued = atomic_load(&n_queued);
@@ -572,44 +658,49 @@ void legacy_counts_get(legacy_counts *out)
     out->inflight = atomic_load(&n_inflight);
 }
 
+#define COUNTER(f, name, help) {name, "counter", help, offsetof(legacy_counts, f), 0}
+#define GAUGE(f, name, help) {name, "gauge", help, offsetof(legacy_counts, f), 1}
+
 int legacy_render_prometheus(lj_buf *out)
 {
     static const struct {
         const char *name;
         const char *type;
         const char *help;
+        size_t offset;      /* in legacy_counts */
+        int is_signed;      /* long long, else unsigned long long */
     } m[] = {
-        {"ljwx_legacy_groups_total", "counter", "Legacy-path group commits formed."},
-        {"ljwx_legacy_transactions_total", "counter",
-         "Legacy-path transactions: one per group, more when a refused group is split."},
-        {"ljwx_legacy_uploads_total", "counter", "Legacy-path uploads taken into groups."},
-        {"ljwx_legacy_poison_total", "counter", "Legacy-path uploads PostgreSQL refused (400)."},
-        {"ljwx_legacy_queue_full_total", "counter",
-         "Legacy-path uploads refused at once: --legacy-queue full (503)."},
-        {"ljwx_legacy_expired_total", "counter",
-         "Legacy-path uploads still queued at their deadline: never written (503)."},
-        {"ljwx_legacy_queued", "gauge", "Legacy-path uploads waiting for a writer."},
-        {"ljwx_legacy_queue_peak", "gauge", "Most legacy-path uploads ever waiting at once."},
-        {"ljwx_legacy_inflight", "gauge", "Legacy-path uploads queued or being written."},
+        COUNTER(groups, "ljwx_legacy_groups_total", "Legacy-path group commits formed."),
+        COUNTER(transactions, "ljwx_legacy_transactions_total",
+                "Legacy-path transactions: one per group, more when a refused group is split "
+                "or a conflict retried."),
+        COUNTER(uploads, "ljwx_legacy_uploads_total", "Legacy-path uploads taken into groups."),
+        COUNTER(poison, "ljwx_legacy_poison_total",
+                "Legacy-path uploads PostgreSQL refused (400)."),
+        COUNTER(conflicts, "ljwx_legacy_conflicts_total",
+                "Legacy-path transactions PostgreSQL aborted as a conflict (deadlock, "
+                "serialization); the group is tried again."),
+        COUNTER(queue_full, "ljwx_legacy_queue_full_total",
+                "Legacy-path uploads refused at once: --legacy-queue full (503)."),
+        COUNTER(expired, "ljwx_legacy_expired_total",
+                "Legacy-path uploads still queued at their deadline: never written (503)."),
+        GAUGE(queued, "ljwx_legacy_queued", "Legacy-path uploads waiting for a writer."),
+        GAUGE(queue_peak, "ljwx_legacy_queue_peak",
+              "Most legacy-path uploads ever waiting at once."),
+        GAUGE(inflight, "ljwx_legacy_inflight", "Legacy-path uploads queued or being written."),
     };
     legacy_counts c;
-    double v[9];
     size_t i;
     int rc = 0;
 
     legacy_counts_get(&c);
-    v[0] = (double)c.groups;
-    v[1] = (double)c.transactions;
-    v[2] = (double)c.uploads;
-    v[3] = (double)c.poison;
-    v[4] = (double)c.queue_full;
-    v[5] = (double)c.expired;
-    v[6] = (double)c.queued;
-    v[7] = (double)c.queue_peak;
-    v[8] = (double)c.inflight;
     for (i = 0; i < sizeof(m) / sizeof(m[0]) && rc == 0; i++) {
+        const char *at = (const char *)&c + m[i].offset;
+        double v = m[i].is_signed ? (double)*(const long long *)at
+                                  : (double)*(const unsigned long long *)at;
+
         metrics_write_head(out, m[i].name, m[i].type, m[i].help);
-        rc = metrics_write_value(out, m[i].name, "", v[i]);
+        rc = metrics_write_value(out, m[i].name, "", v);
     }
     return rc;
 }

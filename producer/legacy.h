@@ -20,11 +20,21 @@
  * list), where 'done' runs with that upload's own counts; the group's
  * alerts ride with its first upload.
  *
- * Deadlines: 'expired' runs on the loop 'timeout_ms' after queueing when
- * 'done' has not run yet. An upload still queued then is taken out and
- * never written ('done' follows at once: LJ_EUNAVAIL, late=1); one whose
- * group is being written may still commit ('done' later, late=1). Writers
- * wait on PostgreSQL only through pg.h's bounded helpers.
+ * Rows are written in the order of their unique keys (store.c merges
+ * health rows sorted; device reports and events are sorted here), so two
+ * groups holding the same rows wait for each other rather than deadlock; a
+ * group PostgreSQL aborts as a conflict anyway (SQLSTATE class 40,
+ * LJ_ECONFLICT) is tried again, at most 3 times in all. Each group reports
+ * ONE outcome to the PostgreSQL breaker (ok: committed, or the data
+ * refused), not one per upload.
+ *
+ * Deadlines: an upload still QUEUED 'timeout_ms' after queueing is taken
+ * out and never written: 'done' runs at once (LJ_EUNAVAIL, late=1). An
+ * upload whose group is being written is never answered at its deadline:
+ * 'done' waits for the group's outcome, which is bounded (writers wait on
+ * PostgreSQL only through pg.h's bounded helpers). So an upload answered
+ * anything but success was not stored, except where pg.h says the outcome
+ * of a COMMIT cut short by a dropped connection is unknown.
  */
 #ifndef LJ_PRODUCER_LEGACY_H
 #define LJ_PRODUCER_LEGACY_H
@@ -41,12 +51,10 @@
 
 /* Runs on the loop with the store's outcome: 0 (committed; 'st' says what
  * it did for this upload), LJ_EUNAVAIL (also: no reply within the
- * PostgreSQL bounds, or never written because its deadline passed),
- * LJ_EPOISON, LJ_EPG or LJ_ENOMEM. 'late': 'expired' ran first and the
- * client is answered. */
+ * PostgreSQL bounds), LJ_EPOISON, LJ_EPG, LJ_ECONFLICT (still conflicting
+ * after the retries) or LJ_ENOMEM. 'late': still queued at its deadline,
+ * never written (rc LJ_EUNAVAIL). */
 typedef void (*legacy_done_fn)(int rc, const store_stats *st, int late, void *arg);
-/* Runs on the loop when the write is not done 'timeout_ms' after queueing. */
-typedef void (*legacy_expired_fn)(void *arg);
 
 /* Starts the writers (main thread, before any loop runs). 0, or -1. */
 int legacy_start(const lj_config *cfg);
@@ -56,9 +64,14 @@ int legacy_start(const lj_config *cfg);
 void legacy_stop(void);
 
 /* Shutdown's drain deadline: from now on nothing more is written; every
- * queued upload and every group is handed back at once as LJ_EUNAVAIL.
+ * queued upload and every group not yet started is handed back at once as
+ * LJ_EUNAVAIL. A group being written finishes (bounded): wait until
+ * legacy_writing() is 0 before pg_abort_waits() or answering its uploads.
  * Any thread. */
 void legacy_abort(void);
+
+/* Uploads being written now, on every loop. Any thread. */
+int legacy_writing(void);
 
 /* Where the answers of uploads queued on 'loop' come back: call before the
  * loop runs (any thread); it takes loop->data. legacy_loop_close() on the
@@ -73,13 +86,12 @@ int legacy_pending(uv_loop_t *loop);
  * the legacy path makes) / event 'e'; borrowed until 'done', which runs in
  * every case once this returned 0. 0 when queued; LJ_EUNAVAIL when the
  * queue is full or stopping, LJ_ENOMEM (neither callback runs). */
-int legacy_store(uv_loop_t *loop, const rec_batch *b, unsigned timeout_ms,
-                 legacy_expired_fn expired, legacy_done_fn done, void *arg);
+int legacy_store(uv_loop_t *loop, const rec_batch *b, unsigned timeout_ms, legacy_done_fn done,
+                 void *arg);
 int legacy_store_device(uv_loop_t *loop, const rep_device *d, const char *id,
-                        unsigned timeout_ms, legacy_expired_fn expired, legacy_done_fn done,
-                        void *arg);
+                        unsigned timeout_ms, legacy_done_fn done, void *arg);
 int legacy_store_event(uv_loop_t *loop, const rep_event *e, unsigned timeout_ms,
-                       legacy_expired_fn expired, legacy_done_fn done, void *arg);
+                       legacy_done_fn done, void *arg);
 
 /* The stream name the legacy path gives device reports in
  * t_device_info_history (with the upload's UUID as stream_id). */
@@ -91,6 +103,7 @@ typedef struct legacy_counts {
     unsigned long long transactions; /* tried: one per group, more when split */
     unsigned long long uploads;     /* uploads taken into groups */
     unsigned long long poison;      /* uploads refused by PostgreSQL */
+    unsigned long long conflicts;   /* transactions aborted as a conflict (class 40) */
     unsigned long long queue_full;  /* uploads refused: queue full */
     unsigned long long expired;     /* uploads dropped from the queue at their deadline */
     long long queued;               /* waiting for a writer now */

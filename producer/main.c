@@ -41,6 +41,7 @@ typedef struct loop_ctx {
     uv_timer_t drain;       /* shutdown: checks whether the loop may close */
     uint64_t drain_deadline;
     int expired;            /* the drain deadline has passed */
+    int cut;                /* requests answered 503, PostgreSQL waits cut short */
     pthread_t thread;
     const lj_config *cfg;
     http_server *http;
@@ -139,6 +140,11 @@ static int drained(loop_ctx *c, uint64_t now)
     return rlink_idle(c->link) || grace_over;
 }
 
+/* At the drain deadline nothing more is written (queued legacy uploads are
+ * answered 503, never written), but legacy groups being written finish,
+ * bounded by pg.h, and are answered with their outcome before the requests
+ * left are answered 503 and every PostgreSQL wait is cut short: an upload
+ * answered 503 is never stored. */
 static void on_drain_tick(uv_timer_t *t)
 {
     loop_ctx *c = t->data;
@@ -148,14 +154,18 @@ static void on_drain_tick(uv_timer_t *t)
         c->expired = 1;
         if (http_server_busy(c->http) > 0 || pool_pending() > 0 ||
             legacy_pending(&c->loop) > 0)
-            log_warn("main", "drain deadline passed: %d requests answered 503, %d pool jobs "
-                             "and %d legacy writes cut short", http_server_busy(c->http),
-                     pool_pending(), legacy_pending(&c->loop));
-        http_server_expire(c->http);
-        pg_abort_waits();
+            log_warn("main", "drain deadline passed: %d requests in flight, %d pool jobs, "
+                             "%d legacy writes (%d being written finish first)",
+                     http_server_busy(c->http), pool_pending(), legacy_pending(&c->loop),
+                     legacy_writing());
         legacy_abort();
     }
-    if (!drained(c, now))
+    if (c->expired && !c->cut && legacy_pending(&c->loop) == 0 && legacy_writing() == 0) {
+        c->cut = 1;
+        http_server_expire(c->http);
+        pg_abort_waits();
+    }
+    if ((c->expired && !c->cut) || !drained(c, now))
         return;
     uv_timer_stop(t);
     close_loop(c);

@@ -172,7 +172,9 @@ PG_FAST = dict(LJ_PG_REPLY_TIMEOUT_MS=2000, LJ_PG_CONNECT_TIMEOUT_S=2,
 
 
 def test_hung_postgres_gives_bounded_503s_opens_the_breaker_and_recovers(stack, servers):
-    stack.producer(LJ_POOL_REQUEST_TIMEOUT_MS=1500, LJ_LEGACY_QUEUE=8, LJ_BREAKER_FAILURES=3,
+    # One breaker outcome per group (the uploads of a group share its fate):
+    # the first failed group opens it.
+    stack.producer(LJ_POOL_REQUEST_TIMEOUT_MS=1500, LJ_LEGACY_QUEUE=8, LJ_BREAKER_FAILURES=1,
                    LJ_BREAKER_COOLDOWN_MS=1000, LJ_BREAKER_MAX_COOLDOWN_MS=2000, **PG_FAST)
     t = tag("H")
     assert stack.post("/upload_health_data", reading(f"{t}-w", BASE_S)).status_code == 200
@@ -227,31 +229,42 @@ def test_postgres_restart_recovers_by_itself(stack, servers):
     assert count_rows(servers, f"{t}-%") == {f"{t}-0": 1, f"{t}-2": 1}
 
 
-def test_shutdown_answers_every_queued_legacy_upload(stack, servers):
+def test_shutdown_answers_every_queued_legacy_upload_and_stores_none_answered_503(
+        stack, servers):
+    """At the drain deadline the queued uploads get 503 and are never
+    written; the groups being written finish first (here: the lock goes
+    after the deadline, so they commit) and are answered with their outcome.
+    Nothing answered anything but 200 is stored."""
     proc = stack.producer(LJ_SHUTDOWN_TIMEOUT_MS=1000, LJ_POOL_REQUEST_TIMEOUT_MS=20000,
-                          LJ_PG_LOCK_TIMEOUT_MS=0)
+                          LJ_PG_LOCK_TIMEOUT_MS=0, LJ_LEGACY_GROUP_UPLOADS=2)
     t = tag("S")
     lock = psycopg.connect(servers.dsn)
     lock.execute("LOCK TABLE t_user_health_data IN ACCESS EXCLUSIVE MODE")
     out = []
     try:
-        threads = [threading.Thread(target=lambda i=i: out.append(
-            timed_post(stack, "/upload_health_data", reading(f"{t}-{i}", BASE_S), timeout=15)))
+        threads = [threading.Thread(target=lambda i=i: out.append((i,) + timed_post(
+            stack, "/upload_health_data", reading(f"{t}-{i}", BASE_S), timeout=15)))
             for i in range(12)]
         for th in threads:
             th.start()
         wait_for(lambda: metric(stack, "ljwx_legacy_inflight") == 12, what="twelve waiting")
         proc.p.send_signal(signal.SIGTERM)
-        for th in threads:
-            th.join(20)
+        time.sleep(2.0)     # past the drain deadline: the queued ones are answered
+        assert sum(1 for o in out if getattr(o[1], "status_code", None) == 503) >= 8, out
     finally:
         lock.rollback()
         lock.close()
+    for th in threads:
+        th.join(20)
     assert proc.p.wait(20) == 0, proc.output()[-3000:]
     assert len(out) == 12
-    assert all(not isinstance(r, str) and r.status_code == 503 and "Retry-After" in r.headers
-               for r, _ in out), out
-    assert max(dt for _, dt in out) < 6
+    assert all(not isinstance(r, str) and r.status_code in (200, 503) for _, r, _ in out), out
+    assert all("Retry-After" in r.headers for _, r, _ in out if r.status_code == 503)
+    ok = {f"{t}-{i}" for i, r, _ in out if r.status_code == 200}
+    assert 1 <= len(ok) <= 4, out      # the groups being written (2 writers x 2)
+    assert max(dt for _, _, dt in out) < 8
+    time.sleep(0.5)
+    assert set(count_rows(servers, f"{t}-%")) == ok
 
 
 # -- the old device and event paths ------------------------------------------------------
@@ -376,4 +389,241 @@ def test_old_paths_refused_report_gets_400_and_device_limit_429(stack, servers):
         assert r.status_code == 429, r.text
     finally:
         servers.sql(f"DROP TRIGGER IF EXISTS {name} ON t_common_event")
+        servers.sql(f"DROP FUNCTION IF EXISTS {name}()")
+
+
+# -- deadlines, conflicts and the breaker (review findings 1, 2, 8, 9, 13) ----------------
+
+def event_trigger(servers, body):
+    """A BEFORE INSERT trigger on t_common_event running 'body' (plpgsql);
+    returns the function that drops it."""
+    name = f"trg_{uuid.uuid4().hex[:8]}"
+    servers.sql(f"CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$"
+                f" BEGIN {body} RETURN NEW; END $$")
+    servers.sql(f"CREATE TRIGGER {name} BEFORE INSERT ON t_common_event"
+                f" FOR EACH ROW EXECUTE FUNCTION {name}()")
+
+    def drop():
+        servers.sql(f"DROP TRIGGER IF EXISTS {name} ON t_common_event")
+        servers.sql(f"DROP FUNCTION IF EXISTS {name}()")
+    return drop
+
+
+def locked_for(servers, table, seconds):
+    """Holds ACCESS EXCLUSIVE on 'table' for 'seconds' (from a thread)."""
+    lock = psycopg.connect(servers.dsn)
+    lock.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+
+    def release():
+        time.sleep(seconds)
+        lock.rollback()
+        lock.close()
+    th = threading.Thread(target=release)
+    th.start()
+    return th
+
+
+def _written_past_deadline(stack, servers, table, path, body, where):
+    stack.producer(LJ_POOL_REQUEST_TIMEOUT_MS=1000, LJ_PG_LOCK_TIMEOUT_MS=0)
+    th = locked_for(servers, table, 2.0)    # the write is under way at its deadline (1 s)
+    try:
+        r = stack.post(path, body, timeout=15)
+    finally:
+        th.join(10)
+    assert r.status_code == 200 and r.json()["inserted"] == 1, r.text
+    assert servers.sql(f"SELECT count(*) FROM {table} WHERE {where}") == [(1,)]
+
+
+def test_event_being_written_at_its_deadline_is_answered_with_its_commit(stack, servers):
+    sn = tag("WE")
+    _written_past_deadline(stack, servers, "t_common_event", "/upload_common_event",
+                           {"deviceSn": sn, "eventType": "SOS"}, f"device_sn = '{sn}'")
+
+
+def test_reading_without_timestamp_being_written_at_its_deadline_is_answered_200(stack, servers):
+    sn = tag("WH")
+    _written_past_deadline(stack, servers, "t_user_health_data", "/upload_health_data",
+                           {"deviceSn": sn, "heartRate": 71}, f"device_sn = '{sn}'")
+
+
+def test_upload_still_queued_at_its_deadline_gets_503_and_is_never_written(stack, servers):
+    stack.producer(LJ_POOL_REQUEST_TIMEOUT_MS=1000, LJ_PG_LOCK_TIMEOUT_MS=0,
+                   LJ_LEGACY_WRITERS=1)
+    sn = tag("Q")
+    th = locked_for(servers, "t_common_event", 2.5)
+    out = {}
+
+    def first():
+        out["a"] = stack.post("/upload_common_event", {"deviceSn": f"{sn}-a", "eventType": "SOS"},
+                              timeout=15)
+    t1 = threading.Thread(target=first)
+    t1.start()
+    wait_for(lambda: metric(stack, "ljwx_legacy_inflight") == 1 and
+             metric(stack, "ljwx_legacy_queued") == 0, what="the first upload being written")
+    r = stack.post("/upload_common_event", {"deviceSn": f"{sn}-b", "eventType": "SOS"},
+                   timeout=15)
+    assert r.status_code == 503 and "Retry-After" in r.headers, r.text
+    t1.join(15)
+    th.join(10)
+    assert out["a"].status_code == 200, out["a"].text
+    time.sleep(0.5)
+    assert servers.sql("SELECT device_sn FROM t_common_event WHERE device_sn LIKE %s",
+                       (f"{sn}%",)) == [(f"{sn}-a",)]
+    assert metric(stack, "ljwx_legacy_expired_total") == 1
+
+
+def test_two_groups_with_the_same_events_in_opposite_order_are_both_answered_200(stack, servers):
+    """Two writers, each with a group holding the same two events in opposite
+    order (a device's retry of an upload still being written): rows are
+    written in key order, so the second group waits instead of deadlocking."""
+    drop = event_trigger(servers, "IF NEW.payload->>'slow' = '1' THEN PERFORM pg_sleep(1.5);"
+                                  " END IF;")
+    try:
+        stack.producer(LJ_LEGACY_GROUP_MS=300, LJ_LEGACY_WRITERS=2,
+                       LJ_POOL_REQUEST_TIMEOUT_MS=20000)
+        sn = tag("DL")
+        e1 = {"deviceSn": sn, "eventType": "SOS", "timestamp": 1_760_000_001}
+        e2 = {"deviceSn": sn, "eventType": "FALL_DOWN", "timestamp": 1_760_000_002}
+        plan = [(0.0, dict(e1)), (0.05, dict(e2, slow="1")),    # group A: e1, e2 (slow)
+                (0.40, dict(e2)), (0.45, dict(e1))]             # group B: e2, e1
+        out = [None] * len(plan)
+        t0 = time.monotonic()
+
+        def one(i):
+            delay, body = plan[i]
+            time.sleep(max(0, t0 + delay - time.monotonic()))
+            out[i] = stack.post("/upload_common_event", body, timeout=30)
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(len(plan))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(40)
+        assert [r.status_code for r in out] == [200] * 4, [(r.status_code, r.text) for r in out]
+        assert sum(r.json()["inserted"] for r in out) == 2
+        assert servers.sql("SELECT count(*) FROM t_common_event WHERE device_sn = %s",
+                           (sn,)) == [(2,)]
+    finally:
+        drop()
+
+
+def test_a_failed_group_counts_once_against_the_breaker(stack, servers):
+    """Six uploads in one group that PostgreSQL fails (not a refusal of the
+    data): one breaker outcome, not six, so the breaker (5 failures) stays
+    closed for the rest of the fleet."""
+    drop = event_trigger(servers, "IF NEW.payload->>'fail' = '1' THEN"
+                                  " RAISE EXCEPTION 'boom' USING ERRCODE = 'P0001'; END IF;")
+    try:
+        stack.producer(LJ_LEGACY_GROUP_MS=500, LJ_LEGACY_WRITERS=1, LJ_BREAKER_FAILURES=5)
+        sn = tag("BR")
+        bodies = [{"deviceSn": f"{sn}-{i}", "eventType": "SOS", "fail": "1"} for i in range(6)]
+        out = post_together(stack, bodies, path="/upload_common_event")
+        assert [getattr(r, "status_code", r) for r in out] == [503] * 6, out
+        assert metric(stack, "ljwx_legacy_groups_total") <= 2
+        assert metric(stack, "ljwx_breaker_state", '{dependency="postgres"}') == 0
+        r = stack.post("/upload_common_event", {"deviceSn": f"{sn}-ok", "eventType": "SOS"})
+        assert r.status_code == 200, r.text
+    finally:
+        drop()
+
+
+def test_a_group_waits_for_uploads_of_its_own_kind(stack, servers):
+    """An event queued behind a health upload does not close the health
+    upload's group (the group takes only one kind)."""
+    stack.producer(LJ_LEGACY_GROUP_MS=1000, LJ_LEGACY_GROUP_UPLOADS=2, LJ_LEGACY_WRITERS=1)
+    sn = tag("MX")
+    plan = [(0.0, "/upload_health_data", reading(f"{sn}-h1", BASE_S)),
+            (0.15, "/upload_common_event", {"deviceSn": f"{sn}-e", "eventType": "SOS"}),
+            (0.35, "/upload_health_data", reading(f"{sn}-h2", BASE_S))]
+    out = [None] * len(plan)
+    t0 = time.monotonic()
+
+    def one(i):
+        delay, path, body = plan[i]
+        time.sleep(max(0, t0 + delay - time.monotonic()))
+        out[i] = stack.post(path, body, timeout=15)
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(plan))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    assert [r.status_code for r in out] == [200] * 3, [r.text for r in out]
+    # {h1, h2} and {e}: not {h1}, {e}, {h2}.
+    assert metric(stack, "ljwx_legacy_groups_total") == 2
+    assert metric(stack, "ljwx_legacy_uploads_total") == 3
+
+
+def test_old_path_xadd_with_unknown_outcome_gets_503_not_the_legacy_path(stack, servers):
+    """The link to Redis times out with the XADD sent (it may be stored): a
+    device report must not be stored again by the legacy path (a new
+    history ID); the client gets 503 and retries."""
+    stack.producer(LJ_INITIAL_RATIO_PERMILLE=1000, LJ_REDIS_TIMEOUT_MS=300)
+    sn = tag("AX")
+    red = servers.redis()
+    red.execute_command("CLIENT", "PAUSE", "1500", "WRITE")
+    r = stack.post("/upload_device_info", {"SerialNumber": sn, "batteryLevel": 40}, timeout=10)
+    assert r.status_code == 503 and "Retry-After" in r.headers, r.text
+    assert servers.sql("SELECT count(*) FROM t_device_info_history WHERE device_sn = %s"
+                       " AND stream = 'legacy'", (sn,)) == [(0,)]
+    time.sleep(1.5)     # the pause over: a definite refusal still falls back (tested above)
+
+
+def test_a_group_postgres_aborts_as_a_conflict_is_tried_again(stack, servers):
+    """SQLSTATE 40001 (serialization failure) on the first try: the group is
+    tried again and its upload answered 200, stored once."""
+    seq = f"once_{uuid.uuid4().hex[:8]}"
+    servers.sql(f"CREATE SEQUENCE {seq}")
+    drop = event_trigger(servers, f"IF NEW.payload->>'conflict' = '1' AND nextval('{seq}') = 1"
+                                  " THEN RAISE EXCEPTION 'conflict' USING ERRCODE = '40001';"
+                                  " END IF;")
+    try:
+        stack.producer()
+        sn = tag("CF")
+        r = stack.post("/upload_common_event", {"deviceSn": sn, "eventType": "SOS",
+                                                "conflict": "1"})
+        assert r.status_code == 200 and r.json()["inserted"] == 1, r.text
+        assert servers.sql("SELECT count(*) FROM t_common_event WHERE device_sn = %s",
+                           (sn,)) == [(1,)]
+        assert metric(stack, "ljwx_legacy_conflicts_total") == 1
+        assert metric(stack, "ljwx_legacy_transactions_total") == 2
+    finally:
+        drop()
+        servers.sql(f"DROP SEQUENCE IF EXISTS {seq}")
+
+
+def test_two_groups_with_the_same_readings_in_opposite_order_are_both_answered_200(
+        stack, servers):
+    """As for events: health rows are sent in key order, so the second group
+    waits for the first (then skips its rows as duplicates)."""
+    name = f"slow_{uuid.uuid4().hex[:8]}"
+    servers.sql(f"CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$"
+                f" BEGIN IF NEW.heart_rate = 99 THEN PERFORM pg_sleep(1.5); END IF;"
+                f" RETURN NEW; END $$")
+    servers.sql(f"CREATE TRIGGER {name} BEFORE INSERT ON t_user_health_data"
+                f" FOR EACH ROW EXECUTE FUNCTION {name}()")
+    try:
+        stack.producer(LJ_LEGACY_GROUP_MS=300, LJ_LEGACY_WRITERS=2,
+                       LJ_POOL_REQUEST_TIMEOUT_MS=20000)
+        sn = tag("DH")
+        r1 = {"deviceSn": sn, "heartRate": 70, "timestamp": BASE_S + 1}
+        r2 = {"deviceSn": sn, "heartRate": 99, "timestamp": BASE_S + 2}
+        r2b = dict(r2, heartRate=98)    # the same key, not slow
+        plan = [(0.0, r1), (0.05, r2),          # group A: r1, r2 (slow)
+                (0.40, r2b), (0.45, r1)]        # group B: r2, r1
+        out = [None] * len(plan)
+        t0 = time.monotonic()
+
+        def one(i):
+            delay, body = plan[i]
+            time.sleep(max(0, t0 + delay - time.monotonic()))
+            out[i] = stack.post("/upload_health_data", body, timeout=30)
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(len(plan))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(40)
+        assert [r.status_code for r in out] == [200] * 4, [(r.status_code, r.text) for r in out]
+        assert sum(r.json()["inserted"] for r in out) == 2
+        assert count_rows(servers, sn) == {sn: 2}
+    finally:
+        servers.sql(f"DROP TRIGGER IF EXISTS {name} ON t_user_health_data")
         servers.sql(f"DROP FUNCTION IF EXISTS {name}()")

@@ -93,8 +93,9 @@ PG_FAST = dict(LJ_PG_REPLY_TIMEOUT_MS=2000, LJ_PG_CONNECT_TIMEOUT_S=2,
 
 
 def test_hung_postgres_answers_503_in_time_and_loses_nothing(stack, servers):
+    # One breaker outcome per legacy group: the first failed group opens it.
     stack.producer(LJ_POOL_REQUEST_TIMEOUT_MS=1500, LJ_HEALTH_TIMEOUT_MS=1000,
-                   LJ_BREAKER_FAILURES=3, LJ_BREAKER_COOLDOWN_MS=1000,
+                   LJ_BREAKER_FAILURES=1, LJ_BREAKER_COOLDOWN_MS=1000,
                    LJ_BREAKER_MAX_COOLDOWN_MS=2000, **PG_FAST)
     stack.consumer(**PG_FAST)
     tag = f"H{uuid.uuid4().hex[:6]}"
@@ -161,26 +162,29 @@ class TableLock:
             self.c.close()
 
 
-def test_legacy_write_past_its_deadline_gets_503_and_its_late_commit_is_harmless(stack, servers):
+def test_legacy_write_under_way_at_its_deadline_is_answered_with_its_commit(stack, servers):
+    """A write already being written at its deadline is not answered 503
+    (it may still commit, and a retry of a reading without timestamp or of
+    a device report would be stored again): it gets its bounded outcome."""
     stack.producer(LJ_POOL_REQUEST_TIMEOUT_MS=1000, LJ_PG_LOCK_TIMEOUT_MS=0)
     tag = f"T{uuid.uuid4().hex[:6]}"
     body = reading(f"{tag}-0", BASE_S, hr=150)
     lock = TableLock(servers, "t_user_health_data")
+    releaser = threading.Timer(2.0, lock.release)   # past the 1 s deadline
+    releaser.start()
     try:
         r, t = timed_post(stack, "/upload_health_data", body)
-        assert r.status_code == 503 and "Retry-After" in r.headers and t < 2.5, (r, t)
-        assert "in time" in r.json()["message"]
     finally:
+        releaser.join(10)
         lock.release()
-    # The write was only waiting on the lock: it commits late, its alert is
-    # published, and the client's retry is a duplicate.
-    wait_for(lambda: count_rows(servers, tag), what="the late commit")
+    assert r.status_code == 200 and r.json()["inserted"] == 1, r.text
+    assert t >= 1.5, t
+    assert count_rows(servers, tag) == {f"{tag}-0": 1}
     wait_for(lambda: any(a[1]["device_sn"] == f"{tag}-0" for a in
                          servers.redis().xrange(stack.prefix + "alert_stream")),
-             what="the late alert")
+             what="the alert")
     r = stack.post("/upload_health_data", body)
     assert r.status_code == 200 and r.json()["duplicates"] == 1, r.text
-    assert count_rows(servers, tag) == {f"{tag}-0": 1}
 
 
 def test_lock_timeout_fails_a_legacy_write_fast_as_a_postgres_failure(stack, servers):
