@@ -6,8 +6,6 @@ import uuid
 
 import psycopg
 
-from conftest import wait_for
-
 
 def tag(name):
     return f"RV{name}{uuid.uuid4().hex[:6]}"
@@ -87,26 +85,3 @@ def test_two_groups_with_the_same_events_in_opposite_order_do_not_503(stack, ser
     finally:
         servers.sql(f"DROP TRIGGER IF EXISTS {name} ON t_common_event")
         servers.sql(f"DROP FUNCTION IF EXISTS {name}()")
-
-
-def test_one_unauthenticated_upload_cannot_create_hundreds_of_partitions(stack, servers):
-    """Any device may send readings dated anywhere in 2000..2099; each new
-    month is a CREATE TABLE + unique index under an EXCLUSIVE lock on the
-    parent (all writers wait). One upload of 1000 readings, each in another
-    month, makes up to 1000 tables. A bound (a window around now, or a cap
-    of new months per batch) is missing."""
-    import datetime as dt
-    stack.producer(LJ_INITIAL_RATIO_PERMILLE=0)
-    before = servers.sql("SELECT count(*) FROM pg_inherits"
-                         " WHERE inhparent = 't_user_health_data'::regclass")[0][0]
-    sn = tag("PM")
-    recs = []
-    for i in range(200):                         # 200 months of 2001 .. 2017
-        y, m = 2001 + i // 12, i % 12 + 1
-        recs.append({"deviceSn": sn, "heartRate": 70,
-                     "timestamp": int(dt.datetime(y, m, 15, tzinfo=dt.timezone.utc).timestamp())})
-    r = stack.post("/upload_health_data", {"data": recs}, timeout=60)
-    assert r.status_code == 200, r.text
-    after = servers.sql("SELECT count(*) FROM pg_inherits"
-                        " WHERE inhparent = 't_user_health_data'::regclass")[0][0]
-    assert after - before <= 24, f"one upload created {after - before} partitions"
