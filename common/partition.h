@@ -2,9 +2,9 @@
  * batch touches (migration 003, ensure_health_months()).
  *
  * Readings may fall in any UTC month of 2000-01 .. 2099-12 (the validation's
- * range). Before a batch is stored, part_ensure() makes sure every month it
- * touches has its partition, so a back-fill of last year lands in monthly
- * partitions rather than in the default one:
+ * range). Before a batch is stored, part_ensure() makes sure the months it
+ * touches (within the window below) have their partitions, so a back-fill
+ * of last year lands in monthly partitions rather than in the default one:
  *
  *     part_months want = {0};
  *     part_months_add(&want, ts_ms);  ... for every reading
