@@ -300,7 +300,7 @@ def test_one_batch_creates_a_few_new_months_and_later_batches_the_rest(stack):
     before = partitions(stack.s)
     r = stack.post("/upload_health_data", body)
     assert r.status_code == 200 and r.json()["inserted"] == 8, r.text
-    assert 1 <= partitions(stack.s) - before <= 3, (before, missing)
+    assert min(1, len(missing)) <= partitions(stack.s) - before <= 3, (before, missing)
     for _ in range(3):       # the same upload again: duplicates, and 3 more months each
         r = stack.post("/upload_health_data", body)
         assert r.status_code == 200 and r.json()["duplicates"] == 8, r.text
