@@ -135,6 +135,14 @@ static const cfg_option options[] = {
             1 << 30, CFG_PRODUCER,
             "a connection whose unsent answers exceed this is not read (nor its pipelined "
             "requests parsed) until they drain below it"),
+    CFG_INT("partition_new_months", "LJ_PARTITION_NEW_MONTHS", partition_new_months, "3", 1,
+            1200, CFG_BOTH, "upload paths: monthly partitions one batch may ask to be created "
+            "at most (each takes an EXCLUSIVE lock on t_user_health_data); the rest wait "
+            "for later batches, their readings in the default partition meanwhile"),
+    CFG_INT("partition_window_months", "LJ_PARTITION_WINDOW_MONTHS", partition_window_months,
+            "24", 0, 1200, CFG_BOTH, "upload paths: monthly partitions are created only for "
+            "the current month, this many before it and 3 after; older readings go to the "
+            "default partition (ljwx-import may create any month)"),
     CFG_INT("pg_connect_timeout_s", "LJ_PG_CONNECT_TIMEOUT_S", pg_connect_timeout_s, "5", 1, 600,
             CFG_ALL, "PostgreSQL connect_timeout in s, unless the DSN sets it"),
     CFG_STR("pg_dsn", "LJ_PG_DSN", pg_dsn, "host=127.0.0.1 port=5432 dbname=ljwx user=ljwx",

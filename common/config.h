@@ -39,6 +39,8 @@ typedef struct lj_config {
     int pg_tcp_user_timeout_ms;
     int pg_statement_timeout_ms;
     int pg_lock_timeout_ms;
+    int partition_window_months; /* partitions the upload paths may create (partition.h) */
+    int partition_new_months;
     int pg_reply_timeout_ms;
     /* producer */
     char http_host[64];

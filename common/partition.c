@@ -12,6 +12,44 @@
 
 static const char ensure_sql[] = "SELECT ensure_health_months($1::date[])";
 
+/* Set once at start (part_window_set), read by every thread after. */
+static int window_back = PART_WINDOW_BACK;
+static int window_new_max = PART_NEW_MAX;
+static int window_any;
+
+void part_window_set(int back, int new_max)
+{
+    window_back = back < 0 ? 0 : back;
+    window_new_max = new_max < 1 ? 1 : new_max;
+    window_any = 0;
+}
+
+void part_window_any(void)
+{
+    window_any = 1;
+}
+
+void part_window_range(int64_t now_ms, int *first, int *last)
+{
+    int now = part_month_index(now_ms);
+
+    if (window_any || now < 0) {    /* a clock outside 2000..2099: no bound to apply */
+        *first = 0;
+        *last = PART_MONTHS - 1;
+        return;
+    }
+    *first = now - window_back < 0 ? 0 : now - window_back;
+    *last = now + PART_MONTHS_AHEAD >= PART_MONTHS ? PART_MONTHS - 1 : now + PART_MONTHS_AHEAD;
+}
+
+static int64_t now_ms(void)
+{
+    struct timespec t;
+
+    clock_gettime(CLOCK_REALTIME, &t);
+    return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
 int part_month_index(int64_t ts_ms)
 {
     time_t secs = (time_t)(ts_ms >= 0 ? ts_ms / 1000 : -((-(ts_ms + 1)) / 1000) - 1);
@@ -77,15 +115,20 @@ int part_register(PGconn *pg)
 }
 
 /* "{2011-03-01,...}" for the months of 'want' not in 'known' (NULL: none
- * known); 'missing' gets them. Returns how many. */
+ * known), within the window and at most its cap, newest first (the months
+ * most readings go to); 'missing' gets them. Returns how many. */
 static int missing_months(const part_months *want, const part_months *known,
                           part_months *missing, lj_buf *out)
 {
+    int max = window_any ? PART_MONTHS : window_new_max;
+    int first;
+    int last;
     int n = 0;
     int i;
 
     memset(missing, 0, sizeof(*missing));
-    for (i = 0; i < PART_MONTHS; i++) {
+    part_window_range(now_ms(), &first, &last);
+    for (i = last; i >= first && n < max; i--) {
         char day[24];
 
         if (!has(want, i) || (known && has(known, i)))

@@ -693,6 +693,21 @@ static int read_batch_id(const cJSON *root, rec_batch *out, const char **msg)
     return 0;
 }
 
+/* The list of a {"devices": [...]} body, or NULL. Only an array under an
+ * object that is no record itself (no serial key) is that shape: a bare
+ * record may carry any unknown key, "devices" too (SPEC §2.1: ignored). */
+static const cJSON *batch_devices(const cJSON *root)
+{
+    const cJSON *devices = cJSON_GetObjectItemCaseSensitive(root, "devices");
+
+    if (!cJSON_IsArray(devices) ||
+        cJSON_GetObjectItemCaseSensitive(root, "deviceSn") ||
+        cJSON_GetObjectItemCaseSensitive(root, "id") ||
+        cJSON_GetObjectItemCaseSensitive(root, "device_sn"))
+        return NULL;
+    return devices;
+}
+
 /* Finds the records in 'root' (one of the body shapes) and the batchId of
  * a {"data": ...} or {"devices": [...]} body. '*list' is an array, or one
  * record. */
@@ -708,16 +723,12 @@ static int find_records(const cJSON *root, rec_batch *out, const cJSON **list, c
     if (!cJSON_IsObject(root))
         goto bad_shape;
     data = cJSON_GetObjectItemCaseSensitive(root, "data");
-    devices = cJSON_GetObjectItemCaseSensitive(root, "devices");
+    devices = batch_devices(root);
     if (data && devices) {
         *msg = "body has both \"data\" and \"devices\": send one";
         return LJ_EPARSE;
     }
     if (devices) {
-        if (!cJSON_IsArray(devices)) {
-            *msg = "\"devices\" must be a list of records";
-            return LJ_EPARSE;
-        }
         out->devices = 1;
         *list = devices;
         return read_batch_id(root, out, msg);

@@ -8,8 +8,10 @@
  *     {"devices": [RECORD, ...]}    (the old service's oldest batch shape;
  *                                    rec_batch.devices says it was used)
  *
- * An object with both "data" and "devices" is refused (LJ_EPARSE), as is a
- * "devices" that is not a list.
+ * "devices" is that shape only when it is a list and the object has no
+ * serial key (deviceSn, id, device_sn): otherwise the object is a bare
+ * record and "devices" one of its unknown keys, ignored (SPEC §2.1). An
+ * object with both "data" and a "devices" list is refused (LJ_EPARSE).
  * and validates each record on its own: a bad record is rejected with its
  * index and reason, the others are kept. Valid records are normalised into
  * rec_health (one spelling, typed values, a reading time in ms).

@@ -504,8 +504,10 @@ static int health_body(PGconn *pg, const void *arg, store_stats *st)
     return direct_body(pg, arg, st);
 }
 
-/* The partitions of every month the batch touches, before its transaction
- * (creating one waits for writers: no lock of ours may be held then). */
+/* The partitions of the months the batch touches, before its transaction
+ * (creating one waits for writers: no lock of ours may be held then); only
+ * months in the process's window, a few per batch (partition.h): the rest
+ * of the readings go to the default partition. */
 static int ensure_months(PGconn *pg, const store_item *items, size_t n)
 {
     part_months want;

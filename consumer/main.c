@@ -19,6 +19,7 @@
 #include "config.h"
 #include "log.h"
 #include "metrics.h"
+#include "partition.h"
 #include "pg.h"
 #include "status.h"
 #include "worker.h"
@@ -183,6 +184,7 @@ int main(int argc, char **argv)
     log_init("consumer", log_level_parse(cfg.log_level) < 0 ? LOG_INFO
                                                              : log_level_parse(cfg.log_level));
     pg_init(&cfg);  /* PostgreSQL timeouts for every worker's connection (pg.h) */
+    part_window_set(cfg.partition_window_months, cfg.partition_new_months);
     sigemptyset(&sigs);
     sigaddset(&sigs, SIGINT);
     sigaddset(&sigs, SIGTERM);

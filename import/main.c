@@ -28,6 +28,7 @@
 #include "enrich.h"
 #include "err.h"
 #include "log.h"
+#include "partition.h"
 #include "pg.h"
 #include "record.h"
 #include "store.h"
@@ -381,6 +382,7 @@ int main(int argc, char **argv)
     lj_buf_init(&im.json);
     csv_init(&csv, in);
     pg_init(&cfg);
+    part_window_any();  /* an operator's back-fill: any month gets its partition */
     rc = 3;
     if ((im.pg = pg_connect(cfg.pg_dsn, "ljwx-import", err, sizeof(err))) == NULL) {
         fprintf(stderr, "import: PostgreSQL: %s\n", err);

@@ -28,6 +28,7 @@
 #include "legacy.h"
 #include "log.h"
 #include "ops.h"
+#include "partition.h"
 #include "pg.h"
 #include "pool.h"
 #include "rlink.h"
@@ -261,6 +262,7 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     raise_fd_limit(cfg.max_connections);
     pg_init(&cfg);
+    part_window_set(cfg.partition_window_months, cfg.partition_new_months);
     pool_init(&cfg);
     stats_init();
     if (flowctl_init(&cfg) != 0 || dashboard_init(&cfg) != 0 || legacy_start(&cfg) != 0) {

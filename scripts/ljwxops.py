@@ -120,11 +120,19 @@ def by_path(pg, since, until):
 
 
 def duplicates(pg, since, until):
-    """[(device_sn, second, rows)]: one device's second stored by both paths."""
-    return pg.execute("SELECT device_sn, date_trunc('second', ts) AS second, count(*)"
+    """[(device_sn, ts, rows)]: one reading -- its exact key (device_sn, ts),
+    to the microsecond -- stored more than once. Two readings of a device
+    within one second are two readings, not a duplicate."""
+    return pg.execute("SELECT device_sn, ts, count(*)"
                       " FROM t_user_health_data WHERE create_time >= %s AND create_time < %s"
-                      " GROUP BY 1, 2 HAVING count(DISTINCT upload_method) > 1"
+                      " GROUP BY 1, 2 HAVING count(*) > 1"
                       " ORDER BY 1, 2 LIMIT 100", (since, until)).fetchall()
+
+
+def _reading_us(rec):
+    """The stored time of a stream record in integer microseconds: "ts"
+    (ms) plus "ts_us" (microseconds past it, server-stamped readings)."""
+    return int(rec["ts"]) * 1000 + int(rec.get("ts_us") or 0)
 
 
 def _entry_id(s):
@@ -171,10 +179,15 @@ def reconcile(pg, r, since, until):
         except ValueError:
             continue    # unreadable: that is the dead-letter tool's business
         checked += 1
-        keys = [(rec["device_sn"], rec["ts"]) for rec in records]
+        keys = [(rec["device_sn"], _reading_us(rec)) for rec in records]
+        # Both sides in integer microseconds (no float seconds); the range
+        # on ts keeps the primary key usable.
         found = pg.execute("SELECT count(*) FROM t_user_health_data t"
-                           " JOIN unnest(%s::text[], %s::bigint[]) AS k(sn, ms)"
-                           " ON t.device_sn = k.sn AND t.ts = to_timestamp(k.ms / 1000.0)",
+                           " JOIN unnest(%s::text[], %s::bigint[]) AS k(sn, us)"
+                           " ON t.device_sn = k.sn"
+                           " AND t.ts >= timestamptz 'epoch' + (k.us - 1) * interval '1 microsecond'"
+                           " AND t.ts <= timestamptz 'epoch' + (k.us + 1) * interval '1 microsecond'"
+                           " AND (extract(epoch FROM t.ts) * 1000000)::bigint = k.us",
                            ([k[0] for k in keys], [k[1] for k in keys])).fetchone()[0]
         if found < len(keys):
             missing.append((entry_id, len(keys) - found))

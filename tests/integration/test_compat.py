@@ -236,8 +236,10 @@ def test_two_consumer_workers_back_filling_new_months_both_succeed(stack):
     default partition, none dead-lettered."""
     stack.producer()
     sn = serial("w2")
-    base = int(utc(2016, 1, 1).timestamp())
-    for i in range(40):     # 40 entries x 50 readings over 2016-01 .. 2016-04
+    # four months inside the upload paths' window (--partition-window-months 24)
+    first = month_ago(22, day=1).replace(hour=0)
+    base = int(first.timestamp())
+    for i in range(40):     # 40 entries x 50 readings over four months from 'first'
         body = [{"deviceSn": f"{sn}-{i % 4}", "heartRate": 70,
                  "timestamp": base + (i * 50 + j) * 4000} for j in range(50)]
         assert stack.post("/upload_health_data_v2", body).status_code == 200
@@ -246,8 +248,125 @@ def test_two_consumer_workers_back_filling_new_months_both_succeed(stack):
                                  (sn + "-%",)) == [(2000,)], timeout=60, what="2000 rows")
     got = stack.s.sql("SELECT tableoid::regclass::text, count(*) FROM t_user_health_data"
                       " WHERE device_sn LIKE %s GROUP BY 1 ORDER BY 1", (sn + "-%",))
-    assert [g[0] for g in got] == ["t_user_health_data_2016%02d" % m for m in (1, 2, 3, 4)], got
+    assert [g[0] for g in got] == ["t_user_health_data_" + month_ago(22 - k).strftime("%Y%m")
+                                   for k in range(4)], got
     assert stack.s.redis().xlen(stack.stream() + ":dead") == 0
+
+
+def partitions(servers):
+    return servers.sql("SELECT count(*) FROM pg_inherits"
+                       " WHERE inhparent = 't_user_health_data'::regclass")[0][0]
+
+
+def partition_names(servers):
+    return set(servers.sql("SELECT inhrelid::regclass::text FROM pg_inherits"
+                           " WHERE inhparent = 't_user_health_data'::regclass"))
+
+
+def test_one_upload_of_200_old_months_creates_no_partition_on_either_path(stack):
+    """Any device may send readings dated anywhere in 2000..2099, and each new
+    month is a CREATE TABLE under an EXCLUSIVE lock on the parent: the upload
+    paths create months only in their window (24 back, 3 ahead); older
+    readings are stored in the default partition."""
+    stack.producer()
+    stack.consumer()
+    before = partition_names(stack.s)
+    for path, tag in (("/upload_health_data", "pm-l"), ("/upload_health_data_v2", "pm-s")):
+        requests_ratio(stack, 0 if path == "/upload_health_data" else 1)
+        sn = serial(tag)
+        recs = [{"deviceSn": sn, "heartRate": 70,
+                 "timestamp": int(utc(2001 + i // 12, i % 12 + 1, 15).timestamp())}
+                for i in range(200)]                 # 200 months of 2001 .. 2017
+        r = stack.post(path, {"data": recs}, timeout=60)
+        assert r.status_code == 200, r.text
+        wait_for(lambda: stack.s.sql("SELECT count(*) FROM t_user_health_data"
+                                     " WHERE device_sn = %s", (sn,)) == [(200,)],
+                 timeout=30, what="200 rows")
+        # in the default partition, or in a month made before (by ljwx-import)
+        assert set(partition_of(stack.s, sn)) <= before | {("t_user_health_data_default",)}
+    assert partition_names(stack.s) == before
+
+
+def test_one_batch_creates_a_few_new_months_and_later_batches_the_rest(stack):
+    """Inside the window a batch asks for at most --partition-new-months (3)
+    missing months; their readings wait in the default partition, and later
+    batches create the rest and move them there."""
+    stack.producer(LJ_INITIAL_RATIO_PERMILLE=0, LJ_LEGACY_WRITERS=1)   # one connection's cache
+    sn = serial("cap")
+    months = [month_ago(n) for n in range(24, 16, -1)]     # 8 months, 24 .. 17 ago
+    body = {"data": [{"deviceSn": sn, "heartRate": 70, "timestamp": int(m.timestamp())}
+                     for m in months]}
+    missing = [m for m in months if not servers_has(stack.s, m)]
+    before = partitions(stack.s)
+    r = stack.post("/upload_health_data", body)
+    assert r.status_code == 200 and r.json()["inserted"] == 8, r.text
+    assert min(1, len(missing)) <= partitions(stack.s) - before <= 3, (before, missing)
+    for _ in range(3):       # the same upload again: duplicates, and 3 more months each
+        r = stack.post("/upload_health_data", body)
+        assert r.status_code == 200 and r.json()["duplicates"] == 8, r.text
+    assert partition_of(stack.s, sn) == sorted(
+        [("t_user_health_data_" + m.strftime("%Y%m"),) for m in months])
+
+
+def test_partition_window_option_bounds_the_months_created(stack):
+    stack.producer(LJ_INITIAL_RATIO_PERMILLE=0, LJ_PARTITION_WINDOW_MONTHS=2)
+    out, inside = month_ago(5), month_ago(2)
+    had_out = servers_has(stack.s, out)
+    sn_out, sn_in = serial("w-out"), serial("w-in")
+    for sn, when in ((sn_out, out), (sn_in, inside)):
+        r = stack.post("/upload_health_data", {"deviceSn": sn, "heartRate": 70,
+                                               "timestamp": int(when.timestamp())})
+        assert r.status_code == 200, r.text
+    assert servers_has(stack.s, out) == had_out
+    if not had_out:
+        assert partition_of(stack.s, sn_out) == [("t_user_health_data_default",)]
+    assert partition_of(stack.s, sn_in) == [("t_user_health_data_" + inside.strftime("%Y%m"),)]
+
+
+def servers_has(servers, when):
+    return servers.sql("SELECT to_regclass(%s) IS NOT NULL",
+                       ("t_user_health_data_" + when.strftime("%Y%m"),))[0][0]
+
+
+def requests_ratio(stack, ratio):
+    resp = stack.post("/api/stream_traffic_ratio", {"ratio": ratio})
+    assert resp.status_code == 200, resp.text
+    wait_for(lambda: stack.get("/api/stream_traffic_ratio").json()["current_ratio"] == ratio,
+             what=f"ratio {ratio}")
+
+
+def test_a_reader_of_the_default_partition_holds_no_insert_behind_a_new_month(servers):
+    """Creating a month locks the parent EXCLUSIVE (every insert waits) and
+    the default partition ACCESS EXCLUSIVE. Migration 006: with a reader on
+    the default partition the creation gives up at once (55P03) instead of
+    waiting its lock_timeout (5 s) with the parent locked; an insert started
+    meanwhile is not held."""
+    import threading
+    import time
+    month = "DATE '2099-11-01'"      # no test makes it (outside every window)
+    blocker = psycopg.connect(servers.dsn)
+    held = {}
+
+    def insert():
+        t0 = time.monotonic()
+        servers.sql("INSERT INTO t_user_health_data (device_sn, ts, upload_method)"
+                    " VALUES (%s, now(), 'optimized')", (serial("ins"),))
+        held["s"] = time.monotonic() - t0
+    try:
+        blocker.execute("SELECT count(*) FROM t_user_health_data_default")   # ACCESS SHARE
+        t0 = time.monotonic()
+        t = threading.Thread(target=lambda: (time.sleep(0.3), insert()))
+        t.start()
+        with pytest.raises(psycopg.errors.LockNotAvailable):
+            servers.sql(f"SELECT ensure_health_months(ARRAY[{month}])")
+        took = time.monotonic() - t0
+        t.join(30)
+    finally:
+        blocker.rollback()
+        blocker.close()
+    assert took < 2.5, f"the creation waited {took:.1f} s for the reader"
+    assert held.get("s", 99) < 2.5, held
+    assert servers.sql("SELECT to_regclass('t_user_health_data_209911')") == [(None,)]
 
 
 def test_a_month_created_while_another_waits_is_seen_not_created_twice(servers):

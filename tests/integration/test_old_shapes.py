@@ -376,8 +376,9 @@ def test_devices_shape_bad_input_is_refused_whole(stack):
     stack.producer()
     sn = serial("bad")
     for body, msg in (({"devices": []}, "no records"),
-                      ({"devices": "x"}, "\"devices\" must be a list"),
-                      ({"devices": {"deviceSn": sn}}, "\"devices\" must be a list"),
+                      # no list: a bare record (without a serial), refused as one
+                      ({"devices": "x"}, "no valid record"),
+                      ({"devices": {"deviceSn": sn}}, "no valid record"),
                       ({"devices": [1, 2]}, "no valid record"),
                       ({"devices": [reading_(sn, BASE_S)], "data": []}, "both")):
         resp = stack.post("/upload_health_data_batch", body)
@@ -385,6 +386,20 @@ def test_devices_shape_bad_input_is_refused_whole(stack):
         assert msg in resp.json()["message"], (body, resp.text)
     assert stack.s.sql("SELECT count(*) FROM t_user_health_data WHERE device_sn = %s",
                        (sn,)) == [(0,)]
+
+
+def test_bare_record_with_an_unknown_devices_key_is_accepted(stack):
+    """SPEC §2.1: unknown keys are ignored. A bare record carrying a key
+    named "devices" (a paired-devices count, even a list) is one reading:
+    "devices" is the batch shape only as a list beside no serial."""
+    stack.producer(LJ_INITIAL_RATIO_PERMILLE=0)
+    for i, extra in enumerate((2, [{"deviceSn": "other"}], "x")):
+        sn = serial(f"dk{i}")
+        resp = stack.post("/upload_health_data", dict(reading_(sn, BASE_S), devices=extra))
+        assert resp.status_code == 200, resp.text
+        assert len(rows(stack, sn)) == 1
+    assert stack.s.sql("SELECT count(*) FROM t_user_health_data WHERE device_sn = 'other'"
+                       ) == [(0,)]
 
 
 def reading_(sn, ts):

@@ -13,9 +13,10 @@ import requests
 from conftest import BIN, TOP, wait_for
 
 
-def tool(stack, name, *args, timeout=60):
+def tool(stack, name, *args, timeout=60, extra_env=None):
     env = dict(stack.env(), LJ_PRODUCER_URLS=stack.url, LJ_RUN_DIR=str(stack.tmp / "run"),
                LJ_BIN_DIR=BIN)
+    env.update(extra_env or {})
     return subprocess.run(["/usr/bin/python3", os.path.join(TOP, "scripts", name), *args],
                           env=env, capture_output=True, text=True, timeout=timeout)
 
@@ -64,7 +65,7 @@ def test_rollback_confirms_ratio_0(stack):
     assert out.returncode == 1 and "FAILED" in out.stdout
 
 
-def test_consistency_counts_paths_and_finds_a_planted_duplicate(stack):
+def test_consistency_counts_paths_and_two_readings_in_one_second_are_no_duplicate(stack):
     stack.producer()
     stack.consumer()
     sn = f"CO-{uuid.uuid4().hex[:8]}"
@@ -78,12 +79,52 @@ def test_consistency_counts_paths_and_finds_a_planted_duplicate(stack):
     assert out.returncode == 0, out.stdout + out.stderr
     assert "rows optimized=" in out.stdout and "rows stream_v2=" in out.stdout
     assert "duplicates=0" in out.stdout and "missing_readings=0" in out.stdout
-    # The same reading under a second timestamp within the same second.
+    # Another reading of the device within the same second, by the other
+    # path: two readings (their keys differ), not a duplicate.
     stack.s.sql("INSERT INTO t_user_health_data (device_sn, ts, upload_method)"
                 " VALUES (%s, to_timestamp(1750000000.5), 'stream_v2')", (sn,))
     out = tool(stack, "consistency", "--minutes", "5")
-    assert out.returncode == 1
-    assert "duplicates=1" in out.stdout and sn in out.stdout
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "duplicates=0" in out.stdout
+
+
+def test_consistency_finds_a_reading_stored_twice_under_its_exact_key(stack):
+    """The primary key forbids it in our schema; the check still reports a
+    copy of one (device_sn, ts), here in a table without the key (a schema
+    first on the tool's search_path)."""
+    schema = f"nokey_{uuid.uuid4().hex[:8]}"
+    since = dt.datetime.now(dt.timezone.utc).isoformat()
+    stack.s.sql(f"CREATE SCHEMA {schema}")
+    try:
+        stack.s.sql(f"CREATE TABLE {schema}.t_user_health_data (device_sn text, ts timestamptz,"
+                    " upload_method text, create_time timestamptz DEFAULT now())")
+        stack.s.sql(f"INSERT INTO {schema}.t_user_health_data (device_sn, ts, upload_method)"
+                    " VALUES ('CD-1', to_timestamp(1750000000.25), 'optimized'),"
+                    " ('CD-1', to_timestamp(1750000000.25), 'stream_v2'),"
+                    " ('CD-1', to_timestamp(1750000000.5), 'stream_v2')")
+        out = tool(stack, "consistency", "--since", since,
+                   extra_env={"PGOPTIONS": f"-c search_path={schema},public"})
+        assert out.returncode == 1, out.stdout + out.stderr
+        assert "duplicates=1" in out.stdout and "device=CD-1" in out.stdout
+    finally:
+        stack.s.sql(f"DROP SCHEMA {schema} CASCADE")
+
+
+def test_consistency_finds_a_server_stamped_reading(stack):
+    """A reading without a timestamp is stamped with microseconds (payload
+    "ts" + "ts_us"): the check keys both sides in integer microseconds, so
+    the reading stored once is found, not reported missing."""
+    since = dt.datetime.now(dt.timezone.utc).isoformat()
+    stack.producer()
+    stack.consumer()
+    sn = f"CU-{uuid.uuid4().hex[:8]}"
+    for _ in range(3):
+        assert stack.post("/upload_health_data_v2", {"deviceSn": sn, "heartRate": 72}).ok
+    wait_for(lambda: stack.s.sql("SELECT count(*) FROM t_user_health_data WHERE device_sn = %s",
+                                 (sn,)) == [(3,)], what="the rows")
+    out = tool(stack, "consistency", "--since", since)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "missing_readings=0" in out.stdout and "duplicates=0" in out.stdout
 
 
 def test_consistency_reports_an_acknowledged_entry_without_its_rows(stack):

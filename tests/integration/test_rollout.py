@@ -31,6 +31,21 @@ def rollout(stack, *args, started, **env):
     return tool(stack, "rollout", "--precheck-minutes", f"{minutes:.4f}", *args, **env)
 
 
+def shadow_with_copies(stack):
+    """(schema, env): a schema first on the tools' search_path whose
+    t_user_health_data is ours plus the rows of <schema>.planted -- the only
+    way to plant an exact copy of a key (device_sn, ts), which our primary
+    key forbids. A reading of the same second is another reading."""
+    schema = f"dup_{uuid.uuid4().hex[:8]}"
+    stack.s.sql(f"CREATE SCHEMA {schema}")
+    stack.s.sql(f"CREATE TABLE {schema}.planted (device_sn text, ts timestamptz,"
+                " upload_method text, create_time timestamptz DEFAULT now())")
+    stack.s.sql(f"CREATE VIEW {schema}.t_user_health_data AS"
+                " SELECT device_sn, ts, upload_method, create_time FROM public.t_user_health_data"
+                f" UNION ALL SELECT device_sn, ts, upload_method, create_time FROM {schema}.planted")
+    return schema, {"PGOPTIONS": f"-c search_path={schema},public"}
+
+
 def ratio(stack):
     return requests.get(stack.url + "/api/stream_traffic_ratio", timeout=5).json()
 
@@ -93,10 +108,14 @@ def test_precheck_planted_duplicate_stops_before_any_change(stack):
     stack.consumer()
     sn = f"RD-{uuid.uuid4().hex[:8]}"
     assert stack.post("/upload_health_data", {"deviceSn": sn, "timestamp": 1_750_000_000}).ok
-    stack.s.sql("INSERT INTO t_user_health_data (device_sn, ts, upload_method)"
-                " VALUES (%s, to_timestamp(1750000000.5), 'stream_v2')", (sn,))
-    out = rollout(stack, "--steps", "0.5,1.0", "--window", "1", "--interval", "0.3",
-                  started=started)
+    schema, env = shadow_with_copies(stack)
+    stack.s.sql(f"INSERT INTO {schema}.planted (device_sn, ts, upload_method)"
+                " VALUES (%s, to_timestamp(1750000000), 'stream_v2')", (sn,))
+    try:
+        out = rollout(stack, "--steps", "0.5,1.0", "--window", "1", "--interval", "0.3",
+                      started=started, **env)
+    finally:
+        stack.s.sql(f"DROP SCHEMA {schema} CASCADE")
     assert out.returncode == 3, out.stdout + out.stderr
     assert "precheck consistency" in out.stdout and "duplicates=1" in out.stdout
     assert "FAILED" in out.stdout
@@ -196,6 +215,7 @@ def test_a_duplicate_stored_during_a_step_rolls_back(stack):
     stack.producer(LJ_RATIO_REFRESH_MS=50)
     stack.consumer()
     sn = f"RS-{uuid.uuid4().hex[:8]}"
+    schema, env = shadow_with_copies(stack)
 
     def plant():
         deadline = time.monotonic() + 20
@@ -204,14 +224,17 @@ def test_a_duplicate_stored_during_a_step_rolls_back(stack):
         stack.s.sql("INSERT INTO t_user_health_data (device_sn, ts, upload_method) VALUES"
                     " (%s, to_timestamp(1750000000), 'optimized'),"
                     " (%s, to_timestamp(1750000000.5), 'stream_v2')", (sn, sn))
+        stack.s.sql(f"INSERT INTO {schema}.planted (device_sn, ts, upload_method)"
+                    " VALUES (%s, to_timestamp(1750000000), 'stream_v2')", (sn,))
     t = threading.Thread(target=plant, daemon=True)
     t.start()
     try:
         out = rollout(stack, "--steps", "1.0", "--window", "1.5", "--interval", "0.5",
-                      started=started)
+                      started=started, **env)
     finally:
         t.join(25)
         stack.s.sql("DELETE FROM t_user_health_data WHERE device_sn = %s", (sn,))
+        stack.s.sql(f"DROP SCHEMA {schema} CASCADE")
     assert out.returncode == 1, out.stdout + out.stderr
     assert "precheck consistency ok" in out.stdout
     assert "rolling back: ratio=1.0 consistency (since" in out.stdout

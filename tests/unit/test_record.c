@@ -771,15 +771,42 @@ static void test_devices_shape(void **state)
     rec_batch_cleanup(&b);
 }
 
-static void test_devices_shape_errors(void **state)
+/* "devices" that is no list, or beside a serial, is an unknown key of a
+ * bare record: ignored (SPEC §2.1). */
+static void test_devices_key_of_a_bare_record(void **state)
 {
-    const char *list = "\"devices\" must be a list of records";
+    static const char *const bodies[] = {
+        "{\"deviceSn\":\"A\",\"heartRate\":70,\"devices\":2}",
+        "{\"deviceSn\":\"A\",\"devices\":[{\"deviceSn\":\"B\"}]}",
+        "{\"id\":\"A\",\"devices\":[]}",
+        "{\"device_sn\":\"A\",\"devices\":null}",
+    };
+    const char *msg;
+    rec_batch b;
+    size_t i;
 
     (void)state;
+    for (i = 0; i < sizeof(bodies) / sizeof(bodies[0]); i++) {
+        if (parse(bodies[i], &b, &msg) != 0)
+            fail_msg("refused: %s (%s)", bodies[i], msg ? msg : "-");
+        assert_int_equal(b.total, 1);
+        assert_int_equal(b.n, 1);
+        assert_int_equal(b.devices, 0);
+        assert_string_equal(b.recs[0].device_sn, "A");
+        rec_batch_cleanup(&b);
+    }
+    /* no serial and no list: a bare record without a serial, refused as one */
+    assert_int_equal(parse("{\"devices\":\"A\"}", &b, &msg), 0);
+    assert_int_equal(b.n, 0);
+    assert_int_equal(b.nerr, 1);
+    assert_int_equal(b.devices, 0);
+    rec_batch_cleanup(&b);
+}
+
+static void test_devices_shape_errors(void **state)
+{
+    (void)state;
     assert_body_error("{\"devices\":[]}", LJ_ENOREC, "no records in upload");
-    assert_body_error("{\"devices\":{\"deviceSn\":\"A\"}}", LJ_EPARSE, list);
-    assert_body_error("{\"devices\":\"A\"}", LJ_EPARSE, list);
-    assert_body_error("{\"devices\":null}", LJ_EPARSE, list);
     assert_body_error("{\"devices\":[{\"deviceSn\":\"A\"}],\"data\":[{\"deviceSn\":\"B\"}]}",
                       LJ_EPARSE, "body has both \"data\" and \"devices\": send one");
     assert_body_error("{\"devices\":[{\"deviceSn\":\"A\"}],\"batchId\":7}", LJ_EPARSE,
@@ -1273,6 +1300,7 @@ int main(void)
         cmocka_unit_test(test_field_table),
         cmocka_unit_test(test_devices_shape),
         cmocka_unit_test(test_devices_shape_errors),
+        cmocka_unit_test(test_devices_key_of_a_bare_record),
         cmocka_unit_test(test_devices_shape_record_limit),
         cmocka_unit_test(test_first_spelling_wins),
         cmocka_unit_test(test_numeric_strings),
