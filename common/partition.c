@@ -154,11 +154,39 @@ static void remember(part_months *known, const part_months *months)
             known->bits[i] |= months->bits[i];
 }
 
+/* 1 when 'r' failed because the default partition was in use (55P03). */
+static int default_busy(const PGresult *r)
+{
+    const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+
+    return state && strcmp(state, "55P03") == 0;
+}
+
+/* ensure_health_months('arr'). The function gives up at once when the
+ * default partition is in use (migration 006: it must not hold every insert
+ * behind it); the transactions holding it are batches that end within
+ * milliseconds, so it is asked again a few times, briefly, before the rows
+ * go to the default partition. */
+static PGresult *ask(PGconn *pg, const char *arr)
+{
+    static const long wait_ms[] = {10, 30, 100, 250};
+    const char *params[1] = {arr};
+    PGresult *r;
+    size_t i;
+
+    for (i = 0;; i++) {
+        r = pg_query_params(pg, ensure_sql, 1, params);
+        if (i == sizeof(wait_ms) / sizeof(wait_ms[0]) || !default_busy(r))
+            return r;
+        PQclear(r);
+        nanosleep(&(struct timespec){0, wait_ms[i] * 1000000L}, NULL);
+    }
+}
+
 int part_ensure(PGconn *pg, const part_months *want)
 {
     part_months *known = PQinstanceData(pg, on_event);
     part_months missing;
-    const char *params[1];
     const char *state;
     PGresult *r;
     lj_buf arr;
@@ -170,8 +198,7 @@ int part_ensure(PGconn *pg, const part_months *want)
         rc = n;
         goto out;
     }
-    params[0] = arr.data;
-    r = pg_query_params(pg, ensure_sql, 1, params);
+    r = ask(pg, arr.data);
     if (PQresultStatus(r) == PGRES_TUPLES_OK) {
         if (PQntuples(r) == 1 && strcmp(PQgetvalue(r, 0, 0), "0") != 0)
             log_info("partition", "created %s monthly partitions for months %s",

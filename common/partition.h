@@ -30,9 +30,12 @@
  * default is PART_WINDOW_BACK / PART_NEW_MAX. ljwx-import sets
  * part_window_any(): an operator's back-fill may create any month.
  *
- * A month that could not be created (lock_timeout behind a long writer, a
- * reader of the default partition (migration 006: not waited for), no
- * EXECUTE on the function) is no reason to refuse readings: they go to the
+ * A reader of the default partition makes the server give up at once
+ * (migration 006: no insert waits behind it); part_ensure() asks again up to
+ * four times within ~0.4 s, since such readers are mostly other batches. A
+ * month that still could not be created (lock_timeout behind a long writer,
+ * the default partition in use throughout, no EXECUTE on the function) is
+ * no reason to refuse readings: they go to the
  * default partition as before, the failure is logged, and the month is asked
  * for again by the next batch (a missing function or grant: once per
  * connection). Blocking; one PGconn per thread.
