@@ -293,3 +293,25 @@ def stack(servers, tmp_path):
     failures = st.stop_all()
     if failures:
         pytest.fail("\n".join(failures))
+
+
+def failing_trigger(servers, sqlstate, sn_like):
+    """A trigger that fails every health row whose device_sn is LIKE 'sn_like'
+    with 'sqlstate' (e.g. 40001: PostgreSQL's failure; 22023: the data's).
+    Returns a dropper."""
+    name = f"fail_{sqlstate.lower()}_{uuid.uuid4().hex[:6]}"
+    servers.sql(f"""
+        CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF NEW.device_sn LIKE '{sn_like}' THEN
+                RAISE EXCEPTION 'injected failure' USING ERRCODE = '{sqlstate}';
+            END IF;
+            RETURN NEW;
+        END $$""")
+    servers.sql(f"CREATE TRIGGER {name} BEFORE INSERT ON t_user_health_data"
+                f" FOR EACH ROW EXECUTE FUNCTION {name}()")
+
+    def drop():
+        servers.sql(f"DROP TRIGGER IF EXISTS {name} ON t_user_health_data")
+        servers.sql(f"DROP FUNCTION IF EXISTS {name}()")
+    return drop

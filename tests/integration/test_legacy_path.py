@@ -4,9 +4,7 @@ into one transaction (group commit) by the legacy writer threads, each
 answered after that COMMIT with its own counts; a poison upload is isolated;
 a hung or restarted PostgreSQL gives bounded 503s and recovers; the old
 /upload_device_info and /upload_common_event paths are routed like health."""
-import concurrent.futures
 import json
-import os
 import signal
 import threading
 import time
@@ -15,7 +13,7 @@ import uuid
 import psycopg
 import requests
 
-from conftest import metric, reading, wait_for
+from conftest import failing_trigger, metric, reading, wait_for
 from test_pg_deadlines import FrozenPg, timed_post
 
 BASE_S = 1_760_000_000
@@ -64,22 +62,7 @@ def post_together(stack, bodies, path="/upload_health_data", workers=None, check
 
 def poison_trigger(servers, sn):
     """PostgreSQL refuses (SQLSTATE 22023, a data exception) every row of 'sn'."""
-    name = f"poison_{uuid.uuid4().hex[:8]}"
-    servers.sql(f"""
-        CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$
-        BEGIN
-            IF NEW.device_sn = '{sn}' THEN
-                RAISE EXCEPTION 'poison row' USING ERRCODE = '22023';
-            END IF;
-            RETURN NEW;
-        END $$""")
-    servers.sql(f"CREATE TRIGGER {name} BEFORE INSERT ON t_user_health_data"
-                f" FOR EACH ROW EXECUTE FUNCTION {name}()")
-
-    def drop():
-        servers.sql(f"DROP TRIGGER IF EXISTS {name} ON t_user_health_data")
-        servers.sql(f"DROP FUNCTION IF EXISTS {name}()")
-    return drop
+    return failing_trigger(servers, "22023", sn)
 
 
 # -- group commit --------------------------------------------------------------------------

@@ -6,10 +6,8 @@ the conservation identity of docs/reliability.md:
     entries added = stored + duplicate + dead + gone + pending + lag
 """
 import json
-import os
 import signal
 import socket
-import subprocess
 import threading
 import time
 import uuid
@@ -19,7 +17,7 @@ import pytest
 import redis
 import requests
 
-from conftest import machine_key, wait_for
+from conftest import failing_trigger, machine_key, wait_for
 
 BASE_MS = 1_760_000_000_000     # 2025-10-09
 
@@ -73,27 +71,6 @@ def post_all(stack, path, bodies):
         for b in bodies:
             out.append(s.post(stack.url + path, data=json.dumps(b), timeout=10).status_code)
     return out
-
-
-def failing_trigger(servers, sqlstate, sn_like):
-    """A trigger that fails every health row of our devices with 'sqlstate'
-    (a retryable failure of PostgreSQL, not of the data). Returns a dropper."""
-    name = f"fail_{sqlstate.lower()}_{uuid.uuid4().hex[:6]}"
-    servers.sql(f"""
-        CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$
-        BEGIN
-            IF NEW.device_sn LIKE '{sn_like}' THEN
-                RAISE EXCEPTION 'injected failure' USING ERRCODE = '{sqlstate}';
-            END IF;
-            RETURN NEW;
-        END $$""")
-    servers.sql(f"CREATE TRIGGER {name} BEFORE INSERT ON t_user_health_data"
-                f" FOR EACH ROW EXECUTE FUNCTION {name}()")
-
-    def drop():
-        servers.sql(f"DROP TRIGGER IF EXISTS {name} ON t_user_health_data")
-        servers.sql(f"DROP FUNCTION IF EXISTS {name}()")
-    return drop
 
 
 # -- 1. a retryable PostgreSQL error is an outage, never poison -------------------------
