@@ -3,24 +3,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-static const struct {
-    const char *stream;
-    const char *group;
-    const char *type;
-} kinds[STREAM_KINDS] = {
-    [STREAM_HEALTH] = {"health_data_stream", "health_processors", "health_data"},
-    [STREAM_DEVICE] = {"device_info_stream", "device_processors", "device_info"},
-    [STREAM_EVENT] = {"common_event_stream", "event_processors", "common_event"},
-};
+#include "kinds.h"     /* the names are columns of the one table of kinds */
 
 void stream_name(char *out, size_t outlen, const char *prefix, stream_kind kind)
 {
-    snprintf(out, outlen, "%s%s", prefix ? prefix : "", kinds[kind].stream);
+    snprintf(out, outlen, "%s%s", prefix ? prefix : "", kind_get(kind)->stream);
 }
 
 void stream_group(char *out, size_t outlen, const char *prefix, stream_kind kind)
 {
-    snprintf(out, outlen, "%s%s", prefix ? prefix : "", kinds[kind].group);
+    snprintf(out, outlen, "%s%s", prefix ? prefix : "", kind_get(kind)->group);
 }
 
 void stream_side_key(char *out, size_t outlen, const char *stream, stream_side side)
@@ -51,7 +43,7 @@ void stream_legacy_key(char *out, size_t outlen, const char *prefix)
 
 const char *stream_message_type(stream_kind kind)
 {
-    return kinds[kind].type;
+    return kind_get(kind)->type;
 }
 
 uint32_t stream_hash(const char *sn, size_t n)

@@ -3,7 +3,8 @@
  * Names carry the configured prefix so several environments can share one
  * Redis: prefix "staging:" gives "staging:health_data_stream". The device
  * hash (FNV-1a, 32 bit) is stable across processes and machines: gray-release
- * routing and shard choice depend on it. Pure functions.
+ * routing and shard choice depend on it. Pure functions. The stream, group
+ * and message type names are columns of the table of kinds (kinds.h).
  */
 #ifndef LJ_COMMON_STREAMS_H
 #define LJ_COMMON_STREAMS_H

@@ -8,9 +8,9 @@
 
 #include "attempts.h"
 #include "claim.h"
-#include "copyenc.h"
 #include "deadletter.h"
 #include "err.h"
+#include "kinds.h"
 #include "log.h"
 #include "pg.h"
 #include "rds.h"
@@ -139,7 +139,7 @@ static int connect_pg(session *s)
         log_warn("worker", "postgresql: %s", err);
         return LJ_EUNAVAIL;
     }
-    if (s->kind == STREAM_HEALTH && store_prepare(s->pg) != 0) {
+    if (kind_get(s->kind)->prepare && kind_get(s->kind)->prepare(s->pg) != 0) {
         drop_pg(s);
         return LJ_EUNAVAIL;
     }
@@ -193,38 +193,18 @@ static void publish_alerts(session *s, const store_stats *st)
 /* Stores the 'n' (all ok) entries of 'e' in one transaction. */
 static int store_entries(session *s, batch_entry *const *e, size_t n, store_stats *st)
 {
-    const char **ids = malloc(n * sizeof(*ids));
-    void *reps = NULL;
+    const char **ids = malloc((n ? n : 1) * sizeof(*ids));
+    kind_value **v = malloc((n ? n : 1) * sizeof(*v));
     size_t i;
     int rc = LJ_ENOMEM;
 
-    if (ids == NULL)
-        return LJ_ENOMEM;
-    for (i = 0; i < n; i++)
+    for (i = 0; ids && v && i < n; i++) {
         ids[i] = e[i]->id;
-    if (s->kind == STREAM_HEALTH) {
-        store_item *items = malloc(n * sizeof(*items));
-
-        if (items != NULL)
-            rc = store_health_batch(s->pg, s->owners, items, batch_health_items(e, n, items),
-                                    "stream_v2", st);
-        free(items);
-    } else if (s->kind == STREAM_DEVICE) {
-        rep_device *d = reps = malloc(n * sizeof(*d));
-
-        for (i = 0; d && i < n; i++)
-            d[i] = e[i]->u.device;     /* shallow: the entries keep ownership */
-        if (d)
-            rc = store_device_batch(s->pg, s->owners, s->stream, d, ids, n, st, NULL);
-    } else {
-        rep_event *ev = reps = malloc(n * sizeof(*ev));
-
-        for (i = 0; ev && i < n; i++)
-            ev[i] = e[i]->u.event;
-        if (ev)
-            rc = store_event_batch(s->pg, s->owners, ev, ids, n, st, NULL);
+        v[i] = &e[i]->u;
     }
-    free(reps);
+    if (ids && v)
+        rc = kind_get(s->kind)->store(s->pg, s->owners, s->stream, v, ids, n, st);
+    free(v);
     free(ids);
     return rc;
 }
@@ -305,27 +285,21 @@ static int settle_unstorable(session *s, batch_entry *const *in, size_t n, batch
     return rc;
 }
 
-/* Encodes the records of the health entries of 'e' as the store will, into
- * a scratch buffer: a crash the data causes there happens while the
- * attempt is still counted. Redelivered batches only (rare); the store
- * encodes again with the owners. */
+/* Encodes the entries of 'e' as the store will, into a scratch buffer: a
+ * crash the data causes there happens while the attempt is still counted.
+ * Redelivered batches only (rare); the store encodes again with the owners. */
 static void rehearse_encoding(session *s, batch_entry *const *e, size_t n)
 {
+    const kind_ops *k = kind_get(s->kind);
     lj_buf scratch;
     size_t i;
-    size_t j;
 
-    if (s->kind != STREAM_HEALTH)
+    if (k->rehearse == NULL)
         return;
     lj_buf_init(&scratch);
-    for (i = 0; i < n; i++) {
-        copyenc_meta meta = {"stream_v2", e[i]->id, NULL};
-
-        for (j = 0; e[i]->ok && j < e[i]->u.health.n; j++) {
-            lj_buf_reset(&scratch);
-            copyenc_health_row(&scratch, &e[i]->u.health.recs[j], NULL, &meta);
-        }
-    }
+    for (i = 0; i < n; i++)
+        if (e[i]->ok)
+            k->rehearse(&e[i]->u, e[i]->id, &scratch);
     lj_buf_cleanup(&scratch);
 }
 
