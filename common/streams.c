@@ -3,24 +3,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-static const struct {
-    const char *stream;
-    const char *group;
-    const char *type;
-} kinds[STREAM_KINDS] = {
-    [STREAM_HEALTH] = {"health_data_stream", "health_processors", "health_data"},
-    [STREAM_DEVICE] = {"device_info_stream", "device_processors", "device_info"},
-    [STREAM_EVENT] = {"common_event_stream", "event_processors", "common_event"},
-};
+#include "buf.h"
+#include "kinds.h"     /* the names are columns of the one table of kinds */
 
 void stream_name(char *out, size_t outlen, const char *prefix, stream_kind kind)
 {
-    snprintf(out, outlen, "%s%s", prefix ? prefix : "", kinds[kind].stream);
+    snprintf(out, outlen, "%s%s", prefix ? prefix : "", kind_get(kind)->stream);
 }
 
 void stream_group(char *out, size_t outlen, const char *prefix, stream_kind kind)
 {
-    snprintf(out, outlen, "%s%s", prefix ? prefix : "", kinds[kind].group);
+    snprintf(out, outlen, "%s%s", prefix ? prefix : "", kind_get(kind)->group);
 }
 
 void stream_side_key(char *out, size_t outlen, const char *stream, stream_side side)
@@ -51,7 +44,7 @@ void stream_legacy_key(char *out, size_t outlen, const char *prefix)
 
 const char *stream_message_type(stream_kind kind)
 {
-    return kinds[kind].type;
+    return kind_get(kind)->type;
 }
 
 uint32_t stream_hash(const char *sn, size_t n)
@@ -91,4 +84,69 @@ int stream_id_cmp(const char *a, const char *b)
     if (ams != bms)
         return ams < bms ? -1 : 1;
     return aseq < bseq ? -1 : aseq > bseq;
+}
+
+/* "name":"value" pairs of 'n' strings (name, value, ...), comma-separated. */
+static int json_pairs(lj_buf *out, const char *const *kv, size_t n)
+{
+    size_t i;
+    int rc = 0;
+
+    for (i = 0; rc == 0 && i + 1 < n; i += 2)
+        rc = lj_buf_printf(out, "%s\"%s\":\"%s\"", i ? "," : "", kv[i], kv[i + 1]);
+    return rc;
+}
+
+static int kind_keys_json(lj_buf *out, stream_kind k)
+{
+    char stream[STREAM_NAME_MAX];
+    char group[STREAM_NAME_MAX];
+    char side[STREAM_SIDES][STREAM_KEY_MAX];
+    const char *kv[12];
+    int i;
+
+    stream_name(stream, sizeof(stream), "", k);
+    stream_group(group, sizeof(group), "", k);
+    for (i = 0; i < STREAM_SIDES; i++)
+        stream_side_key(side[i], sizeof(side[i]), stream, (stream_side)i);
+    kv[0] = "stream", kv[1] = stream;
+    kv[2] = "group", kv[3] = group;
+    kv[4] = "message_type", kv[5] = stream_message_type(k);
+    kv[6] = "dead", kv[7] = side[STREAM_SIDE_DEAD];
+    kv[8] = "attempts", kv[9] = side[STREAM_SIDE_ATTEMPTS];
+    kv[10] = "counts", kv[11] = side[STREAM_SIDE_COUNTS];
+    return lj_buf_printf(out, "\"%s\":{", kind_get(k)->key) || json_pairs(out, kv, 12) ||
+           lj_buf_puts(out, "}");
+}
+
+int stream_keys_json(lj_buf *out)
+{
+    static const char *const dead[] = {"reason", STREAM_DEAD_REASON, "id", STREAM_DEAD_ID,
+                                       "deliveries", STREAM_DEAD_DELIVERIES,
+                                       "consumer", STREAM_DEAD_CONSUMER};
+    static const char *const counts[] = {"stored", STREAM_COUNT_STORED,
+                                         "duplicate", STREAM_COUNT_DUPLICATE,
+                                         "dead", STREAM_COUNT_DEAD, "gone", STREAM_COUNT_GONE,
+                                         "batches", STREAM_COUNT_BATCHES,
+                                         "errors", STREAM_COUNT_ERRORS};
+    static const char *const legacy[] = {"retired", STREAM_LEGACY_RETIRED, "on", STREAM_LEGACY_ON};
+    char key[3][STREAM_NAME_MAX];
+    const char *kv[6];
+    int k;
+    int rc;
+
+    stream_alert_name(key[0], sizeof(key[0]), "");
+    stream_ratio_key(key[1], sizeof(key[1]), "");
+    stream_legacy_key(key[2], sizeof(key[2]), "");
+    kv[0] = "alert_stream", kv[1] = key[0];
+    kv[2] = "ratio_key", kv[3] = key[1];
+    kv[4] = "legacy_key", kv[5] = key[2];
+    rc = lj_buf_puts(out, "{\"kinds\":{");
+    for (k = 0; rc == 0 && k < STREAM_KINDS; k++)
+        rc = (k && lj_buf_puts(out, ",")) || kind_keys_json(out, (stream_kind)k);
+    return rc || lj_buf_puts(out, "},") || json_pairs(out, kv, 6) ||
+           lj_buf_puts(out, ",\"legacy_values\":{") || json_pairs(out, legacy, 4) ||
+           lj_buf_puts(out, "},\"dead_fields\":{") || json_pairs(out, dead, 8) ||
+           lj_buf_puts(out, "},\"count_fields\":{") || json_pairs(out, counts, 12) ||
+           lj_buf_puts(out, "}}");
 }

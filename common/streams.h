@@ -3,7 +3,8 @@
  * Names carry the configured prefix so several environments can share one
  * Redis: prefix "staging:" gives "staging:health_data_stream". The device
  * hash (FNV-1a, 32 bit) is stable across processes and machines: gray-release
- * routing and shard choice depend on it. Pure functions.
+ * routing and shard choice depend on it. Pure functions. The stream, group
+ * and message type names are columns of the table of kinds (kinds.h).
  */
 #ifndef LJ_COMMON_STREAMS_H
 #define LJ_COMMON_STREAMS_H
@@ -82,6 +83,16 @@ void stream_legacy_key(char *out, size_t outlen, const char *prefix);
  * same script), and batch attempts that failed (the worker retries them). */
 #define STREAM_COUNT_BATCHES "batches"
 #define STREAM_COUNT_ERRORS "errors"
+
+/* Appends every name above as one JSON object to 'out' (a struct lj_buf,
+ * buf.h), unprefixed (each key is the prefix and its name): per kind
+ * ("health", "device", "event") its stream, group, message type and side
+ * keys, then the alert stream, the control keys and their values, the
+ * dead-letter fields and the counts fields. `ljwx-consumer --print-keys`
+ * prints it; scripts/ljwxops.py reads its names from there, so the tools
+ * and the binaries share this one list. 0 or LJ_ENOMEM. */
+struct lj_buf;
+int stream_keys_json(struct lj_buf *out);
 
 /* FNV-1a hash of 'n' bytes of 'sn'. */
 uint32_t stream_hash(const char *sn, size_t n);

@@ -19,14 +19,8 @@ static void entry_cleanup(stream_kind kind, batch_entry *e)
     for (i = 0; i < e->nfields; i++)
         free(e->fields[i]);
     free(e->fields);
-    if (!e->ok)
-        return;
-    if (kind == STREAM_HEALTH)
-        rec_batch_cleanup(&e->u.health);
-    else if (kind == STREAM_DEVICE)
-        rep_device_cleanup(&e->u.device);
-    else
-        rep_event_cleanup(&e->u.event);
+    if (e->ok)
+        kind_get(kind)->cleanup(&e->u);
 }
 
 void batch_cleanup(batch *b)
@@ -71,25 +65,25 @@ static int copy_fields(const redisReply *fields, batch_entry *out)
 }
 
 #ifdef LJ_TEST_HOOKS
-/* Test builds only: a record of device $LJ_TEST_CRASH_SN crashes the worker
- * while it decodes, as a bug triggered by one entry's data would. */
-static void crash_hook(const rec_batch *b)
+/* Test builds only: a health record of device $LJ_TEST_CRASH_SN crashes the
+ * worker while it decodes, as a bug triggered by one entry's data would. */
+static void crash_hook(stream_kind kind, const kind_value *v)
 {
     const char *sn = getenv("LJ_TEST_CRASH_SN");
     size_t i;
 
-    for (i = 0; sn && *sn && i < b->n; i++)
-        if (strcmp(b->recs[i].device_sn, sn) == 0)
+    for (i = 0; kind == STREAM_HEALTH && sn && *sn && i < v->health.n; i++)
+        if (strcmp(v->health.recs[i].device_sn, sn) == 0)
             abort();
 }
 #else
-#define crash_hook(b) ((void)0)
+#define crash_hook(kind, v) ((void)0)
 #endif
 
 void batch_decode(stream_kind kind, batch_entry *e)
 {
+    const kind_ops *k = kind_get(kind);
     const char *payload;
-    const char *batch_id;
 
     if (e->gone || e->ok)
         return;
@@ -97,27 +91,11 @@ void batch_decode(stream_kind kind, batch_entry *e)
         e->reason = "entry has no payload";
         return;
     }
-    if (kind == STREAM_HEALTH) {
-        rec_batch_init(&e->u.health);
-        if (rec_batch_from_json(payload, strlen(payload), &e->u.health) != 0 ||
-            e->u.health.n == 0) {
-            rec_batch_cleanup(&e->u.health);
-            e->reason = "payload is not a normalised record list";
-            return;
-        }
-        crash_hook(&e->u.health);
-        batch_id = find_field(e, "batch_id");
-        if (batch_id && strlen(batch_id) <= REC_BATCH_ID_MAX)
-            memcpy(e->u.health.batch_id, batch_id, strlen(batch_id) + 1);
-    } else if (kind == STREAM_DEVICE) {
-        if (rep_device_from_json(payload, strlen(payload), &e->u.device) != 0) {
-            e->reason = "payload is not a normalised device report";
-            return;
-        }
-    } else if (rep_event_from_json(payload, strlen(payload), &e->u.event) != 0) {
-        e->reason = "payload is not a normalised event";
+    if (k->decode(payload, strlen(payload), find_field(e, "batch_id"), &e->u) != 0) {
+        e->reason = k->undecodable;
         return;
     }
+    crash_hook(kind, &e->u);
     e->ok = 1;
     e->reason = NULL;
 }
@@ -182,21 +160,4 @@ int batch_from_reply(const redisReply *r, batch *out)
         r->element[0]->type != REDIS_REPLY_ARRAY || r->element[0]->elements != 2)
         return LJ_EPARSE;
     return batch_from_entries(r->element[0]->element[1], out);
-}
-
-size_t batch_health_items(batch_entry *const *e, size_t n, store_item *items)
-{
-    size_t i;
-    size_t k = 0;
-
-    for (i = 0; i < n; i++) {
-        if (!e[i]->ok)
-            continue;
-        items[k].recs = e[i]->u.health.recs;
-        items[k].n = e[i]->u.health.n;
-        items[k].stream_id = e[i]->id;
-        items[k].batch_id = e[i]->u.health.batch_id[0] ? e[i]->u.health.batch_id : NULL;
-        k++;
-    }
-    return k;
 }

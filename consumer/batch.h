@@ -15,8 +15,7 @@
 
 #include <hiredis/hiredis.h>
 
-#include "record.h"
-#include "report.h"
+#include "kinds.h"
 #include "store.h"
 #include "streams.h"
 
@@ -30,11 +29,7 @@ typedef struct batch_entry {
     long long attempts;         /* earlier attempts that crashed a worker (attempts.h) */
     char **fields;              /* field, value, field, value, ... (owned) */
     size_t nfields;
-    union {
-        rec_batch health;       /* STREAM_HEALTH */
-        rep_device device;      /* STREAM_DEVICE */
-        rep_event event;        /* STREAM_EVENT */
-    } u;
+    kind_value u;               /* when ok: the decoded payload (kinds.h) */
 } batch_entry;
 
 typedef struct batch {
@@ -59,8 +54,5 @@ int batch_from_entries(const redisReply *entries, batch *out);
 void batch_decode(stream_kind kind, batch_entry *e);
 void batch_decode_all(batch *b);
 
-/* Health only: points 'items' (room for n) at the ok entries of 'e'
- * (an array of 'n' entry pointers); returns how many. */
-size_t batch_health_items(batch_entry *const *e, size_t n, store_item *items);
 
 #endif

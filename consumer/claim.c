@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "err.h"
+#include "handle.h"
 #include "log.h"
 #include "rds.h"
 #include "settle.h"
@@ -168,7 +169,7 @@ void claim_dead_local(session *s)
             if (take_over(s, name->str) == 0)
                 delete_consumer(s, name->str, 0, "dead");
             /* Its entries are now ours: read them with the pending ones. */
-            snprintf(s->next_id, sizeof(s->next_id), "0");
+            session_set_read(s, SESSION_READ_PENDING, "0");
         } else if (rds_map_int(c, "pending") == 0 &&
                    rds_map_int(c, "idle") > s->w->cfg->stale_consumer_ms) {
             delete_consumer(s, name->str, s->w->cfg->stale_consumer_ms, "stale");
@@ -222,7 +223,7 @@ int claim_idle(session *s)
         if ((rc = batch_from_entries(r->element[1], &b)) == 0 && b.n > 0) {
             atomic_fetch_add(&s->w->stats.claimed, b.n);
             log_info("claim", "claimed idle entries stream=%s n=%zu", s->stream, b.n);
-            rc = worker_handle_batch(s, &b, 1);
+            rc = handle_batch(s, &b, 1);
         }
         batch_cleanup(&b);
         freeReplyObject(r);

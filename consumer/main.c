@@ -16,12 +16,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "buf.h"
 #include "config.h"
 #include "log.h"
 #include "metrics.h"
 #include "partition.h"
 #include "pg.h"
 #include "status.h"
+#include "streams.h"
 #include "worker.h"
 
 typedef struct fleet {
@@ -157,6 +159,21 @@ static int start_workers(const lj_config *cfg, atomic_int *stop, worker *workers
     return n;
 }
 
+/* --print-keys: every Redis key name and field (streams.h) as JSON, for
+ * the tools in scripts/ (one list). */
+static int print_keys(void)
+{
+    lj_buf out;
+    int rc;
+
+    lj_buf_init(&out);
+    rc = stream_keys_json(&out) || lj_buf_puts(&out, "\n");
+    if (rc == 0)
+        fwrite(out.data, 1, out.len, stdout);
+    lj_buf_cleanup(&out);
+    return rc ? 1 : 0;
+}
+
 int main(int argc, char **argv)
 {
     lj_config cfg;
@@ -172,6 +189,8 @@ int main(int argc, char **argv)
     int rc;
     int i;
 
+    if (argc == 2 && strcmp(argv[1], "--print-keys") == 0)
+        return print_keys();
     rc = cfg_load(&cfg, CFG_CONSUMER, argc, argv, err, sizeof(err));
     if (rc == 1) {
         cfg_print_help(stdout, CFG_CONSUMER, "ljwx-consumer");

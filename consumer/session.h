@@ -1,6 +1,13 @@
 /* session.h -- what a running worker holds; shared by the consumer's
- * worker.c, claim.c, deadletter.c and upkeep.c (internal to consumer/).
- * A session belongs to one worker thread.
+ * worker.c, handle.c, claim.c, deadletter.c, settle.c, attempts.c and
+ * upkeep.c (internal to consumer/). A session belongs to one worker thread.
+ * It includes only headers that do not include it back; the code that
+ * handles a read batch is handle.h's, not worker.c's.
+ *
+ * The read phase: after a (re)connect, a failed batch or a take-over the
+ * worker re-reads its own pending entries (SESSION_READ_PENDING, from an
+ * entry ID onwards: "0" is from the start), and once none is left reads new
+ * ones (SESSION_READ_NEW, ">"). session_set_read() is its one setter.
  */
 #ifndef LJ_CONSUMER_SESSION_H
 #define LJ_CONSUMER_SESSION_H
@@ -16,6 +23,11 @@
 #include "streams.h"
 #include "worker.h"
 
+typedef enum session_phase {
+    SESSION_READ_PENDING = 0,   /* own pending entries, after read.after */
+    SESSION_READ_NEW            /* new entries: ">" */
+} session_phase;
+
 typedef struct session {
     worker *w;
     stream_kind kind;
@@ -28,7 +40,10 @@ typedef struct session {
     char counts_key[STREAM_KEY_MAX];    /* settle.h */
     char prune_cursor[32];              /* HSCAN cursor of attempts_prune() */
     char alert_stream[STREAM_NAME_MAX];
-    char next_id[BATCH_ID_MAX];     /* "0"-based while re-reading pending, then ">" */
+    struct {
+        session_phase phase;
+        char after[BATCH_ID_MAX];   /* SESSION_READ_PENDING: read after this ID */
+    } read;                         /* set by session_set_read() only */
     batchsize count;                /* COUNT of the next XREADGROUP */
     unsigned backoff_ms;
     enrich_cache *owners;
@@ -39,13 +54,11 @@ typedef struct session {
 /* Milliseconds on the monotonic clock. */
 int64_t session_clock_ms(void);
 
-/* Handles a batch read from Redis (not yet decoded): settles gone entries,
- * decodes the rest, dead-letters unreadable ones, stores the others
- * (isolating entries PostgreSQL refuses as data) and settles what was
- * committed. 'redelivered': the batch came from the pending list or a
- * claim, so the attempts that crashed a worker are counted and checked
- * (attempts.h). 0, or the error of a failed connection or of an outage
- * (the unsettled entries stay pending, and nothing is held against them). */
-int worker_handle_batch(session *s, batch *b, int redelivered);
+/* Sets the read phase: SESSION_READ_PENDING after entry 'after' ("0" or
+ * NULL: all of them), or SESSION_READ_NEW ('after' unused, may be NULL). */
+void session_set_read(session *s, session_phase phase, const char *after);
+
+/* The ID the next XREADGROUP reads from: the pending cursor, or ">". */
+const char *session_read_id(const session *s);
 
 #endif

@@ -7,6 +7,7 @@
 #include "attempts.h"
 #include "claim.h"
 #include "err.h"
+#include "kinds.h"
 #include "log.h"
 #include "pg.h"
 #include "rds.h"
@@ -132,7 +133,7 @@ void upkeep_run(session *s)
         log_warn("upkeep", "claiming idle entries failed stream=%s", s->stream);
     if (s->redis && !s->redis->err)
         trim(s);
-    if (s->kind == STREAM_HEALTH && s->pg && session_clock_ms() >= s->next_partitions_ms) {
+    if (kind_get(s->kind)->partitioned && s->pg && session_clock_ms() >= s->next_partitions_ms) {
         ensure_partitions(s);
         s->next_partitions_ms = session_clock_ms() + PARTITION_EVERY_MS;
     }

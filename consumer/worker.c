@@ -6,17 +6,15 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "attempts.h"
 #include "claim.h"
-#include "copyenc.h"
-#include "deadletter.h"
 #include "err.h"
+#include "handle.h"
+#include "kinds.h"
 #include "log.h"
 #include "pg.h"
 #include "rds.h"
 #include "session.h"
 #include "settle.h"
-#include "store.h"
 #include "upkeep.h"
 
 #define BACKOFF_MIN_MS 100
@@ -67,14 +65,6 @@ void worker_host(char *out, size_t len)
     ns[n] = '\0';
     snprintf(key, sizeof(key), "%s|%s", boot, ns);
     snprintf(out, len, "%s~%08x", host, stream_hash(key, strlen(key)));
-}
-
-int64_t session_clock_ms(void)
-{
-    struct timespec t;
-
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
 }
 
 static void sleep_ms(unsigned ms)
@@ -139,7 +129,7 @@ static int connect_pg(session *s)
         log_warn("worker", "postgresql: %s", err);
         return LJ_EUNAVAIL;
     }
-    if (s->kind == STREAM_HEALTH && store_prepare(s->pg) != 0) {
+    if (kind_get(s->kind)->prepare && kind_get(s->kind)->prepare(s->pg) != 0) {
         drop_pg(s);
         return LJ_EUNAVAIL;
     }
@@ -154,276 +144,14 @@ static int ensure_connected(session *s)
     if (s->redis == NULL) {
         if (connect_redis(s) != 0)
             return LJ_EUNAVAIL;
-        snprintf(s->next_id, sizeof(s->next_id), "0");
+        session_set_read(s, SESSION_READ_PENDING, "0");
     }
     if (s->pg == NULL) {
         if (connect_pg(s) != 0)
             return LJ_EUNAVAIL;
-        snprintf(s->next_id, sizeof(s->next_id), "0");
+        session_set_read(s, SESSION_READ_PENDING, "0");
     }
     return 0;
-}
-
-/* ------------------------------------------------------------------------
- * Storing and settling
- * ------------------------------------------------------------------------ */
-
-/* Tells notifiers about the alerts of a committed batch. A failure here is
- * logged, not retried: the alerts are already in t_alert_info. */
-static void publish_alerts(session *s, const store_stats *st)
-{
-    size_t i;
-
-    for (i = 0; i < st->nalerts; i++) {
-        const char *argv[STORE_ALERT_ARGC];
-        store_alert_text t;
-        redisReply *r;
-
-        store_alert_argv(s->alert_stream, s->w->cfg->alert_stream_maxlen, &st->alerts[i], &t,
-                         argv);
-        r = rds_command(s->redis, STORE_ALERT_ARGC, argv);
-        if (r == NULL || r->type == REDIS_REPLY_ERROR)
-            log_warn("worker", "alert not published alert_id=%s device=%s", t.id,
-                     st->alerts[i].device_sn);
-        if (r)
-            freeReplyObject(r);
-    }
-}
-
-/* Stores the 'n' (all ok) entries of 'e' in one transaction. */
-static int store_entries(session *s, batch_entry *const *e, size_t n, store_stats *st)
-{
-    const char **ids = malloc(n * sizeof(*ids));
-    void *reps = NULL;
-    size_t i;
-    int rc = LJ_ENOMEM;
-
-    if (ids == NULL)
-        return LJ_ENOMEM;
-    for (i = 0; i < n; i++)
-        ids[i] = e[i]->id;
-    if (s->kind == STREAM_HEALTH) {
-        store_item *items = malloc(n * sizeof(*items));
-
-        if (items != NULL)
-            rc = store_health_batch(s->pg, s->owners, items, batch_health_items(e, n, items),
-                                    "stream_v2", st);
-        free(items);
-    } else if (s->kind == STREAM_DEVICE) {
-        rep_device *d = reps = malloc(n * sizeof(*d));
-
-        for (i = 0; d && i < n; i++)
-            d[i] = e[i]->u.device;     /* shallow: the entries keep ownership */
-        if (d)
-            rc = store_device_batch(s->pg, s->owners, s->stream, d, ids, n, st, NULL);
-    } else {
-        rep_event *ev = reps = malloc(n * sizeof(*ev));
-
-        for (i = 0; ev && i < n; i++)
-            ev[i] = e[i]->u.event;
-        if (ev)
-            rc = store_event_batch(s->pg, s->owners, ev, ids, n, st, NULL);
-    }
-    free(reps);
-    free(ids);
-    return rc;
-}
-
-static void count_committed(session *s, size_t n, const store_stats *st)
-{
-    worker_stats *ws = &s->w->stats;
-
-    atomic_fetch_add(&ws->batches, 1);
-    atomic_fetch_add(&ws->rows_inserted, st->inserted);
-    atomic_fetch_add(&ws->duplicates_skipped, st->duplicates);
-    atomic_fetch_add(&ws->unbound_records, st->unbound);
-    atomic_fetch_add(&ws->alerts_raised, st->nalerts);
-    log_debug("worker", "committed stream=%s entries=%zu rows=%zu duplicates=%zu", s->stream, n,
-              st->inserted, st->duplicates);
-}
-
-/* Stores and settles 'n' entries. When PostgreSQL refuses the data
- * (LJ_EPOISON: not when it is down or busy), the batch is split in halves
- * until the entry it refuses is alone; that one is dead-lettered and the
- * rest committed. 'forget': the entries were redelivered (settle.h). */
-static int store_and_settle(session *s, batch_entry *const *e, size_t n, const char **ids,
-                            int forget)
-{
-    settle_counts counts = {0, 0};
-    store_stats st;
-    size_t i;
-    int rc;
-
-    if (n == 0)
-        return 0;
-    rc = store_entries(s, e, n, &st);
-    if (rc == LJ_EPOISON && n == 1)
-        return dlq_move(s, e[0], "refused by PostgreSQL (see the consumer log)");
-    if (rc == LJ_EPOISON) {
-        if ((rc = store_and_settle(s, e, n / 2, ids, forget)) != 0)
-            return rc;
-        return store_and_settle(s, e + n / 2, n - n / 2, ids, forget);
-    }
-    if (rc != 0)
-        return rc;
-    publish_alerts(s, &st);
-    for (i = 0; i < n; i++)
-        ids[i] = e[i]->id;
-    counts.stored = st.entries_new < n ? st.entries_new : n;
-    /* Not settled: stays pending, and its redelivery is skipped as duplicates. */
-    if ((rc = settle_entries(s, ids, n, &counts, forget)) == 0)
-        count_committed(s, n, &st);
-    store_stats_cleanup(&st);
-    return rc;
-}
-
-/* Entries that will not be stored: gone ones are settled (nothing is left
- * to store), unreadable ones dead-lettered. Returns 0 or the error that
- * stopped it; '*keep' counts the 'n' entries of 'in' left to store. */
-static int settle_unstorable(session *s, batch_entry *const *in, size_t n, batch_entry **keep,
-                             size_t *nkeep, int forget)
-{
-    settle_counts gone = {0, 1};
-    size_t i;
-    int rc = 0;
-
-    *nkeep = 0;
-    for (i = 0; rc == 0 && i < n; i++) {
-        batch_entry *e = in[i];
-        const char *id = e->id;
-
-        if (e->gone) {
-            log_warn("worker", "entry trimmed while pending stream=%s id=%s", s->stream, id);
-            if ((rc = settle_entries(s, &id, 1, &gone, forget)) == 0)
-                atomic_fetch_add(&s->w->stats.entries_gone, 1);
-        } else if (!e->ok) {
-            rc = dlq_move(s, e, e->reason);
-        } else {
-            keep[(*nkeep)++] = e;
-        }
-    }
-    return rc;
-}
-
-/* Encodes the records of the health entries of 'e' as the store will, into
- * a scratch buffer: a crash the data causes there happens while the
- * attempt is still counted. Redelivered batches only (rare); the store
- * encodes again with the owners. */
-static void rehearse_encoding(session *s, batch_entry *const *e, size_t n)
-{
-    lj_buf scratch;
-    size_t i;
-    size_t j;
-
-    if (s->kind != STREAM_HEALTH)
-        return;
-    lj_buf_init(&scratch);
-    for (i = 0; i < n; i++) {
-        copyenc_meta meta = {"stream_v2", e[i]->id, NULL};
-
-        for (j = 0; e[i]->ok && j < e[i]->u.health.n; j++) {
-            lj_buf_reset(&scratch);
-            copyenc_health_row(&scratch, &e[i]->u.health.recs[j], NULL, &meta);
-        }
-    }
-    lj_buf_cleanup(&scratch);
-}
-
-/* Decodes, then stores and settles, the 'n' entries 'e' as one batch.
- * 'redelivered': an attempt is counted against each while its data is
- * decoded (attempts.h), and settling removes their attempts. */
-static int handle_group(session *s, batch_entry *const *e, size_t n, int redelivered,
-                        batch_entry **keep, const char **ids)
-{
-    size_t nkeep;
-    size_t i;
-    int rc;
-
-    if (redelivered && (rc = attempts_add(s, e, n, 1)) != 0)
-        return rc;
-    for (i = 0; i < n; i++)
-        batch_decode(s->kind, e[i]);
-    if (redelivered)
-        rehearse_encoding(s, e, n);
-    /* From here on the PostgreSQL round trips: a worker killed while it
-     * waits on them did not die of the data. */
-    if (redelivered && (rc = attempts_add(s, e, n, -1)) != 0)
-        return rc;
-    if ((rc = settle_unstorable(s, e, n, keep, &nkeep, redelivered)) != 0)
-        return rc;
-    return store_and_settle(s, keep, nkeep, ids, redelivered);
-}
-
-/* A redelivered batch: entries that crashed workers often enough are
- * dead-lettered; those with no attempt go together; those with some go one
- * at a time, so that only the one that crashes keeps being counted. */
-static int handle_redelivered(session *s, batch *b, batch_entry **all, batch_entry **keep,
-                              const char **ids)
-{
-    char reason[96];
-    size_t fresh = 0;
-    size_t i;
-    int rc;
-
-    for (i = 0; i < b->n; i++)
-        all[i] = &b->entries[i];
-    if ((rc = attempts_read(s, all, b->n)) != 0)
-        return rc;
-    for (i = 0; i < b->n; i++)
-        if (b->entries[i].attempts == 0)
-            all[fresh++] = &b->entries[i];
-    if ((rc = handle_group(s, all, fresh, 1, keep, ids)) != 0)
-        return rc;
-    for (i = 0; rc == 0 && i < b->n; i++) {
-        batch_entry *e = &b->entries[i];
-
-        if (e->attempts == 0)
-            continue;
-        if (e->attempts >= s->w->cfg->max_deliveries) {
-            snprintf(reason, sizeof(reason), "a worker crashed on this entry %lld times",
-                     e->attempts);
-            rc = dlq_move(s, e, reason);
-        } else {
-            rc = handle_group(s, &e, 1, 1, keep, ids);
-        }
-    }
-    return rc;
-}
-
-int worker_handle_batch(session *s, batch *b, int redelivered)
-{
-    batch_entry **all = malloc(b->n * sizeof(*all));
-    batch_entry **keep = malloc(b->n * sizeof(*keep));
-    const char **ids = malloc(b->n * sizeof(*ids));
-    struct timespec t0;
-    size_t i;
-    int rc;
-
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    if (all == NULL || keep == NULL || ids == NULL) {
-        rc = LJ_ENOMEM;
-        goto out;
-    }
-    if (redelivered) {
-        rc = handle_redelivered(s, b, all, keep, ids);
-    } else {
-        for (i = 0; i < b->n; i++)
-            all[i] = &b->entries[i];
-        rc = handle_group(s, all, b->n, 0, keep, ids);
-    }
-    if (rc == 0) {
-        struct timespec t;
-
-        clock_gettime(CLOCK_MONOTONIC, &t);
-        metrics_hist_observe(&s->w->stats.batch_seconds,
-                             (double)(t.tv_sec - t0.tv_sec) +
-                                 (double)(t.tv_nsec - t0.tv_nsec) / 1e9);
-    }
-out:
-    free(all);
-    free(keep);
-    free(ids);
-    return rc;
 }
 
 /* ------------------------------------------------------------------------
@@ -435,7 +163,7 @@ static redisReply *read_batch(session *s)
     char count[16];
     char block[16];
     const char *argv[] = {"XREADGROUP", "GROUP", s->group, s->w->name, "COUNT", count,
-                          "BLOCK", block, "STREAMS", s->stream, s->next_id};
+                          "BLOCK", block, "STREAMS", s->stream, session_read_id(s)};
 
     snprintf(count, sizeof(count), "%d", s->count.count);
     snprintf(block, sizeof(block), "%d", s->w->cfg->block_ms);
@@ -459,7 +187,7 @@ static void next_count(session *s, size_t got, double took_ms)
 static int step(session *s)
 {
     redisReply *r = read_batch(s);
-    int pending_phase = strcmp(s->next_id, ">") != 0;
+    int pending_phase = s->read.phase == SESSION_READ_PENDING;
     int64_t t0;
     batch b;
     int rc;
@@ -480,15 +208,15 @@ static int step(session *s)
         log_error("worker", "unexpected XREADGROUP reply shape");
         goto out;
     }
-    if (pending_phase) {
-        /* Continue after the last pending entry; new entries once none is left. */
-        snprintf(s->next_id, sizeof(s->next_id), "%s", b.n ? b.entries[b.n - 1].id : ">");
-    }
+    if (pending_phase && b.n > 0)   /* continue after the last pending entry */
+        session_set_read(s, SESSION_READ_PENDING, b.entries[b.n - 1].id);
+    else if (pending_phase)         /* none is left: new entries */
+        session_set_read(s, SESSION_READ_NEW, NULL);
     t0 = session_clock_ms();
-    if (b.n > 0 && (rc = worker_handle_batch(s, &b, pending_phase)) != 0) {
+    if (b.n > 0 && (rc = handle_batch(s, &b, pending_phase)) != 0) {
         atomic_fetch_add(&s->w->stats.retries, 1);
         settle_count_error(s);
-        snprintf(s->next_id, sizeof(s->next_id), "0");     /* retry from our pending */
+        session_set_read(s, SESSION_READ_PENDING, "0");    /* retry from our pending */
         if (s->pg && PQstatus(s->pg) != CONNECTION_OK)
             drop_pg(s);
         if (s->redis && s->redis->err)
@@ -516,7 +244,7 @@ static int session_open(session *s, worker *w)
     stream_side_key(s->attempts_key, sizeof(s->attempts_key), s->stream, STREAM_SIDE_ATTEMPTS);
     stream_side_key(s->counts_key, sizeof(s->counts_key), s->stream, STREAM_SIDE_COUNTS);
     stream_alert_name(s->alert_stream, sizeof(s->alert_stream), prefix);
-    snprintf(s->next_id, sizeof(s->next_id), "0");
+    session_set_read(s, SESSION_READ_PENDING, "0");
     snprintf(s->prune_cursor, sizeof(s->prune_cursor), "0");
     batchsize_init(&s->count, w->cfg->batch_min, w->cfg->batch_size, w->cfg->batch_target_ms,
                    w->cfg->batch_adaptive);

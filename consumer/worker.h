@@ -5,7 +5,9 @@
  * first re-reads its own pending entries (ID 0 onwards), then new ones
  * (">"). A batch is acknowledged only after it was committed, so a crash at
  * any point leaves it pending, and its redelivery cannot make a second row.
- * Between batches it does its upkeep (claim.c, upkeep.c). Connection
+ * A batch read is handled by handle.h (decode, store, settle); this file
+ * is the loop: connections, the read phase (session.h), the reads and the
+ * COUNT. Between batches it does its upkeep (claim.c, upkeep.c). Connection
  * failures are retried with backoff; the worker returns when '*stop' becomes
  * nonzero, between batches.
  */

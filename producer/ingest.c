@@ -8,6 +8,7 @@
 
 #include "err.h"
 #include "flowctl.h"
+#include "kinds.h"
 #include "legacy.h"
 #include "log.h"
 #include "record.h"
@@ -755,46 +756,38 @@ static void send_simple(ingest *in, http_request *req, stream_kind kind, const c
     http_defer(req);
 }
 
-void ingest_device_v2(ingest *in, http_request *req)
+/* The new device info and event paths: parse, encode, XADD (kinds.h). */
+static void simple_v2(ingest *in, http_request *req, stream_kind kind)
 {
     rec_opts opts = {1, in->cfg->max_depth, in->cfg->tz_offset_min, now_ms()};
+    const kind_ops *k = kind_get(kind);
     const char *msg = NULL;
     lj_buf payload;
-    rep_device d;
+    kind_value v;
     int rc;
 
     if (!address_allowed(req))
         return;
     lj_buf_init(&payload);
-    if ((rc = rep_device_parse(req->body, req->body_len, &opts, &d, &msg)) != 0)
+    memset(&v, 0, sizeof(v));
+    if ((rc = k->parse(req->body, req->body_len, &opts, &v, &msg)) != 0)
         http_respond_error(req, rc == LJ_ENOMEM ? 500 : 400, msg);
-    else if (rep_device_to_json(&d, &payload) != 0)
+    else if (k->encode(&v, &payload) != 0)
         http_respond_error(req, 500, "out of memory");
     else
-        send_simple(in, req, STREAM_DEVICE, d.device_sn, &payload, "device info");
-    rep_device_cleanup(&d);
+        send_simple(in, req, kind, k->device_sn(&v), &payload, k->what);
+    k->cleanup(&v);
     lj_buf_cleanup(&payload);
+}
+
+void ingest_device_v2(ingest *in, http_request *req)
+{
+    simple_v2(in, req, STREAM_DEVICE);
 }
 
 void ingest_event_v2(ingest *in, http_request *req)
 {
-    rec_opts opts = {1, in->cfg->max_depth, in->cfg->tz_offset_min, now_ms()};
-    const char *msg = NULL;
-    lj_buf payload;
-    rep_event e;
-    int rc;
-
-    if (!address_allowed(req))
-        return;
-    lj_buf_init(&payload);
-    if ((rc = rep_event_parse(req->body, req->body_len, &opts, &e, &msg)) != 0)
-        http_respond_error(req, rc == LJ_ENOMEM ? 500 : 400, msg);
-    else if (rep_event_to_json(&e, &payload) != 0)
-        http_respond_error(req, 500, "out of memory");
-    else
-        send_simple(in, req, STREAM_EVENT, e.device_sn, &payload, "event");
-    rep_event_cleanup(&e);
-    lj_buf_cleanup(&payload);
+    simple_v2(in, req, STREAM_EVENT);
 }
 
 /* ------------------------------------------------------------------------
@@ -806,28 +799,22 @@ typedef struct report_upload {
     ingest *in;
     http_request *req;
     stream_kind kind;       /* STREAM_DEVICE or STREAM_EVENT */
-    const char *what;       /* "device info", "event" */
+    const char *what;       /* "device info", "event" (kinds.h) */
     char id[37];            /* device reports: the history's stream_id */
     uint64_t start_ns;
-    union {
-        rep_device d;
-        rep_event e;
-    } u;
+    kind_value u;
 } report_upload;
 
 static void report_free(report_upload *ru)
 {
     flowctl_leave();
-    if (ru->kind == STREAM_DEVICE)
-        rep_device_cleanup(&ru->u.d);
-    else
-        rep_event_cleanup(&ru->u.e);
+    kind_get(ru->kind)->cleanup(&ru->u);
     free(ru);
 }
 
 static const char *report_sn(const report_upload *ru)
 {
-    return ru->kind == STREAM_DEVICE ? ru->u.d.device_sn : ru->u.e.device_sn;
+    return kind_get(ru->kind)->device_sn(&ru->u);
 }
 
 static void on_report_done(int rc, const store_stats *st, int late, void *arg)
@@ -860,9 +847,10 @@ static void report_legacy(report_upload *ru)
     }
     if (ru->kind == STREAM_DEVICE) {
         make_uuid(ru->in, ru->id);
-        rc = legacy_store_device(ru->in->loop, &ru->u.d, ru->id, timeout, on_report_done, ru);
+        rc = legacy_store_device(ru->in->loop, &ru->u.device, ru->id, timeout, on_report_done,
+                                 ru);
     } else {
-        rc = legacy_store_event(ru->in->loop, &ru->u.e, timeout, on_report_done, ru);
+        rc = legacy_store_event(ru->in->loop, &ru->u.event, timeout, on_report_done, ru);
     }
     if (rc == 0)
         return;
@@ -928,9 +916,7 @@ static void report_stream(report_upload *ru)
         return;
     }
     lj_buf_init(&payload);
-    rc = ru->kind == STREAM_DEVICE ? rep_device_to_json(&ru->u.d, &payload)
-                                   : rep_event_to_json(&ru->u.e, &payload);
-    if (rc != 0) {
+    if ((rc = kind_get(ru->kind)->encode(&ru->u, &payload)) != 0) {
         http_respond_error(ru->req, 500, "out of memory");
         report_free(ru);
     } else if (send_xadd(ru->in, ru->kind, report_sn(ru), "", &payload, on_report_xadd,
@@ -959,16 +945,12 @@ static void route_report(ingest *in, http_request *req, stream_kind kind)
     ru->in = in;
     ru->req = req;
     ru->kind = kind;
-    ru->what = kind == STREAM_DEVICE ? "device info" : "event";
-    rc = kind == STREAM_DEVICE ? rep_device_parse(req->body, req->body_len, &opts, &ru->u.d, &msg)
-                               : rep_event_parse(req->body, req->body_len, &opts, &ru->u.e, &msg);
+    ru->what = kind_get(kind)->what;
+    rc = kind_get(kind)->parse(req->body, req->body_len, &opts, &ru->u, &msg);
     if (rc != 0 || !device_allowed(in, req, report_sn(ru)) || !enter_flight(req)) {
         if (rc != 0)
             http_respond_error(req, rc == LJ_ENOMEM ? 500 : 400, msg ? msg : lj_strerror(rc));
-        if (kind == STREAM_DEVICE)
-            rep_device_cleanup(&ru->u.d);
-        else
-            rep_event_cleanup(&ru->u.e);
+        kind_get(kind)->cleanup(&ru->u);
         free(ru);
         return;
     }

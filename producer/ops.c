@@ -366,7 +366,7 @@ static void fill_stream_stats(query *q)
 {
     redisContext *c = pool_redis();
     char name[STREAM_NAME_MAX];
-    char dead[STREAM_NAME_MAX + 8];
+    char dead[STREAM_KEY_MAX];
     int k;
     int rc;
 
@@ -378,7 +378,7 @@ static void fill_stream_stats(query *q)
     rc = lj_buf_puts(&q->out, "{\"streams\":{");
     for (k = 0; rc == 0 && k < STREAM_KINDS; k++) {
         stream_name(name, sizeof(name), q->cfg->stream_prefix, (stream_kind)k);
-        snprintf(dead, sizeof(dead), "%s:dead", name);
+        stream_side_key(dead, sizeof(dead), name, STREAM_SIDE_DEAD);
         rc = lj_buf_printf(&q->out, "%s\"%s\":{\"length\":%lld,\"dead_letters\":%lld,\"groups\":",
                            k ? "," : "", name, xlen(c, name), xlen(c, dead)) ||
              groups_json(c, name, &q->out) || lj_buf_puts(&q->out, "}");
@@ -851,8 +851,8 @@ static int trace_dead(redisContext *c, const trace_query *t, const char *stream,
 
         if (e->type != REDIS_REPLY_ARRAY || e->elements != 2)
             continue;
-        id = rds_map_get(e->element[1], "dead_id");
-        reason = rds_map_get(e->element[1], "dead_reason");
+        id = rds_map_get(e->element[1], STREAM_DEAD_ID);
+        reason = rds_map_get(e->element[1], STREAM_DEAD_REASON);
         if (id && id->type == REDIS_REPLY_STRING && strcmp(id->str, t->stream_id) == 0) {
             lj_buf_puts(out, "{\"state\":\"dead_lettered\",\"reason\":");
             if (reason && reason->type == REDIS_REPLY_STRING)

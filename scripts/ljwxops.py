@@ -6,25 +6,59 @@ more than one tool runs (stream health, the consistency check).
     LJ_PRODUCER_URLS   producer base URLs, comma-separated (http://127.0.0.1:8080)
     LJ_ADMIN_TOKEN     bearer token for admin calls, when the producers have one
     LJ_PG_DSN, LJ_REDIS_HOST, LJ_REDIS_PORT, LJ_REDIS_PASSWORD, LJ_STREAM_PREFIX
+    LJ_BIN_DIR         where ljwx-consumer is (default: build/ of this tree, then PATH)
+
+Redis key names and fields are not written here: they come from
+`ljwx-consumer --print-keys` (generated from common/streams.h), so the tools
+and the binaries share one list.
 
 The defaults are those of the local stack (`make run`, scripts/env.sh).
 """
 import collections
+import functools
 import json
 import os
+import shutil
+import subprocess
 import sys
 import time
 
 import requests
 
-STREAMS = {"health": "health_data_stream", "device": "device_info_stream",
-           "event": "common_event_stream"}
-GROUPS = {"health": "health_processors", "device": "device_processors",
-          "event": "event_processors"}
-
-
 def env(name, default):
     return os.environ.get(name, default)
+
+
+def consumer_binary():
+    """Path of the ljwx-consumer whose key names the tools use."""
+    bin_dir = env("LJ_BIN_DIR", "")
+    if bin_dir:
+        return os.path.join(bin_dir, "ljwx-consumer")
+    here = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "build",
+                        "ljwx-consumer")
+    if os.access(here, os.X_OK):
+        return here
+    return shutil.which("ljwx-consumer") or "ljwx-consumer"
+
+
+@functools.lru_cache(maxsize=None)
+def keys():
+    """Every Redis key name and field, unprefixed, as the binaries use them
+    (`ljwx-consumer --print-keys`, common/streams.h). Exits 2 when the
+    binary cannot tell."""
+    path = consumer_binary()
+    try:
+        out = subprocess.run([path, "--print-keys"], capture_output=True, text=True,
+                             timeout=10, check=True).stdout
+        return json.loads(out)
+    except (OSError, subprocess.SubprocessError, ValueError) as e:
+        fail("ljwxops", f"cannot read the key names from {path} --print-keys "
+                        f"(set LJ_BIN_DIR): {e}", 2)
+
+
+def kinds():
+    """The stream kinds: "device", "event", "health"."""
+    return sorted(keys()["kinds"])
 
 
 def producer_urls():
@@ -37,11 +71,21 @@ def prefix():
 
 
 def stream(kind="health"):
-    return prefix() + STREAMS[kind]
+    return prefix() + keys()["kinds"][kind]["stream"]
 
 
 def group(kind="health"):
-    return prefix() + GROUPS[kind]
+    return prefix() + keys()["kinds"][kind]["group"]
+
+
+def dead_stream(kind="health"):
+    """<stream>:dead of 'kind', prefixed."""
+    return prefix() + keys()["kinds"][kind]["dead"]
+
+
+def dead_field(name):
+    """A dead-letter field: "reason", "id", "deliveries" or "consumer"."""
+    return keys()["dead_fields"][name]
 
 
 def admin_headers():
