@@ -1,0 +1,109 @@
+"""deploy/prometheus/alerts.yml: valid (`promtool check rules`), one
+`promtool test rules` case per rule that fails when the rule never fires, and
+every ljwx_* metric (and label matcher) the rules use is in the real /metrics
+of a running producer and consumer, so renaming a metric breaks this test."""
+import os
+import re
+import shutil
+import subprocess
+
+import requests
+import yaml
+
+from conftest import TOP, free_port, reading, wait_for
+
+PROM = os.path.join(TOP, "deploy", "prometheus")
+RULES = os.path.join(PROM, "alerts.yml")
+RULES_TEST = os.path.join(PROM, "alerts_test.yml")
+PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"   # scripts/deps.sh: prometheus
+# The notifier does not exist yet; partitions ahead and the Redis AOF have no
+# metric: docs/operations.md "Alerts" says why they are left out.
+EXPECTED = {"LjwxBacklogGrowing", "LjwxEntriesPendingTooLong", "LjwxDeadLettersRising",
+            "LjwxBreakerOpen", "LjwxStreamErrorRateHigh", "LjwxProducerDown",
+            "LjwxConsumerDown"}
+SELECTOR = re.compile(r"\b(ljwx_\w+)(?:\{([^}]*)\})?")
+MATCHER = re.compile(r'(\w+)\s*=\s*"([^"]*)"')
+
+
+def promtool(*args, cwd=PROM):
+    return subprocess.run([PROMTOOL, *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=60)
+
+
+def rules():
+    with open(RULES) as f:
+        return [r for g in yaml.safe_load(f)["groups"] for r in g["rules"]]
+
+
+def samples(text):
+    """(name, {label: value}) of every sample line of a /metrics answer."""
+    out = []
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        m = re.match(r"([a-zA-Z_:][\w:]*)(?:\{(.*)\})? \S+$", line)
+        assert m, f"not a sample line: {line!r}"
+        out.append((m.group(1), dict(MATCHER.findall(m.group(2) or ""))))
+    return out
+
+
+def test_rules_are_valid_and_the_expected_set():
+    out = promtool("check", "rules", RULES)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert {r["alert"] for r in rules()} == EXPECTED
+    out = promtool("check", "config", os.path.join(PROM, "prometheus.yml"))
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_promtool_unit_tests_pass():
+    out = promtool("test", "rules", RULES_TEST)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "SUCCESS" in out.stdout
+
+
+def test_every_rule_has_a_unit_test_that_fails_without_it(tmp_path):
+    """A rule that never fires must fail its own promtool case."""
+    with open(RULES_TEST) as f:
+        spec = yaml.safe_load(f)
+    tested = {t["alertname"] for g in spec["tests"] for t in g["alert_rule_test"]
+              if t.get("exp_alerts")}
+    assert tested == EXPECTED, "every rule needs a case where it fires"
+    with open(RULES) as f:
+        doc = yaml.safe_load(f)
+    for group in doc["groups"]:
+        for rule in group["rules"]:
+            saved, rule["expr"] = rule["expr"], "vector(1) == 0"
+            (tmp_path / "alerts.yml").write_text(yaml.safe_dump(doc))
+            (tmp_path / "alerts_test.yml").write_text(yaml.safe_dump(spec))
+            out = promtool("test", "rules", "alerts_test.yml", cwd=tmp_path)
+            rule["expr"] = saved
+            assert out.returncode != 0, f"{rule['alert']}: no test notices it never fires"
+            assert f"alertname: {rule['alert']}," in out.stdout + out.stderr, out.stderr
+
+
+def test_rule_metrics_are_exported_by_the_binaries(stack):
+    port = free_port()
+    stack.producer()
+    stack.consumer(LJ_STATUS_PORT=port)
+    r = stack.post("/upload_health_data", {"data": [reading("ALRT0001", 1764000000000)]})
+    assert r.status_code == 200, r.text
+    consumer_url = f"http://127.0.0.1:{port}/metrics"
+
+    def consumer_up():
+        try:
+            return "ljwx_consumer_group_lag{" in requests.get(consumer_url, timeout=2).text
+        except requests.ConnectionError:
+            return False
+    wait_for(consumer_up, what="the consumer's /metrics")
+    exported = samples(stack.get("/metrics").text) + \
+        samples(requests.get(consumer_url, timeout=5).text)
+    names = {n for n, _ in exported}
+    used = 0
+    for rule in rules():
+        for name, matchers in SELECTOR.findall(rule["expr"]):
+            used += 1
+            assert name in names, f"{rule['alert']}: {name} is not in any /metrics"
+            want = {k: v for k, v in MATCHER.findall(matchers) if k not in ("job", "instance")}
+            assert any(n == name and want.items() <= labels.items() for n, labels in exported), \
+                f"{rule['alert']}: no sample {name}{want}"
+    assert used >= 8
