@@ -6,22 +6,22 @@ import os
 import re
 import shutil
 import subprocess
+import time
 
 import psycopg
 import requests
 import yaml
 
-from conftest import TOP, free_port, reading, wait_for
+from conftest import TOP, Stack, free_port, reading, wait_for
 
 PROM = os.path.join(TOP, "deploy", "prometheus")
 RULES = os.path.join(PROM, "alerts.yml")
 RULES_TEST = os.path.join(PROM, "alerts_test.yml")
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"   # scripts/deps.sh: prometheus
-# The notifier does not exist yet and the Redis AOF has no metric of ours:
-# docs/operations.md "Alerts" says why they are left out.
+# The notifier does not exist yet (docs/operations.md "Alerts").
 EXPECTED = {"LjwxBacklogGrowing", "LjwxEntriesPendingTooLong", "LjwxDeadLettersRising",
             "LjwxBreakerOpen", "LjwxStreamErrorRateHigh", "LjwxProducerDown",
-            "LjwxConsumerDown", "LjwxPartitionsAheadMissing"}
+            "LjwxConsumerDown", "LjwxPartitionsAheadMissing", "LjwxRedisAofGrowing"}
 PARTITION_LOCK = 7262022    # consumer/upkeep.c, migration 001
 SELECTOR = re.compile(r"\b(ljwx_\w+)(?:\{([^}]*)\})?")
 MATCHER = re.compile(r'(\w+)\s*=\s*"([^"]*)"')
@@ -97,6 +97,8 @@ def test_rule_metrics_are_exported_by_the_binaries(stack):
         except requests.ConnectionError:
             return False
     wait_for(consumer_up, what="the consumer's /metrics")
+    wait_for(lambda: len(aof_sizes(stack.get("/metrics").text)) == 2,
+             timeout=30, what="the producer's first INFO persistence")
     wait_for(lambda: partitions_ahead(consumer_url, stack) == 3,
              timeout=30, what="the health worker's upkeep to report 3 months ahead")
     exported = samples(stack.get("/metrics").text) + \
@@ -148,3 +150,44 @@ def test_partitions_ahead_counts_the_months_that_exist(stack):
         finally:
             holder.execute("SELECT pg_advisory_unlock(%s)", (PARTITION_LOCK,))
             stack.s.sql("SELECT ensure_health_partitions(3)")
+
+
+def aof_sizes(text):
+    return {m.group(1): float(m.group(2)) for m in
+            re.finditer(r"^ljwx_redis_aof_(current|base)_bytes (\S+)$", text, re.M)}
+
+
+def test_redis_aof_sizes_follow_info_persistence(stack, tmp_path):
+    """The test Redis runs with appendonly yes: both sizes as INFO says; a
+    Redis without AOF: neither gauge (nothing to alert on)."""
+    stack.producer(LJ_RATIO_REFRESH_MS=200)
+    r = stack.s.redis()
+    wait_for(lambda: len(aof_sizes(stack.get("/metrics").text)) == 2, timeout=30,
+             what="both AOF gauges")
+    info = r.info("persistence")
+    got = aof_sizes(stack.get("/metrics").text)
+    assert info["aof_enabled"] == 1 and got["current"] > 0
+    assert 0 <= got["base"] <= info["aof_current_size"]
+    stack.s.redis().set(stack.prefix + "aof-grows", "x" * 100000)
+    wait_for(lambda: aof_sizes(stack.get("/metrics").text)["current"] >= got["current"] + 100000,
+             timeout=30, what="the current size to grow by the write")
+    r.delete(stack.prefix + "aof-grows")
+
+    port = free_port()
+    plain = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1",
+                              "--dir", str(tmp_path), "--appendonly", "no", "--save", ""],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        other = Stack(stack.s, tmp_path)
+        other.http_port = free_port()
+        other.url = f"http://127.0.0.1:{other.http_port}"
+        other.producer(LJ_REDIS_PORT=port, LJ_RATIO_REFRESH_MS=200)
+        wait_for(lambda: 'ljwx_breaker_state{dependency="redis"} 0' in
+                 other.get("/metrics").text, what="the producer on the plain Redis")
+        time.sleep(1)   # a few refreshes
+        text = other.get("/metrics").text
+        assert aof_sizes(text) == {}, text
+        assert other.stop_all() == []
+    finally:
+        plain.terminate()
+        plain.wait(timeout=10)
