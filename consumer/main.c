@@ -67,6 +67,9 @@ static const stat_def stats[] = {
     STAT(length, "ljwx_consumer_stream_length", "gauge", "Entries in the stream."),
     STAT(batch_count, "ljwx_consumer_batch_count", "gauge",
          "COUNT of the worker's next XREADGROUP (adaptive: --batch-min .. --batch-size)."),
+    STAT(partitions_ahead, "ljwx_consumer_partitions_ahead", "gauge",
+         "Months after the current one whose health partition exists, counted hourly"
+         " (-1: unknown, or a stream kind without partitions)."),
 };
 
 static void labels_of(const worker *w, char *out, size_t len)

@@ -112,16 +112,24 @@ static long long query_int(PGconn *pg, const char *sql)
     return v;
 }
 
+/* Consecutive months after the current UTC one whose partition exists (the
+ * names ensure_health_partitions() gives them), up to 12; -1 on failure. */
+#define MONTHS_AHEAD_SQL                                                              \
+    "SELECT coalesce(min(i) - 1, 12) FROM generate_series(1, 12) AS i"              \
+    " WHERE to_regclass('t_user_health_data_' || to_char(date_trunc('month',"       \
+    " now() AT TIME ZONE 'UTC') + make_interval(months => i), 'YYYYMM')) IS NULL"
+
 static void ensure_partitions(session *s)
 {
     long long created;
 
-    if (query_int(s->pg, "SELECT pg_try_advisory_lock(" PARTITION_LOCK ")") != 1)
-        return;     /* another process is at it */
-    created = query_int(s->pg, "SELECT ensure_health_partitions(3)");
-    if (created > 0)
-        log_info("upkeep", "created %lld monthly partitions", created);
-    query_int(s->pg, "SELECT pg_advisory_unlock(" PARTITION_LOCK ")");
+    if (query_int(s->pg, "SELECT pg_try_advisory_lock(" PARTITION_LOCK ")") == 1) {
+        created = query_int(s->pg, "SELECT ensure_health_partitions(3)");
+        if (created > 0)
+            log_info("upkeep", "created %lld monthly partitions", created);
+        query_int(s->pg, "SELECT pg_advisory_unlock(" PARTITION_LOCK ")");
+    }   /* else another process is at it: count what exists all the same */
+    atomic_store(&s->w->stats.partitions_ahead, query_int(s->pg, MONTHS_AHEAD_SQL));
 }
 
 void upkeep_run(session *s)

@@ -30,6 +30,7 @@ void worker_init(worker *w, int index, stream_kind kind, const lj_config *cfg,
     w->cfg = cfg;
     w->stop = stop;
     atomic_store(&w->stats.lag, -1);
+    atomic_store(&w->stats.partitions_ahead, -1);
     worker_host(w->host, sizeof(w->host));
     snprintf(w->name, sizeof(w->name), "%s:%d:%d", w->host, (int)getpid(), index);
 }

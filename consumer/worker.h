@@ -37,6 +37,7 @@ typedef struct worker_stats {
     atomic_llong pending;
     atomic_llong length;
     atomic_llong batch_count;       /* COUNT of the next read (batchsize.h) */
+    atomic_llong partitions_ahead;  /* months after this one with a partition (upkeep.c); -1 unknown */
     atomic_int redis_up;
     atomic_int pg_up;
     metrics_hist batch_seconds;     /* arrival to acknowledgement */

@@ -32,6 +32,8 @@ struct ledger {
     figures next[STREAM_KINDS];     /* being read */
     figures shown[STREAM_KINDS];    /* the last complete reading */
     probe probes[STREAM_KINDS];
+    long long aof_current;          /* bytes, INFO persistence; -1: AOF off or unknown */
+    long long aof_base;
     int outstanding;
     int closed;
 };
@@ -115,6 +117,43 @@ static void on_reply(redisReply *r, void *arg)
     publish(l, p->kind);
 }
 
+/* The integer after "\n<field>:" (or at the start) in an INFO reply, or -1. */
+static long long info_field(const char *info, const char *field)
+{
+    size_t flen = strlen(field);
+    const char *p = info;
+
+    while ((p = strstr(p, field)) != NULL) {
+        if ((p == info || p[-1] == '\n') && p[flen] == ':')
+            return strtoll(p + flen + 1, NULL, 10);
+        p += flen;
+    }
+    return -1;
+}
+
+static void on_info(redisReply *r, void *arg)
+{
+    ledger *l = arg;
+
+    if (last_reply(l) || r == NULL || r->type != REDIS_REPLY_STRING)
+        return;     /* keep the last reading */
+    if (info_field(r->str, "aof_enabled") == 1) {
+        l->aof_current = info_field(r->str, "aof_current_size");
+        l->aof_base = info_field(r->str, "aof_base_size");
+    } else {
+        l->aof_current = l->aof_base = -1;
+    }
+}
+
+static void poll_info(ledger *l)
+{
+    const char *argv[] = {"INFO", "persistence"};
+    const size_t lens[] = {4, 11};
+
+    if (rlink_command(l->link, 2, argv, lens, on_info, l) == 0)
+        l->outstanding++;
+}
+
 static void poll_streams(uv_timer_t *t)
 {
     ledger *l = t->data;
@@ -133,6 +172,7 @@ static void poll_streams(uv_timer_t *t)
         if (rlink_command(l->link, 5, argv, lens, on_reply, &l->probes[k]) == 0)
             l->outstanding++;
     }
+    poll_info(l);
 }
 
 ledger *ledger_new(uv_loop_t *loop, rlink *link, const lj_config *cfg)
@@ -143,6 +183,7 @@ ledger *ledger_new(uv_loop_t *loop, rlink *link, const lj_config *cfg)
     if (l == NULL)
         return NULL;
     l->link = link;
+    l->aof_current = l->aof_base = -1;
     for (k = 0; k < STREAM_KINDS; k++) {
         stream_name(l->names[k], sizeof(l->names[k]), cfg->stream_prefix, (stream_kind)k);
         stream_group(l->groups[k], sizeof(l->groups[k]), cfg->stream_prefix, (stream_kind)k);
@@ -208,6 +249,23 @@ int ledger_render_json(const ledger *l, lj_buf *out)
     return lj_buf_puts(out, "}");
 }
 
+/* Both sizes, or neither (AOF off, or Redis not read yet). */
+static int render_aof(const ledger *l, lj_buf *out)
+{
+    if (lj_buf_puts(out, "# HELP ljwx_redis_aof_current_bytes Size of Redis's append-only file"
+                         " (INFO persistence; absent when AOF is off).\n"
+                         "# TYPE ljwx_redis_aof_current_bytes gauge\n") != 0 ||
+        (l->aof_current >= 0 && l->aof_base >= 0 &&
+         lj_buf_printf(out, "ljwx_redis_aof_current_bytes %lld\n", l->aof_current) != 0) ||
+        lj_buf_puts(out, "# HELP ljwx_redis_aof_base_bytes Size of Redis's append-only file after"
+                         " its last rewrite (INFO persistence; absent when AOF is off).\n"
+                         "# TYPE ljwx_redis_aof_base_bytes gauge\n") != 0 ||
+        (l->aof_current >= 0 && l->aof_base >= 0 &&
+         lj_buf_printf(out, "ljwx_redis_aof_base_bytes %lld\n", l->aof_base) != 0))
+        return LJ_ENOMEM;
+    return 0;
+}
+
 int ledger_render_prometheus(const ledger *l, lj_buf *out)
 {
     int k;
@@ -225,5 +283,5 @@ int ledger_render_prometheus(const ledger *l, lj_buf *out)
                               l->names[k], term_names[t], l->shown[k].v[t]) != 0)
                 return LJ_ENOMEM;
     }
-    return 0;
+    return render_aof(l, out);
 }

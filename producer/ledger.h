@@ -16,7 +16,12 @@
  * and 'balanced' when accepted = stored + duplicates + dead_lettered + gone
  * + pending + undelivered. At any quiet moment it must hold: an entry that
  * left the stream any other way was lost. Shown in /api/stream_metrics
- * ("conservation") and /metrics (ljwx_stream_entries). Loop thread only.
+ * ("conservation") and /metrics (ljwx_stream_entries).
+ *
+ * Each round also reads INFO persistence: /metrics shows Redis's AOF size
+ * now and after its last rewrite (ljwx_redis_aof_current_bytes, _base_bytes;
+ * neither while AOF is off or Redis has not answered yet; a failed read
+ * keeps the last figures). Loop thread only.
  */
 #ifndef LJ_PRODUCER_LEDGER_H
 #define LJ_PRODUCER_LEDGER_H
@@ -36,7 +41,7 @@ void ledger_close(ledger *l);
 /* Appends ,"conservation":{"<stream>":{...},...} (streams not yet read are
  * null). 0 or LJ_ENOMEM. */
 int ledger_render_json(const ledger *l, lj_buf *out);
-/* Appends the ljwx_stream_entries gauges. 0 or LJ_ENOMEM. */
+/* Appends the ljwx_stream_entries and ljwx_redis_aof_* gauges. 0 or LJ_ENOMEM. */
 int ledger_render_prometheus(const ledger *l, lj_buf *out);
 
 #endif

@@ -10,6 +10,7 @@ PKGS=(
     libcmocka-dev python3 python3-pytest python3-requests   # tests
     python3-psycopg python3-redis clang libclang-rt-14-dev docker-compose python3-yaml
     libjs-chart.js chromium chromium-driver python3-selenium  # dashboard + its browser tests
+    prometheus                                              # promtool: deploy/prometheus rules
 )
 
 missing=()
