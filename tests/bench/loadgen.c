@@ -96,12 +96,25 @@ static void make_idle(conn *c)
     idle = c;
 }
 
+/* The length of the first HTTP response in 'in' (head plus Content-Length
+ * body) with '*head' its header block's length; 0 while the header block is
+ * not complete. */
+static size_t response_length(const char *in, size_t len, size_t *head)
+{
+    const char *end = memmem(in, len, "\r\n\r\n", 4);
+    const char *cl;
+
+    if (end == NULL)
+        return 0;
+    *head = (size_t)(end - in) + 4;
+    cl = memmem(in, *head, "Content-Length: ", 16);
+    return *head + (cl ? strtoul(cl + 16, NULL, 10) : 0);
+}
+
 /* A complete response is in c->in: record it, keep what follows. */
 static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
 {
     conn *c = s->data;
-    char *end;
-    char *cl;
     size_t head;
     size_t total;
 
@@ -124,12 +137,7 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
         return;
     }
     c->in_len += (size_t)n;
-    if ((end = memmem(c->in, c->in_len, "\r\n\r\n", 4)) == NULL)
-        return;
-    head = (size_t)(end - c->in) + 4;
-    cl = memmem(c->in, head, "Content-Length: ", 16);
-    total = head + (cl ? strtoul(cl + 16, NULL, 10) : 0);
-    if (c->in_len < total)
+    if ((total = response_length(c->in, c->in_len, &head)) == 0 || c->in_len < total)
         return;
     lat_ms[answered++] = (double)(uv_hrtime() - c->due_ns) / 1e6;
     if (strncmp(c->in, "HTTP/1.1 200", 12) == 0)
@@ -405,8 +413,6 @@ static void user_alloc(uv_handle_t *h, size_t n, uv_buf_t *b)
 static void user_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
 {
     user *u = s->data;
-    char *end;
-    char *cl;
     size_t head;
     size_t total;
 
@@ -416,14 +422,11 @@ static void user_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
         return;
     }
     u->in_len += (size_t)n;
-    if ((end = memmem(u->in, u->in_len, "\r\n\r\n", 4)) == NULL) {
+    if ((total = response_length(u->in, u->in_len, &head)) == 0) {
         if (u->in_len == sizeof(u->in))
             user_lost(u);   /* a header block this big is not our producer's */
         return;
     }
-    head = (size_t)(end - u->in) + 4;
-    cl = memmem(u->in, head, "Content-Length: ", 16);
-    total = head + (cl ? strtoul(cl + 16, NULL, 10) : 0);
     if (total > sizeof(u->in)) {
         user_lost(u);
         return;
