@@ -60,6 +60,24 @@ def post_together(stack, bodies, path="/upload_health_data", workers=None, check
     return out
 
 
+def post_on_schedule(stack, path, plan):
+    """Posts each (delay_s, body) of 'plan' at its delay from now, each on
+    its own thread; returns the responses in plan order."""
+    out = [None] * len(plan)
+    t0 = time.monotonic()
+
+    def one(i):
+        delay, body = plan[i]
+        time.sleep(max(0, t0 + delay - time.monotonic()))
+        out[i] = stack.post(path, body, timeout=30)
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(plan))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(40)
+    return out
+
+
 def poison_trigger(servers, sn):
     """PostgreSQL refuses (SQLSTATE 22023, a data exception) every row of 'sn'."""
     return failing_trigger(servers, "22023", sn)
@@ -469,18 +487,7 @@ def test_two_groups_with_the_same_events_in_opposite_order_are_both_answered_200
         e2 = {"deviceSn": sn, "eventType": "FALL_DOWN", "timestamp": 1_760_000_002}
         plan = [(0.0, dict(e1)), (0.05, dict(e2, slow="1")),    # group A: e1, e2 (slow)
                 (0.40, dict(e2)), (0.45, dict(e1))]             # group B: e2, e1
-        out = [None] * len(plan)
-        t0 = time.monotonic()
-
-        def one(i):
-            delay, body = plan[i]
-            time.sleep(max(0, t0 + delay - time.monotonic()))
-            out[i] = stack.post("/upload_common_event", body, timeout=30)
-        threads = [threading.Thread(target=one, args=(i,)) for i in range(len(plan))]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(40)
+        out = post_on_schedule(stack, "/upload_common_event", plan)
         assert [r.status_code for r in out] == [200] * 4, [(r.status_code, r.text) for r in out]
         assert sum(r.json()["inserted"] for r in out) == 2
         assert servers.sql("SELECT count(*) FROM t_common_event WHERE device_sn = %s",
@@ -592,18 +599,7 @@ def test_two_groups_with_the_same_readings_in_opposite_order_are_both_answered_2
         r2b = dict(r2, heartRate=98)    # the same key, not slow
         plan = [(0.0, r1), (0.05, r2),          # group A: r1, r2 (slow)
                 (0.40, r2b), (0.45, r1)]        # group B: r2, r1
-        out = [None] * len(plan)
-        t0 = time.monotonic()
-
-        def one(i):
-            delay, body = plan[i]
-            time.sleep(max(0, t0 + delay - time.monotonic()))
-            out[i] = stack.post("/upload_health_data", body, timeout=30)
-        threads = [threading.Thread(target=one, args=(i,)) for i in range(len(plan))]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(40)
+        out = post_on_schedule(stack, "/upload_health_data", plan)
         assert [r.status_code for r in out] == [200] * 4, [(r.status_code, r.text) for r in out]
         assert sum(r.json()["inserted"] for r in out) == 2
         assert count_rows(servers, sn) == {sn: 2}
