@@ -33,6 +33,7 @@ struct rconn {
     rlink links[CLUSTER_NODES_MAX];
     int nlinks;
     rconn_counts counts;
+    int broken;                 /* the last command got no reply */
     char err[256];
 };
 
@@ -325,7 +326,15 @@ static redisReply *cluster_command(rconn *c, const char *key, int argc, const ch
 
 redisReply *rconn_command(rconn *c, const char *key, int argc, const char **argv)
 {
-    return c->cluster ? cluster_command(c, key, argc, argv) : one_command(c, argc, argv);
+    redisReply *r = c->cluster ? cluster_command(c, key, argc, argv) : one_command(c, argc, argv);
+
+    c->broken = r == NULL;
+    return r;
+}
+
+int rconn_broken(const rconn *c)
+{
+    return c->broken;
 }
 
 const char *rconn_errstr(const rconn *c)

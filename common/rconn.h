@@ -55,6 +55,10 @@ redisReply *rconn_command(rconn *c, const char *key, int argc, const char **argv
 /* What the last NULL was about; static or owned by 'c'. */
 const char *rconn_errstr(const rconn *c);
 
+/* 1 when the last command got no reply (until one does): the caller backs
+ * off before the next; 'c' reconnects by itself when it is used again. */
+int rconn_broken(const rconn *c);
+
 /* 1 when 'c' talks to a cluster. */
 int rconn_is_cluster(const rconn *c);
 
