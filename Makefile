@@ -39,7 +39,7 @@ FUZZ_SECONDS ?= 60
 FUZZ := build/fuzz/fuzz_request
 FUZZ_SRC := tests/fuzz/fuzz_request.c producer/http_frame.c $(COMMON_SRC)
 
-.PHONY: all asan deps run test unit integration fuzz bench bench-consumer clean
+.PHONY: all asan deps run test unit integration fuzz bench bench-consumer soak clean
 
 all: $(BINS_REL)
 
@@ -98,6 +98,13 @@ build/loadgen: tests/bench/loadgen.c
 	@mkdir -p build
 	@echo "  LD      $@"
 	@$(CC) $(WARN) -D_GNU_SOURCE -O2 $< -o $@ $(PKG_CFLAGS) -luv
+
+# A long run with a fault every few minutes: RSS, descriptors, lag and
+# pending each minute (build/soak: table, JSON, plot). Not in CI.
+SOAK_MINUTES ?= 30
+soak: deps all build/loadgen
+	@scripts/bench_deps.sh
+	/usr/bin/python3 tests/bench/soak.py --minutes $(SOAK_MINUTES) $(SOAK_ARGS)
 
 # Consumer drain rate next to psql \copy, same run.
 bench-consumer: deps all
