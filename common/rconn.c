@@ -249,9 +249,10 @@ static redisReply *asking_command(redisContext *ctx, int argc, const char **argv
 /* The master of 'slot' (or any, for -1), or NULL when the map has none. */
 static const cluster_addr *master_of(const rconn *c, int slot)
 {
-    int node = slot < 0 ? (c->map.nnodes ? 0 : -1) : c->map.slot_node[slot];
+    int node = slot < 0 ? 0 : c->map.slot_node[slot];
 
-    return node < 0 ? NULL : &c->map.nodes[node];
+    /* After a failed re-learn the map is empty and slot_node is not read. */
+    return node < 0 || node >= c->map.nnodes ? NULL : &c->map.nodes[node];
 }
 
 /* Follows what error reply 'r' asks for: 1 when the command is to be sent
