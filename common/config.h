@@ -27,6 +27,8 @@ typedef struct lj_config {
     char redis_host[256];
     int redis_port;
     char redis_password[256];
+    char redis_cluster[512];    /* seeds "host:port,..."; "": one Redis */
+    int stream_shards;
     char pg_dsn[1024];
     char stream_prefix[64];
     int tz_offset_min;

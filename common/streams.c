@@ -11,10 +11,15 @@ void stream_name(char *out, size_t outlen, const char *prefix, stream_kind kind)
     snprintf(out, outlen, "%s%s", prefix ? prefix : "", kind_get(kind)->stream);
 }
 
-void stream_shard_name(char *out, size_t outlen, const char *prefix, stream_kind kind,
-                       unsigned shard, unsigned nshards)
+int stream_tagged(unsigned nshards, int cluster)
 {
-    if (nshards <= 1)
+    return nshards > 1 || cluster;
+}
+
+void stream_shard_name(char *out, size_t outlen, const char *prefix, stream_kind kind,
+                       unsigned shard, int tagged)
+{
+    if (!tagged)
         stream_name(out, outlen, prefix, kind);
     else
         snprintf(out, outlen, "%s%s:{%u}", prefix ? prefix : "", kind_get(kind)->stream, shard);

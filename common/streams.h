@@ -25,13 +25,16 @@ typedef enum stream_kind {
 void stream_name(char *out, size_t outlen, const char *prefix, stream_kind kind);
 /* Writes prefix + the consumer group of 'kind' ("health_processors"). */
 void stream_group(char *out, size_t outlen, const char *prefix, stream_kind kind);
-/* Shards (SPEC §3): with 'nshards' > 1 the stream of 'kind' is split in
- * <prefix><name>:{k}, k in 0 .. nshards-1, the braces a Redis Cluster hash
- * tag (the side keys of a shard share its slot); with 1, the plain name of
- * stream_name(). Each shard has the kind's group name. */
+/* Shards (SPEC §3): the stream of 'kind' is split in <prefix><name>:{k},
+ * k in 0 .. nshards-1, the braces a Redis Cluster hash tag (the side keys
+ * of a shard share its slot), when 'tagged'; else it is the plain name of
+ * stream_name(). stream_tagged() says which: tags with more than one shard,
+ * and always on a cluster (a script names a stream and its side keys, which
+ * must share a slot). Each shard has the kind's group name. */
 #define STREAM_SHARDS_MAX 256
+int stream_tagged(unsigned nshards, int cluster);
 void stream_shard_name(char *out, size_t outlen, const char *prefix, stream_kind kind,
-                       unsigned shard, unsigned nshards);
+                       unsigned shard, int tagged);
 /* The shard of device serial 'sn' ('n' bytes) among 'nshards' (0 when
  * 'nshards' <= 1): stable, spread evenly, and independent of the
  * gray-release position (stream_hash(sn) mod 10000), so a shard does not

@@ -1,8 +1,9 @@
 /* ljwx-consumer -- consumer-group workers of ljwx-ingest (SPEC §5).
  *
  * Starts --workers threads on the health stream, --device-workers on the
- * device info stream and --event-workers on the event stream, each a worker
- * with its own connections, and a status port (/health, /metrics). The
+ * device info stream and --event-workers on the event stream (as many on
+ * each shard of them, --stream-shards), each a worker with its own
+ * connections, and a status port (/health, /metrics). The
  * main thread only waits for SIGINT/SIGTERM (blocked in every thread and
  * taken with sigwait), then asks the workers to stop after their batch in
  * flight and joins them: exit 0, nothing acknowledged that was not
@@ -76,7 +77,7 @@ static void labels_of(const worker *w, char *out, size_t len)
 {
     char stream[STREAM_NAME_MAX];
 
-    stream_name(stream, sizeof(stream), w->cfg->stream_prefix, w->kind);
+    worker_stream(w, stream, sizeof(stream));
     snprintf(out, len, "worker=\"%d\",stream=\"%s\"", w->index, stream);
 }
 
@@ -146,12 +147,12 @@ static int start_workers(const lj_config *cfg, atomic_int *stop, worker *workers
 {
     const int per_kind[STREAM_KINDS] = {cfg->workers, cfg->device_workers, cfg->event_workers};
     int n = 0;
-    int k;
-    int i;
+    int k, i, shard;
 
     for (k = 0; k < STREAM_KINDS; k++) {
-        for (i = 0; i < per_kind[k]; i++, n++) {
-            worker_init(&workers[n], n, (stream_kind)k, cfg, stop);
+        for (i = 0; i < per_kind[k] * cfg->stream_shards; i++, n++) {
+            shard = i % cfg->stream_shards;
+            worker_init(&workers[n], n, (stream_kind)k, (unsigned)shard, cfg, stop);
             if (pthread_create(&threads[n], NULL, worker_thread, &workers[n]) != 0) {
                 log_error("main", "cannot start worker %d", n);
                 atomic_store(stop, 1);
@@ -213,7 +214,7 @@ int main(int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);    /* inherited by every worker */
     signal(SIGPIPE, SIG_IGN);
 
-    total = cfg.workers + cfg.device_workers + cfg.event_workers;
+    total = (cfg.workers + cfg.device_workers + cfg.event_workers) * cfg.stream_shards;
     workers = calloc((size_t)total, sizeof(*workers));
     threads = calloc((size_t)total, sizeof(*threads));
     if (workers == NULL || threads == NULL) {

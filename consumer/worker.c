@@ -21,18 +21,25 @@
 #define BACKOFF_MAX_MS 5000
 #define ENRICH_CACHE_DEVICES 65536
 
-void worker_init(worker *w, int index, stream_kind kind, const lj_config *cfg,
+void worker_init(worker *w, int index, stream_kind kind, unsigned shard, const lj_config *cfg,
                  const atomic_int *stop)
 {
     memset(w, 0, sizeof(*w));
     w->index = index;
     w->kind = kind;
+    w->shard = shard;
     w->cfg = cfg;
     w->stop = stop;
     atomic_store(&w->stats.lag, -1);
     atomic_store(&w->stats.partitions_ahead, -1);
     worker_host(w->host, sizeof(w->host));
     snprintf(w->name, sizeof(w->name), "%s:%d:%d", w->host, (int)getpid(), index);
+}
+
+void worker_stream(const worker *w, char *out, size_t len)
+{
+    stream_shard_name(out, len, w->cfg->stream_prefix, w->kind, w->shard,
+                      stream_tagged((unsigned)w->cfg->stream_shards, w->cfg->redis_cluster[0] != 0));
 }
 
 /* The first line of file 'path' into 'out' ("" when unreadable). */
@@ -123,6 +130,7 @@ static int connect_redis(session *s)
     const lj_config *cfg = s->w->cfg;
     /* Command timeout above BLOCK, so a blocked read is not cut short. */
     const rconn_opts o = {.host = cfg->redis_host, .port = cfg->redis_port,
+                          .seeds = cfg->redis_cluster,
                           .password = cfg->redis_password, .connect_ms = cfg->redis_connect_ms,
                           .timeout_ms = cfg->block_ms + 5000};
     char err[256];
@@ -257,7 +265,7 @@ static int session_open(session *s, worker *w)
     s->w = w;
     s->kind = w->kind;
     s->backoff_ms = BACKOFF_MIN_MS;
-    stream_name(s->stream, sizeof(s->stream), prefix, w->kind);
+    worker_stream(w, s->stream, sizeof(s->stream));
     stream_group(s->group, sizeof(s->group), prefix, w->kind);
     stream_side_key(s->dead_stream, sizeof(s->dead_stream), s->stream, STREAM_SIDE_DEAD);
     stream_side_key(s->attempts_key, sizeof(s->attempts_key), s->stream, STREAM_SIDE_ATTEMPTS);

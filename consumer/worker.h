@@ -46,6 +46,7 @@ typedef struct worker_stats {
 typedef struct worker {
     int index;              /* unique in this process: the consumer name's last part */
     stream_kind kind;
+    unsigned shard;         /* of kind's stream: 0 .. --stream-shards - 1 */
     const lj_config *cfg;
     const atomic_int *stop;
     char name[160];         /* consumer name: host:pid:index */
@@ -61,8 +62,12 @@ typedef struct worker {
  * pids mean the same processes: kill(pid, 0) tells whether it is alive. */
 void worker_host(char *out, size_t len);
 
-/* Prepares 'w' as worker 'index' of this process, serving 'kind'. */
-void worker_init(worker *w, int index, stream_kind kind, const lj_config *cfg,
+/* The name of the stream (shard) 'w' reads, prefixed (streams.h). */
+void worker_stream(const worker *w, char *out, size_t len);
+
+/* Prepares 'w' as worker 'index' of this process, serving shard 'shard'
+ * of the stream of 'kind'. */
+void worker_init(worker *w, int index, stream_kind kind, unsigned shard, const lj_config *cfg,
                  const atomic_int *stop);
 
 /* Runs until '*stop'; returns 0 (LJ_ENOMEM if it could not start). */

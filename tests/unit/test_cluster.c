@@ -40,7 +40,7 @@ static void test_a_shard_and_its_side_keys_share_a_slot(void **state)
     char name[STREAM_NAME_MAX], side[STREAM_KEY_MAX];
 
     (void)state;
-    stream_shard_name(name, sizeof(name), "", STREAM_HEALTH, 0, 6);
+    stream_shard_name(name, sizeof(name), "", STREAM_HEALTH, 0, stream_tagged(6, 0));
     assert_string_equal(name, "health_data_stream:{0}");
     assert_int_equal(slot_of(name), 13907);
     stream_side_key(side, sizeof(side), name, STREAM_SIDE_DEAD);
@@ -49,11 +49,13 @@ static void test_a_shard_and_its_side_keys_share_a_slot(void **state)
     stream_side_key(side, sizeof(side), name, STREAM_SIDE_COUNTS);
     assert_int_equal(slot_of(side), slot_of(name));
 
-    stream_shard_name(name, sizeof(name), "p:", STREAM_EVENT, 5, 6);
+    stream_shard_name(name, sizeof(name), "p:", STREAM_EVENT, 5, 1);
     assert_string_equal(name, "p:common_event_stream:{5}");
-    /* One shard: today's plain name. */
-    stream_shard_name(name, sizeof(name), "p:", STREAM_DEVICE, 0, 1);
+    /* One shard: today's plain name; on a cluster, tagged all the same. */
+    stream_shard_name(name, sizeof(name), "p:", STREAM_DEVICE, 0, stream_tagged(1, 0));
     assert_string_equal(name, "p:device_info_stream");
+    stream_shard_name(name, sizeof(name), "p:", STREAM_DEVICE, 0, stream_tagged(1, 1));
+    assert_string_equal(name, "p:device_info_stream:{0}");
 }
 
 static void test_shards_spread_independently_of_the_gray_hash(void **state)

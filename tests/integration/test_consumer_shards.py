@@ -1,0 +1,136 @@
+"""Consumers on sharded streams (LJ_STREAM_SHARDS), on one Redis and on a
+real 3-master, 3-replica Redis Cluster (LJ_REDIS_CLUSTER): every shard is
+read, every entry stored once, a killed process's entries taken over. The
+entries are XADDed here as the producer writes them (the producer does not
+shard yet)."""
+import json
+import signal
+import time
+import uuid
+
+import pytest
+import redis
+
+from conftest import free_port, wait_for
+from redis_cluster import RedisCluster
+
+BASE_MS = 1_760_000_000_000
+
+
+def entry(records):
+    return {"timestamp": str(int(time.time() * 1000)), "uuid": str(uuid.uuid4()),
+            "device_sn": records[0]["device_sn"], "message_type": "health_data",
+            "api_version": "v2", "batch_id": "",
+            "payload": json.dumps([dict(r, source_method="api") for r in records])}
+
+
+def shard(stack, k, kind="health_data_stream"):
+    return f"{stack.prefix}{kind}:{{{k}}}"
+
+
+def load(client_of, stack, shards, per_shard, sn):
+    """'per_shard' one-record entries on each shard; the keys (sn, ts)."""
+    keys = []
+    for k in range(shards):
+        c = client_of(shard(stack, k))
+        for i in range(per_shard):
+            ts = BASE_MS + k * 100_000 + i
+            c.xadd(shard(stack, k), entry([{"device_sn": sn, "ts": ts, "heart_rate": 70}]))
+            keys.append(ts)
+    return keys
+
+
+def stored(stack, sn):
+    return [r[0] for r in stack.s.sql(
+        "SELECT (extract(epoch FROM ts) * 1000)::bigint FROM t_user_health_data"
+        " WHERE device_sn = %s ORDER BY ts", (sn,))]
+
+
+def group_of(client_of, stack, k):
+    """(pending, lag, entries-read) of shard k's health group, or None."""
+    try:
+        for g in client_of(shard(stack, k)).xinfo_groups(shard(stack, k)):
+            if g["name"] == stack.prefix + "health_processors":
+                return g["pending"], g["lag"], g["entries-read"]
+    except redis.exceptions.ResponseError:
+        pass
+    return None
+
+
+def all_settled(client_of, stack, shards):
+    return all((group_of(client_of, stack, k) or (1, 1, 0))[:2] == (0, 0)
+               for k in range(shards))
+
+
+def test_every_shard_on_one_redis_is_read_and_stored_once(stack):
+    sn = f"SH-{uuid.uuid4().hex[:8]}"
+    r = stack.s.redis()
+    keys = load(lambda _: r, stack, 3, 40, sn)
+    status = free_port()
+    stack.consumer("--workers", "1", LJ_STREAM_SHARDS=3, LJ_STATUS_PORT=status,
+                   LJ_DEVICE_WORKERS=0, LJ_EVENT_WORKERS=0, LJ_BATCH_SIZE=10)
+    wait_for(lambda: stored(stack, sn) == sorted(keys) and all_settled(lambda _: r, stack, 3),
+             timeout=30, what="every shard drained")
+    for k in range(3):
+        assert group_of(lambda _: r, stack, k)[2] == 40     # each read by its group
+    # The plain stream is not read (nor created) with shards on.
+    assert not r.exists(stack.prefix + "health_data_stream")
+    # Each shard has its own worker and metrics.
+    import requests
+    text = requests.get(f"http://127.0.0.1:{status}/metrics", timeout=5).text
+    for k in range(3):
+        assert f'stream="{shard(stack, k)}"' in text
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    c = RedisCluster(str(tmp_path_factory.mktemp("cluster"))).start()
+    yield c
+    c.stop()
+
+
+def cluster_client(cluster):
+    nodes = {}
+
+    def client_of(key):
+        m = cluster.master_of_slot(cluster.keyslot(key))
+        if m not in nodes:
+            nodes[m] = cluster.node(m)
+        return nodes[m]
+    return client_of
+
+
+def test_six_shards_over_three_masters_survive_a_killed_consumer(stack, cluster):
+    sn = f"SC-{uuid.uuid4().hex[:8]}"
+    client_of = cluster_client(cluster)
+    homes = {cluster.master_of_slot(cluster.keyslot(shard(stack, k))) for k in range(6)}
+    assert len(homes) == 3              # the shards spread over every master
+    keys = load(client_of, stack, 6, 60, sn)
+    env = dict(LJ_REDIS_CLUSTER=cluster.seeds(), LJ_STREAM_SHARDS=6, LJ_DEVICE_WORKERS=0,
+               LJ_EVENT_WORKERS=0, LJ_BATCH_SIZE=5, LJ_CLAIM_IDLE_MS=2000,
+               LJ_UPKEEP_INTERVAL_MS=300)
+    first = stack.consumer("--workers", "1", LJ_STATUS_PORT=free_port(), **env)
+    wait_for(lambda: len(stored(stack, sn)) >= 30, timeout=30, what="some rows stored")
+    first.p.send_signal(signal.SIGKILL)
+    first.p.wait()
+    stack.procs.remove(first)           # killed on purpose
+    second = stack.consumer("--workers", "1", LJ_STATUS_PORT=free_port(), **env)
+    wait_for(lambda: stored(stack, sn) == sorted(keys) and all_settled(client_of, stack, 6),
+             timeout=60, what="every shard drained after the kill")
+    assert second.alive()
+    for k in range(6):
+        assert client_of(shard(stack, k)).xlen(shard(stack, k) + ":dead") == 0
+
+
+def test_one_shard_on_a_cluster_uses_the_tagged_name(stack, cluster):
+    """The settle scripts name a stream and its side keys: on a cluster they
+    must share a slot, so even one shard carries the hash tag."""
+    sn = f"S1-{uuid.uuid4().hex[:8]}"
+    client_of = cluster_client(cluster)
+    keys = load(client_of, stack, 1, 20, sn)
+    stack.consumer("--workers", "1", LJ_REDIS_CLUSTER=cluster.seeds(), LJ_DEVICE_WORKERS=0,
+                   LJ_EVENT_WORKERS=0, LJ_STATUS_PORT=free_port())
+    wait_for(lambda: stored(stack, sn) == sorted(keys) and all_settled(client_of, stack, 1),
+             timeout=30, what="the tagged stream drained")
+    counts = client_of(shard(stack, 0)).hgetall(shard(stack, 0) + ":counts")
+    assert int(counts.get("stored", 0)) == 20
