@@ -1,12 +1,12 @@
-/* status.h -- the consumer's small status port: GET /health, GET /metrics.
+/* status.h -- a small status port (consumer, notifier): GET /health, GET /metrics.
  *
  * One thread with blocking sockets: these endpoints are scraped a few times a
  * minute, so one connection at a time with a short read timeout is enough.
  * The thread calls 'render' for each request; 'render' must be thread-safe
  * (it reads atomics).
  */
-#ifndef LJ_CONSUMER_STATUS_H
-#define LJ_CONSUMER_STATUS_H
+#ifndef LJ_COMMON_STATUS_H
+#define LJ_COMMON_STATUS_H
 
 #include "buf.h"
 
