@@ -78,9 +78,9 @@ static int markdown_text(const notify_alert *a, lj_buf *md)
     rc |= lj_buf_puts(md, "\n\n**Wearer:** ");
     rc |= text_markdown_escape(md, *a->user_name ? a->user_name : "(no user bound)");
     if (*a->user_id) {
-        rc |= lj_buf_puts(md, " \\(user ");
+        rc |= lj_buf_puts(md, " (user ");
         rc |= text_markdown_escape(md, a->user_id);
-        rc |= lj_buf_puts(md, "\\)");
+        rc |= lj_buf_puts(md, ")");
     }
     rc |= lj_buf_puts(md, "\n\n**Device:** ");
     rc |= text_markdown_escape(md, a->device_sn);

@@ -61,9 +61,10 @@ static const char route_sql[] =
 static const char record_sql[] =
     "INSERT INTO t_alert_delivery AS d (alert_id, channel, attempts, status, last_error,"
     "                                   next_attempt, delivered_at)"
-    " VALUES ($1, $2, 1, $3, NULLIF($4, ''),"
-    "         CASE WHEN $3 = 'PENDING' THEN now() + $5::float8 * interval '1 millisecond' END,"
-    "         CASE WHEN $3 = 'DELIVERED' THEN now() END)"
+    " VALUES ($1, $2, 1, $3::varchar, NULLIF($4::varchar, ''),"
+    "         CASE WHEN $3::varchar = 'PENDING'"
+    "              THEN now() + $5::float8 * interval '1 millisecond' END,"
+    "         CASE WHEN $3::varchar = 'DELIVERED' THEN now() END)"
     " ON CONFLICT (alert_id, channel) DO UPDATE"
     "   SET attempts = d.attempts + 1, status = EXCLUDED.status,"
     "       last_error = COALESCE(EXCLUDED.last_error, d.last_error),"
@@ -72,9 +73,10 @@ static const char record_sql[] =
 
 static const char finish_sql[] =
     "UPDATE t_alert_info"
-    "   SET status = $3, claimed_by = NULL,"
-    "       claimed_until = CASE WHEN $3 = 'NEW' THEN now() + $4::float8 * interval '1 millisecond' END,"
-    "       notified_at = CASE WHEN $3 = 'NEW' THEN NULL ELSE now() END"
+    "   SET status = $3::varchar, claimed_by = NULL,"
+    "       claimed_until = CASE WHEN $3::varchar = 'NEW'"
+    "                            THEN now() + $4::float8 * interval '1 millisecond' END,"
+    "       notified_at = CASE WHEN $3::varchar = 'NEW' THEN NULL ELSE now() END"
     " WHERE id = $1 AND claimed_by = $2 AND status = 'NEW'";
 
 static const char expire_sql[] =

@@ -12,7 +12,7 @@
 
 int text_markdown_escape(lj_buf *out, const char *s)
 {
-    static const char special[] = "\\`*_{}[]()#+-.!|<>~";
+    static const char special[] = "\\`*_[]<>|~";
 
     for (; s && *s; s++) {
         unsigned char ch = (unsigned char)*s;

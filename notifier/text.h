@@ -24,11 +24,12 @@ typedef struct text_var {
     const char *value;
 } text_var;
 
-/* Appends 's' to 'out' for markdown (WeChat Work, DingTalk): the characters
- * markdown gives a meaning to (\ ` * _ { } [ ] ( ) # + - . ! | < > ~) get a
- * backslash, line breaks and other control bytes become a space, so a
- * device serial or a name cannot add headings, links or lines. 0 or
- * LJ_ENOMEM. */
+/* Appends 's' to 'out' for markdown (WeChat Work, DingTalk), for use after
+ * a label on a line (never at a line's start): the characters that mean
+ * something there (\ ` * _ [ ] < > | ~: emphasis, code, links, HTML such
+ * as WeChat's <font>, tables) get a backslash; line breaks and other
+ * control bytes become a space, so a device serial or a name cannot add
+ * headings, links or lines. 0 or LJ_ENOMEM. */
 int text_markdown_escape(lj_buf *out, const char *s);
 
 /* Appends 's' percent-encoded (RFC 3986 unreserved bytes kept, space as
