@@ -167,7 +167,8 @@ static int sms_body(const channel_set *s, const notify_alert *a, lj_buf *out)
  * retry, other codes are not. */
 static channel_verdict robot_judge(const post_reply *r, char *why, size_t whylen)
 {
-    cJSON *o = cJSON_ParseWithLengthOpts(r->body, r->body_len, NULL, 1);
+    /* The length counts the NUL: cJSON then checks nothing trails the JSON. */
+    cJSON *o = cJSON_ParseWithLengthOpts(r->body, r->body_len + 1, NULL, 1);
     const cJSON *code = cJSON_GetObjectItemCaseSensitive(o, "errcode");
     channel_verdict v;
     double c;

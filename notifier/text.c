@@ -68,6 +68,15 @@ static int put_value(lj_buf *out, const char *v, text_escape esc)
     return text_form_escape(out, v);
 }
 
+/* The length of the placeholder name at 'p' (after '{'): [a-z_]+ then '}';
+ * 0 when 'p' does not start one. */
+static size_t name_len(const char *p)
+{
+    size_t n = strspn(p, "abcdefghijklmnopqrstuvwxyz_");
+
+    return n > 0 && p[n] == '}' ? n : 0;
+}
+
 int text_expand(lj_buf *out, const char *tmpl, const text_var *vars, size_t n, text_escape esc,
                 const char **err)
 {
@@ -75,30 +84,24 @@ int text_expand(lj_buf *out, const char *tmpl, const text_var *vars, size_t n, t
 
     while (*p) {
         const char *open = strchr(p, '{');
-        const char *close;
         const text_var *v;
+        size_t len;
 
         if (open == NULL)
             return lj_buf_puts(out, p) ? LJ_ENOMEM : 0;
-        if (lj_buf_append(out, p, (size_t)(open - p)) != 0)
+        len = name_len(open + 1);
+        if (lj_buf_append(out, p, (size_t)(open - p) + (len == 0)) != 0)
             return LJ_ENOMEM;
-        if (open[1] == '{') {
-            if (lj_buf_append(out, "{", 1) != 0)
-                return LJ_ENOMEM;
-            p = open + 2;
-            continue;
-        }
-        if ((close = strchr(open, '}')) == NULL) {
-            *err = "unclosed '{' in template";
-            return LJ_EINVAL;
-        }
-        if ((v = find_var(vars, n, open + 1, (size_t)(close - open - 1))) == NULL) {
+        p = open + 1;
+        if (len == 0)
+            continue;   /* a literal '{' (JSON's own braces) */
+        if ((v = find_var(vars, n, open + 1, len)) == NULL) {
             *err = "unknown placeholder in template";
             return LJ_EINVAL;
         }
         if (put_value(out, v->value, esc) != 0)
             return LJ_ENOMEM;
-        p = close + 1;
+        p = open + 1 + len + 1;
     }
     return 0;
 }

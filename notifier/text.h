@@ -36,10 +36,12 @@ int text_markdown_escape(lj_buf *out, const char *s);
  * %20). 0 or LJ_ENOMEM. */
 int text_form_escape(lj_buf *out, const char *s);
 
-/* Appends 'tmpl' with each {name} of 'vars' ('n' of them) replaced by its
- * value, escaped as 'esc' says; "{{" is a literal '{'. 0; LJ_EINVAL with a
- * static reason in '*err' for an unknown placeholder or an unclosed '{'
- * (nothing useful is left in 'out' then); LJ_ENOMEM. A NULL value is "". */
+/* Appends 'tmpl' with each placeholder -- '{', lower-case letters and '_',
+ * '}' -- replaced by the value of that name in 'vars' ('n' of them),
+ * escaped as 'esc' says. Any other '{' is literal, so a JSON template's own
+ * braces need no escaping. 0; LJ_EINVAL with a static reason in '*err' for
+ * a placeholder 'vars' does not name (nothing useful is left in 'out'
+ * then); LJ_ENOMEM. A NULL value is "". */
 int text_expand(lj_buf *out, const char *tmpl, const text_var *vars, size_t n, text_escape esc,
                 const char **err);
 
