@@ -176,7 +176,7 @@ static const cfg_option options[] = {
             CFG_NOTIFIER, "attempts of one delivery before it is a dead letter (scripts/alerts)"),
     CFG_INT("notify_poll_ms", "LJ_NOTIFY_POLL_MS", notify_poll_ms, "500", 10, 60000,
             CFG_NOTIFIER, "an idle notifier worker looks for new alerts this often"),
-    CFG_INT("notify_status_port", "LJ_NOTIFY_STATUS_PORT", notify_status_port, "9102", -1,
+    CFG_INT("notify_status_port", "LJ_NOTIFY_STATUS_PORT", notify_status_port, "9120", -1,
             65535, CFG_NOTIFIER, "the notifier's status port (/health, /metrics); 0: any free "
             "port, -1: none"),
     CFG_INT("notify_suppress_s", "LJ_NOTIFY_SUPPRESS_S", notify_suppress_s, "300", 0, 86400,
