@@ -295,6 +295,9 @@ def test_400_is_not_retried_dead_lettered_listed_and_replayed(stack, servers):
         assert listed.returncode == 0, listed.stderr
         line = [ln for ln in listed.stdout.splitlines() if f"alert={ids[0]} " in ln]
         assert line and "channel=webhook" in line[0] and "HTTP 400" in line[0], listed.stdout
+        stats = stack.get("/api/stats").json()["deliveries"]     # the dashboard's panel
+        assert {"channel": "webhook", "status": "DEAD"} in [
+            {k: d[k] for k in ("channel", "status")} for d in stats]
         answer["status"] = 200
         replay = subprocess.run([tool, "replay", str(ids[0])], env=env, capture_output=True,
                                 text=True, timeout=30)
