@@ -387,6 +387,9 @@ def test_robot_and_sms_bodies_follow_their_documented_formats(stack, servers):
     rx = Receiver(answer).up()
     try:
         sn = serial("fmt")
+        uid = servers.sql("INSERT INTO sys_user (user_name, device_sn, customer_id)"
+                          " VALUES (%s, %s, 5) RETURNING id", ("张三 *VIP*", sn))[0][0]
+        servers.sql("INSERT INTO sys_user_org (user_id, org_id) VALUES (%s, 77)", (uid,))
         stack.producer()
         stack.consumer()
         sms = '{"phone":"13800000000","sign":"ljwx","content":{text},"sn":{device_sn}}'
@@ -402,6 +405,9 @@ def test_robot_and_sms_bodies_follow_their_documented_formats(stack, servers):
         assert set(wechat["markdown"]) == {"content"}
         content = wechat["markdown"]["content"]
         assert sn in content and "critical" in content and "SOS" in content
+        assert "张三 \\*VIP\\*" in content        # the wearer, markdown-escaped
+        hook = by_path["/hook"]["json"]
+        assert (hook["user"], hook["user_name"], hook["org"]) == (uid, "张三 *VIP*", 77)
         assert len(content.encode()) <= 4096
         ding = by_path["/dingtalk"]["json"]
         assert set(ding) == {"msgtype", "markdown"} and ding["msgtype"] == "markdown"
@@ -410,6 +416,7 @@ def test_robot_and_sms_bodies_follow_their_documented_formats(stack, servers):
         sms_body = by_path["/sms"]["json"]
         assert sms_body["phone"] == "13800000000" and sms_body["sn"] == sn
         assert sn in sms_body["content"] and "critical SOS" in sms_body["content"]
+        assert "张三 *VIP*" in sms_body["content"]
         assert "Idempotency-Key" in by_path["/hook"]["headers"]
         for path in ("/wechat", "/dingtalk", "/sms"):
             assert by_path[path]["headers"]["Content-Type"] == "application/json"
@@ -422,6 +429,18 @@ def test_robot_and_sms_bodies_follow_their_documented_formats(stack, servers):
         wait_for(lambda: rx.of(minor), timeout=10, what="the minor alert")
         time.sleep(0.5)
         assert [r["path"] for r in rx.of(minor)] == ["/hook"]
+        # An organisation with routes of its own uses only those.
+        org_sn = serial("org")
+        uid = servers.sql("INSERT INTO sys_user (user_name, device_sn) VALUES ('w', %s)"
+                          " RETURNING id", (org_sn,))[0][0]
+        servers.sql("INSERT INTO sys_user_org (user_id, org_id) VALUES (%s, 88)", (uid,))
+        servers.sql("INSERT INTO t_notify_route (org_id, level, channel, enabled) VALUES"
+                    " (88, 'critical', 'sms', true), (88, 'critical', 'wechat', false)"
+                    " ON CONFLICT DO NOTHING")
+        post_sos(stack, org_sn)
+        wait_for(lambda: rx.of(org_sn), timeout=10, what="the organisation's alert")
+        time.sleep(0.5)
+        assert [r["path"] for r in rx.of(org_sn)] == ["/sms"]
         if os.environ.get("LJ_NOTIFY_CAPTURE"):     # docs/alerts.md shows these bodies
             with open(os.environ["LJ_NOTIFY_CAPTURE"], "w") as f:
                 for r in rx.of(sn):
