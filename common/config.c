@@ -166,9 +166,10 @@ static const cfg_option options[] = {
     CFG_INT("notify_connect_timeout_ms", "LJ_NOTIFY_CONNECT_TIMEOUT_MS",
             notify_connect_timeout_ms, "3000", 10, 60000, CFG_NOTIFIER,
             "a delivery's resolve + connect (+ TLS handshake) must be done by then"),
-    CFG_INT("notify_lease_ms", "LJ_NOTIFY_LEASE_MS", notify_lease_ms, "120000", 1000,
-            86400000, CFG_NOTIFIER, "a claimed alert is left to other notifiers this long after "
-            "its claim; must exceed --notify-batch x channels x --notify-timeout-ms (checked)"),
+    CFG_INT("notify_lease_ms", "LJ_NOTIFY_LEASE_MS", notify_lease_ms, "60000", 1000,
+            86400000, CFG_NOTIFIER, "other notifiers leave a claimed alert alone this long after "
+            "its claim is renewed (before each alert; so a notifier killed holding alerts delays "
+            "them this long); must exceed channels x (timeout + connect timeout) + 10 s"),
     CFG_INT("notify_max_age_s", "LJ_NOTIFY_MAX_AGE_S", notify_max_age_s, "86400", 60,
             31536000, CFG_NOTIFIER, "an alert still undelivered this long after it was raised "
             "is EXPIRED, never sent"),

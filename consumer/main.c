@@ -23,6 +23,7 @@
 #include "partition.h"
 #include "pg.h"
 #include "status.h"
+#include "stopsig.h"
 #include "streams.h"
 #include "worker.h"
 
@@ -188,7 +189,6 @@ int main(int argc, char **argv)
     sigset_t sigs;
     char err[256];
     int total;
-    int sig;
     int rc;
     int i;
 
@@ -207,11 +207,7 @@ int main(int argc, char **argv)
                                                              : log_level_parse(cfg.log_level));
     pg_init(&cfg);  /* PostgreSQL timeouts for every worker's connection (pg.h) */
     part_window_set(cfg.partition_window_months, cfg.partition_new_months);
-    sigemptyset(&sigs);
-    sigaddset(&sigs, SIGINT);
-    sigaddset(&sigs, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &sigs, NULL);    /* inherited by every worker */
-    signal(SIGPIPE, SIG_IGN);
+    stopsig_block(&sigs);   /* inherited by every worker */
 
     total = cfg.workers + cfg.device_workers + cfg.event_workers;
     workers = calloc((size_t)total, sizeof(*workers));
@@ -224,11 +220,7 @@ int main(int argc, char **argv)
     fl.n = start_workers(&cfg, &stop, workers, threads);
     if (cfg.status_port >= 0)
         status = status_start(cfg.status_host, cfg.status_port, render, &fl);
-    if (!atomic_load(&stop)) {
-        sigwait(&sigs, &sig);
-        log_info("main", "signal %d: stopping after the batches in flight", sig);
-        atomic_store(&stop, 1);
-    }
+    stopsig_wait(&sigs, &stop, "after the batches in flight");
     for (i = 0; i < fl.n; i++)
         pthread_join(threads[i], NULL);
     status_stop(status);

@@ -310,6 +310,8 @@ void *deliver_thread(void *arg)
             nap(d, d->cfg->notify_poll_ms);
     }
 out:
+    if (c && PQstatus(c) == CONNECTION_OK)
+        outbox_release(c, d->me);
     PQfinish(c);
     post_client_free(pc);
     free(batch);

@@ -25,6 +25,7 @@
 #include "metrics.h"
 #include "pg.h"
 #include "status.h"
+#include "stopsig.h"
 
 typedef struct notifier {
     channel_set channels;
@@ -175,7 +176,6 @@ int main(int argc, char **argv)
     status_server *status = NULL;
     sigset_t sigs;
     int rc;
-    int sig;
     int i;
 
     if ((rc = load(&nt, &cfg, argc, argv)) >= 0)
@@ -187,11 +187,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "ljwx-notifier: libcurl failed to start\n");
         return 1;
     }
-    sigemptyset(&sigs);
-    sigaddset(&sigs, SIGINT);
-    sigaddset(&sigs, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &sigs, NULL);    /* inherited by every worker */
-    signal(SIGPIPE, SIG_IGN);
+    stopsig_block(&sigs);   /* inherited by every worker */
     nt.workers = calloc((size_t)cfg.notify_workers, sizeof(*nt.workers));
     threads = calloc((size_t)cfg.notify_workers, sizeof(*threads));
     if (nt.workers == NULL || threads == NULL) {
@@ -211,12 +207,7 @@ int main(int argc, char **argv)
     }
     if (cfg.notify_status_port >= 0)
         status = status_start(cfg.status_host, cfg.notify_status_port, render, &nt);
-    if (!atomic_load(&stop)) {
-        sigwait(&sigs, &sig);
-        log_info("main", "signal %d: stopping after the alerts in hand", sig);
-        atomic_store(&stop, 1);
-    }
-    pg_abort_waits();
+    stopsig_wait(&sigs, &stop, "after the alerts in hand");
     for (i = 0; i < nt.n; i++)
         pthread_join(threads[i], NULL);
     status_stop(status);

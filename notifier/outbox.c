@@ -79,6 +79,10 @@ static const char finish_sql[] =
     "       notified_at = CASE WHEN $3::varchar = 'NEW' THEN NULL ELSE now() END"
     " WHERE id = $1 AND claimed_by = $2 AND status = 'NEW'";
 
+static const char release_sql[] =
+    "UPDATE t_alert_info SET claimed_until = NULL, claimed_by = NULL"
+    " WHERE claimed_by = $1 AND status = 'NEW'";
+
 static const char expire_sql[] =
     "UPDATE t_alert_info a SET status = 'EXPIRED', notified_at = now(), claimed_until = NULL"
     " WHERE status = 'NEW' AND create_time < now() - $1::float8 * interval '1 second'"
@@ -153,18 +157,30 @@ int outbox_claim(PGconn *c, const char *me, int max, int lease_ms, notify_alert 
     return 0;
 }
 
-/* Runs an UPDATE of 'a' guarded by claimed_by; '*held': it changed a row. */
-static int guarded(PGconn *c, const char *what, const char *sql, int n, const char *const *p,
-                   int *held)
+/* Runs the UPDATE 'sql'; '*rows' says how many rows it changed. */
+static int changed(PGconn *c, const char *what, const char *sql, int n, const char *const *p,
+                   long *rows)
 {
     PGresult *r;
     int rc;
 
     if ((rc = run(c, what, sql, n, p, PGRES_COMMAND_OK, &r)) != 0)
         return rc;
-    *held = atoi(PQcmdTuples(r)) > 0;
+    *rows = atol(PQcmdTuples(r));
     PQclear(r);
     return 0;
+}
+
+/* As changed(), for an UPDATE of one alert guarded by claimed_by: '*held'
+ * says whether it changed the row. */
+static int guarded(PGconn *c, const char *what, const char *sql, int n, const char *const *p,
+                   int *held)
+{
+    long rows = 0;
+    int rc = changed(c, what, sql, n, p, &rows);
+
+    *held = rows > 0;
+    return rc;
 }
 
 int outbox_renew(PGconn *c, const char *me, const notify_alert *a, int lease_ms, int *held)
@@ -269,17 +285,22 @@ int outbox_finish(PGconn *c, const char *me, const notify_alert *a, const char *
     return guarded(c, "finish", finish_sql, 4, p, held);
 }
 
+int outbox_release(PGconn *c, const char *me)
+{
+    const char *p[1] = {me};
+    long n = 0;
+    int rc = changed(c, "release", release_sql, 1, p, &n);
+
+    if (rc == 0 && n > 0)
+        log_info("outbox", "released=%ld alerts claimed and not handled", n);
+    return rc;
+}
+
 int outbox_expire(PGconn *c, int max_age_s, long *n)
 {
     char sage[16];
     const char *p[1] = {sage};
-    PGresult *r;
-    int rc;
 
     snprintf(sage, sizeof(sage), "%d", max_age_s);
-    if ((rc = run(c, "expire", expire_sql, 1, p, PGRES_COMMAND_OK, &r)) != 0)
-        return rc;
-    *n = atol(PQcmdTuples(r));
-    PQclear(r);
-    return 0;
+    return changed(c, "expire", expire_sql, 1, p, n);
 }

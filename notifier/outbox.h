@@ -61,6 +61,11 @@ int outbox_record(PGconn *c, const notify_alert *a, const char *channel, channel
 int outbox_finish(PGconn *c, const char *me, const notify_alert *a, const char *status,
                   long next_ms, int *held);
 
+/* Gives back every alert 'me' still holds (claimed, not finished: a stop
+ * in the middle of a batch), so other notifiers take them at once instead
+ * of after the lease. */
+int outbox_release(PGconn *c, const char *me);
+
 /* NEW alerts raised more than 'max_age_s' ago and never attempted become
  * EXPIRED; '*n' counts them. */
 int outbox_expire(PGconn *c, int max_age_s, long *n);

@@ -50,7 +50,8 @@ static void test_template_json_values_are_quoted_strings(void **state)
     lj_buf_init(&b);
     assert_int_equal(text_expand(&b, "{\"m\":{text},\"sn\":{device_sn},\"v\":{value},\"o\":{}}",
                                  vars, 3, TEXT_ESC_JSON, &err), 0);
-    assert_string_equal(b.data, "{\"m\":\"say \\\"hi\\\"\\n\",\"sn\":\"SN&1\",\"v\":\"\",\"o\":{}}");
+    assert_string_equal(b.data,
+                        "{\"m\":\"say \\\"hi\\\"\\n\",\"sn\":\"SN&1\",\"v\":\"\",\"o\":{}}");
     lj_buf_cleanup(&b);
 }
 
