@@ -10,15 +10,18 @@
 
 #include "buf.h"
 
-/* Writes the response body for 'path' into 'out' and returns the HTTP
- * status (404 for unknown paths). '*type' is set to the Content-Type. */
-typedef int (*status_render_fn)(const char *path, lj_buf *out, const char **type, void *arg);
+/* Writes one page's body into 'out' and returns its HTTP status. Called
+ * from the status thread: must be thread-safe (it reads atomics). */
+typedef int (*status_page_fn)(lj_buf *out, void *arg);
 
 typedef struct status_server status_server;
 
-/* Listens on 'host':'port' and serves from a new thread. Returns NULL (and
- * logs why) when the port cannot be bound. */
-status_server *status_start(const char *host, int port, status_render_fn render, void *arg);
+/* Listens on 'host':'port' and serves from a new thread: GET /metrics from
+ * 'metrics' (Prometheus text), GET /health from 'health' (JSON), both with
+ * 'arg'; other paths 404. Returns NULL (and logs why) when the port cannot
+ * be bound. */
+status_server *status_start(const char *host, int port, status_page_fn metrics,
+                            status_page_fn health, void *arg);
 
 /* Stops the thread, closes the socket and frees 's' (NULL: no-op). */
 void status_stop(status_server *s);

@@ -90,8 +90,9 @@ static double stat_value(const worker *w, const stat_def *d)
     return (double)atomic_load((const atomic_ullong *)(const void *)p);
 }
 
-static int render_metrics(const fleet *f, lj_buf *out)
+static int render_metrics(lj_buf *out, void *arg)
 {
+    const fleet *f = arg;
     char labels[STREAM_NAME_MAX + 64];
     size_t d;
     int i;
@@ -113,8 +114,9 @@ static int render_metrics(const fleet *f, lj_buf *out)
     return 200;
 }
 
-static int render_health(const fleet *f, lj_buf *out)
+static int render_health(lj_buf *out, void *arg)
 {
+    const fleet *f = arg;
     int redis = 1;
     int pg = 1;
     int i;
@@ -127,18 +129,6 @@ static int render_health(const fleet *f, lj_buf *out)
                   redis && pg ? "healthy" : "degraded", f->n, redis ? "true" : "false",
                   pg ? "true" : "false");
     return redis && pg ? 200 : 503;
-}
-
-static int render(const char *path, lj_buf *out, const char **type, void *arg)
-{
-    if (strcmp(path, "/metrics") == 0) {
-        *type = "text/plain; version=0.0.4";
-        return render_metrics(arg, out);
-    }
-    if (strcmp(path, "/health") == 0)
-        return render_health(arg, out);
-    lj_buf_puts(out, "{\"status\":\"error\",\"message\":\"no such endpoint\"}");
-    return 404;
 }
 
 /* Starts the workers of every stream; returns how many run. */
@@ -219,7 +209,8 @@ int main(int argc, char **argv)
     fl.workers = workers;
     fl.n = start_workers(&cfg, &stop, workers, threads);
     if (cfg.status_port >= 0)
-        status = status_start(cfg.status_host, cfg.status_port, render, &fl);
+        status = status_start(cfg.status_host, cfg.status_port, render_metrics, render_health,
+                              &fl);
     stopsig_wait(&sigs, &stop, "after the batches in flight");
     for (i = 0; i < fl.n; i++)
         pthread_join(threads[i], NULL);

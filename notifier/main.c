@@ -75,8 +75,9 @@ static unsigned long long counter_at(const void *base, size_t offset)
     return atomic_load((const atomic_ullong *)(const void *)((const char *)base + offset));
 }
 
-static int render_metrics(notifier *nt, lj_buf *out)
+static int render_metrics(lj_buf *out, void *arg)
 {
+    notifier *nt = arg;
     char labels[64];
     size_t d;
     int i;
@@ -105,8 +106,9 @@ static int render_metrics(notifier *nt, lj_buf *out)
     return 200;
 }
 
-static int render_health(notifier *nt, lj_buf *out)
+static int render_health(lj_buf *out, void *arg)
 {
+    notifier *nt = arg;
     int pg = 1;
     int i;
 
@@ -115,18 +117,6 @@ static int render_health(notifier *nt, lj_buf *out)
     lj_buf_printf(out, "{\"status\":\"%s\",\"workers\":%d,\"channels\":%d,\"postgres\":%s}",
                   pg ? "healthy" : "degraded", nt->n, nt->channels.n, pg ? "true" : "false");
     return pg ? 200 : 503;
-}
-
-static int render(const char *path, lj_buf *out, const char **type, void *arg)
-{
-    if (strcmp(path, "/metrics") == 0) {
-        *type = "text/plain; version=0.0.4";
-        return render_metrics(arg, out);
-    }
-    if (strcmp(path, "/health") == 0)
-        return render_health(arg, out);
-    lj_buf_puts(out, "{\"status\":\"error\",\"message\":\"no such endpoint\"}");
-    return 404;
 }
 
 /* The settings must leave each alert's lease long enough for one attempt
@@ -206,7 +196,8 @@ int main(int argc, char **argv)
         }
     }
     if (cfg.notify_status_port >= 0)
-        status = status_start(cfg.status_host, cfg.notify_status_port, render, &nt);
+        status = status_start(cfg.status_host, cfg.notify_status_port, render_metrics,
+                              render_health, &nt);
     stopsig_wait(&sigs, &stop, "after the alerts in hand");
     for (i = 0; i < nt.n; i++)
         pthread_join(threads[i], NULL);

@@ -230,6 +230,19 @@ def test_consumer_killed_after_commit_before_xack_still_delivers_once(stack, ser
     assert alert_ids(stack, sn) == ids and status_of(stack, ids[0]) == "NOTIFIED"
 
 
+def test_legacy_path_alerts_are_delivered_too(stack, servers, receiver):
+    quiet_outbox(servers)
+    rx = receiver()
+    sn = serial("legacy")
+    stack.producer()                    # ratio 0: the old endpoints store directly
+    start_notifier(stack, LJ_ALERT_WEBHOOK_URL=rx.url())
+    r = stack.post("/upload_common_event", {"deviceSn": sn, "eventType": "SOS",
+                                            "timestamp": int(time.time())})
+    assert r.status_code == 200 and r.json()["inserted"] == 1, r.text
+    got = wait_for(lambda: rx.of(sn), timeout=5, what="the legacy path's SOS delivered")
+    assert got[0]["json"]["type"] == "SOS" and got[0]["json"]["level"] == "critical"
+
+
 def test_receiver_down_for_20s_is_delivered_after_it_returns_once(pipeline, receiver):
     rx = receiver(up=False)     # not listening yet: connections are refused
     sn = serial("down")
