@@ -481,6 +481,29 @@ def test_two_notifiers_deliver_each_alert_once(pipeline, receiver):
     assert sum(done) == 30 and min(done) > 0, done
 
 
+def test_notifier_runs_with_only_the_documented_grants(pipeline, receiver):
+    """docs/schema.md's grants for the notifier's role are enough."""
+    import psycopg
+    s = pipeline.s
+    with psycopg.connect(f"host=127.0.0.1 port={s.pg_port} dbname=ljwx user=postgres",
+                         autocommit=True) as c:
+        c.execute("DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles"
+                  " WHERE rolname = 'ljwx_notifier') THEN CREATE ROLE ljwx_notifier LOGIN;"
+                  " END IF; END $$")
+    with open(os.path.join(TOP, "docs", "schema.md")) as f:
+        doc = f.read()
+    grants = re.search(r"The notifier's role.*?```sql\n(.*?)```", doc, re.S).group(1)
+    s.sql(grants)
+    rx = receiver()
+    start_notifier(pipeline, LJ_ALERT_WEBHOOK_URL=rx.url(),
+                   LJ_PG_DSN=s.dsn.replace("user=ljwx", "user=ljwx_notifier"))
+    sn = serial("grants")
+    post_sos(pipeline, sn)
+    wait_for(lambda: rx.of(sn), timeout=10, what="delivery by the notifier's role")
+    [aid] = alert_ids(pipeline, sn)
+    wait_for(lambda: status_of(pipeline, aid) == "NOTIFIED", timeout=5, what="NOTIFIED")
+
+
 def test_notifier_refuses_a_bad_configuration(stack):
     def run(**env):
         p = subprocess.run([os.path.join(stack_bin(), "ljwx-notifier")],
