@@ -132,6 +132,10 @@ int post_send(post_client *c, const char *url, const char *content_type,
     }
     cc = curl_easy_perform(h);
     curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &r->status);
+    /* A reply body over the cap (announced, or counted as it came) still
+     * carries the status: an answer, with 'truncated' set. */
+    if (cc == CURLE_FILESIZE_EXCEEDED)
+        r->truncated = 1;
     if (cc != CURLE_OK && !(r->truncated && r->status != 0)) {
         snprintf(r->error, sizeof(r->error), "%s", curl_easy_strerror(cc));
         r->status = 0;

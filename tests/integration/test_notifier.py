@@ -342,6 +342,27 @@ def test_429_waits_for_retry_after_then_delivers(pipeline, receiver):
     assert got[2]["t"] - got[1]["t"] < 1.9
 
 
+def test_a_huge_reply_still_counts_and_a_redirect_is_not_followed(pipeline, receiver):
+    def answer(req):
+        if req["path"] == "/big":
+            return (200, {}, b"x" * 200_000, 0)       # far above the 8 KiB read cap
+        if req["path"] == "/moved":
+            return (302, {"Location": rx.url("/elsewhere")}, b"", 0)
+        return (200, {}, b"{}", 0)
+
+    rx = receiver(answer)
+    start_notifier(pipeline, LJ_ALERT_WEBHOOK_URL=f"{rx.url('/big')},{rx.url('/moved')}")
+    sn = serial("hostile")
+    post_reading(pipeline, sn, 150)
+    ids = wait_for(lambda: alert_ids(pipeline, sn), timeout=10, what="the alert")
+    wait_for(lambda: status_of(pipeline, ids[0]) == "FAILED", timeout=10, what="FAILED")
+    time.sleep(1.0)
+    assert sorted(r["path"] for r in rx.of(sn)) == ["/big", "/moved"]   # once each, no hop
+    assert deliveries(pipeline, ids[0]) == [
+        ("webhook", 1, "DELIVERED", None),
+        ("webhook2", 1, "DEAD", "HTTP 302 (redirects are not followed)")]
+
+
 def test_50_alerts_of_one_device_in_a_minute_are_one_delivery_and_a_count(pipeline, receiver):
     rx = receiver()
     sn = serial("burst")
