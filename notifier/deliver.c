@@ -192,12 +192,10 @@ static int handle_alert(deliverer *d, PGconn *c, post_client *pc, const notify_a
     int rc;
     int i;
 
-    if ((rc = outbox_renew(c, d->me, a, d->cfg->notify_lease_ms, &held)) != 0)
+    if ((rc = outbox_renew(c, d->me, a, d->cfg->notify_lease_ms, prev, &nprev, &held)) != 0)
         return rc;
     if (!held)
         goto lost;
-    if ((rc = outbox_deliveries(c, a, prev, &nprev)) != 0)
-        return rc;
     if (nprev == 0) {
         if ((rc = outbox_suppress(c, d->me, a, d->cfg->notify_suppress_s, &sup)) != 0)
             return rc;

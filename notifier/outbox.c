@@ -24,14 +24,17 @@ static const char claim_sql[] =
     "   FROM c WHERE a.id = c.id"
     " RETURNING " ALERT_COLUMNS;
 
+/* Renews the lease and reads the delivery log in one round trip: no row
+ * when the lease is not ours any more; one row of NULLs when it is and
+ * nothing was logged yet. */
 static const char renew_sql[] =
-    "UPDATE t_alert_info SET claimed_until = now() + $3::float8 * interval '1 millisecond'"
-    " WHERE id = $1 AND claimed_by = $2 AND status = 'NEW'";
-
-static const char deliveries_sql[] =
-    "SELECT channel, attempts, status,"
-    "       GREATEST(0, ceil(extract(epoch FROM next_attempt - now()) * 1000))::bigint"
-    "  FROM t_alert_delivery WHERE alert_id = $1 ORDER BY channel LIMIT $2";
+    "WITH r AS (UPDATE t_alert_info"
+    "              SET claimed_until = now() + $3::float8 * interval '1 millisecond'"
+    "            WHERE id = $1 AND claimed_by = $2 AND status = 'NEW' RETURNING id)"
+    " SELECT d.channel, d.attempts, d.status,"
+    "        GREATEST(0, ceil(extract(epoch FROM d.next_attempt - now()) * 1000))::bigint"
+    "   FROM r LEFT JOIN t_alert_delivery d ON d.alert_id = r.id"
+    "  ORDER BY d.channel LIMIT $4";
 
 /* The latest earlier alert this one repeats; 'a' is marked and counted on
  * it in the same statement. Levels ranked so a more severe alert is never
@@ -183,15 +186,6 @@ static int guarded(PGconn *c, const char *what, const char *sql, int n, const ch
     return rc;
 }
 
-int outbox_renew(PGconn *c, const char *me, const notify_alert *a, int lease_ms, int *held)
-{
-    char slease[16];
-    const char *p[3] = {a->id, me, slease};
-
-    snprintf(slease, sizeof(slease), "%d", lease_ms);
-    return guarded(c, "renew", renew_sql, 3, p, held);
-}
-
 static channel_verdict state_of(const char *status)
 {
     if (strcmp(status, "DELIVERED") == 0)
@@ -199,23 +193,30 @@ static channel_verdict state_of(const char *status)
     return strcmp(status, "DEAD") == 0 ? CHANNEL_DEAD : CHANNEL_RETRY;
 }
 
-int outbox_deliveries(PGconn *c, const notify_alert *a, outbox_delivery *out, int *n)
+int outbox_renew(PGconn *c, const char *me, const notify_alert *a, int lease_ms,
+                 outbox_delivery *out, int *n, int *held)
 {
+    char slease[16];
     char smax[16];
-    const char *p[2] = {a->id, smax};
+    const char *p[4] = {a->id, me, slease, smax};
     PGresult *r;
     int rc;
     int i;
 
+    snprintf(slease, sizeof(slease), "%d", lease_ms);
     snprintf(smax, sizeof(smax), "%d", OUTBOX_MAX_DELIVERIES);
-    if ((rc = run(c, "deliveries", deliveries_sql, 2, p, PGRES_TUPLES_OK, &r)) != 0)
+    if ((rc = run(c, "renew", renew_sql, 4, p, PGRES_TUPLES_OK, &r)) != 0)
         return rc;
-    *n = PQntuples(r);
-    for (i = 0; i < *n; i++) {
-        copy_col(out[i].channel, sizeof(out[i].channel), r, i, 0);
-        out[i].attempts = atoi(PQgetvalue(r, i, 1));
-        out[i].state = state_of(PQgetvalue(r, i, 2));
-        out[i].wait_ms = PQgetisnull(r, i, 3) ? 0 : atol(PQgetvalue(r, i, 3));
+    *held = PQntuples(r) > 0;
+    *n = 0;
+    for (i = 0; i < PQntuples(r); i++) {
+        if (PQgetisnull(r, i, 0))
+            continue;
+        copy_col(out[*n].channel, sizeof(out[*n].channel), r, i, 0);
+        out[*n].attempts = atoi(PQgetvalue(r, i, 1));
+        out[*n].state = state_of(PQgetvalue(r, i, 2));
+        out[*n].wait_ms = PQgetisnull(r, i, 3) ? 0 : atol(PQgetvalue(r, i, 3));
+        (*n)++;
     }
     PQclear(r);
     return 0;

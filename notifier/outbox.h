@@ -33,12 +33,12 @@ typedef struct outbox_delivery {
  * into 'out' in id order; '*n' says how many. */
 int outbox_claim(PGconn *c, const char *me, int max, int lease_ms, notify_alert *out, int *n);
 
-/* Renews the lease of 'a' for 'lease_ms'. '*held' 1 when 'me' still holds
- * it, 0 when another notifier (or an operator) took it over. */
-int outbox_renew(PGconn *c, const char *me, const notify_alert *a, int lease_ms, int *held);
-
-/* The deliveries already logged for 'a' (at most OUTBOX_MAX_DELIVERIES). */
-int outbox_deliveries(PGconn *c, const notify_alert *a, outbox_delivery *out, int *n);
+/* Renews the lease of 'a' for 'lease_ms' and reads the deliveries already
+ * logged for it (at most OUTBOX_MAX_DELIVERIES) into 'out', '*n' of them.
+ * '*held' 1 when 'me' still holds it; 0 when another notifier (or an
+ * operator) took it over ('*n' is then 0). */
+int outbox_renew(PGconn *c, const char *me, const notify_alert *a, int lease_ms,
+                 outbox_delivery *out, int *n, int *held);
 
 /* When an alert of 'a's device and type, no less severe, was raised
  * within 'window_s' of it (earlier id, status NEW, NOTIFIED or FAILED),
