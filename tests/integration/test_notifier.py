@@ -502,6 +502,38 @@ def test_two_notifiers_deliver_each_alert_once(pipeline, receiver):
     assert sum(done) == 30 and min(done) > 0, done
 
 
+def test_another_notifiers_lease_is_respected_until_it_runs_out(pipeline, receiver):
+    rx = receiver()
+    sn = serial("lease")
+    [(aid,)] = pipeline.s.sql(
+        "INSERT INTO t_alert_info (device_sn, alert_type, level, alert_time, claimed_by,"
+        " claimed_until) VALUES (%s, 'SOS', 'critical', now(), 'elsewhere:1:0',"
+        " now() + interval '3 seconds') RETURNING id", (sn,))
+    start_notifier(pipeline, LJ_ALERT_WEBHOOK_URL=rx.url())
+    time.sleep(2.0)
+    assert rx.of(sn) == []                  # held by another notifier
+    got = wait_for(lambda: rx.of(sn), timeout=5, what="the delivery once the lease ran out")
+    assert got[0]["json"]["id"] == aid and status_of(pipeline, aid) == "NOTIFIED"
+
+
+def test_a_stopped_notifier_gives_back_what_it_claimed(pipeline, receiver):
+    rx = receiver(lambda req: (200, {}, b"{}", 0.5))
+    sns = [serial(f"give{i}") for i in range(8)]
+    body = {"data": [{"deviceSn": s, "heartRate": 150, "timestamp": now_ms()} for s in sns]}
+    assert pipeline.post("/upload_health_data_v2", body).status_code == 200
+    wait_for(lambda: pipeline.s.sql("SELECT count(*) FROM t_alert_info WHERE device_sn"
+                                    " LIKE 'NT-give%%' AND status = 'NEW'")[0][0] == 8,
+             timeout=10, what="8 alerts")
+    first = start_notifier(pipeline, LJ_ALERT_WEBHOOK_URL=rx.url(), LJ_NOTIFY_BATCH=8)
+    wait_for(lambda: any(rx.of(s) for s in sns), timeout=10, what="a first delivery")
+    assert first.stop() == 0                # SIGTERM: the alert in hand, then exit
+    assert "alerts claimed and not handled" in first.output()
+    start_notifier(pipeline, LJ_ALERT_WEBHOOK_URL=rx.url())
+    wait_for(lambda: all(rx.of(s) for s in sns), timeout=15, what="the rest, long before the"
+             " 60 s lease")
+    assert [len(rx.of(s)) for s in sns] == [1] * 8
+
+
 def test_notifier_runs_with_only_the_documented_grants(pipeline, receiver):
     """docs/schema.md's grants for the notifier's role are enough."""
     import psycopg
