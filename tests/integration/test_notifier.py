@@ -169,6 +169,17 @@ def post_reading(stack, sn, hr, ts=None):
     assert stack.post("/upload_health_data_v2", body).status_code == 200
 
 
+def alerts_of_devices(stack, tag, n):
+    """One upload with an alert-raising reading for each of 'n' new devices;
+    returns their serials once the 'n' alerts are stored."""
+    sns = [serial(f"{tag}{i}") for i in range(n)]
+    body = {"data": [{"deviceSn": s, "heartRate": 150, "timestamp": now_ms()} for s in sns]}
+    assert stack.post("/upload_health_data_v2", body).status_code == 200
+    wait_for(lambda: stack.s.sql("SELECT count(*) FROM t_alert_info WHERE device_sn = ANY(%s)",
+                                 (sns,))[0][0] == n, timeout=10, what=f"{n} alerts")
+    return sns
+
+
 def post_sos(stack, sn):
     body = {"deviceSn": sn, "eventType": "SOS", "timestamp": now_ms()}
     assert stack.post("/upload_common_event_v2", body).status_code == 200
@@ -485,12 +496,7 @@ def test_robot_errcode_is_a_failure_and_its_rate_limit_a_retry(pipeline, receive
 
 def test_two_notifiers_deliver_each_alert_once(pipeline, receiver):
     rx = receiver(lambda req: (200, {}, b"{}", 0.05))
-    sns = [serial(f"pair{i}") for i in range(30)]
-    body = {"data": [{"deviceSn": s, "heartRate": 150, "timestamp": now_ms()} for s in sns]}
-    assert pipeline.post("/upload_health_data_v2", body).status_code == 200
-    wait_for(lambda: pipeline.s.sql("SELECT count(*) FROM t_alert_info WHERE device_sn"
-                                 " LIKE 'NT-pair%%' AND status = 'NEW'")[0][0] >= 30,
-             timeout=10, what="30 alerts")
+    sns = alerts_of_devices(pipeline, "pair", 30)
     a = start_notifier(pipeline, LJ_ALERT_WEBHOOK_URL=rx.url(), LJ_NOTIFY_BATCH=3,
                        LJ_NOTIFY_WORKERS=2)
     b = start_notifier(pipeline, LJ_ALERT_WEBHOOK_URL=rx.url(), LJ_NOTIFY_BATCH=3,
@@ -518,12 +524,7 @@ def test_another_notifiers_lease_is_respected_until_it_runs_out(pipeline, receiv
 
 def test_a_stopped_notifier_gives_back_what_it_claimed(pipeline, receiver):
     rx = receiver(lambda req: (200, {}, b"{}", 0.5))
-    sns = [serial(f"give{i}") for i in range(8)]
-    body = {"data": [{"deviceSn": s, "heartRate": 150, "timestamp": now_ms()} for s in sns]}
-    assert pipeline.post("/upload_health_data_v2", body).status_code == 200
-    wait_for(lambda: pipeline.s.sql("SELECT count(*) FROM t_alert_info WHERE device_sn"
-                                    " LIKE 'NT-give%%' AND status = 'NEW'")[0][0] == 8,
-             timeout=10, what="8 alerts")
+    sns = alerts_of_devices(pipeline, "give", 8)
     first = start_notifier(pipeline, LJ_ALERT_WEBHOOK_URL=rx.url(), LJ_NOTIFY_BATCH=8)
     wait_for(lambda: any(rx.of(s) for s in sns), timeout=10, what="a first delivery")
     assert first.stop() == 0                # SIGTERM: the alert in hand, then exit
