@@ -10,6 +10,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -19,7 +20,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import requests
 
-from conftest import TOP, free_port, wait_for
+from conftest import TOP, wait_for
 
 ROBOT_OK = (200, {}, b'{"errcode":0,"errmsg":"ok"}', 0)
 
@@ -38,7 +39,11 @@ class Receiver:
     recorded with the time its answer was sent."""
 
     def __init__(self, script=None):
-        self.port = free_port()
+        # Bound, not listening, until up(): connections are refused, and no
+        # other process (nor a connect's own ephemeral port) can take it.
+        self.hold = socket.socket()
+        self.hold.bind(("127.0.0.1", 0))
+        self.port = self.hold.getsockname()[1]
         self.script = script or (lambda req: (200, {}, b'{"ok":true}', 0))
         self.requests = []
         self.lock = threading.Lock()
@@ -81,12 +86,14 @@ class Receiver:
                     pass        # the notifier gave up waiting (a timeout test)
 
         ThreadingHTTPServer.allow_reuse_address = True
+        self.hold.close()
         self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         self.server.daemon_threads = True
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         return self
 
     def down(self):
+        self.hold.close()
         if self.server:
             self.server.shutdown()
             self.server.server_close()
