@@ -18,6 +18,7 @@ COMMON_SRC   := $(wildcard common/*.c)
 PRODUCER_SRC := $(wildcard producer/*.c)
 CONSUMER_SRC := $(wildcard consumer/*.c)
 IMPORT_SRC   := $(wildcard import/*.c)
+NOTIFIER_SRC := $(wildcard notifier/*.c)
 UNIT_SRC     := $(wildcard tests/unit/test_*.c)
 
 REL  := build
@@ -28,8 +29,9 @@ objs = $(patsubst %.c,$(1)/%.o,$(2))
 PRODUCER := ljwx-producer
 CONSUMER := ljwx-consumer
 IMPORT   := ljwx-import
-BINS_REL  := $(REL)/$(PRODUCER) $(REL)/$(CONSUMER) $(REL)/$(IMPORT)
-BINS_ASAN := $(ASAN)/$(PRODUCER) $(ASAN)/$(CONSUMER) $(ASAN)/$(IMPORT)
+NOTIFIER := ljwx-notifier
+BINS_REL  := $(REL)/$(PRODUCER) $(REL)/$(CONSUMER) $(REL)/$(IMPORT) $(REL)/$(NOTIFIER)
+BINS_ASAN := $(ASAN)/$(PRODUCER) $(ASAN)/$(CONSUMER) $(ASAN)/$(IMPORT) $(ASAN)/$(NOTIFIER)
 UNIT_BINS := $(patsubst tests/unit/%.c,$(ASAN)/tests/%,$(UNIT_SRC))
 # Small programs the integration tests drive (tests/tools/*.c, ASan build).
 TOOLS_SRC := $(wildcard tests/tools/*.c)
@@ -132,6 +134,20 @@ $(REL)/$(IMPORT): $(call objs,$(REL),$(IMPORT_SRC) $(COMMON_SRC))
 	@echo "  LD      $@"
 	@$(CC) $^ -o $@ $(PKG_LIBS)
 
+# Only the notifier links libcurl (its HTTP(S) deliveries).
+CURL_CFLAGS := $(shell pkg-config --cflags libcurl 2>/dev/null)
+CURL_LIBS   := $(shell pkg-config --libs libcurl 2>/dev/null)
+$(REL)/notifier/%.o: CFLAGS_REL += $(CURL_CFLAGS)
+$(ASAN)/notifier/%.o: CFLAGS_ASAN += $(CURL_CFLAGS)
+
+$(REL)/$(NOTIFIER): $(call objs,$(REL),$(NOTIFIER_SRC) $(COMMON_SRC))
+	@echo "  LD      $@"
+	@$(CC) $^ -o $@ $(PKG_LIBS) $(CURL_LIBS)
+
+$(ASAN)/$(NOTIFIER): $(call objs,$(ASAN),$(NOTIFIER_SRC) $(COMMON_SRC))
+	@echo "  LD asan $@"
+	@$(CC) $(LDFLAGS_ASAN) $^ -o $@ $(PKG_LIBS) $(CURL_LIBS)
+
 $(ASAN)/$(PRODUCER): $(call objs,$(ASAN),$(PRODUCER_SRC) $(COMMON_SRC))
 	@echo "  LD asan $@"
 	@$(CC) $(LDFLAGS_ASAN) $^ -o $@ $(PKG_LIBS)
@@ -146,8 +162,8 @@ $(ASAN)/$(IMPORT): $(call objs,$(ASAN),$(IMPORT_SRC) $(COMMON_SRC))
 
 # Unit tests link the common code and the pure logic of the programs.
 UNIT_LIB_SRC := $(COMMON_SRC) producer/ratelimit.c producer/breaker.c producer/http_frame.c \
-                consumer/batchsize.c consumer/session.c import/csv.c
-$(ASAN)/tests/unit/%.o: CFLAGS_ASAN += -Iproducer -Iconsumer -Iimport
+                consumer/batchsize.c consumer/session.c import/csv.c notifier/text.c
+$(ASAN)/tests/unit/%.o: CFLAGS_ASAN += -Iproducer -Iconsumer -Iimport -Inotifier
 
 $(ASAN)/tests/tools/%: $(ASAN)/tests/tools/%.o $(call objs,$(ASAN),$(COMMON_SRC))
 	@mkdir -p $(dir $@)

@@ -25,6 +25,9 @@ typedef struct cfg_option {
     const char *help;
 } cfg_option;
 
+/* Settings every program has: the log level and PostgreSQL's. */
+#define CFG_ANY (CFG_ALL | CFG_NOTIFIER)
+
 #define OFF(f) offsetof(lj_config, f)
 #define CFG_INT(name, env, field, def, min, max, progs, help) \
     {name, env, CFG_T_INT, OFF(field), sizeof(int), def, min, max, progs, 0, help}
@@ -41,9 +44,27 @@ static const cfg_option options[] = {
     CFG_INT("addr_rate", "LJ_ADDR_RATE", addr_rate, "0", 0, 1000000, CFG_PRODUCER,
             "uploads per second per client address (429 above); 0: off (watches share "
             "carrier NAT addresses)"),
+    CFG_STR("alert_dingtalk_url", "LJ_ALERT_DINGTALK_URL", alert_dingtalk_url, "", CFG_NOTIFIER,
+            CFG_SECRET, "DingTalk group robot webhook (https://oapi.dingtalk.com/robot/send?"
+            "access_token=...); empty: no DingTalk channel"),
+    CFG_STR("alert_sms_content_type", "LJ_ALERT_SMS_CONTENT_TYPE", alert_sms_content_type,
+            "application/json", CFG_NOTIFIER, 0, "Content-Type of the SMS gateway request: "
+            "application/json (placeholders JSON-escaped) or application/x-www-form-urlencoded "
+            "(percent-encoded)"),
+    CFG_STR("alert_sms_template", "LJ_ALERT_SMS_TEMPLATE", alert_sms_template, "", CFG_NOTIFIER,
+            CFG_SECRET, "body of the SMS gateway request, with placeholders {id} {device_sn} "
+            "{user} {org} {type} {value} {level} {time} {text} (docs/alerts.md)"),
+    CFG_STR("alert_sms_url", "LJ_ALERT_SMS_URL", alert_sms_url, "", CFG_NOTIFIER, CFG_SECRET,
+            "SMS gateway URL (POST of --alert-sms-template); empty: no SMS channel"),
     CFG_INT("alert_stream_maxlen", "LJ_ALERT_STREAM_MAXLEN", alert_stream_maxlen, "100000", 100,
             1000000000, CFG_BOTH,
             "alert_stream is trimmed to about this many entries (t_alert_info keeps every alert)"),
+    CFG_STR("alert_wechat_url", "LJ_ALERT_WECHAT_URL", alert_wechat_url, "", CFG_NOTIFIER,
+            CFG_SECRET, "WeChat Work group robot webhook (https://qyapi.weixin.qq.com/cgi-bin/"
+            "webhook/send?key=...); empty: no WeChat channel"),
+    CFG_STR("alert_webhook_url", "LJ_ALERT_WEBHOOK_URL", alert_webhook_url, "", CFG_NOTIFIER,
+            CFG_SECRET, "generic JSON webhooks, comma-separated (at most 8): each gets a POST per "
+            "alert with an Idempotency-Key header; empty: none"),
     CFG_INT("batch_adaptive", "LJ_BATCH_ADAPTIVE", batch_adaptive, "1", 0, 1, CFG_CONSUMER,
             "1: each read's COUNT follows lag and commit time between --batch-min and "
             "--batch-size; 0: always --batch-size"),
@@ -117,7 +138,7 @@ static const cfg_option options[] = {
             "legacy path: uploads waiting for a writer at most; more get 503 at once"),
     CFG_INT("legacy_writers", "LJ_LEGACY_WRITERS", legacy_writers, "2", 1, 64, CFG_PRODUCER,
             "legacy path: writer threads, each with its own PostgreSQL connection"),
-    CFG_STR("log_level", "LJ_LOG_LEVEL", log_level, "info", CFG_ALL, 0,
+    CFG_STR("log_level", "LJ_LOG_LEVEL", log_level, "info", CFG_ANY, 0,
             "debug, info, warn or error"),
     CFG_INT("max_body_bytes", "LJ_MAX_BODY_BYTES", max_body_bytes, "1048576", 1, 1 << 30,
             CFG_PRODUCER, "largest request body (413 above)"),
@@ -135,6 +156,38 @@ static const cfg_option options[] = {
             1 << 30, CFG_PRODUCER,
             "a connection whose unsent answers exceed this is not read (nor its pipelined "
             "requests parsed) until they drain below it"),
+    CFG_INT("notify_backoff_max_ms", "LJ_NOTIFY_BACKOFF_MAX_MS", notify_backoff_max_ms, "300000",
+            10, 86400000, CFG_NOTIFIER, "longest wait between two attempts of a delivery"),
+    CFG_INT("notify_backoff_ms", "LJ_NOTIFY_BACKOFF_MS", notify_backoff_ms, "1000", 10, 3600000,
+            CFG_NOTIFIER, "wait before the first retry of a delivery; doubles each attempt "
+            "(a Retry-After of up to an hour is honoured when longer)"),
+    CFG_INT("notify_batch", "LJ_NOTIFY_BATCH", notify_batch, "20", 1, 1000, CFG_NOTIFIER,
+            "alerts a notifier worker claims at once"),
+    CFG_INT("notify_connect_timeout_ms", "LJ_NOTIFY_CONNECT_TIMEOUT_MS",
+            notify_connect_timeout_ms, "3000", 10, 60000, CFG_NOTIFIER,
+            "a delivery's resolve + connect (+ TLS handshake) must be done by then"),
+    CFG_INT("notify_lease_ms", "LJ_NOTIFY_LEASE_MS", notify_lease_ms, "60000", 1000,
+            86400000, CFG_NOTIFIER, "other notifiers leave a claimed alert alone this long after "
+            "its claim is renewed (before each alert; so a notifier killed holding alerts delays "
+            "them this long); must exceed channels x (timeout + connect timeout) + 10 s"),
+    CFG_INT("notify_max_age_s", "LJ_NOTIFY_MAX_AGE_S", notify_max_age_s, "86400", 60,
+            31536000, CFG_NOTIFIER, "an alert still undelivered this long after it was raised "
+            "is EXPIRED, never sent"),
+    CFG_INT("notify_max_attempts", "LJ_NOTIFY_MAX_ATTEMPTS", notify_max_attempts, "10", 1, 1000,
+            CFG_NOTIFIER, "attempts of one delivery before it is a dead letter (scripts/alerts)"),
+    CFG_INT("notify_poll_ms", "LJ_NOTIFY_POLL_MS", notify_poll_ms, "500", 10, 60000,
+            CFG_NOTIFIER, "an idle notifier worker looks for new alerts this often"),
+    CFG_INT("notify_status_port", "LJ_NOTIFY_STATUS_PORT", notify_status_port, "9120", -1,
+            65535, CFG_NOTIFIER, "the notifier's status port (/health, /metrics); 0: any free "
+            "port, -1: none"),
+    CFG_INT("notify_suppress_s", "LJ_NOTIFY_SUPPRESS_S", notify_suppress_s, "300", 0, 86400,
+            CFG_NOTIFIER, "an alert of the same device and type as one sent (or being sent) "
+            "within this many seconds of it, and no more severe, is SUPPRESSED and counted; "
+            "0: off"),
+    CFG_INT("notify_timeout_ms", "LJ_NOTIFY_TIMEOUT_MS", notify_timeout_ms, "5000", 100, 600000,
+            CFG_NOTIFIER, "whole-request bound of one delivery attempt"),
+    CFG_INT("notify_workers", "LJ_NOTIFY_WORKERS", notify_workers, "1", 1, 64, CFG_NOTIFIER,
+            "delivery threads, each with its own PostgreSQL connection"),
     CFG_INT("partition_new_months", "LJ_PARTITION_NEW_MONTHS", partition_new_months, "3", 1,
             1200, CFG_BOTH, "upload paths: monthly partitions one batch may ask to be created "
             "at most (each takes an EXCLUSIVE lock on t_user_health_data); the rest wait "
@@ -144,29 +197,29 @@ static const cfg_option options[] = {
             "the current month, this many before it and 3 after; older readings go to the "
             "default partition (ljwx-import may create any month)"),
     CFG_INT("pg_connect_timeout_s", "LJ_PG_CONNECT_TIMEOUT_S", pg_connect_timeout_s, "5", 1, 600,
-            CFG_ALL, "PostgreSQL connect_timeout in s, unless the DSN sets it"),
+            CFG_ANY, "PostgreSQL connect_timeout in s, unless the DSN sets it"),
     CFG_STR("pg_dsn", "LJ_PG_DSN", pg_dsn, "host=127.0.0.1 port=5432 dbname=ljwx user=ljwx",
-            CFG_ALL, CFG_SECRET, "libpq connection string"),
+            CFG_ANY, CFG_SECRET, "libpq connection string"),
     CFG_INT("pg_keepalives_count", "LJ_PG_KEEPALIVES_COUNT", pg_keepalives_count, "3", 1, 100,
-            CFG_ALL, "unanswered TCP keepalives before the connection is dead (unless the "
+            CFG_ANY, "unanswered TCP keepalives before the connection is dead (unless the "
             "DSN sets keepalives_count)"),
     CFG_INT("pg_keepalives_idle_s", "LJ_PG_KEEPALIVES_IDLE_S", pg_keepalives_idle_s, "30", 1,
-            86400, CFG_ALL, "idle seconds before the first TCP keepalive (unless the DSN sets "
+            86400, CFG_ANY, "idle seconds before the first TCP keepalive (unless the DSN sets "
             "keepalives_idle)"),
     CFG_INT("pg_keepalives_interval_s", "LJ_PG_KEEPALIVES_INTERVAL_S", pg_keepalives_interval_s,
-            "10", 1, 3600, CFG_ALL, "seconds between TCP keepalives (unless the DSN sets "
+            "10", 1, 3600, CFG_ANY, "seconds between TCP keepalives (unless the DSN sets "
             "keepalives_interval)"),
     CFG_INT("pg_lock_timeout_ms", "LJ_PG_LOCK_TIMEOUT_MS", pg_lock_timeout_ms, "5000", 0,
-            86400000, CFG_ALL, "server-side lock_timeout of our sessions; 0: not set (the "
+            86400000, CFG_ANY, "server-side lock_timeout of our sessions; 0: not set (the "
             "server's); a -c lock_timeout in the DSN's options wins"),
     CFG_INT("pg_reply_timeout_ms", "LJ_PG_REPLY_TIMEOUT_MS", pg_reply_timeout_ms, "15000", 100,
-            86400000, CFG_ALL, "client-side bound on each PostgreSQL call: no reply by then "
+            86400000, CFG_ANY, "client-side bound on each PostgreSQL call: no reply by then "
             "drops the connection (a hung server cannot enforce statement_timeout)"),
     CFG_INT("pg_statement_timeout_ms", "LJ_PG_STATEMENT_TIMEOUT_MS", pg_statement_timeout_ms,
-            "10000", 0, 86400000, CFG_ALL, "server-side statement_timeout of our sessions; 0: "
+            "10000", 0, 86400000, CFG_ANY, "server-side statement_timeout of our sessions; 0: "
             "not set (the server's); a -c statement_timeout in the DSN's options wins"),
     CFG_INT("pg_tcp_user_timeout_ms", "LJ_PG_TCP_USER_TIMEOUT_MS", pg_tcp_user_timeout_ms,
-            "30000", 0, 3600000, CFG_ALL, "TCP_USER_TIMEOUT of PostgreSQL connections (unsent "
+            "30000", 0, 3600000, CFG_ANY, "TCP_USER_TIMEOUT of PostgreSQL connections (unsent "
             "data unacknowledged this long: dead); 0: the kernel's; the DSN's wins"),
     CFG_INT("pool_threads", "LJ_POOL_THREADS", pool_threads, "4", 1, 128, CFG_PRODUCER,
             "threads for PostgreSQL ops work (audit, stats, trace, health)"),
@@ -207,7 +260,8 @@ static const cfg_option options[] = {
     CFG_INT("stats_cache_ms", "LJ_STATS_CACHE_MS", stats_cache_ms, "3000", 0, 600000,
             CFG_PRODUCER, "/api/stats runs at most one query at a time and answers from its last "
             "result for this long"),
-    CFG_STR("status_host", "LJ_STATUS_HOST", status_host, "127.0.0.1", CFG_CONSUMER, 0,
+    CFG_STR("status_host", "LJ_STATUS_HOST", status_host, "127.0.0.1",
+            CFG_CONSUMER | CFG_NOTIFIER, 0,
             "address of the status port (/health, /metrics)"),
     CFG_INT("status_port", "LJ_STATUS_PORT", status_port, "9101", -1, 65535, CFG_CONSUMER,
             "status port; 0: any free port, -1: none"),

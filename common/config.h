@@ -18,6 +18,7 @@
 #define CFG_PRODUCER 1u
 #define CFG_CONSUMER 2u
 #define CFG_IMPORT 4u     /* ljwx-import (scripts/import) */
+#define CFG_NOTIFIER 8u   /* ljwx-notifier (alert delivery) */
 #define CFG_BOTH (CFG_PRODUCER | CFG_CONSUMER)
 #define CFG_ALL (CFG_BOTH | CFG_IMPORT)
 
@@ -104,9 +105,28 @@ typedef struct lj_config {
     /* import */
     char import_file[512];
     int import_batch;
+    /* notifier (docs/alerts.md) */
+    char alert_webhook_url[2048];   /* comma-separated */
+    char alert_wechat_url[1024];
+    char alert_dingtalk_url[1024];
+    char alert_sms_url[1024];
+    char alert_sms_template[2048];
+    char alert_sms_content_type[64];
+    int notify_workers;
+    int notify_batch;
+    int notify_poll_ms;
+    int notify_timeout_ms;
+    int notify_connect_timeout_ms;
+    int notify_max_attempts;
+    int notify_backoff_ms;
+    int notify_backoff_max_ms;
+    int notify_lease_ms;
+    int notify_suppress_s;
+    int notify_max_age_s;
+    int notify_status_port;
 } lj_config;
 
-/* Fills 'c' for program 'prog' (CFG_PRODUCER, CFG_CONSUMER or CFG_IMPORT) from the
+/* Fills 'c' for program 'prog' (CFG_PRODUCER, CFG_CONSUMER, CFG_IMPORT or CFG_NOTIFIER) from the
  * defaults, the environment and 'argv'. Returns 0; 1 when --help was asked
  * for (the help is printed to stdout, the caller exits 0); LJ_EINVAL with a
  * message in 'err' for an unknown flag or a bad or out-of-range value. */

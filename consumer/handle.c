@@ -13,6 +13,27 @@
 #include "settle.h"
 #include "store.h"
 
+#ifdef LJ_TEST_HOOKS
+#include <signal.h>
+#include <string.h>
+
+/* Test builds only: a committed batch that raised an alert for device
+ * $LJ_TEST_KILL_AFTER_COMMIT_SN kills the consumer (SIGKILL) before the
+ * alert is published and the entries acknowledged: the window in which a
+ * crash used to lose the alert's notification. */
+static void kill_after_commit_hook(const store_stats *st)
+{
+    const char *sn = getenv("LJ_TEST_KILL_AFTER_COMMIT_SN");
+    size_t i;
+
+    for (i = 0; sn && *sn && i < st->nalerts; i++)
+        if (strcmp(st->alerts[i].device_sn, sn) == 0)
+            raise(SIGKILL);
+}
+#else
+#define kill_after_commit_hook(st) ((void)0)
+#endif
+
 /* Tells notifiers about the alerts of a committed batch. A failure here is
  * logged, not retried: the alerts are already in t_alert_info. */
 static void publish_alerts(session *s, const store_stats *st)
@@ -91,6 +112,7 @@ static int store_and_settle(session *s, batch_entry *const *e, size_t n, const c
     }
     if (rc != 0)
         return rc;
+    kill_after_commit_hook(&st);
     publish_alerts(s, &st);
     for (i = 0; i < n; i++)
         ids[i] = e[i]->id;

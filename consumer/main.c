@@ -24,6 +24,7 @@
 #include "partition.h"
 #include "pg.h"
 #include "status.h"
+#include "stopsig.h"
 #include "streams.h"
 #include "worker.h"
 
@@ -90,8 +91,9 @@ static double stat_value(const worker *w, const stat_def *d)
     return (double)atomic_load((const atomic_ullong *)(const void *)p);
 }
 
-static int render_metrics(const fleet *f, lj_buf *out)
+static int render_metrics(lj_buf *out, void *arg)
 {
+    const fleet *f = arg;
     char labels[STREAM_NAME_MAX + 64];
     size_t d;
     int i;
@@ -113,8 +115,9 @@ static int render_metrics(const fleet *f, lj_buf *out)
     return 200;
 }
 
-static int render_health(const fleet *f, lj_buf *out)
+static int render_health(lj_buf *out, void *arg)
 {
+    const fleet *f = arg;
     int redis = 1;
     int pg = 1;
     int i;
@@ -127,18 +130,6 @@ static int render_health(const fleet *f, lj_buf *out)
                   redis && pg ? "healthy" : "degraded", f->n, redis ? "true" : "false",
                   pg ? "true" : "false");
     return redis && pg ? 200 : 503;
-}
-
-static int render(const char *path, lj_buf *out, const char **type, void *arg)
-{
-    if (strcmp(path, "/metrics") == 0) {
-        *type = "text/plain; version=0.0.4";
-        return render_metrics(arg, out);
-    }
-    if (strcmp(path, "/health") == 0)
-        return render_health(arg, out);
-    lj_buf_puts(out, "{\"status\":\"error\",\"message\":\"no such endpoint\"}");
-    return 404;
 }
 
 /* Starts the workers of every stream; returns how many run. */
@@ -189,7 +180,6 @@ int main(int argc, char **argv)
     sigset_t sigs;
     char err[256];
     int total;
-    int sig;
     int rc;
     int i;
 
@@ -208,11 +198,7 @@ int main(int argc, char **argv)
                                                              : log_level_parse(cfg.log_level));
     pg_init(&cfg);  /* PostgreSQL timeouts for every worker's connection (pg.h) */
     part_window_set(cfg.partition_window_months, cfg.partition_new_months);
-    sigemptyset(&sigs);
-    sigaddset(&sigs, SIGINT);
-    sigaddset(&sigs, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &sigs, NULL);    /* inherited by every worker */
-    signal(SIGPIPE, SIG_IGN);
+    stopsig_block(&sigs);   /* inherited by every worker */
 
     total = (cfg.workers + cfg.device_workers + cfg.event_workers) * cfg.stream_shards;
     workers = calloc((size_t)total, sizeof(*workers));
@@ -224,12 +210,9 @@ int main(int argc, char **argv)
     fl.workers = workers;
     fl.n = start_workers(&cfg, &stop, workers, threads);
     if (cfg.status_port >= 0)
-        status = status_start(cfg.status_host, cfg.status_port, render, &fl);
-    if (!atomic_load(&stop)) {
-        sigwait(&sigs, &sig);
-        log_info("main", "signal %d: stopping after the batches in flight", sig);
-        atomic_store(&stop, 1);
-    }
+        status = status_start(cfg.status_host, cfg.status_port, render_metrics, render_health,
+                              &fl);
+    stopsig_wait(&sigs, &stop, "after the batches in flight");
     for (i = 0; i < fl.n; i++)
         pthread_join(threads[i], NULL);
     status_stop(status);

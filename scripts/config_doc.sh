@@ -12,7 +12,7 @@ Every setting is both an environment variable and a flag (`--name value` or
 local run. Generated from `--help` by `scripts/config_doc.sh`; a test fails
 when this page and `--help` disagree.
 HEAD
-for prog in ljwx-producer ljwx-consumer ljwx-import; do
+for prog in ljwx-producer ljwx-consumer ljwx-import ljwx-notifier; do
     printf '\n## %s\n\n```\n' "$prog"
     "$bin/$prog" --help
     printf '```\n'

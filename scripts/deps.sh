@@ -5,7 +5,7 @@ set -euo pipefail
 
 PKGS=(
     gcc make pkg-config                                     # build
-    libhiredis-dev libpq-dev libcjson-dev libuv1-dev libhttp-parser-dev
+    libhiredis-dev libpq-dev libcjson-dev libuv1-dev libhttp-parser-dev libcurl4-openssl-dev
     redis-server postgresql-15 postgresql-client-15 curl    # local stack
     libcmocka-dev python3 python3-pytest python3-requests   # tests
     python3-psycopg python3-redis clang libclang-rt-14-dev docker-compose python3-yaml

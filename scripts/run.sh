@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # `make run`: the whole pipeline on this machine, in the foreground.
 # Starts the local stack (scripts/stack.sh), one producer and one consumer,
-# prints where to send uploads, and on Ctrl-C stops everything it started.
+# and, when LJ_ALERT_WEBHOOK_URL (or another alert channel) is set, the
+# notifier (docs/alerts.md); prints where to send uploads, and on Ctrl-C
+# stops everything it started.
 # Data stays in $LJ_RUN_DIR (default .run/) for the next run.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -31,6 +33,12 @@ mkdir -p "$LJ_RUN_DIR/log"
 pids+=($!)
 "$bin/ljwx-consumer" >>"$LJ_RUN_DIR/log/consumer.log" 2>&1 &
 pids+=($!)
+notifier="not started (set LJ_ALERT_WEBHOOK_URL to deliver alerts)"
+if [ -n "${LJ_ALERT_WEBHOOK_URL:-}${LJ_ALERT_WECHAT_URL:-}${LJ_ALERT_DINGTALK_URL:-}${LJ_ALERT_SMS_URL:-}" ]; then
+    "$bin/ljwx-notifier" >>"$LJ_RUN_DIR/log/notifier.log" 2>&1 &
+    pids+=($!)
+    notifier="running: alerts go to the configured channels (docs/alerts.md)"
+fi
 
 url="http://$LJ_HTTP_HOST:$LJ_HTTP_PORT"
 for _ in $(seq 50); do curl -s -o /dev/null "$url/api/health" && break; sleep 0.1; done
@@ -41,6 +49,8 @@ ljwx-ingest is running (logs in $LJ_RUN_DIR/log/). Send an upload:
   curl -s -X POST $url/upload_health_data_v2 -d '{"data":{"deviceSn":"DEMO-001","heartRate":72,"bloodOxygen":98,"temperature":36.6}}'
 
 watch it arrive on the live dashboard: $url/dashboard
+
+alert notifier: $notifier
 
 and see it stored:
 

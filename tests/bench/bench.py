@@ -10,8 +10,9 @@ request (wrk, 50 connections), the same with every flow-control check on
 and off, 100 records per request (the old stress test's shape), 10,000
 keep-alive connections, consumer drains with 1, 2 and 4
 workers, end to end at a fixed 5,000 uploads/s (tests/bench/loadgen.c,
-open loop), and adaptive batches next to a fixed COUNT (latency at low and
-5,000/s load, rows/s at saturation). All of these on PostgreSQL with
+open loop), adaptive batches next to a fixed COUNT (latency at low and
+5,000/s load, rows/s at saturation), and the alert notifier's deliveries/s
+to a local webhook (nginx return 200). All of these on PostgreSQL with
 fsync=off, as the test harness runs it.
 
 Then, on PostgreSQL restarted durable (fsync, synchronous_commit,
@@ -314,6 +315,47 @@ def consumers(s, tmp, records):
         s.redis().flushall()
 
 
+# -- Alert delivery (issue 17) ------------------------------------------------
+
+def notifier_rate(s, tmp, nginx_port, alerts, workers, processes=1):
+    """Deliveries/s of ljwx-notifier: 'alerts' NEW alerts of distinct devices
+    (nothing suppressed) inserted at once, one webhook (nginx return 200 on
+    loopback), from the first claim to the last NOTIFIED."""
+    tag = f"B-notify-{workers}-{processes}-{time.time_ns()}"
+    s.sql("UPDATE t_alert_info SET status = 'EXPIRED' WHERE status = 'NEW'")
+    s.sql("INSERT INTO t_alert_info (device_sn, alert_type, alert_value, level, alert_time)"
+          " SELECT %s || g, 'heart_rate', 150, 'major', now() FROM generate_series(1, %s) g",
+          (tag + "-", alerts))
+    e = dict(os.environ, LJ_PG_DSN=s.dsn, LJ_LOG_LEVEL="warn", LJ_NOTIFY_STATUS_PORT="-1",
+             LJ_NOTIFY_WORKERS=str(workers), LJ_NOTIFY_POLL_MS="50",
+             LJ_ALERT_WEBHOOK_URL=f"http://127.0.0.1:{nginx_port}/hook")
+    t0 = time.monotonic()
+    procs = [subprocess.Popen([os.path.join(BIN, "ljwx-notifier")], env=e,
+                              stdout=open(os.path.join(tmp, "notifier.log"), "a"),
+                              stderr=subprocess.STDOUT) for _ in range(processes)]
+    like = tag + "-%"
+    while s.sql("SELECT count(*) FROM t_alert_info WHERE device_sn LIKE %s AND status = 'NEW'",
+                (like,))[0][0] > 0:
+        if time.monotonic() - t0 > 300:
+            break
+        time.sleep(0.05)
+    took = time.monotonic() - t0
+    for p in procs:
+        stop(p)
+    done = s.sql("SELECT count(*) FROM t_alert_info WHERE device_sn LIKE %s"
+                 " AND status = 'NOTIFIED'", (like,))[0][0]
+    note = f"{done:,}/{alerts:,} NOTIFIED, webhook = nginx return 200"
+    if done != alerts:
+        note = "ROWS CHECK FAILED: " + note
+    row(f"notifier, {processes} process(es) x {workers} worker(s)", done / took, "deliveries/s",
+        note=note)
+
+
+def notifier_workloads(s, tmp, nginx_port, alerts):
+    for workers, processes in ((1, 1), (4, 1), (2, 2)):
+        notifier_rate(s, tmp, nginx_port, alerts, workers, processes)
+
+
 # -- Durable PostgreSQL: the legacy path next to the stream path -------------
 
 def durable_pg(s):
@@ -526,7 +568,7 @@ def main():
     ap.add_argument("--quick", action="store_true", help="shorter runs, smaller backlog")
     ap.add_argument("--json", default=os.path.join(TOP, "build", "bench.json"))
     ap.add_argument("--only", help="comma list of parts: refs,producer,flowctl,connections,e2e,"
-                                   "consumers,batches (PostgreSQL fsync=off), legacy,stress "
+                                   "consumers,batches,notify (PostgreSQL fsync=off), legacy,stress "
                                    "(durable PostgreSQL, run last)")
     ap.add_argument("--stress-users", type=int, default=200)
     ap.add_argument("--stress-seconds", type=int, help="default 60, --quick 15")
@@ -544,7 +586,7 @@ def main():
         nginx_port, nginx_conf = start_nginx(tmp)
         print(f"{'workload':<48} {'value':>12} {'unit':<10} {'ratio':>7}  notes")
         parts = set((args.only or "refs,producer,flowctl,connections,e2e,consumers,batches,"
-                                  "legacy,stress").split(","))
+                                  "notify,legacy,stress").split(","))
         ng1, ng100 = references(s, seconds, nginx_port)     # every ratio needs them
         if "producer" in parts:
             producer_workloads(s, tmp, seconds, ng1, ng100)
@@ -558,6 +600,8 @@ def main():
             consumers(s, tmp, 200_000 if args.quick else 1_000_000)
         if "batches" in parts:
             batch_modes(s, tmp, 10 if args.quick else 20, 200_000 if args.quick else 1_000_000)
+        if "notify" in parts:
+            notifier_workloads(s, tmp, nginx_port, 2000 if args.quick else 10000)
         if parts & {"legacy", "stress"}:
             durable_pg(s)
         if "legacy" in parts:

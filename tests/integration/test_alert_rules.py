@@ -18,10 +18,10 @@ PROM = os.path.join(TOP, "deploy", "prometheus")
 RULES = os.path.join(PROM, "alerts.yml")
 RULES_TEST = os.path.join(PROM, "alerts_test.yml")
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"   # scripts/deps.sh: prometheus
-# The notifier does not exist yet (docs/operations.md "Alerts").
 EXPECTED = {"LjwxBacklogGrowing", "LjwxEntriesPendingTooLong", "LjwxDeadLettersRising",
             "LjwxBreakerOpen", "LjwxStreamErrorRateHigh", "LjwxProducerDown",
-            "LjwxConsumerDown", "LjwxPartitionsAheadMissing", "LjwxRedisAofGrowing"}
+            "LjwxConsumerDown", "LjwxPartitionsAheadMissing", "LjwxRedisAofGrowing",
+            "LjwxAlertDeliveryDeadLetters", "LjwxNotifierDown"}
 PARTITION_LOCK = 7262022    # consumer/upkeep.c, migration 001
 SELECTOR = re.compile(r"\b(ljwx_\w+)(?:\{([^}]*)\})?")
 MATCHER = re.compile(r'(\w+)\s*=\s*"([^"]*)"')
@@ -101,8 +101,19 @@ def test_rule_metrics_are_exported_by_the_binaries(stack):
              timeout=30, what="the producer's first INFO persistence")
     wait_for(lambda: partitions_ahead(consumer_url, stack) == 3,
              timeout=30, what="the health worker's upkeep to report 3 months ahead")
+    notifier_port = free_port()
+    stack._start("ljwx-notifier", [], stack.env(LJ_NOTIFY_STATUS_PORT=notifier_port,
+                                                LJ_ALERT_WEBHOOK_URL="http://127.0.0.1:9/x"))
+    notifier_url = f"http://127.0.0.1:{notifier_port}/metrics"
+
+    def notifier_metrics():
+        try:
+            return requests.get(notifier_url, timeout=2).text
+        except requests.ConnectionError:
+            return ""
     exported = samples(stack.get("/metrics").text) + \
-        samples(requests.get(consumer_url, timeout=5).text)
+        samples(requests.get(consumer_url, timeout=5).text) + \
+        samples(wait_for(notifier_metrics, what="the notifier's /metrics"))
     names = {n for n, _ in exported}
     used = 0
     for rule in rules():

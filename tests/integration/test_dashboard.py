@@ -233,6 +233,10 @@ def test_page_figures_change_with_uploads_and_match_the_endpoints(stack, browser
     assert alerting <= {a["device_sn"] for a in latest}
     wait_for(lambda: all(sn in by_id(browser, "alerts-body").text for sn in alerting),
              what="our alerts in the latest alerts table")
+    # The delivery panel (issue 17) answers from the same /api/stats.
+    assert isinstance(api(stack, "/api/stats")["deliveries"], list)
+    wait_for(lambda: "waiting" not in by_id(browser, "deliveries-body").text,
+             what="the alert delivery panel filled")
 
     assert by_id(browser, "ratio-current").text == "0.5"
     assert not by_id(browser, "banner-deps").is_displayed()

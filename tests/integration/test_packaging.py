@@ -21,15 +21,18 @@ def test_compose_file_is_valid_and_complete():
     cfg = yaml.safe_load(out.stdout)
     services = cfg["services"]
     assert services["producer"]["environment"]["LJ_ADMIN_TOKEN"] == "from-the-operator"
-    assert set(services) == {"redis", "postgres", "migrate", "producer", "consumer"}
+    assert set(services) == {"redis", "postgres", "migrate", "producer", "consumer", "notifier"}
     assert "--appendonly yes" in " ".join(services["redis"]["command"]) or \
         "appendonly yes" in str(services["redis"]["command"])
     assert "noeviction" in str(services["redis"]["command"])
-    for name in ("redis", "postgres", "producer", "consumer"):
+    for name in ("redis", "postgres", "producer", "consumer", "notifier"):
         assert "healthcheck" in services[name], name
     assert services["producer"]["depends_on"]["migrate"]["condition"] == \
         "service_completed_successfully"
     assert "ports" not in services["consumer"]      # scalable: no fixed host port
+    assert "ports" not in services["notifier"]
+    assert services["notifier"]["depends_on"]["migrate"]["condition"] == \
+        "service_completed_successfully"
     assert services["producer"]["ports"][0]["target"] == 8080
 
 
@@ -95,7 +98,8 @@ def test_grafana_dashboard_uses_only_metrics_we_export(stack):
 
 def test_systemd_units_run_the_installed_binaries():
     for unit, binary in (("ljwx-producer.service", "ljwx-producer"),
-                         ("ljwx-consumer@.service", "ljwx-consumer")):
+                         ("ljwx-consumer@.service", "ljwx-consumer"),
+                         ("ljwx-notifier@.service", "ljwx-notifier")):
         with open(os.path.join(TOP, "deploy", "systemd", unit)) as f:
             text = f.read()
         assert f"ExecStart=/usr/local/bin/{binary}" in text

@@ -555,6 +555,37 @@
         setFigure('active-users', fmtInt(body.active_users), body.active_users);
         setFigure('alerts-today', fmtInt(body.alerts_today), body.alerts_today);
         renderAlerts(Array.isArray(body.latest_alerts) ? body.latest_alerts : null);
+        renderDeliveries(Array.isArray(body.deliveries) ? body.deliveries : null);
+    }
+
+    /* One row per channel: its deliveries by status (t_alert_delivery). */
+    function renderDeliveries(rows) {
+        const tbody = $('deliveries-body');
+        const by = {};
+
+        if (rows === null) {
+            messageRow(tbody, 4, 'no delivery log (run migration 007 and ljwx-notifier)');
+            return;
+        }
+        if (rows.length === 0) {
+            messageRow(tbody, 4, 'no deliveries in the last 24 h');
+            return;
+        }
+        rows.forEach(function (r) {
+            const c = String(r.channel || '');
+
+            by[c] = by[c] || {DELIVERED: 0, PENDING: 0, DEAD: 0};
+            by[c][String(r.status || '')] = Number(r.n) || 0;
+        });
+        tbody.replaceChildren.apply(tbody, Object.keys(by).sort().map(function (c) {
+            const tr = document.createElement('tr');
+
+            tr.dataset.channel = c;
+            tr.append(cell(c), cell(fmtInt(by[c].DELIVERED), null, by[c].DELIVERED),
+                      cell(fmtInt(by[c].PENDING), null, by[c].PENDING),
+                      cell(fmtInt(by[c].DEAD), by[c].DEAD ? 'level-critical' : null, by[c].DEAD));
+            return tr;
+        }));
     }
 
     function renderAlerts(alerts) {

@@ -19,7 +19,8 @@ struct status_server {
     int fd;
     pthread_t thread;
     atomic_int stop;
-    status_render_fn render;
+    status_page_fn metrics;
+    status_page_fn health;
     void *arg;
 };
 
@@ -82,8 +83,14 @@ static void serve_one(status_server *s, int fd)
     if (read_path(fd, path, sizeof(path)) != 0) {
         status = 400;
         lj_buf_puts(&body, "{\"status\":\"error\",\"message\":\"GET only\"}");
+    } else if (strcmp(path, "/metrics") == 0) {
+        type = "text/plain; version=0.0.4";
+        status = s->metrics(&body, s->arg);
+    } else if (strcmp(path, "/health") == 0) {
+        status = s->health(&body, s->arg);
     } else {
-        status = s->render(path, &body, &type, s->arg);
+        status = 404;
+        lj_buf_puts(&body, "{\"status\":\"error\",\"message\":\"no such endpoint\"}");
     }
     if (lj_buf_printf(&head,
                       "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
@@ -115,7 +122,8 @@ static void *status_thread(void *arg)
     return NULL;
 }
 
-status_server *status_start(const char *host, int port, status_render_fn render, void *arg)
+status_server *status_start(const char *host, int port, status_page_fn metrics,
+                            status_page_fn health, void *arg)
 {
     status_server *s = calloc(1, sizeof(*s));
     struct sockaddr_in addr;
@@ -138,7 +146,8 @@ status_server *status_start(const char *host, int port, status_render_fn render,
         close(s->fd);
         goto fail;
     }
-    s->render = render;
+    s->metrics = metrics;
+    s->health = health;
     s->arg = arg;
     if (pthread_create(&s->thread, NULL, status_thread, s) != 0) {
         close(s->fd);
