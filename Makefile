@@ -136,7 +136,7 @@ $(ASAN)/$(IMPORT): $(call objs,$(ASAN),$(IMPORT_SRC) $(COMMON_SRC))
 
 # Unit tests link the common code and the pure logic of the programs.
 UNIT_LIB_SRC := $(COMMON_SRC) producer/ratelimit.c producer/breaker.c producer/http_frame.c \
-                consumer/batchsize.c consumer/session.c import/csv.c
+                consumer/batchsize.c consumer/session.c consumer/archive.c import/csv.c
 $(ASAN)/tests/unit/%.o: CFLAGS_ASAN += -Iproducer -Iconsumer -Iimport
 
 $(ASAN)/tests/%: $(ASAN)/tests/unit/%.o $(call objs,$(ASAN),$(UNIT_LIB_SRC))

@@ -200,8 +200,8 @@ static const cfg_option options[] = {
             "folder (COPY text, fsynced, its SHA-256 audited); a failed archive drops nothing; "
             "empty: no archive"),
     CFG_INT("retention_months", "LJ_RETENTION_MONTHS", retention_months, "0", 0, 1200,
-            CFG_CONSUMER, "health partitions whose whole month ended more than this many UTC "
-            "months before the current one are detached and dropped (hourly, audited); at "
+            CFG_CONSUMER, "the current UTC month and this many before it are kept; older "
+            "monthly health partitions are detached and dropped (hourly, audited); 0 or at "
             "least --partition-window-months; 0: keep everything"),
     CFG_INT("shutdown_timeout_ms", "LJ_SHUTDOWN_TIMEOUT_MS", shutdown_timeout_ms, "10000", 0,
             600000, CFG_PRODUCER, "on SIGTERM, requests in flight are answered for this long; "

@@ -14,7 +14,9 @@ again, so each variant starts from the same schema:
    alone, and all of them; the variants interleaved, R times, since the
    machine is shared. Reports rows/s min/median/max per variant and the
    median's cost against none.
-2. Query time: M rows over 90 days (generate_series: 2,000 devices, one
+2. The same variants, server-side: INSERT ... SELECT of 500,000 generated
+   rows (no client in the way: the index's own cost), R rounds.
+3. Query time: M rows over 90 days (generate_series: 2,000 devices, one
    batch per device and day), EXPLAIN ANALYZE of each report query, median
    of 5, without and with its index.
 """
@@ -114,14 +116,10 @@ def plan_of(s, sql):
                       if "Scan" in p[0])[:160]
 
 
-def query_time(s, rows):
-    s.sql("TRUNCATE t_user_health_data")
-    s.sql("SELECT ensure_health_months(ARRAY(SELECT d::date FROM generate_series("
-          f"'{T0}'::timestamptz, '{T0}'::timestamptz + interval '90 days', interval '1 month')"
-          " d))")
-    t = time.monotonic()
-    # Readings in time order (as they arrive), every device each step.
-    steps = rows // 2000
+def generate(s, rows, devices=2000):
+    """'rows' readings over 90 days from T0, in time order (as they arrive),
+    every device each step, one batch per device and day."""
+    steps = rows // devices
     s.sql("INSERT INTO t_user_health_data (device_sn, ts, user_id, customer_id, org_id,"
           " heart_rate, blood_oxygen, upload_method, batch_id, create_time)"
           " SELECT 'B' || lpad(d::text, 4, '0'), t, d, d % 100, d % 400, 60 + (d + k) % 60, 95,"
@@ -130,7 +128,42 @@ def query_time(s, rows):
           "        t + interval '20 seconds'"
           f" FROM generate_series(0, {steps - 1}) k,"
           f"      LATERAL (SELECT '{T0}'::timestamptz + k * (interval '90 days' / {steps})"
-          "              AS t) tt, generate_series(0, 1999) d")
+          f"              AS t) tt, generate_series(0, {devices - 1}) d")
+
+
+def sql_insert_cost(s, rows, repeat):
+    """Server-side INSERT ... SELECT of 'rows' (no client, no Redis: the
+    index's own cost, less noisy than a drain)."""
+    variants = [("none", [])] + [(n, [n]) for n in CANDIDATES] + [("all", list(CANDIDATES))]
+    secs = {name: [] for name, _ in variants}
+    for rnd in range(repeat):
+        for name, idx in variants:
+            s.sql("TRUNCATE t_user_health_data")
+            drop_candidates(s)
+            for n in idx:
+                s.sql(CANDIDATES[n])
+            t = time.monotonic()
+            generate(s, rows)
+            secs[name].append(time.monotonic() - t)
+    drop_candidates(s)
+    s.sql("TRUNCATE t_user_health_data")
+    base = statistics.median(secs["none"])
+    print(f"\nINSERT ... SELECT of {rows:,} rows, {repeat} rounds (rows/s)")
+    for name, _ in variants:
+        r = [rows / x for x in secs[name]]
+        med = rows / statistics.median(secs[name])
+        print(f"  {name:12} min {min(r):8.0f}  median {med:8.0f}  max {max(r):8.0f}"
+              f"  cost {100 * (1 - base / statistics.median(secs[name])):+5.1f}%")
+
+
+def query_time(s, rows):
+    s.sql("TRUNCATE t_user_health_data")
+    s.sql("SELECT ensure_health_months(ARRAY(SELECT d::date FROM generate_series("
+          f"'{T0}'::timestamptz, '{T0}'::timestamptz + interval '90 days', interval '1 month')"
+          " d))")
+    t = time.monotonic()
+    # Readings in time order (as they arrive), every device each step.
+    generate(s, rows)
     s.sql("VACUUM ANALYZE t_user_health_data")
     print(f"\n{rows:,} rows generated in {time.monotonic() - t:.0f} s")
     print("query time, EXPLAIN ANALYZE, ms (min / median / max of 5)")
@@ -164,6 +197,8 @@ def main():
     ap.add_argument("--rows", type=int, default=2_000_000)
     ap.add_argument("--skip-drain", action="store_true")
     ap.add_argument("--skip-query", action="store_true")
+    ap.add_argument("--insert-rows", type=int, default=500_000,
+                    help="rows of the server-side INSERT cost (0: skip)")
     args = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="ljwx-bench-idx-")
     s = Servers(tmp)
@@ -176,6 +211,8 @@ def main():
         bind_devices(s)
         if not args.skip_drain:
             insert_cost(s, tmp, args.records, args.repeat)
+        if args.insert_rows:
+            sql_insert_cost(s, args.insert_rows, args.repeat)
         if not args.skip_query:
             query_time(s, args.rows)
     finally:
