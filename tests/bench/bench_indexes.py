@@ -78,8 +78,13 @@ def bind_devices(s):
           " SELECT id, id % 400, customer_id FROM sys_user")
 
 
-def insert_cost(s, tmp, records, repeat):
-    variants = [("none", [])] + [(n, [n]) for n in CANDIDATES] + [("all", list(CANDIDATES))]
+def variants_of(only):
+    v = [("none", [])] + [(n, [n]) for n in CANDIDATES] + [("all", list(CANDIDATES))]
+    return [x for x in v if not only or x[0] in only.split(",")]
+
+
+def insert_cost(s, tmp, records, repeat, only):
+    variants = variants_of(only)
     rates = {name: [] for name, _ in variants}
     rows = bench_consumer.make_records(records)
     for rnd in range(repeat):
@@ -131,10 +136,10 @@ def generate(s, rows, devices=2000):
           f"              AS t) tt, generate_series(0, {devices - 1}) d")
 
 
-def sql_insert_cost(s, rows, repeat):
+def sql_insert_cost(s, rows, repeat, only):
     """Server-side INSERT ... SELECT of 'rows' (no client, no Redis: the
     index's own cost, less noisy than a drain)."""
-    variants = [("none", [])] + [(n, [n]) for n in CANDIDATES] + [("all", list(CANDIDATES))]
+    variants = variants_of(only)
     secs = {name: [] for name, _ in variants}
     for rnd in range(repeat):
         for name, idx in variants:
@@ -196,6 +201,8 @@ def main():
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--rows", type=int, default=2_000_000)
     ap.add_argument("--skip-drain", action="store_true")
+    ap.add_argument("--variants", default="",
+                    help="comma list of none,customer_ts,org_ts,batch_id,all (default: all five)")
     ap.add_argument("--skip-query", action="store_true")
     ap.add_argument("--insert-rows", type=int, default=500_000,
                     help="rows of the server-side INSERT cost (0: skip)")
@@ -210,9 +217,9 @@ def main():
         drop_candidates(s)
         bind_devices(s)
         if not args.skip_drain:
-            insert_cost(s, tmp, args.records, args.repeat)
+            insert_cost(s, tmp, args.records, args.repeat, args.variants)
         if args.insert_rows:
-            sql_insert_cost(s, args.insert_rows, args.repeat)
+            sql_insert_cost(s, args.insert_rows, args.repeat, args.variants)
         if not args.skip_query:
             query_time(s, args.rows)
     finally:
