@@ -35,7 +35,7 @@ import bench_consumer  # noqa: E402
 
 BINARY = os.path.join(TOP, "build", "ljwx-consumer")
 
-# name -> its CREATE INDEX (as migration 008 has it).
+# name -> its CREATE INDEX (as migrations/010_report_indexes.sql has it).
 CANDIDATES = {
     "customer_ts": "CREATE INDEX t_user_health_data_customer_ts_idx"
                    " ON t_user_health_data (customer_id, ts)",
@@ -191,7 +191,7 @@ def query_time(s, rows):
     size = s.sql("SELECT pg_size_pretty(sum(pg_relation_size(indexrelid))) FROM pg_index"
                  " WHERE indrelid IN (SELECT inhrelid FROM pg_inherits"
                  " WHERE inhparent = 't_user_health_data'::regclass)"
-                 " AND indexrelid::regclass::text ~ '(customer_ts|org_ts|batch_id)_idx'")
+                 " AND indexrelid::regclass::text ~ '(customer_id_ts|org_id_ts|batch_id)_idx'")
     print(f"  size of the three indexes on {rows:,} rows: {size[0][0]}")
 
 
