@@ -96,7 +96,7 @@ BEGIN
     SELECT c.range_from, c.range_to INTO lo, hi
       FROM health_retention_candidates(keep_months) c WHERE c.part = lock_health_partition.part;
     IF NOT FOUND THEN
-        RAISE EXCEPTION 'lock_health_partition: % is not a health partition older than % months',
+        RAISE EXCEPTION 'retention: % is not a health partition older than % months',
             part, keep_months USING ERRCODE = 'invalid_parameter_value';
     END IF;
     EXECUTE format('LOCK TABLE %I IN SHARE MODE', part);
@@ -146,14 +146,10 @@ BEGIN
         RAISE EXCEPTION 'drop_health_partition: bad archive description'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    SELECT c.range_from, c.range_to INTO lo, hi
-      FROM health_retention_candidates(keep_months) c WHERE c.part = drop_health_partition.part;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'drop_health_partition: % is not a health partition older than % months',
-            part, keep_months USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-
-    EXECUTE format('LOCK TABLE %I IN SHARE MODE', part);
+    -- A candidate (else 22023), locked against writes (SHARE; held already
+    -- when the caller archived it).
+    SELECT l.range_from::timestamptz, l.range_to::timestamptz INTO lo, hi
+      FROM lock_health_partition(part, keep_months) l;
     EXECUTE format('SELECT count(*) FROM %I', part) INTO n;
     IF archived_rows IS NOT NULL AND n <> archived_rows THEN
         RAISE EXCEPTION 'drop_health_partition: % holds % rows, the archive % (not dropped)',

@@ -89,6 +89,15 @@ def drain(servers, records, workers, binary, tmp, batch_ids=False, **extra_env):
     return len(records) / elapsed
 
 
+def start_servers(servers):
+    """Redis and PostgreSQL of 'servers' started, the schema migrated (the
+    caller stops them)."""
+    servers.start_redis()
+    servers.start_pg()
+    servers.create_db()
+    servers.migrate()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--records", type=int, default=200_000)
@@ -98,10 +107,7 @@ def main():
     tmp = tempfile.mkdtemp(prefix="ljwx-bench-")
     servers = Servers(tmp)
     try:
-        servers.start_redis()
-        servers.start_pg()
-        servers.create_db()
-        servers.migrate()
+        start_servers(servers)
         records = make_records(args.records)
         copy_rate = copy_reference(servers, records, tmp)
         print(f"psql \\copy          {args.records:>9} rows  {copy_rate:>10.0f} rows/s  1.00x")

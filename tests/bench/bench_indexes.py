@@ -210,10 +210,7 @@ def main():
     tmp = tempfile.mkdtemp(prefix="ljwx-bench-idx-")
     s = Servers(tmp)
     try:
-        s.start_redis()
-        s.start_pg()
-        s.create_db()
-        s.migrate()
+        bench_consumer.start_servers(s)
         drop_candidates(s)
         bind_devices(s)
         if not args.skip_drain:
