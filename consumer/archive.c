@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -48,11 +49,19 @@ static int fail(archive_file *a, const char *what, const char *path)
 
 int archive_open(archive_file *a, const char *dir, const char *name)
 {
+    char *abs;
+
     memset(a, 0, sizeof(*a));
     a->fd = -1;
-    a->dir = dir;
-    if (strchr(name, '/') ||
-        snprintf(a->path, sizeof(a->path), "%s/%s", dir, name) >= (int)sizeof(a->path) ||
+    if ((abs = realpath(dir, NULL)) == NULL) {
+        log_error("archive", "cannot resolve folder %s: %s", dir, strerror(errno));
+        return LJ_EIO;
+    }
+    if (snprintf(a->dir, sizeof(a->dir), "%s", abs) >= (int)sizeof(a->dir))
+        a->dir[0] = '\0';
+    free(abs);
+    if (!a->dir[0] || strchr(name, '/') ||
+        snprintf(a->path, sizeof(a->path), "%s/%s", a->dir, name) >= (int)sizeof(a->path) ||
         snprintf(a->partial, sizeof(a->partial), "%s.partial", a->path) >=
             (int)sizeof(a->partial) ||
         snprintf(a->sum_path, sizeof(a->sum_path), "%s.sha256", a->path) >=

@@ -31,15 +31,16 @@ typedef struct archive_file {
     char partial[ARCHIVE_PATH_MAX];
     char path[ARCHIVE_PATH_MAX];        /* DIR/NAME */
     char sum_path[ARCHIVE_PATH_MAX];    /* DIR/NAME.sha256 */
-    const char *dir;                    /* borrowed */
+    char dir[ARCHIVE_PATH_MAX];         /* DIR, made absolute */
     sha256_ctx sha;
     long long bytes;
     char sha256[SHA256_HEX_LEN + 1];    /* set by archive_finish() */
 } archive_file;
 
-/* Creates DIR/NAME.partial ('name': no '/'; DIR must exist). 0; LJ_EINVAL
- * when the paths do not fit or 'name' has a '/'; LJ_EIO when the file
- * cannot be created (not writable, exists, ...). */
+/* Creates DIR/NAME.partial ('name': no '/'; DIR must exist and is made
+ * absolute, so 'a'->path names the file from anywhere). 0; LJ_EINVAL when
+ * the paths do not fit or 'name' has a '/'; LJ_EIO when DIR cannot be
+ * resolved or the file cannot be created (not writable, exists, ...). */
 int archive_open(archive_file *a, const char *dir, const char *name);
 
 /* Appends 'len' bytes. 0, or LJ_EIO (the partial file is removed). 'arg'

@@ -176,9 +176,15 @@ static int drop_one(PGconn *pg, int keep_months, const char *dir)
         goto rollback;
     }
     if ((rc = pg_exec(pg, "COMMIT")) != 0) {
-        /* Unknown outcome: the archive stays (it may describe a drop). */
-        log_error("retention", "commit of the drop of %s failed; archive kept: %s", v.part,
-                  archived ? a.path : "none");
+        if (PQstatus(pg) == CONNECTION_OK) {
+            /* The server answered: rolled back, the partition is there. */
+            log_error("retention", "commit of the drop of %s failed: nothing dropped", v.part);
+            archive_discard(&a);
+        } else {
+            /* No answer: the drop may have committed; its archive stays. */
+            log_error("retention", "commit of the drop of %s: outcome unknown, archive kept: %s",
+                      v.part, archived ? a.path : "none");
+        }
         return rc;
     }
     log_info("retention", "dropped partition=%s rows=%lld keep_months=%d archive=%s sha256=%s",

@@ -17,9 +17,10 @@
  *     COMMIT
  *
  * A transaction-level lock only (no session state: works through a
- * transaction-pooling PgBouncer). A failed archive or drop rolls back (the
- * partition stays, the archive file is removed) and ends the call; the next
- * upkeep tries again. The default partition is never dropped (rows of old
+ * transaction-pooling PgBouncer). A failed archive, drop or COMMIT rolls
+ * back (the partition stays, the archive file is removed) and ends the
+ * call; the next upkeep tries again. Only a COMMIT left unanswered (the
+ * connection lost: it may have committed) keeps its archive file. The default partition is never dropped (rows of old
  * months in it stay: docs/operations.md, "Retention"). Blocking; the
  * worker's own connection, no transaction open.
  */

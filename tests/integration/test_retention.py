@@ -17,7 +17,7 @@ import uuid
 import psycopg
 import pytest
 import requests
-from conftest import IS_ROOT, TOP, free_port, wait_for
+from conftest import BIN, IS_ROOT, TOP, Proc, free_port, wait_for
 
 UTC = datetime.timezone.utc
 
@@ -66,12 +66,16 @@ class Db:
             " WHERE i.inhparent = 't_user_health_data'::regclass")}
 
     def add_months(self, *ks, rows=3):
-        """Partitions of months k back, 'rows' readings in each."""
+        """Partitions of months k back, 'rows' readings in each (a minute
+        apart from the 2nd of the month)."""
         self.sql("SELECT ensure_health_months(%s::date[])", ([month(k) for k in ks],))
-        for k in ks:
-            for i in range(rows):
+        with psycopg.connect(self.dsn, autocommit=True) as c:
+            for k in ks:
                 start = datetime.datetime.combine(month(k), datetime.time(), UTC)
-                self.add_row(f"RET{k:03d}-{i}", start + datetime.timedelta(days=1, hours=i))
+                c.execute("INSERT INTO t_user_health_data (device_sn, ts, heart_rate,"
+                          " upload_method) SELECT 'RET' || lpad(%s::text, 3, '0') || '-' || i,"
+                          " %s + make_interval(days => 1, mins => i), 70, 'optimized'"
+                          " FROM generate_series(0, %s - 1) i", (k, start, rows))
 
     def add_row(self, sn, ts):
         self.sql("INSERT INTO t_user_health_data (device_sn, ts, heart_rate, upload_method)"
@@ -217,6 +221,55 @@ def test_unwritable_archive_dir_drops_nothing(stack, db, tmp_path):
     assert "nothing dropped" in out
     if not IS_ROOT:
         assert os.listdir(archive) == []
+
+
+def test_archive_cut_short_by_a_full_disk_drops_nothing(stack, db, tmp_path):
+    """A write that fails halfway (the file size limit standing in for a full
+    disk): the partial file is removed, the partition stays."""
+    db.add_months(4, rows=3000)
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    port = free_port()
+    env = stack.env(LJ_PG_DSN=db.dsn, LJ_STATUS_PORT=port, LJ_DEVICE_WORKERS=0,
+                    LJ_EVENT_WORKERS=0, LJ_LOG_LEVEL="info")
+    # ulimit -f is in 512-byte blocks: 100 KiB, a third of the archive. An
+    # ignored SIGXFSZ stays ignored across exec: write() fails with EFBIG.
+    argv = ["sh", "-c", "ulimit -f 200; trap '' XFSZ; exec \"$0\" \"$@\"",
+            os.path.join(BIN, "ljwx-consumer"), "--partition-window-months", "1",
+            "--retention-months", "2", "--retention-archive-dir", str(archive)]
+    proc = Proc("ljwx-consumer", argv, env, str(tmp_path / "consumer-fsize.log"))
+    stack.procs.append(proc)
+    wait_for(lambda: upkeep_done(port), timeout=20, what="the consumer's first upkeep")
+    assert part(4) in db.partitions()
+    assert db.audit() == []
+    assert os.listdir(archive) == []
+    assert total(metrics(port), "ljwx_consumer_retention_failures_total") >= 1
+    out = proc.output()
+    assert "cannot write" in out and "File too large" in out
+    assert f"archive of {part(4)} to {archive} failed" in out
+
+
+@pytest.mark.parametrize("when", ["IMMEDIATE", "DEFERRED"])
+def test_failed_drop_or_commit_removes_the_archive(stack, db, tmp_path, when):
+    """The archive is written, then the drop's transaction fails (in the
+    audit insert, or at COMMIT): nothing dropped, the archive removed."""
+    db.add_months(3)
+    db.sql("CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$"
+           " BEGIN RAISE EXCEPTION 'refused by test'; END $$")
+    db.sql("CREATE CONSTRAINT TRIGGER refuse AFTER INSERT ON t_partition_retention_audit"
+           f" DEFERRABLE INITIALLY {when} FOR EACH ROW EXECUTE FUNCTION refuse()")
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    proc, port = start(stack, db, "--retention-months", "2", "--retention-archive-dir",
+                       str(archive))
+    assert part(3) in db.partitions()
+    assert db.sql("SELECT count(*) FROM t_user_health_data WHERE device_sn LIKE 'RET003-%'") \
+        == [(3,)]
+    assert db.sql("SELECT count(*) FROM t_partition_retention_audit") == [(0,)]
+    assert os.listdir(archive) == []
+    assert total(metrics(port), "ljwx_consumer_retention_failures_total") >= 1
+    if when == "DEFERRED":
+        assert f"commit of the drop of {part(3)} failed: nothing dropped" in proc.output()
 
 
 def test_two_consumers_drop_each_partition_once(stack, db, tmp_path):
