@@ -19,10 +19,8 @@
 #define BOUND_RE "^[0-9]{4}-[0-9]{2}-[0-9]{2} 00:00:00\\+00$"
 
 typedef struct victim {
-    char part[64];
-    char keep[16];
-    char lo[32];        /* archive only: the range, as lock_health_partition() gives it */
-    char hi[32];
+    char part[64];      /* the partition */
+    char keep[16];      /* keep_months, as text */
 } victim;
 
 /* Nonzero when 's' matches the extended regular expression 're'. */
@@ -38,8 +36,8 @@ static int matches(const char *re, const char *s)
     return ok;
 }
 
-/* Runs 'sql' expecting one row; copies its columns 0..n-1 into 'out'
- * (each 'outlen' bytes). 1 with a row, 0 with none, or an LJ_E* code. */
+/* Runs 'sql' expecting one row; copies its columns 0..n-1 into 'out' (32
+ * bytes each). 1 with a row, 0 with none, or an LJ_E* code (logged). */
 static int one_row(PGconn *pg, const char *sql, int nparams, const char *const *params,
                    char (*out)[32], int n)
 {
@@ -133,14 +131,56 @@ static int drop_victim(PGconn *pg, const victim *v, const archive_file *a, int a
     return 0;
 }
 
+/* In the open transaction: takes the retention lock and names the oldest
+ * partition due in 'v'->part. 1; 0 when the lock is taken elsewhere or
+ * nothing is due; or an LJ_E* code. */
+static int pick_victim(PGconn *pg, victim *v)
+{
+    const char *params[] = {v->keep};
+    char got[1][32];
+    int rc;
+
+    rc = one_row(pg, "SELECT pg_try_advisory_xact_lock(" RETENTION_LOCK ")::text", 0, NULL, got,
+                 1);
+    if (rc != 1 || strcmp(got[0], "true") != 0)
+        return rc == 1 ? 0 : rc;
+    rc = one_row(pg, "SELECT part FROM health_retention_candidates($1::integer) LIMIT 1", 1,
+                 params, got, 1);
+    if (rc != 1)
+        return rc;
+    if (!matches(PART_RE, got[0])) {
+        log_error("retention", "unexpected partition name %s: nothing dropped", got[0]);
+        return LJ_EPG;
+    }
+    snprintf(v->part, sizeof(v->part), "%s", got[0]);
+    return 1;
+}
+
+/* COMMIT of the drop of 'v'. 0, or an LJ_E* code: when the server refused,
+ * nothing was dropped and the archive 'a' is removed; when it did not
+ * answer, the drop may have committed and the archive stays. */
+static int commit_drop(PGconn *pg, const victim *v, archive_file *a, int archived)
+{
+    int rc = pg_exec(pg, "COMMIT");
+
+    if (rc == 0)
+        return 0;
+    if (PQstatus(pg) == CONNECTION_OK) {
+        log_error("retention", "commit of the drop of %s failed: nothing dropped", v->part);
+        archive_discard(a);
+    } else {
+        log_error("retention", "commit of the drop of %s: outcome unknown, archive kept: %s",
+                  v->part, archived ? a->path : "none");
+    }
+    return rc;
+}
+
 /* One partition, in its own transaction. 1 when one was dropped, 0 when
  * none is due (or another process holds the lock), else an LJ_E* code. */
 static int drop_one(PGconn *pg, int keep_months, const char *dir)
 {
     victim v;
     archive_file a;
-    char got[1][32];
-    const char *params[] = {v.keep};
     long long rows = 0;
     int archived = dir && *dir;
     int rc;
@@ -150,22 +190,8 @@ static int drop_one(PGconn *pg, int keep_months, const char *dir)
     snprintf(v.keep, sizeof(v.keep), "%d", keep_months);
     if ((rc = pg_exec(pg, "BEGIN")) != 0)
         return rc;
-    if ((rc = pg_exec(pg, RETENTION_TIMEOUT_SQL)) != 0)
+    if ((rc = pg_exec(pg, RETENTION_TIMEOUT_SQL)) != 0 || (rc = pick_victim(pg, &v)) != 1)
         goto rollback;
-    rc = one_row(pg, "SELECT pg_try_advisory_xact_lock(" RETENTION_LOCK ")::text", 0, NULL, got,
-                 1);
-    if (rc != 1 || strcmp(got[0], "true") != 0)
-        goto rollback;      /* 0: another process is at it (rc 1 -> 0 below) */
-    rc = one_row(pg, "SELECT part FROM health_retention_candidates($1::integer) LIMIT 1", 1,
-                 params, got, 1);
-    if (rc != 1)
-        goto rollback;      /* 0: nothing due */
-    if (!matches(PART_RE, got[0])) {
-        log_error("retention", "unexpected partition name %s: nothing dropped", got[0]);
-        rc = LJ_EPG;
-        goto rollback;
-    }
-    snprintf(v.part, sizeof(v.part), "%s", got[0]);
     if (archived && (rc = archive_victim(pg, &v, dir, &a, &rows)) != 0) {
         log_error("retention", "archive of %s to %s failed (%s): nothing dropped", v.part, dir,
                   lj_strerror(rc));
@@ -175,26 +201,15 @@ static int drop_one(PGconn *pg, int keep_months, const char *dir)
         archive_discard(&a);
         goto rollback;
     }
-    if ((rc = pg_exec(pg, "COMMIT")) != 0) {
-        if (PQstatus(pg) == CONNECTION_OK) {
-            /* The server answered: rolled back, the partition is there. */
-            log_error("retention", "commit of the drop of %s failed: nothing dropped", v.part);
-            archive_discard(&a);
-        } else {
-            /* No answer: the drop may have committed; its archive stays. */
-            log_error("retention", "commit of the drop of %s: outcome unknown, archive kept: %s",
-                      v.part, archived ? a.path : "none");
-        }
+    if ((rc = commit_drop(pg, &v, &a, archived)) != 0)
         return rc;
-    }
     log_info("retention", "dropped partition=%s rows=%lld keep_months=%d archive=%s sha256=%s",
-             v.part, rows, keep_months, archived ? a.path : "none",
-             archived ? a.sha256 : "-");
+             v.part, rows, keep_months, archived ? a.path : "none", archived ? a.sha256 : "-");
     return 1;
 rollback:
     if (PQstatus(pg) == CONNECTION_OK)
         pg_exec(pg, "ROLLBACK");
-    return rc == 1 ? 0 : rc;
+    return rc;
 }
 
 int retention_run(PGconn *pg, int keep_months, const char *archive_dir, int *dropped)
