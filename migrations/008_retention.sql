@@ -40,11 +40,14 @@ COMMENT ON COLUMN t_partition_retention_audit.archive_sha256 IS
 COMMENT ON COLUMN t_partition_retention_audit.dropped_by IS 'Role that called drop_health_partition().';
 COMMENT ON COLUMN t_partition_retention_audit.application IS 'Its application_name (ljwx-consumer).';
 
--- The partitions retention may drop for 'keep_months', oldest first. Reads
--- only the catalog; the bounds are parsed under TimeZone UTC (how
--- ensure_health_months() wrote them). A partition with another name or
--- bound shape (made by hand, MINVALUE/MAXVALUE) is never listed.
-CREATE OR REPLACE FUNCTION health_retention_candidates(keep_months integer)
+-- The partitions retention may drop for 'keep_months' at time 'as_of' (now;
+-- another time only to see what a later run would drop: the lock and drop
+-- functions always use now), oldest first. Reads only the catalog; the
+-- bounds are parsed under TimeZone UTC (how ensure_health_months() wrote
+-- them). A partition with another name or bound shape (made by hand,
+-- MINVALUE/MAXVALUE) is never listed.
+CREATE OR REPLACE FUNCTION health_retention_candidates(keep_months integer,
+                                                       as_of timestamptz DEFAULT now())
 RETURNS TABLE (part text, range_from timestamptz, range_to timestamptz)
 LANGUAGE plpgsql
 STABLE
@@ -54,11 +57,11 @@ AS $$
 DECLARE
     cutoff timestamptz;
 BEGIN
-    IF keep_months IS NULL OR keep_months < 1 OR keep_months > 1200 THEN
+    IF keep_months IS NULL OR keep_months < 1 OR keep_months > 1200 OR as_of IS NULL THEN
         RAISE EXCEPTION 'health_retention_candidates: keep_months must be 1..1200, not %',
             keep_months USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    cutoff := (date_trunc('month', now() AT TIME ZONE 'UTC')
+    cutoff := (date_trunc('month', as_of AT TIME ZONE 'UTC')
                - make_interval(months => keep_months)) AT TIME ZONE 'UTC';
     RETURN QUERY
     SELECT b.relname::text, b.bounds[1]::timestamptz, b.bounds[2]::timestamptz
@@ -74,8 +77,8 @@ BEGIN
      ORDER BY 2;
 END
 $$;
-COMMENT ON FUNCTION health_retention_candidates(integer) IS
-    'Monthly partitions t_user_health_data_YYYYMM (never the default) whose whole range ends on or before the first day of the UTC month keep_months (1..1200) before the current one: what retention may drop. Oldest first.';
+COMMENT ON FUNCTION health_retention_candidates(integer, timestamptz) IS
+    'Monthly partitions t_user_health_data_YYYYMM (never the default) whose whole range ends on or before the first day of the UTC month keep_months (1..1200) before the month of as_of (default now): what retention may drop. Oldest first.';
 
 -- Locks partition 'part' against writes (SHARE: readers go on) for the
 -- caller's transaction, after checking it is a candidate: taken before the
@@ -169,8 +172,8 @@ $$;
 
 DO $$
 BEGIN
-    EXECUTE format('ALTER FUNCTION health_retention_candidates(integer) SET search_path = %I, pg_temp',
-                   current_schema());
+    EXECUTE format('ALTER FUNCTION health_retention_candidates(integer, timestamptz)'
+                   ' SET search_path = %I, pg_temp', current_schema());
     EXECUTE format('ALTER FUNCTION lock_health_partition(text, integer) SET search_path = %I, pg_temp',
                    current_schema());
     EXECUTE format('ALTER FUNCTION drop_health_partition(text, integer, bigint, text, text, bigint)'

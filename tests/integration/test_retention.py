@@ -327,3 +327,25 @@ def test_drop_function_refuses_what_is_not_due(db):
     assert db.audit() == []
     assert db.sql("SELECT drop_health_partition(%s, 2)", (part(3),)) == [(3,)]
     assert part(3) not in db.partitions()
+
+
+@pytest.mark.parametrize("as_of, keep, oldest_kept", [
+    ("2027-01-15 12:00:00+00", 1, "2026-12"),       # across the new year
+    ("2027-01-01 00:00:00+00", 1, "2026-12"),       # the first instant of a month
+    ("2026-12-31 23:59:59+00", 1, "2026-11"),       # the last one
+    ("2027-01-01 07:00:00+08", 1, "2026-11"),       # still 2026-12 in UTC
+    ("2027-03-31 10:00:00+00", 13, "2026-02"),      # more than a year
+    ("2027-02-28 10:00:00+00", 2, "2026-12"),
+])
+def test_cutoff_month(db, as_of, keep, oldest_kept):
+    """The oldest month kept is the UTC month 'keep' before the month of
+    'as_of'; every older monthly partition (and only those) is a candidate."""
+    months = [datetime.date(2025, 12, 1) + datetime.timedelta(days=31 * i) for i in range(18)]
+    db.sql("SELECT ensure_health_months(%s::date[])", (months,))
+    got = [r[0][-6:] for r in db.sql(
+        "SELECT part FROM health_retention_candidates(%s, %s)", (keep, as_of))]
+    first_kept = oldest_kept.replace("-", "")
+    have = sorted(p[-6:] for p in db.partitions() if p[-6:].isdigit())
+    assert got == [m for m in have if m < first_kept]
+    assert got and got[-1] < first_kept
+    assert first_kept in have
