@@ -31,12 +31,15 @@ IMPORT   := ljwx-import
 BINS_REL  := $(REL)/$(PRODUCER) $(REL)/$(CONSUMER) $(REL)/$(IMPORT)
 BINS_ASAN := $(ASAN)/$(PRODUCER) $(ASAN)/$(CONSUMER) $(ASAN)/$(IMPORT)
 UNIT_BINS := $(patsubst tests/unit/%.c,$(ASAN)/tests/%,$(UNIT_SRC))
+# Small programs the integration tests drive (tests/tools/*.c, ASan build).
+TOOLS_SRC := $(wildcard tests/tools/*.c)
+TOOLS := $(patsubst tests/tools/%.c,$(ASAN)/tests/tools/%,$(TOOLS_SRC))
 
 FUZZ_SECONDS ?= 60
 FUZZ := build/fuzz/fuzz_request
 FUZZ_SRC := tests/fuzz/fuzz_request.c producer/http_frame.c $(COMMON_SRC)
 
-.PHONY: all asan deps run test unit integration fuzz bench bench-consumer clean
+.PHONY: all asan deps run test unit integration fuzz bench bench-consumer soak clean
 
 all: $(BINS_REL)
 
@@ -52,7 +55,7 @@ run: deps
 # Fuzzing runs before the integration tests so that pytest's summary is the
 # run's closing line.
 test: deps
-	@$(MAKE) --no-print-directory all asan $(UNIT_BINS) $(FUZZ) build/loadgen
+	@$(MAKE) --no-print-directory all asan $(UNIT_BINS) $(TOOLS) $(FUZZ) build/loadgen
 	@$(MAKE) --no-print-directory unit
 	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=30
 	@$(MAKE) --no-print-directory integration
@@ -63,7 +66,7 @@ unit: $(UNIT_BINS)
 # PYTEST_ARGS selects tests, e.g. PYTEST_ARGS="tests/integration -k rollback".
 # build/loadgen drives tests/integration/test_stress_shape.py.
 PYTEST_ARGS ?= tests/integration
-integration: $(BINS_ASAN) build/loadgen
+integration: $(BINS_ASAN) $(TOOLS) build/loadgen
 	LJ_BIN_DIR=$(CURDIR)/$(ASAN) /usr/bin/python3 -m pytest -q $(PYTEST_ARGS)
 
 # Object files are kept (not intermediate), and builds print one line a file.
@@ -95,6 +98,13 @@ build/loadgen: tests/bench/loadgen.c
 	@mkdir -p build
 	@echo "  LD      $@"
 	@$(CC) $(WARN) -D_GNU_SOURCE -O2 $< -o $@ $(PKG_CFLAGS) -luv
+
+# A long run with a fault every few minutes: RSS, descriptors, lag and
+# pending each minute (build/soak: table, JSON, plot). Not in CI.
+SOAK_MINUTES ?= 30
+soak: deps all build/loadgen
+	@scripts/bench_deps.sh
+	/usr/bin/python3 tests/bench/soak.py --minutes $(SOAK_MINUTES) $(SOAK_ARGS)
 
 # Consumer drain rate next to psql \copy, same run.
 bench-consumer: deps all
@@ -138,6 +148,11 @@ $(ASAN)/$(IMPORT): $(call objs,$(ASAN),$(IMPORT_SRC) $(COMMON_SRC))
 UNIT_LIB_SRC := $(COMMON_SRC) producer/ratelimit.c producer/breaker.c producer/http_frame.c \
                 consumer/batchsize.c consumer/session.c consumer/archive.c import/csv.c
 $(ASAN)/tests/unit/%.o: CFLAGS_ASAN += -Iproducer -Iconsumer -Iimport
+
+$(ASAN)/tests/tools/%: $(ASAN)/tests/tools/%.o $(call objs,$(ASAN),$(COMMON_SRC))
+	@mkdir -p $(dir $@)
+	@echo "  LD asan $@"
+	@$(CC) $(LDFLAGS_ASAN) $^ -o $@ $(PKG_LIBS)
 
 $(ASAN)/tests/%: $(ASAN)/tests/unit/%.o $(call objs,$(ASAN),$(UNIT_LIB_SRC))
 	@mkdir -p $(dir $@)

@@ -3,8 +3,6 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "err.h"
-#include "log.h"
 
 redisContext *rds_connect(const char *host, int port, const char *password, int connect_ms,
                           int timeout_ms, char *err, size_t errlen)
@@ -66,20 +64,4 @@ long long rds_map_int(const redisReply *m, const char *key)
     const redisReply *v = rds_map_get(m, key);
 
     return v && v->type == REDIS_REPLY_INTEGER ? v->integer : -1;
-}
-
-int rds_group_create(redisContext *c, const char *stream, const char *group)
-{
-    const char *argv[] = {"XGROUP", "CREATE", stream, group, "0", "MKSTREAM"};
-    redisReply *r = rds_command(c, 6, argv);
-    int rc = 0;
-
-    if (r == NULL)
-        return LJ_EUNAVAIL;
-    if (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "BUSYGROUP", 9) != 0) {
-        log_error("rds", "XGROUP CREATE %s %s: %s", stream, group, r->str);
-        rc = LJ_EREDIS;
-    }
-    freeReplyObject(r);
-    return rc;
 }

@@ -31,8 +31,4 @@ const redisReply *rds_map_get(const redisReply *m, const char *key);
 /* The integer value of 'key' in such a reply, or -1. */
 long long rds_map_int(const redisReply *m, const char *key);
 
-/* Creates consumer group 'group' on 'stream' at ID 0, creating the stream
- * too (MKSTREAM). An existing group is fine. 0, LJ_EREDIS or LJ_EUNAVAIL. */
-int rds_group_create(redisContext *c, const char *stream, const char *group);
-
 #endif

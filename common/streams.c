@@ -11,6 +11,31 @@ void stream_name(char *out, size_t outlen, const char *prefix, stream_kind kind)
     snprintf(out, outlen, "%s%s", prefix ? prefix : "", kind_get(kind)->stream);
 }
 
+void stream_shard_name(char *out, size_t outlen, const char *prefix, stream_kind kind,
+                       unsigned shard, unsigned nshards)
+{
+    if (nshards <= 1)
+        stream_name(out, outlen, prefix, kind);
+    else
+        snprintf(out, outlen, "%s%s:{%u}", prefix ? prefix : "", kind_get(kind)->stream, shard);
+}
+
+unsigned stream_shard_of(const char *sn, size_t n, unsigned nshards)
+{
+    uint32_t h = stream_hash(sn, n) ^ 0x9e3779b9u;
+
+    if (nshards <= 1)
+        return 0;
+    /* The murmur3 finaliser: every output bit depends on every input bit,
+     * so the shard says nothing about hash mod 10000 (the gray position). */
+    h ^= h >> 16;
+    h *= 0x85ebca6bu;
+    h ^= h >> 13;
+    h *= 0xc2b2ae35u;
+    h ^= h >> 16;
+    return (unsigned)(((uint64_t)h * nshards) >> 32);
+}
+
 void stream_group(char *out, size_t outlen, const char *prefix, stream_kind kind)
 {
     snprintf(out, outlen, "%s%s", prefix ? prefix : "", kind_get(kind)->group);

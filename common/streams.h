@@ -25,6 +25,18 @@ typedef enum stream_kind {
 void stream_name(char *out, size_t outlen, const char *prefix, stream_kind kind);
 /* Writes prefix + the consumer group of 'kind' ("health_processors"). */
 void stream_group(char *out, size_t outlen, const char *prefix, stream_kind kind);
+/* Shards (SPEC §3): with 'nshards' > 1 the stream of 'kind' is split in
+ * <prefix><name>:{k}, k in 0 .. nshards-1, the braces a Redis Cluster hash
+ * tag (the side keys of a shard share its slot); with 1, the plain name of
+ * stream_name(). Each shard has the kind's group name. */
+#define STREAM_SHARDS_MAX 256
+void stream_shard_name(char *out, size_t outlen, const char *prefix, stream_kind kind,
+                       unsigned shard, unsigned nshards);
+/* The shard of device serial 'sn' ('n' bytes) among 'nshards' (0 when
+ * 'nshards' <= 1): stable, spread evenly, and independent of the
+ * gray-release position (stream_hash(sn) mod 10000), so a shard does not
+ * hold only stream-path or only legacy-path devices. */
+unsigned stream_shard_of(const char *sn, size_t n, unsigned nshards);
 /* The "message_type" field of entries of 'kind' ("health_data"); static string. */
 const char *stream_message_type(stream_kind kind);
 /* Compares stream entry IDs "ms-seq" numerically: <0, 0 or >0. An

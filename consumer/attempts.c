@@ -23,7 +23,7 @@ static const char add_script[] =
 static int reply_rc(session *s, const redisReply *r, const char *what)
 {
     if (r == NULL) {
-        log_warn("attempts", "%s stream=%s: %s", what, s->stream, s->redis->errstr);
+        log_warn("attempts", "%s stream=%s: %s", what, s->stream, rconn_errstr(s->redis));
         return LJ_EUNAVAIL;
     }
     if (r->type == REDIS_REPLY_ERROR) {
@@ -47,7 +47,7 @@ static int with_ids(session *s, const char *const *head, size_t nhead, batch_ent
         argv[i] = head[i];
     for (i = 0; i < n; i++)
         argv[nhead + i] = e[i]->id;
-    *r = rds_command(s->redis, (int)(nhead + n), argv);
+    *r = session_command(s, (int)(nhead + n), argv);
     free(argv);
     return 0;
 }
@@ -93,7 +93,7 @@ int attempts_add(session *s, batch_entry *const *e, size_t n, int delta)
 void attempts_prune(session *s, const char *minid)
 {
     const char *scan[] = {"HSCAN", s->attempts_key, s->prune_cursor, "COUNT", PRUNE_PAGE};
-    redisReply *r = rds_command(s->redis, 5, scan);
+    redisReply *r = session_command(s, 5, scan);
     const redisReply *kv;
     size_t i;
 
@@ -110,7 +110,7 @@ void attempts_prune(session *s, const char *minid)
         if (kv->element[i]->type != REDIS_REPLY_STRING ||
             stream_id_cmp(kv->element[i]->str, minid) >= 0)
             continue;
-        if ((d = rds_command(s->redis, 3, argv)) != NULL)
+        if ((d = session_command(s, 3, argv)) != NULL)
             freeReplyObject(d);
         log_debug("attempts", "pruned stream=%s id=%s", s->stream, kv->element[i]->str);
     }

@@ -44,7 +44,7 @@ static void count_vanished(session *s, const char *const *ids, size_t n)
 
     for (i = 0; i < n; i++) {
         const char *argv[] = {"XPENDING", s->stream, s->group, ids[i], ids[i], "1"};
-        redisReply *r = rds_command(s->redis, 6, argv);
+        redisReply *r = session_command(s, 6, argv);
 
         gone += r && r->type == REDIS_REPLY_ARRAY && r->elements == 0;
         if (r)
@@ -61,7 +61,7 @@ static int take_over(session *s, const char *name)
     int moved = 0;
 
     for (;;) {
-        redisReply *p = rds_command(s->redis, 7, pargv);
+        redisReply *p = session_command(s, 7, pargv);
         const char **argv;
         long long least = 0;
         char idle[24];
@@ -93,7 +93,7 @@ static int take_over(session *s, const char *name)
         argv[4] = idle;
         for (i = 0; i < n; i++)
             argv[5 + i] = p->element[i]->element[0]->str;
-        c = rds_command(s->redis, (int)(n + 5), argv);
+        c = session_command(s, (int)(n + 5), argv);
         if (c && c->type == REDIS_REPLY_ARRAY && c->elements < n)
             count_vanished(s, argv + 5, n);
         free(argv);
@@ -141,7 +141,7 @@ static void delete_consumer(session *s, const char *name, long long min_idle_ms,
     redisReply *r;
 
     snprintf(idle, sizeof(idle), "%lld", min_idle_ms);
-    r = rds_command(s->redis, 7, argv);
+    r = session_command(s, 7, argv);
     if (r && r->type == REDIS_REPLY_INTEGER && r->integer > 0)
         log_info("claim", "removed %s consumer=%s stream=%s", why, name, s->stream);
     else if (r && r->type == REDIS_REPLY_ERROR)
@@ -153,7 +153,7 @@ static void delete_consumer(session *s, const char *name, long long min_idle_ms,
 void claim_dead_local(session *s)
 {
     const char *argv[] = {"XINFO", "CONSUMERS", s->stream, s->group};
-    redisReply *r = rds_command(s->redis, 4, argv);
+    redisReply *r = session_command(s, 4, argv);
     size_t i;
 
     if (r == NULL || r->type != REDIS_REPLY_ARRAY)
@@ -205,7 +205,7 @@ int claim_idle(session *s)
     for (round = 0; rc == 0 && round < AUTOCLAIM_ROUNDS; round++) {
         const char *argv[] = {"XAUTOCLAIM", s->stream, s->group, s->w->name, idle, cursor,
                               "COUNT", count};
-        redisReply *r = rds_command(s->redis, 8, argv);
+        redisReply *r = session_command(s, 8, argv);
         batch b;
 
         if (r == NULL)

@@ -26,7 +26,7 @@ static void publish_alerts(session *s, const store_stats *st)
 
         store_alert_argv(s->alert_stream, s->w->cfg->alert_stream_maxlen, &st->alerts[i], &t,
                          argv);
-        r = rds_command(s->redis, STORE_ALERT_ARGC, argv);
+        r = rconn_command(s->redis, s->alert_stream, STORE_ALERT_ARGC, argv);
         if (r == NULL || r->type == REDIS_REPLY_ERROR)
             log_warn("worker", "alert not published alert_id=%s device=%s", t.id,
                      st->alerts[i].device_sn);

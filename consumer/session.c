@@ -23,3 +23,8 @@ const char *session_read_id(const session *s)
 {
     return s->read.after;
 }
+
+redisReply *session_command(session *s, int argc, const char **argv)
+{
+    return rconn_command(s->redis, s->stream, argc, argv);
+}

@@ -20,6 +20,7 @@
 #include "batch.h"
 #include "batchsize.h"
 #include "enrich.h"
+#include "rconn.h"
 #include "streams.h"
 #include "worker.h"
 
@@ -31,7 +32,7 @@ typedef enum session_phase {
 typedef struct session {
     worker *w;
     stream_kind kind;
-    redisContext *redis;            /* NULL while disconnected */
+    rconn *redis;                   /* one Redis or a cluster; NULL while disconnected */
     PGconn *pg;                     /* NULL while disconnected */
     char stream[STREAM_NAME_MAX];
     char group[STREAM_NAME_MAX];
@@ -60,5 +61,10 @@ void session_set_read(session *s, session_phase phase, const char *after);
 
 /* The ID the next XREADGROUP reads from: the pending cursor, or ">". */
 const char *session_read_id(const session *s);
+
+/* Runs a command on the stream's node: every key a worker names but the
+ * alert stream is the stream or one of its side keys (streams.h), in its
+ * slot. As rconn_command(); 's'->redis must be connected. */
+redisReply *session_command(session *s, int argc, const char **argv);
 
 #endif

@@ -55,11 +55,11 @@ static int run(session *s, const char *const *head, size_t nhead, const char *co
         argv[i] = head[i];
     for (i = 0; i < ntail; i++)
         argv[nhead + i] = tail[i];
-    r = rds_command(s->redis, (int)(nhead + ntail), argv);
+    r = session_command(s, (int)(nhead + ntail), argv);
     free(argv);
 
     if (r == NULL) {
-        log_warn("settle", "settling %zu entries stream=%s: %s", n, s->stream, s->redis->errstr);
+        log_warn("settle", "settling %zu entries stream=%s: %s", n, s->stream, rconn_errstr(s->redis));
         return LJ_EUNAVAIL;
     }
     if (r->type != REDIS_REPLY_INTEGER) {
@@ -111,7 +111,7 @@ int settle_count_gone(session *s, size_t n)
     if (n == 0)
         return 0;
     snprintf(num, sizeof(num), "%zu", n);
-    if ((r = rds_command(s->redis, 4, argv)) == NULL)
+    if ((r = session_command(s, 4, argv)) == NULL)
         return LJ_EUNAVAIL;
     freeReplyObject(r);
     return 0;
@@ -122,9 +122,9 @@ int settle_count_error(session *s)
     const char *argv[] = {"HINCRBY", s->counts_key, STREAM_COUNT_ERRORS, "1"};
     redisReply *r;
 
-    if (s->redis == NULL || s->redis->err)
+    if (s->redis == NULL || rconn_broken(s->redis))
         return LJ_EUNAVAIL;
-    if ((r = rds_command(s->redis, 4, argv)) == NULL)
+    if ((r = session_command(s, 4, argv)) == NULL)
         return LJ_EUNAVAIL;
     freeReplyObject(r);
     return 0;

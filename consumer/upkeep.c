@@ -20,7 +20,7 @@
 static int oldest_pending(session *s, const char *group, char *out, size_t outlen)
 {
     const char *argv[] = {"XPENDING", s->stream, group};
-    redisReply *r = rds_command(s->redis, 3, argv);
+    redisReply *r = session_command(s, 3, argv);
     int rc = -1;
 
     if (r && r->type == REDIS_REPLY_ARRAY && r->elements >= 2 &&
@@ -38,7 +38,7 @@ static int oldest_pending(session *s, const char *group, char *out, size_t outle
 static void read_groups(session *s, char *minid, size_t len)
 {
     const char *argv[] = {"XINFO", "GROUPS", s->stream};
-    redisReply *r = rds_command(s->redis, 3, argv);
+    redisReply *r = session_command(s, 3, argv);
     size_t i;
 
     minid[0] = '\0';
@@ -84,7 +84,7 @@ static void trim(session *s)
 
     read_groups(s, minid, sizeof(minid));
     if (minid[0] && strcmp(minid, "0-0") != 0) {
-        r = rds_command(s->redis, 4, argv);
+        r = session_command(s, 4, argv);
         if (r && r->type == REDIS_REPLY_INTEGER && r->integer > 0)
             log_debug("upkeep", "trimmed stream=%s below=%s n=%lld", s->stream, minid,
                       r->integer);
@@ -92,7 +92,7 @@ static void trim(session *s)
             freeReplyObject(r);
         attempts_prune(s, minid);
     }
-    if ((r = rds_command(s->redis, 2, xlen)) != NULL) {
+    if ((r = session_command(s, 2, xlen)) != NULL) {
         if (r->type == REDIS_REPLY_INTEGER)
             atomic_store(&s->w->stats.length, r->integer);
         freeReplyObject(r);
@@ -154,7 +154,7 @@ void upkeep_run(session *s)
     claim_dead_local(s);
     if (s->pg && claim_idle(s) != 0)
         log_warn("upkeep", "claiming idle entries failed stream=%s", s->stream);
-    if (s->redis && !s->redis->err)
+    if (s->redis && !rconn_broken(s->redis))
         trim(s);
     if (kind_get(s->kind)->partitioned && s->pg && session_clock_ms() >= s->next_partitions_ms) {
         drop_old_partitions(s);

@@ -87,8 +87,7 @@ static void back_off(session *s)
 
 static void drop_redis(session *s)
 {
-    if (s->redis)
-        redisFree(s->redis);
+    rconn_close(s->redis);
     s->redis = NULL;
     atomic_store(&s->w->stats.redis_up, 0);
 }
@@ -101,19 +100,38 @@ static void drop_pg(session *s)
     atomic_store(&s->w->stats.pg_up, 0);
 }
 
+/* Creates the stream's consumer group at ID 0, and the stream too
+ * (MKSTREAM). An existing group is fine. 0 or LJ_EUNAVAIL. */
+static int create_group(session *s)
+{
+    const char *argv[] = {"XGROUP", "CREATE", s->stream, s->group, "0", "MKSTREAM"};
+    redisReply *r = session_command(s, 6, argv);
+    int rc = 0;
+
+    if (r == NULL)
+        return LJ_EUNAVAIL;
+    if (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "BUSYGROUP", 9) != 0) {
+        log_error("worker", "XGROUP CREATE %s %s: %s", s->stream, s->group, r->str);
+        rc = LJ_EUNAVAIL;
+    }
+    freeReplyObject(r);
+    return rc;
+}
+
 static int connect_redis(session *s)
 {
     const lj_config *cfg = s->w->cfg;
+    /* Command timeout above BLOCK, so a blocked read is not cut short. */
+    const rconn_opts o = {.host = cfg->redis_host, .port = cfg->redis_port,
+                          .password = cfg->redis_password, .connect_ms = cfg->redis_connect_ms,
+                          .timeout_ms = cfg->block_ms + 5000};
     char err[256];
 
-    /* Command timeout above BLOCK, so a blocked read is not cut short. */
-    s->redis = rds_connect(cfg->redis_host, cfg->redis_port, cfg->redis_password,
-                           cfg->redis_connect_ms, cfg->block_ms + 5000, err, sizeof(err));
-    if (s->redis == NULL) {
-        log_warn("worker", "redis %s:%d: %s", cfg->redis_host, cfg->redis_port, err);
+    if ((s->redis = rconn_open(&o, err, sizeof(err))) == NULL) {
+        log_warn("worker", "redis %s", err);     /* 'err' names the node */
         return LJ_EUNAVAIL;
     }
-    if (rds_group_create(s->redis, s->stream, s->group) != 0) {
+    if (create_group(s) != 0) {
         drop_redis(s);
         return LJ_EUNAVAIL;
     }
@@ -168,7 +186,7 @@ static redisReply *read_batch(session *s)
 
     snprintf(count, sizeof(count), "%d", s->count.count);
     snprintf(block, sizeof(block), "%d", s->w->cfg->block_ms);
-    return rds_command(s->redis, 11, argv);
+    return session_command(s, 11, argv);
 }
 
 /* Chooses the next read's COUNT after a batch of 'got' entries that took
@@ -194,7 +212,7 @@ static int step(session *s)
     int rc;
 
     if (r == NULL) {
-        log_warn("worker", "XREADGROUP failed: %s", s->redis->errstr);
+        log_warn("worker", "XREADGROUP failed: %s", rconn_errstr(s->redis));
         drop_redis(s);
         return LJ_EUNAVAIL;
     }
@@ -220,7 +238,7 @@ static int step(session *s)
         session_set_read(s, SESSION_READ_PENDING, "0");    /* retry from our pending */
         if (s->pg && PQstatus(s->pg) != CONNECTION_OK)
             drop_pg(s);
-        if (s->redis && s->redis->err)
+        if (s->redis && rconn_broken(s->redis))
             drop_redis(s);
         goto out;   /* a failed batch says nothing about the load: COUNT stays */
     }

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# The load tools `make bench` needs on top of scripts/deps.sh: wrk, nginx
-# (the reference server), redis-benchmark (in redis-tools). Only what is missing.
+# The load tools `make bench` and `make soak` need on top of scripts/deps.sh:
+# wrk, nginx (the reference server), redis-benchmark (in redis-tools),
+# matplotlib (the soak's plot). Only what is missing.
 set -euo pipefail
 missing=()
-for p in wrk nginx-light redis-tools; do
+for p in wrk nginx-light redis-tools python3-matplotlib; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 # nginx from another package is fine too.

@@ -7,10 +7,13 @@
  * waits in a queue, and its latency is counted from when it was due, not
  * from when it was sent.
  *
- *   loadgen PORT RATE SECONDS CONNECTIONS SERIAL_PREFIX
+ *   loadgen PORT RATE SECONDS CONNECTIONS SERIAL_PREFIX [PATH [TS_BASE]]
  *
- * Each request is a one-record upload to /upload_health_data_v2 with its own
- * (device, timestamp) key. Prints one JSON line: due, answered, ok, errors,
+ * Each request is a one-record upload to PATH (default
+ * /upload_health_data_v2; /upload_health_data is routed by the gray ratio)
+ * with its own (device, timestamp) key: request n is device
+ * PREFIX-(n mod 2000), timestamp TS_BASE + n ms (default 1700000000000), so
+ * runs with other TS_BASEs can share the devices. Prints one JSON line: due, answered, ok, errors,
  * and latency p50/p99/max in ms.
  *
  * Closed loop with think time ("think"): the old service's acceptance stress
@@ -58,6 +61,8 @@ static uint64_t start_ns;
 static uint64_t rate;
 static uint64_t duration_ns;
 static const char *prefix;
+static const char *upload_path = "/upload_health_data_v2";
+static unsigned long long ts_base = 1700000000000ULL;
 static uint64_t due_sent;       /* requests that came due so far */
 static uint64_t queued;         /* due but waiting for a connection */
 static uint64_t *queue_due;     /* due times of queued requests, FIFO */
@@ -164,10 +169,10 @@ static void send_request(conn *c, uint64_t due_ns, uint64_t seq)
     int blen = snprintf(body, sizeof(body),
                         "{\"deviceSn\":\"%s-%04llu\",\"heartRate\":70,\"timestamp\":%llu}",
                         prefix, (unsigned long long)(seq % 2000),
-                        (unsigned long long)(1700000000000ULL + seq));
+                        ts_base + (unsigned long long)seq);
     int n = snprintf(c->req, sizeof(c->req),
-                     "POST /upload_health_data_v2 HTTP/1.1\r\nHost: bench\r\n"
-                     "Content-Length: %d\r\n\r\n%s", blen, body);
+                     "POST %s HTTP/1.1\r\nHost: bench\r\n"
+                     "Content-Length: %d\r\n\r\n%s", upload_path, blen, body);
     uv_buf_t b = uv_buf_init(c->req, (unsigned)n);
 
     c->busy = 1;
@@ -624,8 +629,17 @@ static int open_main(int argc, char **argv)
     int nconn;
     int i;
 
-    if (argc != 6) {
-        fprintf(stderr, "usage: loadgen PORT RATE SECONDS CONNECTIONS SERIAL_PREFIX\n");
+    if (argc < 6 || argc > 8) {
+        fprintf(stderr, "usage: loadgen PORT RATE SECONDS CONNECTIONS SERIAL_PREFIX "
+                        "[PATH [TS_BASE]]\n");
+        return 2;
+    }
+    if (argc >= 7)
+        upload_path = argv[6];
+    if (argc == 8)
+        ts_base = strtoull(argv[7], NULL, 10);
+    if (strlen(upload_path) > 64 || upload_path[0] != '/') {
+        fprintf(stderr, "loadgen: PATH: an absolute path of at most 64 bytes\n");
         return 2;
     }
     rate = strtoull(argv[2], NULL, 10);

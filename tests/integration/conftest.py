@@ -5,6 +5,7 @@ migration runner, and the producer/consumer binaries run as real processes.
 Servers live for the whole session; each test gets its own stream prefix, so
 tests never see each other's streams, and uses its own device serials.
 """
+import json
 import os
 import re
 import shutil
@@ -24,6 +25,19 @@ TOP = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BIN = os.environ.get("LJ_BIN_DIR", os.path.join(TOP, "build", "asan"))
 PG_BIN = "/usr/lib/postgresql/15/bin"
 IS_ROOT = os.geteuid() == 0
+
+
+_KEYS = None
+
+
+def stream_keys():
+    """Every Redis key name and field, as `ljwx-consumer --print-keys` says."""
+    global _KEYS
+    if _KEYS is None:
+        out = subprocess.run([os.path.join(BIN, "ljwx-consumer"), "--print-keys"],
+                             capture_output=True, text=True, check=True, timeout=30)
+        _KEYS = json.loads(out.stdout)
+    return _KEYS
 
 
 def free_port():
@@ -270,12 +284,12 @@ class Stack:
 
     def idle_groups(self):
         """Every stream's consumer group, created as a consumer would, with
-        nobody reading: the stream system is healthy, nothing drains."""
+        nobody reading: the stream system is healthy, nothing drains. The
+        names come from the consumer's one list (common/kinds.c)."""
         r = self.s.redis()
-        for kind, group in (("health_data_stream", "health_processors"),
-                            ("device_info_stream", "device_processors"),
-                            ("common_event_stream", "event_processors")):
-            r.xgroup_create(self.stream(kind), self.prefix + group, id="$", mkstream=True)
+        for k in stream_keys()["kinds"].values():
+            r.xgroup_create(self.stream(k["stream"]), self.prefix + k["group"], id="$",
+                            mkstream=True)
 
     def stop_all(self):
         failures = []
