@@ -162,7 +162,8 @@ $(ASAN)/$(IMPORT): $(call objs,$(ASAN),$(IMPORT_SRC) $(COMMON_SRC))
 
 # Unit tests link the common code and the pure logic of the programs.
 UNIT_LIB_SRC := $(COMMON_SRC) producer/ratelimit.c producer/breaker.c producer/http_frame.c \
-                consumer/batchsize.c consumer/session.c import/csv.c notifier/text.c
+                consumer/batchsize.c consumer/session.c consumer/archive.c import/csv.c \
+                notifier/text.c
 $(ASAN)/tests/unit/%.o: CFLAGS_ASAN += -Iproducer -Iconsumer -Iimport -Inotifier
 
 $(ASAN)/tests/tools/%: $(ASAN)/tests/tools/%.o $(call objs,$(ASAN),$(COMMON_SRC))

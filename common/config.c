@@ -251,6 +251,14 @@ static const cfg_option options[] = {
             CFG_PRODUCER,
             "a connection whose unsent answers stay above --max-unsent-bytes this long is "
             "closed"),
+    CFG_STR("retention_archive_dir", "LJ_RETENTION_ARCHIVE_DIR", retention_archive_dir, "",
+            CFG_CONSUMER, 0, "retention: each partition is first copied to a file in this "
+            "folder (COPY text, fsynced, its SHA-256 audited); a failed archive drops nothing; "
+            "empty: no archive"),
+    CFG_INT("retention_months", "LJ_RETENTION_MONTHS", retention_months, "0", 0, 1200,
+            CFG_CONSUMER, "the current UTC month and this many before it are kept; older "
+            "monthly health partitions are detached and dropped (hourly, audited); 0 or at "
+            "least --partition-window-months; 0: keep everything"),
     CFG_INT("shutdown_timeout_ms", "LJ_SHUTDOWN_TIMEOUT_MS", shutdown_timeout_ms, "10000", 0,
             600000, CFG_PRODUCER, "on SIGTERM, requests in flight are answered for this long; "
             "then 503 and exit"),
@@ -490,6 +498,17 @@ static int resolve_timezone(lj_config *c, char *err, size_t errlen)
     return LJ_EINVAL;
 }
 
+/* Retention never reaches into the months the upload paths may create. */
+static int check_retention(const lj_config *c, char *err, size_t errlen)
+{
+    if (c->retention_months == 0 || c->retention_months >= c->partition_window_months)
+        return 0;
+    snprintf(err, errlen, "retention_months: %d is inside the partition window "
+                          "(--partition-window-months %d): 0 (off) or at least %d",
+             c->retention_months, c->partition_window_months, c->partition_window_months);
+    return LJ_EINVAL;
+}
+
 int cfg_load(lj_config *c, unsigned prog, int argc, char **argv, char *err, size_t errlen)
 {
     size_t i;
@@ -506,6 +525,8 @@ int cfg_load(lj_config *c, unsigned prog, int argc, char **argv, char *err, size
             return rc;
     }
     if ((rc = load_args(c, prog, argc, argv, err, errlen)) != 0)
+        return rc;
+    if ((prog & CFG_CONSUMER) && (rc = check_retention(c, err, errlen)) != 0)
         return rc;
     return (prog & CFG_PRODUCER) ? resolve_timezone(c, err, errlen) : 0;
 }

@@ -102,6 +102,8 @@ typedef struct lj_config {
     int claim_idle_ms;
     int upkeep_interval_ms;
     int stale_consumer_ms;
+    int retention_months;       /* retention (consumer/retention.h); 0: off */
+    char retention_archive_dir[512];    /* "": drop without an archive */
     /* import */
     char import_file[512];
     int import_batch;
@@ -129,7 +131,9 @@ typedef struct lj_config {
 /* Fills 'c' for program 'prog' (CFG_PRODUCER, CFG_CONSUMER, CFG_IMPORT or CFG_NOTIFIER) from the
  * defaults, the environment and 'argv'. Returns 0; 1 when --help was asked
  * for (the help is printed to stdout, the caller exits 0); LJ_EINVAL with a
- * message in 'err' for an unknown flag or a bad or out-of-range value. */
+ * message in 'err' for an unknown flag or a bad or out-of-range value, or
+ * (consumer) a --retention-months other than 0 below --partition-window-months
+ * (retention would drop months the upload paths still create). */
 int cfg_load(lj_config *c, unsigned prog, int argc, char **argv, char *err, size_t errlen);
 
 /* The producer's --timezone: given, it must be a zone cfg_timezone_known()

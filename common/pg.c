@@ -331,6 +331,12 @@ PGresult *pg_query_params(PGconn *c, const char *sql, int nparams, const char *c
     return query_within(c, sql, nparams, params, settings.reply_timeout_ms);
 }
 
+PGresult *pg_query_params_within(PGconn *c, const char *sql, int nparams,
+                                 const char *const *params, int timeout_ms)
+{
+    return query_within(c, sql, nparams, params, timeout_ms);
+}
+
 /* ------------------------------------------------------------------------
  * Commands and COPY
  * ------------------------------------------------------------------------ */
@@ -443,4 +449,47 @@ int pg_copy_in(PGconn *c, const char *copy_sql, const char *data, size_t len)
 int pg_copy_quiet(PGconn *c, const char *copy_sql, const char *data, size_t len)
 {
     return copy_in(c, copy_sql, data, len, 1);
+}
+
+/* The rows of a "COPY n" command tag. */
+static long long copied_rows(const PGresult *r)
+{
+    const char *n = PQcmdTuples((PGresult *)r);
+
+    return n && *n ? strtoll(n, NULL, 10) : 0;
+}
+
+int pg_copy_out(PGconn *c, const char *copy_sql, pg_copy_sink sink, void *arg, long long *rows)
+{
+    long long deadline;
+    PGresult *r;
+    char *data;
+    int sink_rc = 0;
+    int rc;
+    int n;
+
+    if ((rc = check_result(c, pg_query(c, copy_sql), PGRES_COPY_OUT, "copy out start")) != 0)
+        return rc;
+    for (;;) {
+        deadline = now_ms() + settings.reply_timeout_ms;
+        while ((n = PQgetCopyData(c, &data, 1)) == 0) {
+            if (wait_socket(c, POLLIN, deadline) != 0 || !PQconsumeInput(c)) {
+                give_up(c, "copy out", settings.reply_timeout_ms);
+                return LJ_EUNAVAIL;
+            }
+        }
+        if (n < 0)
+            break;      /* -1: done, the result follows; -2: an error, likewise */
+        /* After a refusal of the sink the rest is read and discarded:
+         * libpq cannot end a COPY OUT early, and the connection stays. */
+        if (sink_rc == 0)
+            sink_rc = sink(arg, data, (size_t)n);
+        PQfreemem(data);
+    }
+    r = collect_within(c, now_ms() + settings.reply_timeout_ms, "copy out",
+                       settings.reply_timeout_ms);
+    if (PQresultStatus(r) == PGRES_COMMAND_OK)
+        *rows = copied_rows(r);
+    rc = check_result(c, r, PGRES_COMMAND_OK, "copy out");
+    return rc != 0 ? rc : sink_rc;
 }

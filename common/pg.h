@@ -87,6 +87,11 @@ PGresult *pg_query(PGconn *c, const char *sql);
 PGresult *pg_query_within(PGconn *c, const char *sql, int timeout_ms);
 PGresult *pg_query_params(PGconn *c, const char *sql, int nparams, const char *const *params);
 
+/* pg_query_params() bounded by 'timeout_ms' instead of the reply timeout
+ * (for maintenance statements that may run long). */
+PGresult *pg_query_params_within(PGconn *c, const char *sql, int nparams,
+                                 const char *const *params, int timeout_ms);
+
 /* Runs one parameterless command. 0, or a failure as pg_failure() (logged). */
 int pg_exec(PGconn *c, const char *sql);
 
@@ -101,6 +106,18 @@ int pg_copy_in(PGconn *c, const char *copy_sql, const char *data, size_t len);
 /* As pg_copy_in(), but a refusal of the data (LJ_EPOISON) is logged at
  * debug level only: for callers that expect it and have a fallback. */
 int pg_copy_quiet(PGconn *c, const char *copy_sql, const char *data, size_t len);
+
+/* Receives one chunk of COPY ... TO STDOUT data ('len' bytes, borrowed).
+ * Returns 0 to go on, or an LJ_E* code to stop the copy with it. */
+typedef int (*pg_copy_sink)(void *arg, const char *data, size_t len);
+
+/* Runs 'copy_sql' ("COPY ... TO STDOUT") and hands every chunk to 'sink'.
+ * The reply timeout bounds each wait for the next chunk, not the whole copy.
+ * 0 with the rows copied in '*rows'; the server's failure as pg_exec();
+ * LJ_EUNAVAIL on a timeout (the connection dropped); the sink's first
+ * nonzero code when it refused a chunk (the rest of the data is then read
+ * and discarded: libpq cannot end a COPY OUT early; the connection stays). */
+int pg_copy_out(PGconn *c, const char *copy_sql, pg_copy_sink sink, void *arg, long long *rows);
 
 /* The code for a failed call whose result is 'r' (may be NULL):
  * LJ_EUNAVAIL when the connection is down (or was dropped on a timeout);

@@ -11,6 +11,7 @@
 #include "log.h"
 #include "pg.h"
 #include "rds.h"
+#include "retention.h"
 
 #define PARTITION_LOCK "7262022"
 #define PARTITION_EVERY_MS (3600 * 1000)
@@ -132,6 +133,20 @@ static void ensure_partitions(session *s)
     atomic_store(&s->w->stats.partitions_ahead, query_int(s->pg, MONTHS_AHEAD_SQL));
 }
 
+/* --retention-months: the old months go (before the months ahead are
+ * counted, so a reader of that gauge knows retention has run). */
+static void drop_old_partitions(session *s)
+{
+    const lj_config *cfg = s->w->cfg;
+    int dropped = 0;
+
+    if (cfg->retention_months <= 0)
+        return;
+    if (retention_run(s->pg, cfg->retention_months, cfg->retention_archive_dir, &dropped) != 0)
+        atomic_fetch_add(&s->w->stats.retention_failures, 1);
+    atomic_fetch_add(&s->w->stats.partitions_dropped, (unsigned long long)dropped);
+}
+
 void upkeep_run(session *s)
 {
     if (s->redis == NULL)
@@ -142,6 +157,7 @@ void upkeep_run(session *s)
     if (s->redis && !rconn_broken(s->redis))
         trim(s);
     if (kind_get(s->kind)->partitioned && s->pg && session_clock_ms() >= s->next_partitions_ms) {
+        drop_old_partitions(s);
         ensure_partitions(s);
         s->next_partitions_ms = session_clock_ms() + PARTITION_EVERY_MS;
     }

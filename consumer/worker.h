@@ -33,6 +33,8 @@ typedef struct worker_stats {
     atomic_ullong unbound_records;
     atomic_ullong alerts_raised;
     atomic_ullong retries;          /* batches that failed and will be read again */
+    atomic_ullong partitions_dropped;   /* by retention (retention.h) */
+    atomic_ullong retention_failures;   /* retention runs that failed (archive, drop) */
     atomic_llong lag;               /* of this worker's group, from its last upkeep; -1 unknown */
     atomic_llong pending;
     atomic_llong length;

@@ -49,23 +49,25 @@ def copy_reference(servers, records, tmp):
     return len(records) / elapsed
 
 
-def load_backlog(r, stream, records):
+def load_backlog(r, stream, records, batch_ids=False):
+    """Entries of PER_ENTRY records; with 'batch_ids' each carries a batchId
+    (as /upload_health_data_batch uploads do), else none."""
     pipe = r.pipeline(transaction=False)
     for i in range(0, len(records), PER_ENTRY):
         chunk = records[i:i + PER_ENTRY]
         pipe.xadd(stream, {"timestamp": str(int(time.time() * 1000)), "uuid": str(uuid.uuid4()),
                            "device_sn": chunk[0]["device_sn"], "message_type": "health_data",
-                           "api_version": "v2", "batch_id": "",
+                           "api_version": "v2", "batch_id": f"BATCH-{i}" if batch_ids else "",
                            "payload": json.dumps(chunk, separators=(",", ":"))})
         if len(pipe) >= 500:
             pipe.execute()
     pipe.execute()
 
 
-def drain(servers, records, workers, binary, tmp, **extra_env):
+def drain(servers, records, workers, binary, tmp, batch_ids=False, **extra_env):
     prefix = f"b{uuid.uuid4().hex[:6]}:"
     r = servers.redis()
-    load_backlog(r, prefix + "health_data_stream", records)
+    load_backlog(r, prefix + "health_data_stream", records, batch_ids)
     servers.sql("TRUNCATE t_user_health_data")
     env = dict(os.environ, LJ_REDIS_PORT=str(servers.redis_port), LJ_PG_DSN=servers.dsn,
                LJ_STREAM_PREFIX=prefix, LJ_STATUS_PORT=str(free_port()),
@@ -87,6 +89,15 @@ def drain(servers, records, workers, binary, tmp, **extra_env):
     return len(records) / elapsed
 
 
+def start_servers(servers):
+    """Redis and PostgreSQL of 'servers' started, the schema migrated (the
+    caller stops them)."""
+    servers.start_redis()
+    servers.start_pg()
+    servers.create_db()
+    servers.migrate()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--records", type=int, default=200_000)
@@ -96,10 +107,7 @@ def main():
     tmp = tempfile.mkdtemp(prefix="ljwx-bench-")
     servers = Servers(tmp)
     try:
-        servers.start_redis()
-        servers.start_pg()
-        servers.create_db()
-        servers.migrate()
+        start_servers(servers)
         records = make_records(args.records)
         copy_rate = copy_reference(servers, records, tmp)
         print(f"psql \\copy          {args.records:>9} rows  {copy_rate:>10.0f} rows/s  1.00x")

@@ -87,6 +87,35 @@ static void test_bad_values_are_refused(void **state)
     unsetenv("LJ_WORKERS");
 }
 
+static void test_retention_is_off_by_default_and_kept_out_of_the_window(void **state)
+{
+    lj_config c;
+    char err[256];
+    char *none[] = {"c"};
+    char *inside[] = {"c", "--retention-months", "12"};           /* window: 24 */
+    char *edge[] = {"c", "--retention-months", "24"};
+    char *narrow[] = {"c", "--retention-months", "2", "--partition-window-months", "1"};
+    char *negative[] = {"c", "--retention-months", "-1"};
+    char *producer[] = {"p", "--retention-months", "36"};
+
+    (void)state;
+    unsetenv("LJ_RETENTION_MONTHS");
+    unsetenv("LJ_PARTITION_WINDOW_MONTHS");
+    assert_int_equal(load(&c, CFG_CONSUMER, 1, none, err), 0);
+    assert_int_equal(c.retention_months, 0);
+    assert_string_equal(c.retention_archive_dir, "");
+    assert_int_equal(load(&c, CFG_CONSUMER, 3, inside, err), LJ_EINVAL);
+    assert_non_null(strstr(err, "retention_months"));
+    assert_non_null(strstr(err, "at least 24"));
+    assert_int_equal(load(&c, CFG_CONSUMER, 3, edge, err), 0);
+    assert_int_equal(c.retention_months, 24);
+    assert_int_equal(load(&c, CFG_CONSUMER, 5, narrow, err), 0);
+    assert_int_equal(c.retention_months, 2);
+    assert_int_equal(load(&c, CFG_CONSUMER, 3, negative, err), LJ_EINVAL);
+    /* the consumer's job only */
+    assert_int_equal(load(&c, CFG_PRODUCER, 3, producer, err), LJ_EINVAL);
+}
+
 static void test_timezone_option(void **state)
 {
     lj_config c;
@@ -222,6 +251,7 @@ int main(void)
         cmocka_unit_test(test_defaults_work_locally),
         cmocka_unit_test(test_env_overrides_default_and_flag_overrides_env),
         cmocka_unit_test(test_bad_values_are_refused),
+        cmocka_unit_test(test_retention_is_off_by_default_and_kept_out_of_the_window),
         cmocka_unit_test(test_timezone_option),
         cmocka_unit_test(test_timezone_defaults_to_the_system_zone),
         cmocka_unit_test(test_system_timezone_sources),
