@@ -13,7 +13,7 @@
  *  - reads its group's lag, pending count and the stream length for
  *    /metrics;
  *  - health workers create the coming months' partitions (one process at a
- *    time: a PostgreSQL advisory lock), hourly, and then count the months
+ *    time: a transaction-level PostgreSQL advisory lock), hourly, and then count the months
  *    ahead that have one (ljwx_consumer_partitions_ahead; -1 on failure).
  * Failures are logged and retried at the next upkeep. Worker thread only.
  */
