@@ -122,6 +122,8 @@ def test_failover_under_load_stores_every_200_once_on_the_new_primary(stack, pai
         # The recovery, by itself: no restart of ours.
         wait_for(lambda: pg_view(stack)[0] is True and pg_view(stack)[1]["state"] == "closed",
                  timeout=30, what="/api/health and the breaker to recover")
+        print(f"failover[{how}]: recovered {time.monotonic() - t_up:.1f} s after the promotion,"
+              f" {t_up - t_down:.1f} s after the primary went")
         wait_for(lambda: load.count(200, since=time.monotonic() - 0.5) > 0, timeout=10,
                  what="uploads answered 200 again")
         time.sleep(2)
