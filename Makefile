@@ -41,7 +41,7 @@ FUZZ_SECONDS ?= 60
 FUZZ := build/fuzz/fuzz_request
 FUZZ_SRC := tests/fuzz/fuzz_request.c producer/http_frame.c $(COMMON_SRC)
 
-.PHONY: all asan deps run test unit integration fuzz bench bench-consumer soak clean
+.PHONY: all asan deps run test unit integration integration-pgbouncer fuzz bench bench-consumer soak clean
 
 all: $(BINS_REL)
 
@@ -61,6 +61,7 @@ test: deps
 	@$(MAKE) --no-print-directory unit
 	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=30
 	@$(MAKE) --no-print-directory integration
+	@$(MAKE) --no-print-directory integration-pgbouncer
 
 unit: $(UNIT_BINS)
 	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
@@ -70,6 +71,15 @@ unit: $(UNIT_BINS)
 PYTEST_ARGS ?= tests/integration
 integration: $(BINS_ASAN) $(TOOLS) build/loadgen
 	LJ_BIN_DIR=$(CURDIR)/$(ASAN) /usr/bin/python3 -m pytest -q $(PYTEST_ARGS)
+
+# The store, redelivery, poison and partition tests again, every process of
+# ours connected through a real PgBouncer in pool_mode=transaction
+# (tests/integration/conftest.py: LJ_TEST_PGBOUNCER). About 100 s.
+PGBOUNCER_TESTS ?= tests/integration/test_consumer.py tests/integration/test_reliability.py \
+    tests/integration/test_compat.py tests/integration/test_retention.py
+integration-pgbouncer: $(BINS_ASAN)
+	LJ_TEST_PGBOUNCER=1 LJ_BIN_DIR=$(CURDIR)/$(ASAN) /usr/bin/python3 -m pytest -q \
+	    $(PGBOUNCER_TESTS)
 
 # Object files are kept (not intermediate), and builds print one line a file.
 .SECONDARY:

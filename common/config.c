@@ -212,6 +212,10 @@ static const cfg_option options[] = {
     CFG_INT("pg_lock_timeout_ms", "LJ_PG_LOCK_TIMEOUT_MS", pg_lock_timeout_ms, "5000", 0,
             86400000, CFG_ANY, "server-side lock_timeout of our sessions; 0: not set (the "
             "server's); a -c lock_timeout in the DSN's options wins"),
+    CFG_INT("pg_pooled", "LJ_PG_POOLED", pg_pooled, "0", 0, 1, CFG_ALL,
+            "1: the DSN names a transaction pooler (PgBouncer pool_mode=transaction), which "
+            "refuses startup 'options': statement_timeout and lock_timeout are then set with "
+            "SET LOCAL in each transaction instead (docs/operations.md, Connection pooling)"),
     CFG_INT("pg_reply_timeout_ms", "LJ_PG_REPLY_TIMEOUT_MS", pg_reply_timeout_ms, "15000", 100,
             86400000, CFG_ANY, "client-side bound on each PostgreSQL call: no reply by then "
             "drops the connection (a hung server cannot enforce statement_timeout)"),

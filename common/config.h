@@ -45,6 +45,7 @@ typedef struct lj_config {
     int partition_window_months; /* partitions the upload paths may create (partition.h) */
     int partition_new_months;
     int pg_reply_timeout_ms;
+    int pg_pooled;              /* 1: behind a transaction pooler (pg.h) */
     /* producer */
     char http_host[64];
     int http_port;

@@ -16,7 +16,7 @@
 
 /* The defaults of the configuration table (config.c), for programs (unit
  * tests) that never call pg_init(). */
-static pg_settings settings = {5, 30, 10, 3, 30000, 10000, 5000, 15000};
+static pg_settings settings = {5, 30, 10, 3, 30000, 10000, 5000, 15000, 0};
 
 /* pg_abort_waits(): a byte in this pipe makes every poll() return. */
 static int abort_fd[2] = {-1, -1};
@@ -36,6 +36,7 @@ void pg_settings_from(pg_settings *s, const lj_config *cfg)
     s->statement_timeout_ms = cfg->pg_statement_timeout_ms;
     s->lock_timeout_ms = cfg->pg_lock_timeout_ms;
     s->reply_timeout_ms = cfg->pg_reply_timeout_ms;
+    s->pooled = cfg->pg_pooled;
 }
 
 static int open_abort_pipe(void)
@@ -106,19 +107,20 @@ static const char *user_options(const PQconninfoOption *parsed)
     return getenv("PGOPTIONS");
 }
 
-/* "-c statement_timeout=.. -c lock_timeout=.. <user's>" into 'o->options'. */
+/* "-c statement_timeout=.. -c lock_timeout=.. <user's>" into 'o->options'
+ * (only the user's when pooled: pg_begin() sets ours then). */
 static int merge_options(pg_conninfo *o, const pg_settings *s, const char *user)
 {
     size_t len = 0;
     int n;
 
     o->options[0] = '\0';
-    if (s->statement_timeout_ms > 0) {
+    if (!s->pooled && s->statement_timeout_ms > 0) {
         n = snprintf(o->options, sizeof(o->options), "-c statement_timeout=%d",
                      s->statement_timeout_ms);
         len = (size_t)n;
     }
-    if (s->lock_timeout_ms > 0) {
+    if (!s->pooled && s->lock_timeout_ms > 0) {
         n = snprintf(o->options + len, sizeof(o->options) - len, "%s-c lock_timeout=%d",
                      len ? " " : "", s->lock_timeout_ms);
         len += (size_t)n;
@@ -229,8 +231,16 @@ static int wait_socket(PGconn *c, short events, long long deadline)
     }
 }
 
-/* No reply in time: drop the connection. The caller's next look at
- * PQstatus() says CONNECTION_BAD. */
+/* Drops the connection: the caller's next look at PQstatus() says
+ * CONNECTION_BAD. */
+static void drop(PGconn *c)
+{
+    if (PQsocket(c) >= 0)
+        shutdown(PQsocket(c), SHUT_RDWR);
+    PQconsumeInput(c);      /* libpq reads the EOF and marks the connection bad */
+}
+
+/* No reply in time: drop the connection. */
 static void give_up(PGconn *c, const char *what, int timeout_ms)
 {
     if (atomic_load(&aborted))
@@ -238,9 +248,7 @@ static void give_up(PGconn *c, const char *what, int timeout_ms)
     else
         log_warn("pg", "%s: no reply from postgresql within %d ms, connection dropped", what,
                  timeout_ms);
-    if (PQsocket(c) >= 0)
-        shutdown(PQsocket(c), SHUT_RDWR);
-    PQconsumeInput(c);      /* libpq reads the EOF and marks the connection bad */
+    drop(c);
 }
 
 /* Sends what libpq has queued. 0, or -1 on timeout (or a send error). */
@@ -347,6 +355,13 @@ int pg_failure(PGconn *c, const PGresult *r)
 
     if (PQstatus(c) != CONNECTION_OK)
         return LJ_EUNAVAIL;
+    if (state && strcmp(state, "25006") == 0) {
+        /* read_only_sql_transaction: a standby. Not the data's fault; drop
+         * the connection so the reconnect looks for the primary. */
+        log_warn("pg", "the server is read-only (a standby): reconnecting");
+        drop(c);
+        return LJ_EUNAVAIL;
+    }
     if (state && (strncmp(state, "22", 2) == 0 || strncmp(state, "23", 2) == 0))
         return LJ_EPOISON;
     if (state && strncmp(state, "40", 2) == 0)
@@ -364,8 +379,10 @@ static int check_result_q(PGconn *c, PGresult *r, ExecStatusType want, const cha
         const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
 
         rc = pg_failure(c, r);
+        /* the result's own text: pg_failure() may have dropped 'c' */
         log_at(quiet && rc == LJ_EPOISON ? LOG_DEBUG : LOG_ERROR, "pg",
-               "%s failed sqlstate=%s: %s", what, state ? state : "-", PQerrorMessage(c));
+               "%s failed sqlstate=%s: %s", what, state ? state : "-",
+               r ? PQresultErrorMessage(r) : PQerrorMessage(c));
     }
     PQclear(r);
     return rc;
@@ -374,6 +391,20 @@ static int check_result_q(PGconn *c, PGresult *r, ExecStatusType want, const cha
 static int check_result(PGconn *c, PGresult *r, ExecStatusType want, const char *what)
 {
     return check_result_q(c, r, want, what, 0);
+}
+
+int pg_begin(PGconn *c)
+{
+    char sql[128];
+    int n = snprintf(sql, sizeof(sql), "BEGIN");
+
+    if (settings.pooled && settings.statement_timeout_ms > 0)
+        n += snprintf(sql + n, sizeof(sql) - (size_t)n, "; SET LOCAL statement_timeout = %d",
+                      settings.statement_timeout_ms);
+    if (settings.pooled && settings.lock_timeout_ms > 0)
+        snprintf(sql + n, sizeof(sql) - (size_t)n, "; SET LOCAL lock_timeout = %d",
+                 settings.lock_timeout_ms);
+    return pg_exec(c, sql);
 }
 
 int pg_exec(PGconn *c, const char *sql)

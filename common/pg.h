@@ -38,6 +38,8 @@ typedef struct pg_settings {
     int statement_timeout_ms;   /* 0: not set by us (server or role default) */
     int lock_timeout_ms;        /* 0: not set by us */
     int reply_timeout_ms;       /* client-side bound of one helper call */
+    int pooled;                 /* 1: behind a transaction pooler (no startup
+                                 * 'options'; SET LOCAL in pg_begin()) */
 } pg_settings;
 
 /* Keyword/value arrays for PQconnectdbParams(..., expand_dbname=1), with the
@@ -64,8 +66,12 @@ void pg_init(const lj_config *cfg);
  * keepalives come before "dbname", so whatever the DSN sets wins; "options"
  * comes after it, holding "-c statement_timeout=.. -c lock_timeout=.."
  * followed by the DSN's own options (or PGOPTIONS when the DSN has none), so
- * a -c the user gave still wins. client_encoding=UTF8 and application_name
- * 'app' always win. 0, or LJ_EINVAL when 'dsn' does not parse or the merged
+ * a -c the user gave still wins. With 's'->pooled, ours are left out (a
+ * transaction pooler refuses the startup parameter; pg_begin() sets them
+ * per transaction) and only the user's own options, if any, are passed on.
+ * A multi-host DSN (host=a,b port=p,q target_session_attrs=read-write) is
+ * passed to libpq as it is: connect_timeout then bounds each host's attempt.
+ * client_encoding=UTF8 and application_name 'app' always win. 0, or LJ_EINVAL when 'dsn' does not parse or the merged
  * options do not fit ('err' says why; never the DSN's text). */
 int pg_conninfo_build(const char *dsn, const pg_settings *s, const char *app, pg_conninfo *out,
                       char *err, size_t errlen);
@@ -91,6 +97,12 @@ PGresult *pg_query_params(PGconn *c, const char *sql, int nparams, const char *c
  * (for maintenance statements that may run long). */
 PGresult *pg_query_params_within(PGconn *c, const char *sql, int nparams,
                                  const char *const *params, int timeout_ms);
+
+/* Opens a transaction: BEGIN, and with --pg-pooled also SET LOCAL
+ * statement_timeout and lock_timeout (those configured, in the same round
+ * trip), since a transaction pooler gives each transaction whatever server
+ * session is free. 0, or a failure as pg_exec(). */
+int pg_begin(PGconn *c);
 
 /* Runs one parameterless command. 0, or a failure as pg_failure() (logged). */
 int pg_exec(PGconn *c, const char *sql);
@@ -120,7 +132,11 @@ typedef int (*pg_copy_sink)(void *arg, const char *data, size_t len);
 int pg_copy_out(PGconn *c, const char *copy_sql, pg_copy_sink sink, void *arg, long long *rows);
 
 /* The code for a failed call whose result is 'r' (may be NULL):
- * LJ_EUNAVAIL when the connection is down (or was dropped on a timeout);
+ * LJ_EUNAVAIL when the connection is down (or was dropped on a timeout), or
+ * when the server is a read-only standby (SQLSTATE 25006: the primary was
+ * demoted, or a failover is under way): that connection is dropped here, so
+ * the caller's usual reconnect (PQstatus() is CONNECTION_BAD) finds the
+ * read-write host of a multi-host DSN;
  * LJ_EPOISON when the server refused the data itself (SQLSTATE class 22,
  * data exception, or 23, integrity violation), which no retry will change;
  * LJ_ECONFLICT when it aborted the transaction as a conflict (SQLSTATE

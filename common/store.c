@@ -13,11 +13,13 @@
 #include "pg.h"
 #include "report.h"
 
-/* Session-local and emptied by every COMMIT or ROLLBACK, so a failed batch
- * leaves nothing behind for the next one. 'ord' (not COPYed: filled in
- * input order) tells which item a staged row came from. */
+/* Created inside the transaction that uses it and dropped by its COMMIT
+ * (or undone by its ROLLBACK): no session state, so a transaction pooler
+ * may give every transaction another server session, and a failed batch
+ * leaves nothing behind. 'ord' (not COPYed: filled in input order) tells
+ * which item a staged row came from. */
 static const char create_staging_sql[] =
-    "CREATE TEMP TABLE IF NOT EXISTS health_staging ("
+    "CREATE TEMP TABLE health_staging ("
     " device_sn varchar(64), ts timestamptz, user_id bigint, customer_id bigint,"
     " org_id bigint, heart_rate integer, blood_oxygen integer,"
     " temperature double precision, pressure_high integer, pressure_low integer,"
@@ -25,7 +27,7 @@ static const char create_staging_sql[] =
     " latitude double precision, longitude double precision, altitude double precision,"
     " sleep text, source_method varchar(20), upload_method varchar(20),"
     " stream_id varchar(64), batch_id varchar(64),"
-    " ord bigint GENERATED ALWAYS AS IDENTITY) ON COMMIT DELETE ROWS";
+     " ord bigint GENERATED ALWAYS AS IDENTITY) ON COMMIT DROP";
 
 static const char copy_sql[] =
     "COPY health_staging (" COPYENC_HEALTH_COLUMNS ") FROM STDIN";
@@ -107,9 +109,7 @@ static const char direct_alerts_sql[] =
 
 int store_prepare(PGconn *pg)
 {
-    int rc = part_register(pg);
-
-    return rc != 0 ? rc : pg_exec(pg, create_staging_sql);
+    return part_register(pg);
 }
 
 void store_stats_cleanup(store_stats *st)
@@ -346,7 +346,7 @@ static int in_transaction(PGconn *pg, txn_body body, const void *arg, store_stat
 {
     int rc;
 
-    if ((rc = pg_exec(pg, "BEGIN")) != 0)
+    if ((rc = pg_begin(pg)) != 0)
         goto failed;
     if ((rc = body(pg, arg, st)) != 0) {
         if (PQstatus(pg) == CONNECTION_OK)
@@ -401,7 +401,8 @@ static int staging_body(PGconn *pg, const health_job *job, store_stats *st)
     PGresult *r;
     int rc;
 
-    if ((rc = pg_copy_in(pg, copy_sql, job->data->data, job->data->len)) != 0)
+    if ((rc = pg_exec(pg, create_staging_sql)) != 0 ||
+        (rc = pg_copy_in(pg, copy_sql, job->data->data, job->data->len)) != 0)
         return rc;
     if (job->each == NULL)
         return take_result(pg, pg_query(pg, merge_sql), st, "merge");

@@ -7,6 +7,7 @@
  *     owners of the batch's devices        -- enrich_lookup(), cached
  *     partitions of the months it touches  -- part_ensure(), cached
  *     BEGIN
+ *     CREATE TEMP TABLE health_staging ... ON COMMIT DROP
  *     COPY health_staging FROM STDIN        -- every record, with its owner
  *     INSERT INTO t_user_health_data SELECT ... FROM health_staging
  *         ON CONFLICT (device_sn, ts) DO NOTHING RETURNING ...
@@ -81,8 +82,10 @@ void store_alert_argv(const char *stream, int maxlen, const store_alert *a, stor
  * recorded with status IMPORTED instead of NEW. */
 #define STORE_UPLOAD_IMPORT "import"
 
-/* Creates this session's staging table and attaches the partition cache
- * (partition.h). Call once after every connect.
+/* Attaches the partition cache (partition.h); no session state is made
+ * (the staging table lives in the transaction that uses it, so a
+ * transaction pooler may stand between us and PostgreSQL). Call once
+ * after every connect.
  * 0, or an error as pg_exec(). */
 int store_prepare(PGconn *pg);
 

@@ -188,7 +188,7 @@ static int drop_one(PGconn *pg, int keep_months, const char *dir)
     memset(&a, 0, sizeof(a));
     a.fd = -1;
     snprintf(v.keep, sizeof(v.keep), "%d", keep_months);
-    if ((rc = pg_exec(pg, "BEGIN")) != 0)
+    if ((rc = pg_begin(pg)) != 0)
         return rc;
     if ((rc = pg_exec(pg, RETENTION_TIMEOUT_SQL)) != 0 || (rc = pick_victim(pg, &v)) != 1)
         goto rollback;

@@ -124,12 +124,13 @@ static void ensure_partitions(session *s)
 {
     long long created;
 
-    if (query_int(s->pg, "SELECT pg_try_advisory_lock(" PARTITION_LOCK ")") == 1) {
-        created = query_int(s->pg, "SELECT ensure_health_partitions(3)");
-        if (created > 0)
-            log_info("upkeep", "created %lld monthly partitions", created);
-        query_int(s->pg, "SELECT pg_advisory_unlock(" PARTITION_LOCK ")");
-    }   /* else another process is at it: count what exists all the same */
+    /* One statement, one transaction: the lock is the transaction's (a
+     * transaction pooler keeps no session lock for us); -1: another
+     * process is at it, count what exists all the same. */
+    created = query_int(s->pg, "SELECT CASE WHEN pg_try_advisory_xact_lock(" PARTITION_LOCK ")"
+                               " THEN ensure_health_partitions(3) ELSE -1 END");
+    if (created > 0)
+        log_info("upkeep", "created %lld monthly partitions", created);
     atomic_store(&s->w->stats.partitions_ahead, query_int(s->pg, MONTHS_AHEAD_SQL));
 }
 

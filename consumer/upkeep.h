@@ -15,7 +15,7 @@
  *  - health workers, hourly: with --retention-months, drop the months older
  *    than that (retention.h; ljwx_consumer_partitions_dropped_total,
  *    ljwx_consumer_retention_failures_total); then create the coming months'
- *    partitions (one process at a time: a PostgreSQL advisory lock) and
+ *    partitions (one process at a time: a transaction-level PostgreSQL advisory lock) and
  *    count the months ahead that have one (ljwx_consumer_partitions_ahead;
  *    -1 on failure).
  * Failures are logged and retried at the next upkeep. Worker thread only.

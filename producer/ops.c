@@ -126,6 +126,9 @@ static void submit(uv_loop_t *loop, http_request *req, const lj_config *cfg,
  * /api/health: answers within --health-timeout-ms, whatever PostgreSQL does
  * ------------------------------------------------------------------------ */
 
+/* 1 when this thread's connection answers and can write. A read-only one
+ * (a standby, or a demoted primary after a failover) is down for us and
+ * dropped, so the next call reconnects to the read-write host. */
 static int pg_ping(int timeout_ms)
 {
     PGconn *pg = pool_pg();
@@ -134,8 +137,10 @@ static int pg_ping(int timeout_ms)
 
     if (pg == NULL)
         return 0;
-    r = pg_query_within(pg, "SELECT 1", timeout_ms);
-    ok = PQresultStatus(r) == PGRES_TUPLES_OK;
+    r = pg_query_within(pg, "SELECT pg_is_in_recovery()"
+                            " OR current_setting('transaction_read_only')::bool", timeout_ms);
+    ok = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 &&
+         strcmp(PQgetvalue(r, 0, 0), "f") == 0;
     PQclear(r);
     if (!ok)
         pool_pg_failed();

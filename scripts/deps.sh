@@ -11,6 +11,7 @@ PKGS=(
     python3-psycopg python3-redis clang libclang-rt-14-dev docker-compose python3-yaml
     libjs-chart.js chromium chromium-driver python3-selenium  # dashboard + its browser tests
     prometheus                                              # promtool: deploy/prometheus rules
+    pgbouncer                                               # transaction-pooling tests
 )
 
 missing=()

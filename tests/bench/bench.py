@@ -45,7 +45,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 TOP = os.path.abspath(os.path.join(HERE, "..", ".."))
 sys.path.insert(0, os.path.join(TOP, "tests", "integration"))
 sys.path.insert(0, HERE)
-from conftest import Servers, free_port  # noqa: E402
+from conftest import PgBouncer, Servers, free_port  # noqa: E402
 import bench_consumer  # noqa: E402
 
 BIN = os.path.join(TOP, "build")
@@ -313,6 +313,22 @@ def consumers(s, tmp, records):
         rate = bench_consumer.drain(s, rows, w, os.path.join(BIN, "ljwx-consumer"), tmp)
         row(f"consumer drain, {w} worker(s)", rate, "rows/s", copy_rate)
         s.redis().flushall()
+    via_pgbouncer(s, tmp, rows, copy_rate)
+
+
+def via_pgbouncer(s, tmp, rows, copy_rate, workers=4):
+    """The same drain through PgBouncer 1.18 in pool_mode=transaction (its
+    default pool of 20 server sessions), --pg-pooled: the pooler's cost."""
+    bouncer = PgBouncer(tmp, s.pg_port)
+    bouncer.start()
+    try:
+        rate = bench_consumer.drain(s, rows, workers, os.path.join(BIN, "ljwx-consumer"), tmp,
+                                    LJ_PG_DSN=bouncer.dsn(), LJ_PG_POOLED=1)
+        row(f"consumer drain, {workers} workers, via pgbouncer (transaction)", rate, "rows/s",
+            copy_rate)
+        s.redis().flushall()
+    finally:
+        bouncer.stop()
 
 
 # -- Alert delivery (issue 17) ------------------------------------------------

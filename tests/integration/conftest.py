@@ -94,6 +94,9 @@ class Servers:
         self.redis_dir = os.path.join(tmp, "redis")
         self.pg_dir = os.path.join(tmp, "pg")
         self.dsn = f"host=127.0.0.1 port={self.pg_port} dbname=ljwx user=ljwx"
+        # What our processes connect to (a PgBouncer with LJ_TEST_PGBOUNCER=1).
+        self.client_dsn = self.dsn
+        self.client_pooled = "0"
         self.redis_proc = None
 
     # -- redis ------------------------------------------------------------
@@ -177,17 +180,106 @@ class Servers:
             return cur.fetchall() if cur.description else None
 
 
+class PgBouncer:
+    """A real PgBouncer (Debian's 1.18) in front of 'pg_port' on loopback,
+    pool_mode=transaction, the test role let in by an auth_file (the
+    servers trust loopback, so auth_type=trust: the role must still be
+    listed). dsn() is what our processes connect to; they need
+    LJ_PG_POOLED=1 (pgbouncer refuses the startup 'options' otherwise)."""
+
+    def __init__(self, tmp, pg_port, pool_size=20, name="pgbouncer", server_lifetime=3600):
+        self.dir = os.path.join(tmp, name)
+        self.port = free_port()
+        self.pg_port = pg_port
+        self.pool_size = pool_size
+        self.server_lifetime = server_lifetime  # s a server session lives
+        self.proc = None
+
+    def dsn(self, dbname="ljwx", user="ljwx"):
+        return f"host=127.0.0.1 port={self.port} dbname={dbname} user={user}"
+
+    def start(self):
+        os.makedirs(self.dir, exist_ok=True)
+        with open(os.path.join(self.dir, "users.txt"), "w") as f:
+            f.write('"ljwx" ""\n"ljwx_report" ""\n"postgres" ""\n')
+        with open(os.path.join(self.dir, "pgbouncer.ini"), "w") as f:
+            f.write(f"""[databases]
+* = host=127.0.0.1 port={self.pg_port}
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = {self.port}
+unix_socket_dir =
+auth_type = trust
+auth_file = {self.dir}/users.txt
+pool_mode = transaction
+default_pool_size = {self.pool_size}
+server_lifetime = {self.server_lifetime}
+max_client_conn = 400
+server_reset_query =
+logfile = {self.dir}/pgbouncer.log
+pidfile = {self.dir}/pgbouncer.pid
+""")
+        if IS_ROOT:     # pgbouncer will not run as root either
+            shutil.chown(self.dir, "postgres")
+            for n in os.listdir(self.dir):
+                shutil.chown(os.path.join(self.dir, n), "postgres")
+        self.proc = subprocess.Popen(as_pg(["pgbouncer", os.path.join(self.dir,
+                                                                      "pgbouncer.ini")]),
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        wait_for(self._up, what="pgbouncer to accept connections")
+
+    def _up(self):
+        if self.proc.poll() is not None:
+            pytest.fail("pgbouncer exited:\n" + self.log())
+        try:
+            with psycopg.connect(self.dsn(), autocommit=True, connect_timeout=2) as c:
+                return c.execute("SELECT 1").fetchone()[0] == 1
+        except psycopg.OperationalError:
+            return False
+
+    def log(self):
+        try:
+            with open(os.path.join(self.dir, "pgbouncer.log"), errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+# LJ_TEST_PGBOUNCER=1: every producer, consumer and import the tests start
+# connects through a PgBouncer in pool_mode=transaction (the tests' own
+# checks still go straight to PostgreSQL). `make test` runs the store,
+# redelivery, poison and partition tests that way too.
+VIA_PGBOUNCER = os.environ.get("LJ_TEST_PGBOUNCER") == "1"
+
+
 @pytest.fixture(scope="session")
 def servers():
     tmp = tempfile.mkdtemp(prefix="ljwx-it-")
     s = Servers(tmp)
+    bouncer = None
     try:
         s.start_redis()
         s.start_pg()
         s.create_db()
         s.migrate()
+        if VIA_PGBOUNCER:
+            bouncer = PgBouncer(tmp, s.pg_port)
+            bouncer.start()
+            s.client_dsn = bouncer.dsn()
+            s.client_pooled = "1"
         yield s
     finally:
+        if bouncer:
+            bouncer.stop()
         s.stop_redis()
         s.stop_pg()
         if not os.environ.get("LJ_KEEP_TMP"):
@@ -239,7 +331,8 @@ class Stack:
         env = dict(os.environ)
         env.update({
             "LJ_REDIS_HOST": "127.0.0.1", "LJ_REDIS_PORT": str(self.s.redis_port),
-            "LJ_PG_DSN": self.s.dsn, "LJ_STREAM_PREFIX": self.prefix,
+            "LJ_PG_DSN": self.s.client_dsn, "LJ_PG_POOLED": self.s.client_pooled,
+            "LJ_STREAM_PREFIX": self.prefix,
             "LJ_HTTP_HOST": "127.0.0.1", "LJ_HTTP_PORT": str(self.http_port),
             "LJ_LOG_LEVEL": "debug", "LJ_BLOCK_MS": "200", "LJ_STATUS_PORT": "0",
             "ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0:exitcode=86",

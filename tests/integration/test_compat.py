@@ -59,8 +59,8 @@ def as_report(dsn, query, params=None):
 
 
 def run_import(servers, *args, stdin=None, timeout=120):
-    env = dict(os.environ, LJ_PG_DSN=servers.dsn, LJ_LOG_LEVEL="warn",
-               ASAN_OPTIONS="detect_leaks=1:abort_on_error=0:exitcode=86",
+    env = dict(os.environ, LJ_PG_DSN=servers.client_dsn, LJ_PG_POOLED=servers.client_pooled,
+               LJ_LOG_LEVEL="warn", ASAN_OPTIONS="detect_leaks=1:abort_on_error=0:exitcode=86",
                LJ_BIN_DIR=os.environ.get("LJ_BIN_DIR", os.path.join(TOP, "build", "asan")))
     return subprocess.run([IMPORT] + list(args), input=stdin, env=env, capture_output=True,
                           text=True, timeout=timeout)
@@ -215,8 +215,8 @@ def test_two_workers_back_filling_one_new_month_both_succeed(servers, tmp_path):
         lines += ["%s,%d,%d" % (sn, base + i * 3000, 60 + i % 40) for i in range(2400)]
         p.write_text("\n".join(lines) + "\n")
         files.append(p)
-    env = dict(os.environ, LJ_PG_DSN=servers.dsn, LJ_LOG_LEVEL="warn",
-               LJ_BIN_DIR=os.environ.get("LJ_BIN_DIR", os.path.join(TOP, "build", "asan")))
+    env = dict(os.environ, LJ_PG_DSN=servers.client_dsn, LJ_PG_POOLED=servers.client_pooled,
+               LJ_LOG_LEVEL="warn", LJ_BIN_DIR=os.environ.get("LJ_BIN_DIR", os.path.join(TOP, "build", "asan")))
     procs = [subprocess.Popen([IMPORT, "--import-batch", "50", "--file", str(f)], env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
              for f in files]

@@ -15,7 +15,7 @@
 #include "err.h"
 #include "pg.h"
 
-static const pg_settings S = {5, 30, 10, 3, 30000, 10000, 5000, 15000};
+static const pg_settings S = {5, 30, 10, 3, 30000, 10000, 5000, 15000, 0};
 
 /* The value libpq settled on for 'key' with 'dsn' under 's' (static copy). */
 static const char *effective(const char *dsn, const pg_settings *s, const char *key)
@@ -112,6 +112,40 @@ static void test_zero_leaves_the_server_default(void **state)
                         "-c lock_timeout=700");
 }
 
+/* Failover: the hosts, ports and target_session_attrs reach libpq as they
+ * are, with our timeouts (connect_timeout is then per host). */
+static void test_multi_host_dsn_is_passed_through(void **state)
+{
+    const char *dsn = "host=127.0.0.1,127.0.0.2 port=1,2 dbname=x user=u "
+                      "target_session_attrs=read-write";
+
+    (void)state;
+    unsetenv("PGOPTIONS");
+    assert_string_equal(effective(dsn, &S, "host"), "127.0.0.1,127.0.0.2");
+    assert_string_equal(effective(dsn, &S, "port"), "1,2");
+    assert_string_equal(effective(dsn, &S, "target_session_attrs"), "read-write");
+    assert_string_equal(effective(dsn, &S, "connect_timeout"), "5");
+    assert_string_equal(effective("postgresql://u@127.0.0.1:1,127.0.0.2:2/x"
+                                  "?target_session_attrs=read-write", &S, "host"),
+                        "127.0.0.1,127.0.0.2");
+}
+
+/* Behind a transaction pooler our timeouts are not startup options (pgbouncer
+ * refuses the parameter); the user's own are still passed on. */
+static void test_pooled_sends_no_options_of_ours(void **state)
+{
+    pg_settings s = S;
+
+    (void)state;
+    unsetenv("PGOPTIONS");
+    s.pooled = 1;
+    assert_string_equal(effective("host=127.0.0.1 port=1", &s, "options"), "");
+    assert_string_equal(effective("host=127.0.0.1 port=1 options='-c search_path=a'", &s,
+                                  "options"),
+                        "-c search_path=a");
+    assert_string_equal(effective("host=127.0.0.1 port=1", &s, "connect_timeout"), "5");
+}
+
 static void test_bad_dsn_is_refused_without_quoting_it(void **state)
 {
     pg_conninfo ci;
@@ -144,14 +178,16 @@ static void test_options_too_long_are_refused(void **state)
 
 static void test_settings_come_from_the_config_table(void **state)
 {
-    char *argv[] = {"p", "--pg-statement-timeout-ms", "1234", "--pg-reply-timeout-ms", "4321"};
+    char *argv[] = {"p", "--pg-statement-timeout-ms", "1234", "--pg-reply-timeout-ms", "4321",
+                    "--pg-pooled", "1"};
     lj_config c;
     pg_settings s;
     char err[256];
 
     (void)state;
-    assert_int_equal(cfg_load(&c, CFG_CONSUMER, 5, argv, err, sizeof(err)), 0);
+    assert_int_equal(cfg_load(&c, CFG_CONSUMER, 7, argv, err, sizeof(err)), 0);
     pg_settings_from(&s, &c);
+    assert_int_equal(s.pooled, 1);
     assert_int_equal(s.statement_timeout_ms, 1234);
     assert_int_equal(s.reply_timeout_ms, 4321);
     assert_int_equal(s.connect_timeout_s, S.connect_timeout_s);
@@ -171,6 +207,8 @@ int main(void)
         cmocka_unit_test(test_the_dsn_wins_uri),
         cmocka_unit_test(test_pgoptions_is_kept_when_the_dsn_has_none),
         cmocka_unit_test(test_zero_leaves_the_server_default),
+        cmocka_unit_test(test_multi_host_dsn_is_passed_through),
+        cmocka_unit_test(test_pooled_sends_no_options_of_ours),
         cmocka_unit_test(test_bad_dsn_is_refused_without_quoting_it),
         cmocka_unit_test(test_options_too_long_are_refused),
         cmocka_unit_test(test_settings_come_from_the_config_table),
