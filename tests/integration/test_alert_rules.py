@@ -21,7 +21,7 @@ PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"   # scripts/deps.sh: 
 EXPECTED = {"LjwxBacklogGrowing", "LjwxEntriesPendingTooLong", "LjwxDeadLettersRising",
             "LjwxBreakerOpen", "LjwxStreamErrorRateHigh", "LjwxProducerDown",
             "LjwxConsumerDown", "LjwxPartitionsAheadMissing", "LjwxRedisAofGrowing",
-            "LjwxAlertDeliveryDeadLetters", "LjwxNotifierDown"}
+            "LjwxAlertDeliveryDeadLetters", "LjwxNotifierDown", "LjwxRetentionFailing"}
 PARTITION_LOCK = 7262022    # consumer/upkeep.c, migration 001
 SELECTOR = re.compile(r"\b(ljwx_\w+)(?:\{([^}]*)\})?")
 MATCHER = re.compile(r'(\w+)\s*=\s*"([^"]*)"')
