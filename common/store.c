@@ -9,6 +9,7 @@
 #include "copyenc.h"
 #include "err.h"
 #include "log.h"
+#include "alertrule.h"
 #include "partition.h"
 #include "pg.h"
 #include "report.h"
@@ -32,80 +33,40 @@ static const char create_staging_sql[] =
 static const char copy_sql[] =
     "COPY health_staging (" COPYENC_HEALTH_COLUMNS ") FROM STDIN";
 
-/* For each new row ('ins') and metric, the most severe enabled rule that
- * matches raises one alert (SPEC §5.3), NEW, or IMPORTED for a back-filled
- * row (history, not work for operators). The first result row carries the
- * count of new rows; alert columns are NULL when none was raised; 'extra'
- * adds columns after them. */
-#define ALERTS_FROM_INS_WITH(extra)                                                     \
-    "hit AS ("                                                                          \
-    " SELECT DISTINCT ON (i.device_sn, i.ts, v.metric) r.id AS rule_id, i.user_id,"     \
-    " i.customer_id, i.org_id, i.device_sn, v.metric, v.value, r.level, i.ts, i.stream_id," \
-    " CASE i.upload_method WHEN '" STORE_UPLOAD_IMPORT "' THEN 'IMPORTED' ELSE 'NEW' END"   \
-    " FROM ins i CROSS JOIN LATERAL (VALUES"                                            \
-    " ('heart_rate', i.heart_rate::float8), ('blood_oxygen', i.blood_oxygen::float8),"  \
-    " ('temperature', i.temperature), ('pressure_high', i.pressure_high::float8),"      \
-    " ('pressure_low', i.pressure_low::float8), ('stress', i.stress::float8)"           \
-    " ) AS v(metric, value)"                                                            \
-    " JOIN t_alert_rule r ON r.enabled AND r.metric = v.metric AND v.value IS NOT NULL" \
-    " AND CASE r.comparison WHEN '>' THEN v.value > r.threshold"                        \
-    " WHEN '<' THEN v.value < r.threshold WHEN '>=' THEN v.value >= r.threshold"        \
-    " WHEN '<=' THEN v.value <= r.threshold ELSE v.value = r.threshold END"             \
-    " ORDER BY i.device_sn, i.ts, v.metric,"                                            \
-    " CASE r.level WHEN 'critical' THEN 3 WHEN 'major' THEN 2 ELSE 1 END DESC, r.id),"  \
-    "al AS ("                                                                           \
-    " INSERT INTO t_alert_info (rule_id, user_id, customer_id, org_id, device_sn,"      \
-    " alert_type, alert_value, level, alert_time, stream_id, status)"                   \
-    " SELECT * FROM hit ON CONFLICT DO NOTHING"                                         \
-    " RETURNING id, device_sn, alert_type, alert_value, level, alert_time, user_id)"    \
-    "SELECT (SELECT count(*) FROM ins), (SELECT count(DISTINCT stream_id) FROM ins),"      \
-    " al.id, al.device_sn, al.alert_type, al.alert_value,"                              \
-    " al.level, to_char(al.alert_time AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')," \
-    " al.user_id" extra                                                                 \
-    " FROM (SELECT 1) one LEFT JOIN al ON true"
-
-#define ALERTS_FROM_INS ALERTS_FROM_INS_WITH("")
-
-#define INS_COLUMNS                                                                     \
-    "device_sn, ts, user_id, customer_id, org_id, stream_id, heart_rate, blood_oxygen," \
-    " temperature, pressure_high, pressure_low, stress, upload_method"
-
-/* The staging path: rows already stored are skipped (and counted). */
+/* The staging path: rows already stored are skipped. Its one result lists
+ * the staged rows it skipped, by position among the rows sent ("3,17";
+ * NULL: none). Staged keys are unique (repeats within a call are not sent),
+ * so a row is skipped iff its key is not in 'ins'. */
 static const char merge_sql[] =
     "WITH ins AS ("
     " INSERT INTO t_user_health_data (" COPYENC_HEALTH_COLUMNS ")"
     " SELECT " COPYENC_HEALTH_COLUMNS " FROM health_staging"
     " ON CONFLICT (device_sn, ts) DO NOTHING"
-    " RETURNING " INS_COLUMNS "),"
-    ALERTS_FROM_INS;
+    " RETURNING device_sn, ts)"
+    "SELECT string_agg((s.ord - (SELECT min(ord) FROM health_staging))::text, ','"
+    " ORDER BY s.ord) FROM health_staging s WHERE NOT EXISTS"
+    " (SELECT 1 FROM ins WHERE ins.device_sn = s.device_sn AND ins.ts = s.ts)";
 
-/* As merge_sql, for per-item counts: a tenth column (first row) lists the
- * staged rows the merge skipped as already stored, by position among the
- * rows sent ("3,17"; NULL: none). Staged keys are unique then (in-call
- * repeats are not sent), so a row is skipped iff its key is not in 'ins'. */
-static const char merge_each_sql[] =
-    "WITH ins AS ("
-    " INSERT INTO t_user_health_data (" COPYENC_HEALTH_COLUMNS ")"
-    " SELECT " COPYENC_HEALTH_COLUMNS " FROM health_staging"
-    " ON CONFLICT (device_sn, ts) DO NOTHING"
-    " RETURNING " INS_COLUMNS "),"
-    ALERTS_FROM_INS_WITH(", (SELECT string_agg((s.ord - (SELECT min(ord) FROM health_staging))"
-                         "::text, ',' ORDER BY s.ord) FROM health_staging s WHERE NOT EXISTS"
-                         " (SELECT 1 FROM ins WHERE ins.device_sn = s.device_sn"
-                         " AND ins.ts = s.ts))");
-
-/* The direct path: the batch was COPYed straight into the table, every row
- * is new; its rows are found again by their keys (device_sn, ts), which
- * are unique whatever stream they came from, within the batch's time range
- * (so only the partitions it touched are probed). */
+/* The direct path: the batch COPYed straight into the table; every row is new. */
 static const char direct_copy_sql[] =
     "COPY t_user_health_data (" COPYENC_HEALTH_COLUMNS ") FROM STDIN";
 
-static const char direct_alerts_sql[] =
-    "WITH ins AS (SELECT " INS_COLUMNS " FROM t_user_health_data"
-    " WHERE (device_sn, ts) IN (SELECT * FROM unnest($1::varchar[], $2::timestamptz[]))"
-    " AND ts >= $3::timestamptz AND ts <= $4::timestamptz),"
-    ALERTS_FROM_INS;
+/* The alerts the new rows raised (alertrule.h matched them), one array per
+ * column, and the status of them all ($11: NEW, or IMPORTED for back-filled
+ * rows: history, not work for operators). The result has collect()'s shape. */
+#define ALERT_ARRAYS 10
+static const char alerts_sql[] =
+    "WITH al AS ("
+    " INSERT INTO t_alert_info (rule_id, user_id, customer_id, org_id, device_sn,"
+    " alert_type, alert_value, level, alert_time, stream_id, status)"
+    " SELECT a.*, $11::varchar FROM unnest($1::int8[], $2::int8[], $3::int8[], $4::int8[],"
+    " $5::varchar[], $6::varchar[], $7::float8[], $8::varchar[], $9::timestamptz[],"
+    " $10::varchar[]) AS a"
+    " ON CONFLICT DO NOTHING"
+    " RETURNING id, device_sn, alert_type, alert_value, level, alert_time, user_id)"
+    "SELECT 0, 0, al.id, al.device_sn, al.alert_type, al.alert_value, al.level,"
+    " to_char(al.alert_time AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'),"
+    " al.user_id FROM al";
 
 int store_prepare(PGconn *pg)
 {
@@ -250,11 +211,9 @@ static int same_key(const rec_health *a, const rec_health *b)
 }
 
 /* Marks in 'skip' (one byte a row, in item order) each row whose key
- * (device_sn, ts) an earlier row of the call has, and counts them per item
- * in 'sent' (items[i].n less its marked rows). Such a row would only be
+ * (device_sn, ts) an earlier row of the call has: such a row would only be
  * skipped by the merge, and would send a direct COPY to the staging path. */
-static int mark_repeats(const store_item *items, size_t n, size_t rows, unsigned char *skip,
-                        size_t *sent)
+static int mark_repeats(const store_item *items, size_t n, size_t rows, unsigned char *skip)
 {
     size_t slots = 16;
     const rec_health **seen;
@@ -266,8 +225,7 @@ static int mark_repeats(const store_item *items, size_t n, size_t rows, unsigned
         slots <<= 1;
     if ((seen = calloc(slots, sizeof(*seen))) == NULL)
         return LJ_ENOMEM;
-    for (i = 0; i < n; i++) {
-        sent[i] = items[i].n;
+    for (i = 0; i < n; i++)
         for (j = 0; j < items[i].n; j++, k++) {
             const rec_health *r = &items[i].recs[j];
             size_t h = (size_t)key_hash(r) & (slots - 1);
@@ -275,12 +233,9 @@ static int mark_repeats(const store_item *items, size_t n, size_t rows, unsigned
             while (seen[h] && !same_key(seen[h], r))
                 h = (h + 1) & (slots - 1);
             skip[k] = seen[h] != NULL;
-            if (skip[k])
-                sent[i]--;
-            else
+            if (!skip[k])
                 seen[h] = r;
         }
-    }
     free(seen);
     return 0;
 }
@@ -370,33 +325,31 @@ typedef struct health_job {
     const lj_buf *data;
     const store_item *items;
     size_t n;
-    size_t *each;           /* per-item new rows, or NULL */
-    const size_t *sent;     /* with 'each': per-item rows in 'data' */
-    const row_ref *rows;    /* the rows in 'data', in its order */
+    const row_ref *rows;            /* the rows in 'data', in its order */
     size_t nrows;
+    const copyenc_owner *owners;    /* by row position in item order, or NULL */
+    const char *upload_method;
+    unsigned char *stored;          /* per row of 'rows': 1 when it was new */
 } health_job;
 
-/* each[i] = the rows of item i the merge added: its rows sent less those
- * listed in 'skipped' (positions among the rows sent, i.e. in 'rows'). */
-static void count_each(const health_job *job, const char *skipped)
+/* Clears 'stored' for the rows the merge listed as skipped ('skipped':
+ * positions among the rows sent, i.e. in 'rows'; NULL: none). */
+static void mark_skipped(const health_job *job, const char *skipped)
 {
     const char *p = skipped;
-    size_t item;
 
-    for (item = 0; item < job->n; item++)
-        job->each[item] = job->sent[item];
     while (p && *p) {
         char *end;
         size_t k = (size_t)strtoull(p, &end, 10);
 
-        if (k < job->nrows && job->each[job->rows[k].item] > 0)
-            job->each[job->rows[k].item]--;
+        if (k < job->nrows)
+            job->stored[k] = 0;
         p = *end == ',' ? end + 1 : NULL;
     }
 }
 
 /* Staging COPY, then INSERT ... ON CONFLICT DO NOTHING: right for any batch. */
-static int staging_body(PGconn *pg, const health_job *job, store_stats *st)
+static int staging_body(PGconn *pg, const health_job *job)
 {
     PGresult *r;
     int rc;
@@ -404,105 +357,150 @@ static int staging_body(PGconn *pg, const health_job *job, store_stats *st)
     if ((rc = pg_exec(pg, create_staging_sql)) != 0 ||
         (rc = pg_copy_in(pg, copy_sql, job->data->data, job->data->len)) != 0)
         return rc;
-    if (job->each == NULL)
-        return take_result(pg, pg_query(pg, merge_sql), st, "merge");
-    r = pg_query(pg, merge_each_sql);
-    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) > 0)
-        count_each(job, PQgetisnull(r, 0, 9) ? NULL : PQgetvalue(r, 0, 9));
-    return take_result(pg, r, st, "merge");
+    r = pg_query(pg, merge_sql);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
+        log_error("store", "merge failed sqlstate=%s: %s",
+                  PQresultErrorField(r, PG_DIAG_SQLSTATE) ? PQresultErrorField(r, PG_DIAG_SQLSTATE)
+                                                          : "-",
+                  PQerrorMessage(pg));
+        rc = pg_failure(pg, r);
+    } else {
+        mark_skipped(job, PQgetisnull(r, 0, 0) ? NULL : PQgetvalue(r, 0, 0));
+    }
+    PQclear(r);
+    return rc;
 }
 
-/* The batch's keys as two array literals, {sn,...} and {ts,...}, with the
- * earliest and latest reading time. Serials are printable ASCII without
- * spaces; quoted and escaped all the same (they travel as parameters). */
-typedef struct key_arrays {
-    lj_buf sns;
-    lj_buf tss;
-    char lo[40];
-    char hi[40];
-} key_arrays;
-
-static int put_quoted(lj_buf *out, const char *v)
+/* Appends one element to the array literal 'a' ("{" first): 'v' quoted and
+ * escaped, or unquoted when 'bare' (numbers, NULL). */
+static int put_elem(lj_buf *a, const char *v, int bare)
 {
-    if (lj_buf_puts(out, "\"") != 0)
+    if (lj_buf_puts(a, a->len == 0 ? "{" : ",") != 0)
+        return LJ_ENOMEM;
+    if (bare)
+        return lj_buf_puts(a, v);
+    if (lj_buf_puts(a, "\"") != 0)
         return LJ_ENOMEM;
     for (; *v; v++)
-        if (((*v == '"' || *v == '\\') && lj_buf_puts(out, "\\") != 0) ||
-            lj_buf_append(out, v, 1) != 0)
+        if (((*v == '"' || *v == '\\') && lj_buf_puts(a, "\\") != 0) ||
+            lj_buf_append(a, v, 1) != 0)
             return LJ_ENOMEM;
-    return lj_buf_puts(out, "\"");
+    return lj_buf_puts(a, "\"");
 }
 
-static int key_arrays_build(const health_job *job, key_arrays *k)
+static const char *id_text(int64_t id, char *buf, size_t len)
 {
-    int64_t lo = INT64_MAX;
-    int64_t hi = INT64_MIN;
-    size_t i;
-    size_t j;
-    int first = 1;
+    if (id <= 0)
+        return "NULL";
+    snprintf(buf, len, "%lld", (long long)id);
+    return buf;
+}
 
-    if (lj_buf_puts(&k->sns, "{") != 0 || lj_buf_puts(&k->tss, "{") != 0)
-        return LJ_ENOMEM;
-    for (i = 0; i < job->n; i++)
-        for (j = 0; j < job->items[i].n; j++, first = 0) {
-            const rec_health *r = &job->items[i].recs[j];
-            char ts[40];
+/* One alert of row 'k' of the job by 'rule' into the ten arrays. */
+static int put_alert(lj_buf *col, const health_job *job, size_t k, const alert_rule *rule,
+                     rec_field f)
+{
+    const row_ref *ref = &job->rows[k];
+    const copyenc_owner *o = job->owners ? &job->owners[ref->k] : NULL;
+    const char *stream_id = job->items[ref->item].stream_id;
+    char num[4][32];
+    char ts[40];
 
-            rec_format_ts_us(r->ts_ms, r->ts_us, ts, sizeof(ts));
-            if ((!first && (lj_buf_puts(&k->sns, ",") != 0 || lj_buf_puts(&k->tss, ",") != 0)) ||
-                put_quoted(&k->sns, r->device_sn) != 0 || put_quoted(&k->tss, ts) != 0)
-                return LJ_ENOMEM;
-            lo = r->ts_ms < lo ? r->ts_ms : lo;
-            hi = r->ts_ms > hi ? r->ts_ms : hi;
-        }
-    rec_format_ts(lo, k->lo, sizeof(k->lo));
-    rec_format_ts(hi + 1, k->hi, sizeof(k->hi));    /* the last ms's microseconds too */
-    if (lj_buf_puts(&k->sns, "}") != 0 || lj_buf_puts(&k->tss, "}") != 0)
+    snprintf(num[0], sizeof(num[0]), "%lld", (long long)rule->id);
+    snprintf(num[3], sizeof(num[3]), "%.17g", alert_stored_value(ref->r, f));
+    rec_format_ts_us(ref->r->ts_ms, ref->r->ts_us, ts, sizeof(ts));
+    if (put_elem(&col[0], num[0], 1) != 0 ||
+        put_elem(&col[1], id_text(o ? o->user_id : 0, num[1], sizeof(num[1])), 1) != 0 ||
+        put_elem(&col[2], id_text(o ? o->customer_id : 0, num[2], sizeof(num[2])), 1) != 0 ||
+        put_elem(&col[3], id_text(o ? o->org_id : 0, num[2], sizeof(num[2])), 1) != 0 ||
+        put_elem(&col[4], ref->r->device_sn, 0) != 0 ||
+        put_elem(&col[5], rec_field_column(f), 0) != 0 ||
+        put_elem(&col[6], num[3], 1) != 0 || put_elem(&col[7], rule->level, 0) != 0 ||
+        put_elem(&col[8], ts, 0) != 0 ||
+        put_elem(&col[9], stream_id && *stream_id ? stream_id : "NULL", !(stream_id && *stream_id)))
         return LJ_ENOMEM;
     return 0;
+}
+
+/* The rules, matched against every new row of the job; the alerts they
+ * raise inserted (a repeat of a stored alert is skipped) and collected. */
+static int raise_alerts(PGconn *pg, const health_job *job, store_stats *st)
+{
+    alert_rules rules = {NULL, 0};
+    lj_buf col[ALERT_ARRAYS];
+    const char *params[ALERT_ARRAYS + 1];
+    size_t k;
+    int f;
+    int rc;
+    int i;
+
+    for (i = 0; i < ALERT_ARRAYS; i++)
+        lj_buf_init(&col[i]);
+    if ((rc = alert_rules_load(pg, &rules)) != 0)
+        goto out;
+    for (k = 0; rc == 0 && rules.n > 0 && k < job->nrows; k++)
+        for (f = 0; rc == 0 && job->stored[k] && f < ALERT_METRICS; f++) {
+            const alert_rule *rule = alert_rules_match(&rules, job->rows[k].r, (rec_field)f);
+
+            if (rule)
+                rc = put_alert(col, job, k, rule, (rec_field)f);
+        }
+    if (rc != 0 || col[0].len == 0)
+        goto out;
+    for (i = 0; i < ALERT_ARRAYS; i++) {
+        if (lj_buf_puts(&col[i], "}") != 0) {
+            rc = LJ_ENOMEM;
+            goto out;
+        }
+        params[i] = col[i].data;
+    }
+    params[ALERT_ARRAYS] = strcmp(job->upload_method, STORE_UPLOAD_IMPORT) == 0 ? "IMPORTED" : "NEW";
+    rc = take_result(pg, pg_query_params(pg, alerts_sql, ALERT_ARRAYS + 1, params), st, "alerts");
+out:
+    for (i = 0; i < ALERT_ARRAYS; i++)
+        lj_buf_cleanup(&col[i]);
+    alert_rules_cleanup(&rules);
+    return rc;
 }
 
 /* SPEC §5.1's faster variant: COPY straight into the table under a
  * savepoint, about twice the rate of staging + INSERT ... SELECT. A batch
  * holding a row that is already stored (a redelivery, a reading sent twice)
  * or that the table refuses rolls back to the savepoint and takes the
- * staging path, which skips duplicates and names the refused entry. */
-static int direct_body(PGconn *pg, const health_job *job, store_stats *st)
+ * staging path, which skips duplicates and names the refused entry. Then
+ * the new rows' alerts. */
+static int health_body(PGconn *pg, const void *arg, store_stats *st)
 {
-    key_arrays keys;
-    const char *params[4];
-    size_t i;
+    const health_job *job = arg;
+    size_t k;
     int rc;
 
+    memset(job->stored, 1, job->nrows ? job->nrows : 1);
     if ((rc = pg_exec(pg, "SAVEPOINT direct")) != 0)
         return rc;
     rc = pg_copy_quiet(pg, direct_copy_sql, job->data->data, job->data->len);
-    if (rc == LJ_EPOISON) {
-        if ((rc = pg_exec(pg, "ROLLBACK TO SAVEPOINT direct")) != 0)
-            return rc;
-        return staging_body(pg, job, st);
-    }
+    if (rc == LJ_EPOISON && (rc = pg_exec(pg, "ROLLBACK TO SAVEPOINT direct")) == 0)
+        rc = staging_body(pg, job);
     if (rc != 0)
         return rc;
-    lj_buf_init(&keys.sns);
-    lj_buf_init(&keys.tss);
-    if ((rc = key_arrays_build(job, &keys)) == 0) {
-        params[0] = keys.sns.data;
-        params[1] = keys.tss.data;
-        params[2] = keys.lo;
-        params[3] = keys.hi;
-        rc = take_result(pg, pg_query_params(pg, direct_alerts_sql, 4, params), st, "alerts");
-    }
-    for (i = 0; rc == 0 && job->each && i < job->n; i++)
-        job->each[i] = job->sent[i];        /* the COPY took every row: all new */
-    lj_buf_cleanup(&keys.sns);
-    lj_buf_cleanup(&keys.tss);
-    return rc;
+    for (k = 0; k < job->nrows; k++)
+        st->inserted += job->stored[k];
+    return raise_alerts(pg, job, st);
 }
 
-static int health_body(PGconn *pg, const void *arg, store_stats *st)
+/* Per item, the rows that were new ('fresh', room for 'n'); and the stream
+ * entries with at least one. */
+static void count_fresh(const health_job *job, size_t *fresh, store_stats *st)
 {
-    return direct_body(pg, arg, st);
+    size_t i;
+    size_t k;
+
+    for (i = 0; i < job->n; i++)
+        fresh[i] = 0;
+    for (k = 0; k < job->nrows; k++)
+        fresh[job->rows[k].item] += job->stored[k];
+    for (i = 0; i < job->n; i++)
+        st->entries_new += fresh[i] > 0 && job->items[i].stream_id && *job->items[i].stream_id;
 }
 
 /* The partitions of the months the batch touches, before its transaction
@@ -533,7 +531,8 @@ int store_health_each(PGconn *pg, enrich_cache *cache, const store_item *items, 
 {
     copyenc_owner *owners = NULL;
     unsigned char *skip = NULL;
-    size_t *sent = NULL;
+    unsigned char *stored = NULL;
+    size_t *fresh = NULL;
     row_ref *order = NULL;
     size_t nsend = 0;
     health_job job;
@@ -546,33 +545,31 @@ int store_health_each(PGconn *pg, enrich_cache *cache, const store_item *items, 
     lj_buf_init(&data);
     for (i = 0; i < n; i++)
         rows += items[i].n;
-    if (each && ((skip = malloc(rows ? rows : 1)) == NULL ||
-                 (sent = malloc(n * sizeof(*sent))) == NULL)) {
+    if ((skip = malloc(rows ? rows : 1)) == NULL || (stored = malloc(rows ? rows : 1)) == NULL ||
+        (fresh = malloc((n ? n : 1) * sizeof(*fresh))) == NULL) {
         rc = LJ_ENOMEM;
         goto out;
     }
-    if (each && (rc = mark_repeats(items, n, rows, skip, sent)) != 0)
-        goto out;
-    if ((rc = find_owners(pg, cache, items, n, rows, &owners, st)) != 0)
+    if ((rc = mark_repeats(items, n, rows, skip)) != 0 ||
+        (rc = find_owners(pg, cache, items, n, rows, &owners, st)) != 0)
         goto out;
     if ((rc = sorted_rows(items, n, rows, skip, &order, &nsend)) != 0 ||
         (rc = encode_items(&data, items, order, nsend, owners, upload_method)) != 0)
         goto out;
     if ((rc = ensure_months(pg, items, n)) != 0)
         goto out;
-    job.data = &data;
-    job.items = items;
-    job.n = n;
-    job.each = each;
-    job.sent = sent;
-    job.rows = order;
-    job.nrows = nsend;
-    if ((rc = in_transaction(pg, health_body, &job, st)) == 0)
+    job = (health_job){&data, items, n, order, nsend, owners, upload_method, stored};
+    if ((rc = in_transaction(pg, health_body, &job, st)) == 0) {
+        count_fresh(&job, fresh, st);
+        if (each)
+            memcpy(each, fresh, n * sizeof(*each));
         st->duplicates = rows - st->inserted;
+    }
 out:
     free(order);
     free(skip);
-    free(sent);
+    free(stored);
+    free(fresh);
     free(owners);
     lj_buf_cleanup(&data);
     return rc;

@@ -7,11 +7,12 @@
  *     owners of the batch's devices        -- enrich_lookup(), cached
  *     partitions of the months it touches  -- part_ensure(), cached
  *     BEGIN
- *     CREATE TEMP TABLE health_staging ... ON COMMIT DROP
- *     COPY health_staging FROM STDIN        -- every record, with its owner
- *     INSERT INTO t_user_health_data SELECT ... FROM health_staging
- *         ON CONFLICT (device_sn, ts) DO NOTHING RETURNING ...
- *       + INSERT INTO t_alert_info ...      -- rules matched by the new rows
+ *     SAVEPOINT; COPY t_user_health_data    -- every record, with its owner
+ *     (a row already stored or refused: back to the savepoint, then
+ *      COPY into a temp staging table and INSERT ... SELECT
+ *      ON CONFLICT (device_sn, ts) DO NOTHING, which names the rows skipped)
+ *     SELECT the enabled t_alert_rule rows  -- matched here (alertrule.h)
+ *     INSERT INTO t_alert_info ... unnest() -- by the new rows only
  *     COMMIT
  *
  * so a redelivered batch, or the same reading sent twice on either path,

@@ -143,6 +143,56 @@ def test_redelivered_reading_raises_no_second_alert(stack):
     assert len(rows(stack, sn)) == 1
 
 
+def test_alerts_of_a_mixed_batch_come_from_its_new_rows_only(stack):
+    """A batch holding an already stored reading takes the staging path; its
+    new rows alert once, with the owner of the device, the stored one not."""
+    sn = serial("mixalert")
+    uid = stack.s.sql("INSERT INTO sys_user (user_name, device_sn, customer_id) VALUES"
+                      " ('mia', %s, 601) RETURNING id", (sn,))[0][0]
+    stack.s.sql("INSERT INTO sys_user_org (user_id, org_id) VALUES (%s, 7601)", (uid,))
+    health_entry(stack, [{"device_sn": sn, "ts": BASE_MS, "heart_rate": 150}])
+    stack.consumer()
+    wait_for(lambda: drained(stack), what="the first entry")
+    stack.stop_all()
+    health_entry(stack, [{"device_sn": sn, "ts": BASE_MS, "heart_rate": 150},       # stored
+                         {"device_sn": sn, "ts": BASE_MS + 1000, "heart_rate": 150},
+                         {"device_sn": sn, "ts": BASE_MS + 2000, "heart_rate": 70},
+                         {"device_sn": sn, "ts": BASE_MS + 3000, "blood_oxygen": 80,
+                          "temperature": 38.5}])
+    stack.consumer()
+    wait_for(lambda: drained(stack), what="the mixed entry")
+    got = stack.s.sql("SELECT (extract(epoch FROM alert_time) * 1000)::bigint, alert_type,"
+                      " alert_value, level, user_id, customer_id, org_id FROM t_alert_info"
+                      " WHERE device_sn = %s ORDER BY 1, 2", (sn,))
+    owner = (uid, 601, 7601)
+    assert got == [(BASE_MS, "heart_rate", 150, "major", *owner),
+                   (BASE_MS + 1000, "heart_rate", 150, "major", *owner),
+                   (BASE_MS + 3000, "blood_oxygen", 80, "critical", *owner),
+                   (BASE_MS + 3000, "temperature", 38.5, "minor", *owner)]
+    assert len(rows(stack, sn)) == 4
+
+
+def test_a_rule_edited_while_running_applies_to_the_next_batch(stack):
+    """Rules are read in each batch's transaction: no restart, no stale copy."""
+    sn = serial("ruleedit")
+    rid = stack.s.sql("INSERT INTO t_alert_rule (rule_name, metric, comparison, threshold,"
+                      " level) VALUES (%s, 'stress', '>=', 99, 'critical') RETURNING id",
+                      (sn,))[0][0]
+    try:
+        stack.consumer()
+        health_entry(stack, [{"device_sn": sn, "ts": BASE_MS, "stress": 99}])
+        wait_for(lambda: drained(stack), what="the first entry")
+        alerts = "SELECT rule_id, level FROM t_alert_info WHERE device_sn = %s"
+        assert stack.s.sql(alerts, (sn,)) == [(rid, "critical")]
+        stack.s.sql("UPDATE t_alert_rule SET enabled = false WHERE id = %s", (rid,))
+        health_entry(stack, [{"device_sn": sn, "ts": BASE_MS + 1000, "stress": 99}])
+        wait_for(lambda: len(rows(stack, sn)) == 2 and drained(stack), what="the second entry")
+        assert stack.s.sql(alerts, (sn,)) == [(rid, "critical")]
+    finally:
+        stack.s.sql("DELETE FROM t_alert_info WHERE rule_id = %s", (rid,))
+        stack.s.sql("DELETE FROM t_alert_rule WHERE id = %s", (rid,))
+
+
 # -- device info and events ----------------------------------------------------------
 
 def device_entry(stack, sn, ts, battery, extra=None):

@@ -274,20 +274,6 @@ def test_same_entry_id_in_two_streams_raises_each_alert_once(stack, servers, tmp
         assert [a[1]["device_sn"] for a in alerts] == [sn]
 
 
-def test_direct_path_alert_lookup_prunes_partitions(servers):
-    """The query the direct-COPY path runs to find its new rows (store.c)
-    touches only the partition of the batch's readings."""
-    plan = servers.sql(
-        "EXPLAIN SELECT device_sn FROM t_user_health_data"
-        " WHERE (device_sn, ts) IN (SELECT * FROM unnest('{a}'::varchar[], ARRAY[now()]))"
-        " AND ts >= now() - interval '1 ms' AND ts <= now()")
-    text = "\n".join(p[0] for p in plan)
-    words = text.split()
-    scanned = {words[i + 1] for i, w in enumerate(words[:-1])
-               if w == "on" and words[i + 1].startswith("t_user_health_data")}
-    assert len(scanned) == 1 and "t_user_health_data_default" not in scanned, text
-
-
 # -- 9. side streams are bounded, dead letters kept in PostgreSQL -----------------------
 
 def test_alert_and_dead_letter_streams_are_bounded_and_nothing_is_lost(stack):
