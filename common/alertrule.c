@@ -1,9 +1,11 @@
 #include "alertrule.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "copyenc.h"
 #include "err.h"
 #include "log.h"
 #include "pg.h"
@@ -111,41 +113,53 @@ int alert_rules_load(PGconn *pg, alert_rules *rs)
 
 double alert_stored_value(const rec_health *r, rec_field f)
 {
-    char text[40];
+    char text[COPYENC_DOUBLE_MAX];
 
     if (rec_field_is_int(f))
         return r->num[f];
-    snprintf(text, sizeof(text), "%.15g", r->num[f]);  /* as copyenc.c writes it */
+    copyenc_double(r->num[f], text);        /* as the row was written */
     return strtod(text, NULL);
 }
 
-static int matches(const alert_rule *rule, double v)
+static int compare(alert_cmp cmp, double v, double t)
 {
-    switch (rule->cmp) {
+    switch (cmp) {
     case ALERT_GT:
-        return v > rule->threshold;
+        return v > t;
     case ALERT_LT:
-        return v < rule->threshold;
+        return v < t;
     case ALERT_GE:
-        return v >= rule->threshold;
+        return v >= t;
     case ALERT_LE:
-        return v <= rule->threshold;
+        return v <= t;
     case ALERT_EQ:
-        return v == rule->threshold;
+        return v == t;
     }
     return 0;
 }
 
+/* Whether 'rule' matches the stored value of 'r'. The value as read
+ * differs from the stored one by under 1e-14 of it: away from the
+ * threshold both compare alike, and the stored one is worked out only near
+ * it (it costs a printf and a strtod). */
+static int matches(const alert_rule *rule, const rec_health *r, rec_field f)
+{
+    double v = r->num[f];
+    double t = rule->threshold;
+
+    if (fabs(v - t) <= 1e-12 * fmax(fabs(v), fabs(t)))
+        v = alert_stored_value(r, f);
+    return compare(rule->cmp, v, t);
+}
+
 const alert_rule *alert_rules_match(const alert_rules *rs, const rec_health *r, rec_field f)
 {
-    double v;
     size_t i;
 
     if (!(r->present & (1u << f)))
         return NULL;
-    v = alert_stored_value(r, f);
-    for (i = 0; i < rs->n; i++)
-        if (rs->v[i].metric == f && matches(&rs->v[i], v))
+    for (i = 0; i < rs->n && rs->v[i].metric <= f; i++)
+        if (rs->v[i].metric == f && matches(&rs->v[i], r, f))
             return &rs->v[i];
     return NULL;
 }

@@ -237,6 +237,9 @@ static const cfg_option options[] = {
             "ones are evicted first"),
     CFG_INT("ratio_refresh_ms", "LJ_RATIO_REFRESH_MS", ratio_refresh_ms, "500", 50, 60000,
             CFG_PRODUCER, "how often each producer re-reads the traffic ratio from Redis"),
+    CFG_INT("read_ahead", "LJ_READ_AHEAD", read_ahead, "1", 0, 1, CFG_CONSUMER,
+            "1: each worker reads and decodes its next batch of new entries while it stores "
+            "the current one (one more Redis connection a worker); 0: one at a time"),
     CFG_STR("redis_cluster", "LJ_REDIS_CLUSTER", redis_cluster, "", CFG_CONSUMER, 0,
             "seed nodes host:port,... of a Redis Cluster (commands go to the master of their "
             "slot); empty: one Redis at --redis-host:--redis-port. Consumer only so far"),

@@ -94,6 +94,7 @@ typedef struct lj_config {
     int batch_adaptive;
     int batch_target_ms;
     int block_ms;
+    int read_ahead;             /* readahead.h */
     char status_host[64];
     int status_port;
     int device_workers;

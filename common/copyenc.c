@@ -1,5 +1,7 @@
 #include "copyenc.h"
 
+#include <math.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "err.h"
@@ -28,6 +30,56 @@ int copyenc_text(lj_buf *out, const char *s, size_t n)
     return lj_buf_append(out, s + run, n - run);
 }
 
+/* 'v' == n / 10^k with |n| < 10^12, k <= 3: n's digits with k of them
+ * after the point, trailing zeros dropped; the length, or 0 when 'v' is
+ * not such a decimal. The double nearest a decimal of 15 significant
+ * digits or fewer prints back as that decimal under "%.15g". */
+static size_t short_decimal(double v, char *out)
+{
+    static const double scale[] = {1, 10, 100, 1000};
+    char digits[24];
+    size_t len = 0;
+    unsigned long long u;
+    int nd = 0;
+    int k;
+
+    if (!(v > -1e9 && v < 1e9) || v == 0)
+        return 0;
+    for (k = 0; k < 4; k++) {
+        long long n = llround(v * scale[k]);
+
+        if ((double)n / scale[k] != v)
+            continue;
+        if (n < 0)
+            out[len++] = '-';
+        for (u = (unsigned long long)(n < 0 ? -n : n); u > 0 || nd <= k; u /= 10)
+            digits[nd++] = (char)('0' + u % 10);    /* least significant first */
+        while (k > 0 && digits[0] == '0') {         /* trailing zeros of the fraction */
+            memmove(digits, digits + 1, (size_t)--nd);
+            k--;
+        }
+        while (nd > 0) {
+            if (nd == k)
+                out[len++] = '.';
+            out[len++] = digits[--nd];
+        }
+        out[len] = '\0';
+        return len;
+    }
+    return 0;
+}
+
+size_t copyenc_double(double v, char out[COPYENC_DOUBLE_MAX])
+{
+    size_t len = short_decimal(v, out);
+    int n;
+
+    if (len > 0)
+        return len;
+    n = snprintf(out, COPYENC_DOUBLE_MAX, "%.15g", v);
+    return n > 0 ? (size_t)n : 0;
+}
+
 static int put_str(lj_buf *out, const char *s)
 {
     if (s == NULL || *s == '\0')
@@ -51,7 +103,11 @@ static int put_field(lj_buf *out, const rec_health *r, rec_field f)
     if (rec_field_is_int(f))
         return lj_buf_int(out, (long long)r->num[f]) || lj_buf_append(out, "\t", 1) ? LJ_ENOMEM
                                                                                     : 0;
-    return lj_buf_printf(out, "%.15g\t", r->num[f]);
+    char text[COPYENC_DOUBLE_MAX];
+    size_t len = copyenc_double(r->num[f], text);
+
+    text[len] = '\t';
+    return lj_buf_append(out, text, len + 1);
 }
 
 int copyenc_health_row(lj_buf *out, const rec_health *r, const copyenc_owner *owner,

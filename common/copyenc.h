@@ -17,6 +17,12 @@
 #include "buf.h"
 #include "record.h"
 
+/* Writes 'v' as printf's "%.15g" does (the digits a double column keeps),
+ * NUL-terminated, into 'out'; returns its length. Decimals of at most
+ * three fractional digits (readings) skip printf. */
+#define COPYENC_DOUBLE_MAX 32
+size_t copyenc_double(double v, char out[COPYENC_DOUBLE_MAX]);
+
 /* Column list matching copyenc_health_row(), for "COPY t (...) FROM STDIN". */
 #define COPYENC_HEALTH_COLUMNS                                                        \
     "device_sn, ts, user_id, customer_id, org_id, heart_rate, blood_oxygen, "        \

@@ -153,6 +153,38 @@ static unsigned days_in_month(int y, unsigned m)
 }
 
 /* 'us' 1000 or more: milliseconds only. */
+/* Writes 'v' as 'width' decimal digits, zero-padded; returns the end. */
+static char *put_digits(char *p, unsigned v, int width)
+{
+    int i;
+
+    for (i = width - 1; i >= 0; i--, v /= 10)
+        p[i] = (char)('0' + v % 10);
+    return p + width;
+}
+
+/* "YYYY-MM-DD hh:mm:ss.mmm[uuu]+00" (us < 1000: the microseconds too). */
+static void put_clock(char *p, unsigned y, unsigned m, unsigned d, unsigned sod, unsigned ms,
+                      unsigned us)
+{
+    p = put_digits(p, y, 4);
+    *p++ = '-';
+    p = put_digits(p, m, 2);
+    *p++ = '-';
+    p = put_digits(p, d, 2);
+    *p++ = ' ';
+    p = put_digits(p, sod / 3600, 2);
+    *p++ = ':';
+    p = put_digits(p, sod / 60 % 60, 2);
+    *p++ = ':';
+    p = put_digits(p, sod % 60, 2);
+    *p++ = '.';
+    p = put_digits(p, ms, 3);
+    if (us < 1000)
+        p = put_digits(p, us, 3);
+    memcpy(p, "+00", 4);
+}
+
 static void format_ts(int64_t ts_ms, unsigned us, char *out, size_t outlen)
 {
     /* Floor division, so times before 1970 still print a valid clock. */
@@ -165,6 +197,10 @@ static void format_ts(int64_t ts_ms, unsigned us, char *out, size_t outlen)
     unsigned d;
 
     civil_from_days(days, &y, &m, &d);
+    if (y >= 0 && y <= 9999 && outlen >= 34) {    /* printf's result, without printf */
+        put_clock(out, (unsigned)y, m, d, (unsigned)sod, (unsigned)ms, us);
+        return;
+    }
     if (us < 1000)
         snprintf(out, outlen, "%04d-%02u-%02u %02d:%02d:%02d.%03d%03u+00", y, m, d,
                  (int)(sod / 3600), (int)(sod / 60 % 60), (int)(sod % 60), ms, us);

@@ -21,6 +21,7 @@
 #include "batchsize.h"
 #include "enrich.h"
 #include "rconn.h"
+#include "readahead.h"
 #include "streams.h"
 #include "worker.h"
 
@@ -33,6 +34,7 @@ typedef struct session {
     worker *w;
     stream_kind kind;
     rconn *redis;                   /* one Redis or a cluster; NULL while disconnected */
+    readahead *ahead;               /* the next batch of new entries, or NULL (--read-ahead 0) */
     PGconn *pg;                     /* NULL while disconnected */
     char stream[STREAM_NAME_MAX];
     char group[STREAM_NAME_MAX];

@@ -210,35 +210,68 @@ static void next_count(session *s, size_t got, double took_ms)
     atomic_store(&s->w->stats.batch_count, after);
 }
 
-/* One XREADGROUP and what follows. 0, or the error that needs a backoff. */
-static int step(session *s)
+/* Reads the next batch into 'b' now, with the worker's connection: its
+ * pending entries, or new ones when it reads none ahead. 0, or the error
+ * that needs a backoff. */
+static int read_now(session *s, batch *b)
 {
-    redisReply *r = read_batch(s);
     int pending_phase = s->read.phase == SESSION_READ_PENDING;
-    int64_t t0;
-    batch b;
-    int rc;
+    redisReply *r = read_batch(s);
+    int rc = 0;
 
     if (r == NULL) {
         log_warn("worker", "XREADGROUP failed: %s", rconn_errstr(s->redis));
         drop_redis(s);
         return LJ_EUNAVAIL;
     }
-    batch_init(&b, s->kind);
     if (r->type == REDIS_REPLY_ERROR) {
         log_warn("worker", "XREADGROUP refused: %s", r->str);
         drop_redis(s);  /* e.g. NOGROUP after a flush: recreated on reconnect */
         rc = LJ_EREDIS;
-        goto out;
-    }
-    if ((rc = batch_from_reply(r, &b)) != 0) {
+    } else if ((rc = batch_from_reply(r, b)) != 0) {
         log_error("worker", "unexpected XREADGROUP reply shape");
-        goto out;
-    }
-    if (pending_phase && b.n > 0)   /* continue after the last pending entry */
-        session_set_read(s, SESSION_READ_PENDING, b.entries[b.n - 1].id);
-    else if (pending_phase)         /* none is left: new entries */
+    } else if (pending_phase && b->n > 0) {     /* continue after the last pending entry */
+        session_set_read(s, SESSION_READ_PENDING, b->entries[b->n - 1].id);
+    } else if (pending_phase) {                 /* none is left: new entries */
         session_set_read(s, SESSION_READ_NEW, NULL);
+    }
+    freeReplyObject(r);
+    return rc;
+}
+
+/* The next batch: new entries read ahead (readahead.h), the read of the
+ * one after asked for at once; else read now, after dropping what was read
+ * ahead (its entries are pending: they come with the pending ones). */
+static int next_batch(session *s, batch *b)
+{
+    int rc;
+
+    if (s->ahead == NULL || s->read.phase != SESSION_READ_NEW) {
+        if (s->ahead)
+            readahead_drop(s->ahead);
+        return read_now(s, b);
+    }
+    readahead_want(s->ahead, s->count.count);      /* no-op when asked already */
+    if ((rc = readahead_take(s->ahead, b)) != 0) {
+        if (rc == LJ_EREDIS)
+            drop_redis(s);      /* e.g. NOGROUP after a flush: recreated on reconnect */
+        return rc;
+    }
+    readahead_want(s->ahead, s->count.count);
+    return 0;
+}
+
+/* One batch read and what follows. 0, or the error that needs a backoff. */
+static int step(session *s)
+{
+    int pending_phase = s->read.phase == SESSION_READ_PENDING;
+    int64_t t0;
+    batch b;
+    int rc;
+
+    batch_init(&b, s->kind);
+    if ((rc = next_batch(s, &b)) != 0)
+        goto out;
     t0 = session_clock_ms();
     if (b.n > 0 && (rc = handle_batch(s, &b, pending_phase)) != 0) {
         atomic_fetch_add(&s->w->stats.retries, 1);
@@ -253,7 +286,6 @@ static int step(session *s)
     next_count(s, b.n, (double)(session_clock_ms() - t0));
 out:
     batch_cleanup(&b);
-    freeReplyObject(r);
     return rc;
 }
 
@@ -277,7 +309,11 @@ static int session_open(session *s, worker *w)
                    w->cfg->batch_adaptive);
     atomic_store(&w->stats.batch_count, s->count.count);
     s->owners = enrich_new(ENRICH_CACHE_DEVICES, w->cfg->enrich_ttl_ms);
-    return s->owners ? 0 : LJ_ENOMEM;
+    if (s->owners == NULL)
+        return LJ_ENOMEM;
+    if (w->cfg->read_ahead && (s->ahead = readahead_start(w, s->stream, s->group)) == NULL)
+        log_warn("worker", "no read-ahead thread: reading one batch at a time");
+    return 0;
 }
 
 int worker_run(worker *w)
@@ -304,6 +340,7 @@ int worker_run(worker *w)
         }
         s.backoff_ms = BACKOFF_MIN_MS;
     }
+    readahead_stop(s.ahead);
     drop_redis(&s);
     drop_pg(&s);
     enrich_free(s.owners);

@@ -193,6 +193,46 @@ def test_a_rule_edited_while_running_applies_to_the_next_batch(stack):
         stack.s.sql("DELETE FROM t_alert_rule WHERE id = %s", (rid,))
 
 
+def pending_of(stack, consumer_pid):
+    """Entries pending for the consumer names of process 'consumer_pid'."""
+    try:
+        got = stack.s.redis().xinfo_consumers(stack.stream(), stack.prefix + "health_processors")
+    except redis.exceptions.ResponseError:
+        return 0    # no group before the consumer makes it
+    return sum(c["pending"] for c in got if f":{consumer_pid}:" in c["name"])
+
+
+@pytest.mark.parametrize("read_ahead,held", [("1", 20), ("0", 10)])
+def test_read_ahead_batch_of_a_killed_worker_is_stored_once_by_the_next(stack, servers,
+                                                                        read_ahead, held):
+    """While a batch waits on PostgreSQL the worker has read the next one
+    (--read-ahead 1): both are pending under its name. Killed there, a
+    consumer started after it stores every entry exactly once."""
+    import psycopg
+    sn = serial(f"ahead{read_ahead}")
+    for i in range(60):
+        health_entry(stack, [{"device_sn": sn, "ts": BASE_MS + i * 1000, "heart_rate": 70}])
+    locker = psycopg.connect(servers.dsn)
+    locker.execute("LOCK TABLE t_user_health_data IN EXCLUSIVE MODE")
+    try:
+        c = stack.consumer(LJ_BATCH_SIZE=10, LJ_BATCH_ADAPTIVE=0, LJ_READ_AHEAD=read_ahead)
+        wait_for(lambda: pending_of(stack, c.p.pid) == held, timeout=20,
+                 what=f"{held} entries held by the worker")
+        time.sleep(0.5)             # a read that should not happen would show by now
+        assert pending_of(stack, c.p.pid) == held
+        c.p.send_signal(signal.SIGKILL)
+        c.p.wait()
+        stack.procs.remove(c)
+    finally:
+        locker.rollback()
+        locker.close()
+    stack.consumer()
+    wait_for(lambda: drained(stack) and len(rows(stack, sn)) == 60, timeout=30,
+             what="every entry stored")
+    assert rows(stack, sn) == [(BASE_MS + i * 1000,) for i in range(60)]
+    assert stack.s.redis().xlen(stack.stream() + ":dead") == 0
+
+
 # -- device info and events ----------------------------------------------------------
 
 def device_entry(stack, sn, ts, battery, extra=None):

@@ -3,6 +3,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -98,6 +99,47 @@ static void test_row_absent_fields_are_null(void **state)
     lj_buf_cleanup(&b);
 }
 
+static void assert_like_printf(double v)
+{
+    char want[64];
+    char got[COPYENC_DOUBLE_MAX];
+    size_t len;
+
+    snprintf(want, sizeof(want), "%.15g", v);
+    len = copyenc_double(v, got);
+    if (strcmp(got, want) != 0 || len != strlen(want))
+        fail_msg("copyenc_double(%.17g) = \"%s\", printf: \"%s\"", v, got, want);
+}
+
+static void test_double_is_printf_g15(void **state)
+{
+    static const double edges[] = {0.0, -0.0, 0.1 + 0.2, 1e-5, 0.001, 0.0005, 999999999.999,
+                                   1e9, -1e9, 123456789.123, 37.3 + 2e-14, 1.0 / 3, 1e300,
+                                   -2.5, 36.6, 0.5, 100.0, 22.543210, -0.001};
+    uint64_t x = 0x9E3779B97F4A7C15ull;
+    size_t i;
+    long n;
+
+    (void)state;
+    for (i = 0; i < sizeof(edges) / sizeof(edges[0]); i++)
+        assert_like_printf(edges[i]);
+    for (n = -200000; n <= 200000; n += 7) {       /* readings: 0-3 fractional digits */
+        assert_like_printf((double)n);
+        assert_like_printf((double)n / 10);
+        assert_like_printf((double)n / 100);
+        assert_like_printf((double)n / 1000);
+        assert_like_printf(n * 0.001);              /* not the nearest double of n/1000 */
+    }
+    for (i = 0; i < 200000; i++) {                  /* any double */
+        double d;
+
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        memcpy(&d, &x, sizeof(d));
+        assert_like_printf(d);
+        assert_like_printf((double)(int64_t)(x >> 20) / 4096.0);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -105,6 +147,7 @@ int main(void)
         cmocka_unit_test(test_text_keeps_quotes_and_utf8),
         cmocka_unit_test(test_row_with_all_fields),
         cmocka_unit_test(test_row_absent_fields_are_null),
+        cmocka_unit_test(test_double_is_printf_g15),
     };
 
     return cmocka_run_group_tests_name("copyenc", tests, NULL, NULL);

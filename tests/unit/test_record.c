@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <cmocka.h>
 #include <cjson/cJSON.h>
@@ -1208,6 +1209,34 @@ static void test_format_ts(void **state)
     assert_string_equal(out, "1969-12-31 23:59:59.999+00");
 }
 
+/* The digits written without printf are printf's, over the accepted
+ * range (2000..2100) and with microseconds. */
+static void test_format_ts_like_gmtime(void **state)
+{
+    uint64_t x = 88172645463325252ull;
+    char got[40];
+    char want[64];
+    int i;
+
+    (void)state;
+    for (i = 0; i < 100000; i++) {
+        int64_t ms = 946684800000LL + (int64_t)(x % 3155760000000ull);
+        time_t secs = (time_t)(ms / 1000);
+        unsigned us = (unsigned)(x >> 40) % 1000;
+        struct tm tm;
+
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        gmtime_r(&secs, &tm);
+        snprintf(want, sizeof(want), "%04d-%02d-%02d %02d:%02d:%02d.%03d%03u+00",
+                 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                 (int)(ms % 1000), us);
+        rec_format_ts_us(ms, us, got, sizeof(got));
+        if (us == 0)
+            want[23] = '\0', strcat(want, "+00");
+        assert_string_equal(got, want);
+    }
+}
+
 /* Records moved to the errors keep their place in the upload, between the
  * records that were invalid from the start, and own nothing any more. */
 static void test_reject_marked_records(void **state)
@@ -1335,6 +1364,7 @@ int main(void)
         cmocka_unit_test(test_payload_reader_appends),
         cmocka_unit_test(test_payload_reader_refuses_other_shapes),
         cmocka_unit_test(test_format_ts),
+        cmocka_unit_test(test_format_ts_like_gmtime),
         cmocka_unit_test(test_records_without_timestamp_get_instants_of_their_own),
         cmocka_unit_test(test_reject_marked_records),
     };
