@@ -31,21 +31,31 @@ def make_records(n):
             for i in range(n)]
 
 
-def copy_reference(servers, records, tmp):
-    path = os.path.join(tmp, "rows.tsv")
-    with open(path, "w") as f:
-        for r in records:
-            ts = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r["ts"] // 1000))
-            f.write(f"{r['device_sn']}\t{ts}+00\t{r['heart_rate']}\t{r['blood_oxygen']}\t"
-                    f"{r['temperature']}\t{r['step']}\tapi\tstream_v2\n")
+def copy_reference(servers, records, tmp, streams=1):
+    """psql \\copy's rows/s for 'records' into the emptied table; with
+    'streams' > 1, that many psql at once, each a share of the rows."""
+    paths = [os.path.join(tmp, f"rows-{k}.tsv") for k in range(streams)]
+    files = [open(p, "w") for p in paths]
+    for i, r in enumerate(records):
+        ts = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r["ts"] // 1000))
+        files[i % streams].write(f"{r['device_sn']}\t{ts}+00\t{r['heart_rate']}\t"
+                                 f"{r['blood_oxygen']}\t{r['temperature']}\t{r['step']}\t"
+                                 "api\tstream_v2\n")
+    for f in files:
+        f.close()
     servers.sql("TRUNCATE t_user_health_data")
     t0 = time.monotonic()
-    subprocess.run(["psql", "-X", "-q", servers.dsn, "-c",
-                    f"\\copy t_user_health_data (device_sn, ts, heart_rate, blood_oxygen, "
-                    f"temperature, step, source_method, upload_method) FROM '{path}'"],
-                   check=True)
+    procs = [subprocess.Popen(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", servers.dsn, "-c",
+                               f"\\copy t_user_health_data (device_sn, ts, heart_rate, "
+                               f"blood_oxygen, temperature, step, source_method, upload_method)"
+                               f" FROM '{p}'"]) for p in paths]
+    if any(p.wait() != 0 for p in procs):
+        raise SystemExit("psql \\copy failed")
     elapsed = time.monotonic() - t0
+    got = servers.sql("SELECT count(*) FROM t_user_health_data")[0][0]
     servers.sql("TRUNCATE t_user_health_data")
+    if got != len(records):
+        raise SystemExit(f"psql \\copy stored {got} rows of {len(records)}")
     return len(records) / elapsed
 
 

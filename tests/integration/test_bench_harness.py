@@ -66,3 +66,19 @@ def test_wrk_scripts_repeat_no_key_across_threads(stack, script, per_req, args):
     # Every 200 stored; beyond, at most the requests in flight when wrk stopped.
     n, bad = bench.rows_check(stack.s, tag, 0, r["ok"] * per_req, (r["total"] + 8) * per_req)
     assert bad is None, (n, r)
+
+
+def backlog_of(samples):
+    b = bench.Backlog.__new__(bench.Backlog)    # no Redis: only the samples matter
+    b.samples = samples
+    return b
+
+
+def test_sustained_verdict_sees_a_backlog_that_grows_late():
+    """A run whose backlog is flat for its first half and then grows by 300
+    entries/s is not sustained; a bounded, noisy backlog is."""
+    late = [(t * 0.5, 100 if t < 60 else 100 + (t - 60) * 150) for t in range(120)]
+    assert bench.Backlog.growth(backlog_of(late)) == pytest.approx(300, rel=0.01)
+    noisy = [(t * 0.5, 500 + (t % 7) * 40) for t in range(120)]
+    assert abs(bench.Backlog.growth(backlog_of(noisy))) < 10
+    assert bench.Backlog.growth(backlog_of([(0, 5)])) == 0.0
