@@ -21,10 +21,11 @@
 struct ingest {
     uv_loop_t *loop;
     const lj_config *cfg;
-    rlink *link;
+    rcluster *link;
     gray *gray;
     backlog *backlog;
-    char streams[STREAM_KINDS][STREAM_NAME_MAX];
+    unsigned nshards;       /* --stream-shards */
+    int tagged;             /* shard names carry the hash tag (stream_tagged) */
     char alert_stream[STREAM_NAME_MAX];
     uint64_t rng;           /* xorshift state for entry UUIDs */
     int closing;            /* ingest_close(): no new storage work */
@@ -104,10 +105,10 @@ static double seconds_since(uint64_t start_ns)
     return (double)(uv_hrtime() - start_ns) / 1e9;
 }
 
-ingest *ingest_new(uv_loop_t *loop, const lj_config *cfg, rlink *link, gray *g, backlog *bl)
+ingest *ingest_new(uv_loop_t *loop, const lj_config *cfg, rcluster *link, gray *g,
+                   backlog *bl)
 {
     ingest *in = calloc(1, sizeof(*in));
-    int k;
 
     if (in == NULL)
         return NULL;
@@ -117,8 +118,8 @@ ingest *ingest_new(uv_loop_t *loop, const lj_config *cfg, rlink *link, gray *g, 
     in->gray = g;
     in->backlog = bl;
     in->rng = ((uint64_t)now_ms() << 20) ^ (uint64_t)(uintptr_t)in ^ 0x9E3779B97F4A7C15ull;
-    for (k = 0; k < STREAM_KINDS; k++)
-        stream_name(in->streams[k], sizeof(in->streams[k]), cfg->stream_prefix, (stream_kind)k);
+    in->nshards = (unsigned)cfg->stream_shards;
+    in->tagged = stream_tagged(in->nshards, rcluster_is_cluster(link));
     stream_alert_name(in->alert_stream, sizeof(in->alert_stream), cfg->stream_prefix);
     return in;
 }
@@ -174,14 +175,27 @@ static int enter_flight(http_request *req)
     return 0;
 }
 
+/* The shard of the stream of 'kind' that device 'sn' writes to. */
+static unsigned shard_of(const ingest *in, const char *sn)
+{
+    return stream_shard_of(sn, strlen(sn), in->nshards);
+}
+
+/* Nonzero when the device's shard of 'kind' is over the high watermark. */
+static int stream_full(const ingest *in, stream_kind kind, const char *sn)
+{
+    return backlog_full(in->backlog, kind, shard_of(in, sn));
+}
+
 /* XADD <stream> * timestamp <ms> uuid <uuid> device_sn <sn> message_type <t>
  *      api_version v2 batch_id <id> payload <json>  ('cb' gets the reply) */
 static int send_xadd(ingest *in, stream_kind kind, const char *sn, const char *batch_id,
                      const lj_buf *payload, rlink_cb cb, void *arg)
 {
+    char stream[STREAM_NAME_MAX];
     char ts[24];
     char uuid[37];
-    const char *argv[] = {"XADD", in->streams[kind], "*",
+    const char *argv[] = {"XADD", stream, "*",
                           "timestamp", ts,
                           "uuid", uuid,
                           "device_sn", sn,
@@ -192,12 +206,14 @@ static int send_xadd(ingest *in, stream_kind kind, const char *sn, const char *b
     size_t lens[sizeof(argv) / sizeof(argv[0])];
     size_t i;
 
+    stream_shard_name(stream, sizeof(stream), in->cfg->stream_prefix, kind, shard_of(in, sn),
+                      in->tagged);
     snprintf(ts, sizeof(ts), "%lld", (long long)now_ms());
     make_uuid(in, uuid);
     for (i = 0; i + 1 < sizeof(argv) / sizeof(argv[0]); i++)
         lens[i] = strlen(argv[i]);
     lens[i] = payload->len;
-    return rlink_command(in->link, (int)(i + 1), argv, lens, cb, arg);
+    return rcluster_command(in->link, stream, (int)(i + 1), argv, lens, cb, arg);
 }
 
 static int errors_json(const rec_batch *b, lj_buf *out)
@@ -289,7 +305,7 @@ static void publish_alerts(ingest *in, const store_stats *st)
                          argv);
         for (j = 0; j < STORE_ALERT_ARGC; j++)
             lens[j] = strlen(argv[j]);
-        rlink_command(in->link, STORE_ALERT_ARGC, argv, lens, NULL, NULL);
+        rcluster_command(in->link, in->alert_stream, STORE_ALERT_ARGC, argv, lens, NULL, NULL);
     }
 }
 
@@ -443,7 +459,7 @@ static void go_stream(upload *u)
     int rc;
 
     u->path_start_ns = uv_hrtime();
-    if (backlog_full(u->in->backlog, STREAM_HEALTH)) {
+    if (stream_full(u->in, STREAM_HEALTH, u->b.recs[0].device_sn)) {
         atomic_fetch_add(&stats_fault.backpressure, 1);
         stream_failed(u, "stream over its high watermark");
         return;
@@ -736,7 +752,7 @@ static void send_simple(ingest *in, http_request *req, stream_kind kind, const c
     su->req = req;
     su->what = what;
     su->start_ns = uv_hrtime();
-    if (backlog_full(in->backlog, kind)) {
+    if (stream_full(in, kind, sn)) {
         atomic_fetch_add(&stats_fault.backpressure, 1);
         ingest_unavailable(req, "stream backlog full, retry later");
         simple_free(su);
@@ -906,7 +922,7 @@ static void report_stream(report_upload *ru)
     int rc;
 
     ru->start_ns = uv_hrtime();
-    if (backlog_full(ru->in->backlog, ru->kind)) {
+    if (stream_full(ru->in, ru->kind, report_sn(ru))) {
         atomic_fetch_add(&stats_fault.backpressure, 1);
         report_fall_back(ru, "stream over its high watermark");
         return;

@@ -25,7 +25,7 @@ typedef struct figures {
 
 struct ledger {
     uv_timer_t timer;
-    rlink *link;
+    rcluster *link;
     char names[STREAM_KINDS][STREAM_NAME_MAX];
     char groups[STREAM_KINDS][STREAM_NAME_MAX];
     char counts[STREAM_KINDS][STREAM_KEY_MAX];
@@ -150,7 +150,7 @@ static void poll_info(ledger *l)
     const char *argv[] = {"INFO", "persistence"};
     const size_t lens[] = {4, 11};
 
-    if (rlink_command(l->link, 2, argv, lens, on_info, l) == 0)
+    if (rcluster_command(l->link, NULL, 2, argv, lens, on_info, l) == 0)
         l->outstanding++;
 }
 
@@ -169,13 +169,13 @@ static void poll_streams(uv_timer_t *t)
         for (i = 0; i < 5; i++)
             lens[i] = strlen(argv[i]);
         memset(&l->next[k], 0, sizeof(l->next[k]));
-        if (rlink_command(l->link, 5, argv, lens, on_reply, &l->probes[k]) == 0)
+        if (rcluster_command(l->link, l->names[k], 5, argv, lens, on_reply, &l->probes[k]) == 0)
             l->outstanding++;
     }
     poll_info(l);
 }
 
-ledger *ledger_new(uv_loop_t *loop, rlink *link, const lj_config *cfg)
+ledger *ledger_new(uv_loop_t *loop, rcluster *link, const lj_config *cfg)
 {
     ledger *l = calloc(1, sizeof(*l));
     int k;

@@ -30,11 +30,11 @@
 
 #include "buf.h"
 #include "config.h"
-#include "rlink.h"
+#include "rcluster.h"
 
 typedef struct ledger ledger;
 
-ledger *ledger_new(uv_loop_t *loop, rlink *link, const lj_config *cfg);
+ledger *ledger_new(uv_loop_t *loop, rcluster *link, const lj_config *cfg);
 /* Stops polling; freed once no reply is outstanding and the timer closed. */
 void ledger_close(ledger *l);
 
