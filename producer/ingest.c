@@ -6,6 +6,7 @@
 #include <string.h>
 #include <sys/time.h>
 
+#include "cluster.h"
 #include "err.h"
 #include "flowctl.h"
 #include "kinds.h"
@@ -420,12 +421,30 @@ static void stream_failed(upload *u, const char *why)
     stream_refused(u, 1000);
 }
 
-/* An XADD's outcome for the Redis breaker; 1 when it succeeded. */
-static int xadd_outcome(const redisReply *r)
+/* A failure that opens no breaker: on a cluster, a refusal at once (the
+ * shard's master is down or not known yet: 'sent' 0) or CLUSTERDOWN /
+ * TRYAGAIN is about one shard or a failover in progress, and costs no wait;
+ * the breaker, which guards every shard, hears of lost replies only. */
+static int shard_failure(const ingest *in, const redisReply *r, int sent)
+{
+    cluster_redirect rd;
+
+    if (!rcluster_is_cluster(in->link))
+        return 0;
+    if (!sent)
+        return 1;
+    return r != NULL && r->type == REDIS_REPLY_ERROR &&
+           cluster_redirect_parse(r->str, r->len, &rd) == CLUSTER_RETRY;
+}
+
+/* An XADD's outcome for the Redis breaker ('sent' 0: it could not be sent);
+ * 1 when it succeeded. */
+static int xadd_outcome(const ingest *in, const redisReply *r, int sent)
 {
     int ok = r != NULL && r->type == REDIS_REPLY_STRING;
 
-    breaker_report(flowctl_breaker(FLOWCTL_REDIS), ok, uv_hrtime());
+    if (ok || !shard_failure(in, r, sent))
+        breaker_report(flowctl_breaker(FLOWCTL_REDIS), ok, uv_hrtime());
     if (!ok)
         atomic_fetch_add(&stats_fault.xadd_errors, 1);
     return ok;
@@ -437,7 +456,7 @@ static void on_health_xadd(redisReply *r, void *arg)
     lj_buf body;
     int err;
 
-    if (!xadd_outcome(r)) {
+    if (!xadd_outcome(u->in, r, 1)) {
         stream_failed(u, r ? (r->type == REDIS_REPLY_ERROR ? r->str : "bad reply") : "link lost");
         return;
     }
@@ -474,7 +493,7 @@ static void go_stream(upload *u)
         upload_free(u);
     } else if ((rc = send_xadd(u->in, STREAM_HEALTH, u->b.recs[0].device_sn, u->b.batch_id,
                                &payload, on_health_xadd, u)) != 0) {
-        xadd_outcome(NULL);
+        xadd_outcome(u->in, NULL, 0);
         stream_failed(u, "redis unavailable");
     }
     lj_buf_cleanup(&payload);
@@ -683,6 +702,7 @@ void ingest_health_batch(ingest *in, http_request *req)
  * ------------------------------------------------------------------------ */
 
 typedef struct simple_upload {
+    ingest *in;
     http_request *req;
     const char *what;
     uint64_t start_ns;
@@ -700,7 +720,7 @@ static void on_simple_xadd(redisReply *r, void *arg)
     lj_buf body;
     int err;
 
-    if (!xadd_outcome(r)) {
+    if (!xadd_outcome(su->in, r, 1)) {
         stats_path(STATS_STREAM, 0, seconds_since(su->start_ns));
         ingest_unavailable(su->req, "stream unavailable, retry later");
         simple_free(su);
@@ -749,6 +769,7 @@ static void send_simple(ingest *in, http_request *req, stream_kind kind, const c
         http_respond_error(req, 500, "out of memory");
         return;
     }
+    su->in = in;
     su->req = req;
     su->what = what;
     su->start_ns = uv_hrtime();
@@ -764,7 +785,7 @@ static void send_simple(ingest *in, http_request *req, stream_kind kind, const c
         return;
     }
     if (send_xadd(in, kind, sn, "", payload, on_simple_xadd, su) != 0) {
-        xadd_outcome(NULL);
+        xadd_outcome(in, NULL, 0);
         ingest_unavailable(req, "stream unavailable, retry later");
         simple_free(su);
         return;
@@ -892,7 +913,7 @@ static void on_report_xadd(redisReply *r, void *arg)
     lj_buf body;
     int err;
 
-    if (!xadd_outcome(r)) {
+    if (!xadd_outcome(ru->in, r, 1)) {
         stats_path(STATS_STREAM, 0, seconds_since(ru->start_ns));
         if (r != NULL) {    /* an error reply: definitely not added */
             report_fall_back(ru, "XADD refused");
@@ -937,7 +958,7 @@ static void report_stream(report_upload *ru)
         report_free(ru);
     } else if (send_xadd(ru->in, ru->kind, report_sn(ru), "", &payload, on_report_xadd,
                          ru) != 0) {
-        xadd_outcome(NULL);
+        xadd_outcome(ru->in, NULL, 0);
         stats_path(STATS_STREAM, 0, seconds_since(ru->start_ns));
         report_fall_back(ru, "redis unavailable");
     }
