@@ -282,8 +282,8 @@ static const cfg_option options[] = {
             "stream length at which uploads get 503 (or the legacy path) instead of an XADD"),
     CFG_INT("stream_shards", "LJ_STREAM_SHARDS", stream_shards, "1", 1, 256, CFG_BOTH,
             "shards of every stream (<stream>:{k}): the producer adds each upload to the shard "
-            "of its device serial; each shard is read by --workers/--device-workers/"
-            "--event-workers threads of its own; 1: the plain names"),
+            "of its device serial; the consumer reads each shard with worker threads of its "
+            "own; 1: the plain names"),
     CFG_STR("stream_prefix", "LJ_STREAM_PREFIX", stream_prefix, "", CFG_BOTH, 0,
             "prefix of every stream and group name (several environments on one Redis)"),
     CFG_STR("timezone", "LJ_TIMEZONE", timezone, "", CFG_PRODUCER, 0,

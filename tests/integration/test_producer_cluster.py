@@ -186,6 +186,7 @@ def test_a_killed_master_under_load_loses_no_200_and_routing_resumes(stack, own_
     assert failed, "the kill was not felt"
     last_503 = max(failed)
     assert last_503 - killed_at < 10, f"503s for {last_503 - killed_at:.1f} s after the kill"
+    print(f"\nload: {len(load.results)} uploads, {len(failed)} 503 after the kill, last 503 {last_503 - killed_at:.2f} s after it")
     assert len({sn for sn, st, t in after if t > last_503 and st == 200}) == load.devices
     ok = {(sn, ts) for sn, ts, st, _ in load.results if st == 200}
     wait_for(lambda: ok <= set(stored(stack, tag)), timeout=60,
