@@ -112,6 +112,14 @@ def test_six_shards_spread_over_every_master_and_are_stored_once(stack, cluster)
              what="every upload stored")
     assert set(stored(stack, tag).values()) == {1}
 
+    # The producer's ledger sums the shards, each read on its own master.
+    def conserved():
+        c = stack.get("/api/stream_metrics").json()["conservation"][
+            stack.prefix + "health_data_stream"]
+        return c is not None and c["accepted"] == len(sent) and \
+            c["stored"] == len(sent) and c["balanced"]
+    wait_for(conserved, timeout=20, what="the ledger summed over the shards")
+
 
 def test_the_ratio_key_is_read_from_the_cluster(stack, cluster):
     sn = f"PR{uuid.uuid4().hex[:6]}"
