@@ -313,6 +313,8 @@ static int redirect(rcluster *c, op *o, const cluster_redirect *rd)
         log_warn("rcluster", "gave up after %d redirects", REDIRECTS_MAX);
         return -1;
     }
+    log_debug("rcluster", "%s slot %u -> %s:%d", rd->kind == CLUSTER_MOVED ? "MOVED" : "ASK",
+              rd->slot, rd->to.host, rd->to.port);
     if (rd->kind == CLUSTER_MOVED) {
         c->counts.moved++;
         c->want_refresh = 1;

@@ -201,3 +201,40 @@ def test_a_killed_master_under_load_loses_no_200_and_routing_resumes(stack, own_
              what="every 200 stored after the failover")
     rows = stored(stack, tag)
     assert all(rows[k] == 1 for k in ok)
+
+
+def test_a_slot_migrated_under_load_is_followed_through_ask_then_moved(stack, own_cluster):
+    cluster = own_cluster
+    tag = f"PM{uuid.uuid4().hex[:6]}-"
+    stack.producer(**cluster_env(cluster))
+    wait_routing(stack, tag + "warm")
+    stack.consumer("--workers", "1", **consumer_env(cluster))
+    key = shard(stack, 0)
+    slot = cluster.keyslot(key)
+    src = cluster.master_of_slot(slot)
+    dst = next(m for m in cluster.masters() if m != src)
+    load = Load(stack, tag, seconds=8.0)
+    load.start()
+    time.sleep(2)
+    cluster.migrate_slot_begin(slot, src, dst)
+    time.sleep(0.5)
+    assert cluster.migrate_keys(slot, src, dst) >= 1     # the shard and its side keys
+    time.sleep(2)                                         # uploads follow ASK
+    cluster.migrate_slot_end(slot, dst)                   # and then MOVED
+    load.join(60)
+    assert not load.is_alive()
+    assert {st for _, _, st, _ in load.results} == {200}
+    assert key not in cluster.node(src).execute_command("CLUSTER", "GETKEYSINSLOT", slot, 1000)
+    assert cluster.node(dst).xlen(key) > 0
+    log = open(stack.procs[0].log_path).read()
+    assert f"ASK slot {slot} -> 127.0.0.1:{dst}" in log
+    assert f"MOVED slot {slot} -> 127.0.0.1:{dst}" in log
+    ok = {(sn, ts) for sn, ts, st, _ in load.results}
+    wait_for(lambda: ok <= set(stored(stack, tag)), timeout=60,
+             what="every upload stored after the migration")
+    rows = stored(stack, tag)
+    assert all(rows[k] == 1 for k in ok)
+    of = client_of(cluster)
+    added = sum(of(shard(stack, k)).xinfo_stream(shard(stack, k))["entries-added"]
+                for k in range(SHARDS))
+    assert added == len(ok) + 1                           # each added once (+ the warm-up)
