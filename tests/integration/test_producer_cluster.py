@@ -140,6 +140,22 @@ def test_the_ratio_key_is_read_from_the_cluster(stack, cluster):
     assert client_of(cluster)(key).get(key) == "0.25"
 
 
+def test_one_shard_on_a_cluster_is_written_under_the_tagged_name(stack, cluster):
+    """The consumer reads '<stream>:{0}' on a cluster even with one shard (its
+    scripts name a stream and its side keys): the producer writes there."""
+    sn = f"P1{uuid.uuid4().hex[:6]}"
+    env = cluster_env(cluster, LJ_STREAM_SHARDS=1)
+    stack.producer(**env)
+    wait_routing(stack, sn)
+    resp = upload(requests.Session(), stack, sn, BASE_S + 1)
+    assert resp.status_code == 200, resp.text
+    of = client_of(cluster)
+    assert of(shard(stack, 0)).xlen(shard(stack, 0)) == 2
+    stack.consumer("--workers", "1", **dict(consumer_env(cluster), LJ_STREAM_SHARDS=1))
+    wait_for(lambda: stored(stack, sn) == {(sn, BASE_S): 1, (sn, BASE_S + 1): 1}, timeout=30,
+             what="both uploads stored")
+
+
 class Load(threading.Thread):
     """Sequential uploads of 'devices' serials, round robin, for 'seconds':
     bounded, loopback only, stops by itself. Records (sn, ts, status, t)."""
