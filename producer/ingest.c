@@ -424,7 +424,8 @@ static void stream_failed(upload *u, const char *why)
 /* A failure that opens no breaker: on a cluster, a refusal at once (the
  * shard's master is down or not known yet: 'sent' 0) or CLUSTERDOWN /
  * TRYAGAIN is about one shard or a failover in progress, and costs no wait;
- * the breaker, which guards every shard, hears of lost replies only. */
+ * the breaker, which guards every shard, hears of lost replies and of
+ * Redis's own errors (-OOM, ...) only. */
 static int shard_failure(const ingest *in, const redisReply *r, int sent)
 {
     cluster_redirect rd;
