@@ -446,6 +446,8 @@ static int xadd_outcome(const ingest *in, const redisReply *r, int sent)
 
     if (ok || !shard_failure(in, r, sent))
         breaker_report(flowctl_breaker(FLOWCTL_REDIS), ok, uv_hrtime());
+    else
+        breaker_abstain(flowctl_breaker(FLOWCTL_REDIS), uv_hrtime());
     if (!ok)
         atomic_fetch_add(&stats_fault.xadd_errors, 1);
     return ok;
