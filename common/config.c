@@ -240,9 +240,9 @@ static const cfg_option options[] = {
     CFG_INT("read_ahead", "LJ_READ_AHEAD", read_ahead, "1", 0, 1, CFG_CONSUMER,
             "1: each worker reads and decodes its next batch of new entries while it stores "
             "the current one (one more Redis connection a worker); 0: one at a time"),
-    CFG_STR("redis_cluster", "LJ_REDIS_CLUSTER", redis_cluster, "", CFG_CONSUMER, 0,
+    CFG_STR("redis_cluster", "LJ_REDIS_CLUSTER", redis_cluster, "", CFG_BOTH, 0,
             "seed nodes host:port,... of a Redis Cluster (commands go to the master of their "
-            "slot); empty: one Redis at --redis-host:--redis-port. Consumer only so far"),
+            "slot); empty: one Redis at --redis-host:--redis-port"),
     CFG_INT("redis_connect_ms", "LJ_REDIS_CONNECT_MS", redis_connect_ms, "2000", 50, 60000,
             CFG_BOTH,
             "a Redis connect not complete after this is abandoned and retried with backoff"),
@@ -283,9 +283,10 @@ static const cfg_option options[] = {
     CFG_INT("stream_high_watermark", "LJ_STREAM_HIGH_WATERMARK", stream_high_watermark,
             "500000", 1, 1000000000, CFG_PRODUCER,
             "stream length at which uploads get 503 (or the legacy path) instead of an XADD"),
-    CFG_INT("stream_shards", "LJ_STREAM_SHARDS", stream_shards, "1", 1, 256, CFG_CONSUMER,
-            "shards of every stream (<stream>:{k}), each read by --workers/--device-workers/"
-            "--event-workers threads of its own; 1: the plain names. Consumer only so far"),
+    CFG_INT("stream_shards", "LJ_STREAM_SHARDS", stream_shards, "1", 1, 256, CFG_BOTH,
+            "shards of every stream (<stream>:{k}): the producer adds each upload to the shard "
+            "of its device serial; the consumer reads each shard with worker threads of its "
+            "own; 1: the plain names"),
     CFG_STR("stream_prefix", "LJ_STREAM_PREFIX", stream_prefix, "", CFG_BOTH, 0,
             "prefix of every stream and group name (several environments on one Redis)"),
     CFG_STR("timezone", "LJ_TIMEZONE", timezone, "", CFG_PRODUCER, 0,

@@ -8,69 +8,100 @@
 typedef struct probe {
     struct backlog *b;
     stream_kind kind;
+    unsigned shard;
 } probe;
 
 struct backlog {
     uv_timer_t timer;
-    rlink *link;
+    rcluster *link;
     long long watermark;
-    char names[STREAM_KINDS][STREAM_NAME_MAX];
-    long long length[STREAM_KINDS];
-    probe probes[STREAM_KINDS];
+    unsigned nshards;
+    int tagged;             /* shard names carry the hash tag (stream_tagged) */
+    char prefix[64];
+    long long *length;      /* [kind * nshards + shard] */
+    probe *probes;          /* the same order */
     int outstanding;        /* XLEN replies still to come */
     int closed;             /* timer closed: free when 'outstanding' reaches 0 */
 };
+
+static void backlog_free(backlog *b)
+{
+    free(b->length);
+    free(b->probes);
+    free(b);
+}
+
+static void shard_name(const backlog *b, const probe *p, char *out, size_t len)
+{
+    stream_shard_name(out, len, b->prefix, p->kind, p->shard, b->tagged);
+}
 
 static void on_xlen(redisReply *r, void *arg)
 {
     probe *p = arg;
     backlog *b = p->b;
+    long long *len = &b->length[(size_t)(p - b->probes)];
+    char name[STREAM_NAME_MAX];
     long long was;
 
     if (--b->outstanding == 0 && b->closed) {
-        free(b);
+        backlog_free(b);
         return;
     }
     if (r == NULL || r->type != REDIS_REPLY_INTEGER)
         return;
-    was = b->length[p->kind];
-    b->length[p->kind] = r->integer;
-    if ((was >= b->watermark) != (r->integer >= b->watermark))
-        log_warn("backlog", "stream=%s length=%lld %s the high watermark %lld",
-                 b->names[p->kind], r->integer, r->integer >= b->watermark ? "reached" : "below",
-                 b->watermark);
+    was = *len;
+    *len = r->integer;
+    if ((was >= b->watermark) == (r->integer >= b->watermark))
+        return;
+    shard_name(b, p, name, sizeof(name));
+    log_warn("backlog", "stream=%s length=%lld %s the high watermark %lld", name, r->integer,
+             r->integer >= b->watermark ? "reached" : "below", b->watermark);
 }
 
 static void poll_lengths(uv_timer_t *t)
 {
     backlog *b = t->data;
-    int k;
+    size_t i;
 
     if (b->outstanding)
         return;     /* the last round is still out */
-    for (k = 0; k < STREAM_KINDS; k++) {
-        const char *argv[] = {"XLEN", b->names[k]};
-        size_t lens[] = {4, strlen(b->names[k])};
+    for (i = 0; i < STREAM_KINDS * b->nshards; i++) {
+        char name[STREAM_NAME_MAX];
+        const char *argv[] = {"XLEN", name};
+        size_t lens[2] = {4, 0};
 
-        if (rlink_command(b->link, 2, argv, lens, on_xlen, &b->probes[k]) == 0)
+        shard_name(b, &b->probes[i], name, sizeof(name));
+        lens[1] = strlen(name);
+        if (rcluster_command(b->link, name, 2, argv, lens, on_xlen, &b->probes[i]) == 0)
             b->outstanding++;
     }
 }
 
-backlog *backlog_new(uv_loop_t *loop, rlink *link, const lj_config *cfg)
+backlog *backlog_new(uv_loop_t *loop, rcluster *link, const lj_config *cfg)
 {
     backlog *b = calloc(1, sizeof(*b));
-    int k;
+    size_t n = STREAM_KINDS * (size_t)cfg->stream_shards;
+    size_t i;
 
     if (b == NULL)
         return NULL;
     b->link = link;
     b->watermark = cfg->stream_high_watermark;
-    for (k = 0; k < STREAM_KINDS; k++) {
-        stream_name(b->names[k], sizeof(b->names[k]), cfg->stream_prefix, (stream_kind)k);
-        b->length[k] = -1;
-        b->probes[k].b = b;
-        b->probes[k].kind = (stream_kind)k;
+    b->nshards = (unsigned)cfg->stream_shards;
+    b->tagged = stream_tagged(b->nshards, rcluster_is_cluster(link));
+    memcpy(b->prefix, cfg->stream_prefix, sizeof(b->prefix));
+    b->length = calloc(n, sizeof(*b->length));
+    b->probes = calloc(n, sizeof(*b->probes));
+    if (b->length == NULL || b->probes == NULL) {
+        backlog_free(b);
+        return NULL;
+    }
+    for (i = 0; i < n; i++) {
+        b->length[i] = -1;
+        b->probes[i].b = b;
+        b->probes[i].kind = (stream_kind)(i / b->nshards);
+        b->probes[i].shard = (unsigned)(i % b->nshards);
     }
     uv_timer_init(loop, &b->timer);
     b->timer.data = b;
@@ -84,7 +115,7 @@ static void on_closed(uv_handle_t *h)
 
     b->closed = 1;
     if (b->outstanding == 0)
-        free(b);
+        backlog_free(b);
 }
 
 void backlog_close(backlog *b)
@@ -92,12 +123,12 @@ void backlog_close(backlog *b)
     uv_close((uv_handle_t *)&b->timer, on_closed);
 }
 
-int backlog_full(const backlog *b, stream_kind kind)
+long long backlog_length(const backlog *b, stream_kind kind, unsigned shard)
 {
-    return b->length[kind] >= b->watermark;
+    return b->length[(size_t)kind * b->nshards + shard % b->nshards];
 }
 
-long long backlog_length(const backlog *b, stream_kind kind)
+int backlog_full(const backlog *b, stream_kind kind, unsigned shard)
 {
-    return b->length[kind];
+    return backlog_length(b, kind, shard) >= b->watermark;
 }

@@ -128,6 +128,16 @@ void breaker_report(breaker *b, int ok, uint64_t now_ns)
     pthread_mutex_unlock(&b->mu);
 }
 
+void breaker_abstain(breaker *b, uint64_t now_ns)
+{
+    if (atomic_load(&b->state) != BREAKER_HALF_OPEN)
+        return;
+    pthread_mutex_lock(&b->mu);
+    if (b->state == BREAKER_HALF_OPEN)  /* the probe slot is free again */
+        b->probe_start = now_ns > b->cooldown_ns ? now_ns - b->cooldown_ns : 0;
+    pthread_mutex_unlock(&b->mu);
+}
+
 void breaker_snapshot_get(breaker *b, uint64_t now_ns, breaker_snapshot *out)
 {
     pthread_mutex_lock(&b->mu);

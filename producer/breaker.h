@@ -41,6 +41,12 @@ int breaker_allow(breaker *b, uint64_t now_ns, uint64_t *retry_ms);
 /* Reports a call that breaker_allow() let through. */
 void breaker_report(breaker *b, int ok, uint64_t now_ns);
 
+/* Instead of breaker_report(), for a call let through that ended without
+ * telling anything of the dependency (refused on our side before reaching
+ * it: on a Redis Cluster, its shard's master is down). Counts as neither
+ * outcome; when it was the probe, another call may probe at once. */
+void breaker_abstain(breaker *b, uint64_t now_ns);
+
 void breaker_snapshot_get(breaker *b, uint64_t now_ns, breaker_snapshot *out);
 
 /* "closed", "open" or "half_open". */

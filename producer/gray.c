@@ -11,13 +11,13 @@
 
 struct gray {
     uv_timer_t timer;
-    rlink *link;
+    rcluster *link;
     const lj_config *cfg;
     char key[STREAM_NAME_MAX];
     char legacy_key[STREAM_NAME_MAX];
     int ratio;
     int retired;        /* the legacy path is retired (STREAM_LEGACY_RETIRED) */
-    int refreshing;     /* a GET is in flight: on_get() still needs 'g' */
+    int refreshing;     /* replies to come of a refresh: they still need 'g' */
     int closing;
     int closed;         /* the timer handle is closed */
 };
@@ -83,16 +83,22 @@ static void apply_legacy(gray *g, const redisReply *r)
     g->retired = retired;
 }
 
+/* Counts a refresh reply in; 1 when there is nothing to read from it ('g'
+ * freed when it was closed and this was the last reply). */
+static int refresh_reply(gray *g, const redisReply *r)
+{
+    if (--g->refreshing == 0 && g->closed) {
+        free(g);
+        return 1;
+    }
+    return g->closed || g->closing || r == NULL;
+}
+
 static void on_get(redisReply *r, void *arg)
 {
     gray *g = arg;
 
-    g->refreshing = 0;
-    if (g->closed) {
-        free(g);
-        return;
-    }
-    if (g->closing || r == NULL)
+    if (refresh_reply(g, r))
         return;
     if (r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
         log_warn("gray", "ignoring unexpected reply to MGET %s %s", g->key, g->legacy_key);
@@ -100,6 +106,32 @@ static void on_get(redisReply *r, void *arg)
     }
     apply_ratio(g, r->element[0]);
     apply_legacy(g, r->element[1]);
+}
+
+/* On a cluster the two keys live in two slots: one GET each. */
+static void on_get_ratio(redisReply *r, void *arg)
+{
+    gray *g = arg;
+
+    if (!refresh_reply(g, r) && r->type != REDIS_REPLY_ERROR)
+        apply_ratio(g, r);
+}
+
+static void on_get_legacy(redisReply *r, void *arg)
+{
+    gray *g = arg;
+
+    if (!refresh_reply(g, r) && r->type != REDIS_REPLY_ERROR)
+        apply_legacy(g, r);
+}
+
+static void get_key(gray *g, const char *key, rlink_cb cb)
+{
+    const char *argv[] = {"GET", key};
+    size_t lens[] = {3, strlen(key)};
+
+    if (rcluster_command(g->link, key, 2, argv, lens, cb, g) == 0)
+        g->refreshing++;
 }
 
 static void refresh(uv_timer_t *t)
@@ -110,11 +142,15 @@ static void refresh(uv_timer_t *t)
 
     if (g->refreshing)
         return;
-    if (rlink_command(g->link, 3, argv, lens, on_get, g) == 0)
+    if (rcluster_is_cluster(g->link)) {
+        get_key(g, g->key, on_get_ratio);
+        get_key(g, g->legacy_key, on_get_legacy);
+    } else if (rcluster_command(g->link, g->key, 3, argv, lens, on_get, g) == 0) {
         g->refreshing = 1;
+    }
 }
 
-gray *gray_new(uv_loop_t *loop, rlink *link, const lj_config *cfg)
+gray *gray_new(uv_loop_t *loop, rcluster *link, const lj_config *cfg)
 {
     gray *g = calloc(1, sizeof(*g));
 
@@ -137,7 +173,7 @@ static void on_closed(uv_handle_t *h)
 
     g->closed = 1;
     if (!g->refreshing)
-        free(g);    /* else on_get() frees it when its reply (or NULL) comes */
+        free(g);    /* else the last refresh reply (or NULL) frees it */
 }
 
 void gray_close(gray *g)
@@ -172,7 +208,7 @@ static int set_get(gray *g, const char *key, const char *value, rlink_cb cb, voi
 
     for (i = 0; i < 4; i++)
         lens[i] = strlen(argv[i]);
-    return rlink_command(g->link, 4, argv, lens, cb, op) != 0 ? LJ_EUNAVAIL : 0;
+    return rcluster_command(g->link, key, 4, argv, lens, cb, op) != 0 ? LJ_EUNAVAIL : 0;
 }
 
 static void on_set(redisReply *r, void *arg)

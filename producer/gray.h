@@ -14,7 +14,8 @@
  * only moves devices from legacy to stream.
  *
  * The legacy switch (<prefix>stream_legacy_path, common/streams.h) is read
- * with the ratio in the same MGET. While it says retired, every routed
+ * with the ratio in the same MGET (on a Redis Cluster, where the two keys
+ * live in two slots, one GET each, each sent to its key's master). While it says retired, every routed
  * upload takes the stream path whatever the ratio, and the legacy path is
  * no fallback (producer/ingest.c answers 503 instead). Until the first
  * read, and while Redis holds no value, the legacy path serves; while Redis
@@ -26,14 +27,14 @@
 #include <uv.h>
 
 #include "config.h"
-#include "rlink.h"
+#include "rcluster.h"
 
 #define GRAY_SCALE 10000    /* the ratio is held in 1/10000 */
 
 typedef struct gray gray;
 
 /* Starts the refresh timer on 'loop'. NULL when out of memory. */
-gray *gray_new(uv_loop_t *loop, rlink *link, const lj_config *cfg);
+gray *gray_new(uv_loop_t *loop, rcluster *link, const lj_config *cfg);
 /* Stops the timer; freed once its handle is closed. */
 void gray_close(gray *g);
 

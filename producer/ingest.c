@@ -6,6 +6,7 @@
 #include <string.h>
 #include <sys/time.h>
 
+#include "cluster.h"
 #include "err.h"
 #include "flowctl.h"
 #include "kinds.h"
@@ -21,10 +22,11 @@
 struct ingest {
     uv_loop_t *loop;
     const lj_config *cfg;
-    rlink *link;
+    rcluster *link;
     gray *gray;
     backlog *backlog;
-    char streams[STREAM_KINDS][STREAM_NAME_MAX];
+    unsigned nshards;       /* --stream-shards */
+    int tagged;             /* shard names carry the hash tag (stream_tagged) */
     char alert_stream[STREAM_NAME_MAX];
     uint64_t rng;           /* xorshift state for entry UUIDs */
     int closing;            /* ingest_close(): no new storage work */
@@ -104,10 +106,10 @@ static double seconds_since(uint64_t start_ns)
     return (double)(uv_hrtime() - start_ns) / 1e9;
 }
 
-ingest *ingest_new(uv_loop_t *loop, const lj_config *cfg, rlink *link, gray *g, backlog *bl)
+ingest *ingest_new(uv_loop_t *loop, const lj_config *cfg, rcluster *link, gray *g,
+                   backlog *bl)
 {
     ingest *in = calloc(1, sizeof(*in));
-    int k;
 
     if (in == NULL)
         return NULL;
@@ -117,8 +119,8 @@ ingest *ingest_new(uv_loop_t *loop, const lj_config *cfg, rlink *link, gray *g, 
     in->gray = g;
     in->backlog = bl;
     in->rng = ((uint64_t)now_ms() << 20) ^ (uint64_t)(uintptr_t)in ^ 0x9E3779B97F4A7C15ull;
-    for (k = 0; k < STREAM_KINDS; k++)
-        stream_name(in->streams[k], sizeof(in->streams[k]), cfg->stream_prefix, (stream_kind)k);
+    in->nshards = (unsigned)cfg->stream_shards;
+    in->tagged = stream_tagged(in->nshards, rcluster_is_cluster(link));
     stream_alert_name(in->alert_stream, sizeof(in->alert_stream), cfg->stream_prefix);
     return in;
 }
@@ -174,14 +176,27 @@ static int enter_flight(http_request *req)
     return 0;
 }
 
+/* The shard of the stream of 'kind' that device 'sn' writes to. */
+static unsigned shard_of(const ingest *in, const char *sn)
+{
+    return stream_shard_of(sn, strlen(sn), in->nshards);
+}
+
+/* Nonzero when the device's shard of 'kind' is over the high watermark. */
+static int stream_full(const ingest *in, stream_kind kind, const char *sn)
+{
+    return backlog_full(in->backlog, kind, shard_of(in, sn));
+}
+
 /* XADD <stream> * timestamp <ms> uuid <uuid> device_sn <sn> message_type <t>
  *      api_version v2 batch_id <id> payload <json>  ('cb' gets the reply) */
 static int send_xadd(ingest *in, stream_kind kind, const char *sn, const char *batch_id,
                      const lj_buf *payload, rlink_cb cb, void *arg)
 {
+    char stream[STREAM_NAME_MAX];
     char ts[24];
     char uuid[37];
-    const char *argv[] = {"XADD", in->streams[kind], "*",
+    const char *argv[] = {"XADD", stream, "*",
                           "timestamp", ts,
                           "uuid", uuid,
                           "device_sn", sn,
@@ -192,12 +207,14 @@ static int send_xadd(ingest *in, stream_kind kind, const char *sn, const char *b
     size_t lens[sizeof(argv) / sizeof(argv[0])];
     size_t i;
 
+    stream_shard_name(stream, sizeof(stream), in->cfg->stream_prefix, kind, shard_of(in, sn),
+                      in->tagged);
     snprintf(ts, sizeof(ts), "%lld", (long long)now_ms());
     make_uuid(in, uuid);
     for (i = 0; i + 1 < sizeof(argv) / sizeof(argv[0]); i++)
         lens[i] = strlen(argv[i]);
     lens[i] = payload->len;
-    return rlink_command(in->link, (int)(i + 1), argv, lens, cb, arg);
+    return rcluster_command(in->link, stream, (int)(i + 1), argv, lens, cb, arg);
 }
 
 static int errors_json(const rec_batch *b, lj_buf *out)
@@ -289,7 +306,7 @@ static void publish_alerts(ingest *in, const store_stats *st)
                          argv);
         for (j = 0; j < STORE_ALERT_ARGC; j++)
             lens[j] = strlen(argv[j]);
-        rlink_command(in->link, STORE_ALERT_ARGC, argv, lens, NULL, NULL);
+        rcluster_command(in->link, in->alert_stream, STORE_ALERT_ARGC, argv, lens, NULL, NULL);
     }
 }
 
@@ -404,12 +421,33 @@ static void stream_failed(upload *u, const char *why)
     stream_refused(u, 1000);
 }
 
-/* An XADD's outcome for the Redis breaker; 1 when it succeeded. */
-static int xadd_outcome(const redisReply *r)
+/* A failure that opens no breaker: on a cluster, a refusal at once (the
+ * shard's master is down or not known yet: 'sent' 0) or CLUSTERDOWN /
+ * TRYAGAIN is about one shard or a failover in progress, and costs no wait;
+ * the breaker, which guards every shard, hears of lost replies and of
+ * Redis's own errors (-OOM, ...) only. */
+static int shard_failure(const ingest *in, const redisReply *r, int sent)
+{
+    cluster_redirect rd;
+
+    if (!rcluster_is_cluster(in->link))
+        return 0;
+    if (!sent)
+        return 1;
+    return r != NULL && r->type == REDIS_REPLY_ERROR &&
+           cluster_redirect_parse(r->str, r->len, &rd) == CLUSTER_RETRY;
+}
+
+/* An XADD's outcome for the Redis breaker ('sent' 0: it could not be sent);
+ * 1 when it succeeded. */
+static int xadd_outcome(const ingest *in, const redisReply *r, int sent)
 {
     int ok = r != NULL && r->type == REDIS_REPLY_STRING;
 
-    breaker_report(flowctl_breaker(FLOWCTL_REDIS), ok, uv_hrtime());
+    if (ok || !shard_failure(in, r, sent))
+        breaker_report(flowctl_breaker(FLOWCTL_REDIS), ok, uv_hrtime());
+    else
+        breaker_abstain(flowctl_breaker(FLOWCTL_REDIS), uv_hrtime());
     if (!ok)
         atomic_fetch_add(&stats_fault.xadd_errors, 1);
     return ok;
@@ -421,7 +459,7 @@ static void on_health_xadd(redisReply *r, void *arg)
     lj_buf body;
     int err;
 
-    if (!xadd_outcome(r)) {
+    if (!xadd_outcome(u->in, r, 1)) {
         stream_failed(u, r ? (r->type == REDIS_REPLY_ERROR ? r->str : "bad reply") : "link lost");
         return;
     }
@@ -443,7 +481,7 @@ static void go_stream(upload *u)
     int rc;
 
     u->path_start_ns = uv_hrtime();
-    if (backlog_full(u->in->backlog, STREAM_HEALTH)) {
+    if (stream_full(u->in, STREAM_HEALTH, u->b.recs[0].device_sn)) {
         atomic_fetch_add(&stats_fault.backpressure, 1);
         stream_failed(u, "stream over its high watermark");
         return;
@@ -458,7 +496,7 @@ static void go_stream(upload *u)
         upload_free(u);
     } else if ((rc = send_xadd(u->in, STREAM_HEALTH, u->b.recs[0].device_sn, u->b.batch_id,
                                &payload, on_health_xadd, u)) != 0) {
-        xadd_outcome(NULL);
+        xadd_outcome(u->in, NULL, 0);
         stream_failed(u, "redis unavailable");
     }
     lj_buf_cleanup(&payload);
@@ -667,6 +705,7 @@ void ingest_health_batch(ingest *in, http_request *req)
  * ------------------------------------------------------------------------ */
 
 typedef struct simple_upload {
+    ingest *in;
     http_request *req;
     const char *what;
     uint64_t start_ns;
@@ -684,7 +723,7 @@ static void on_simple_xadd(redisReply *r, void *arg)
     lj_buf body;
     int err;
 
-    if (!xadd_outcome(r)) {
+    if (!xadd_outcome(su->in, r, 1)) {
         stats_path(STATS_STREAM, 0, seconds_since(su->start_ns));
         ingest_unavailable(su->req, "stream unavailable, retry later");
         simple_free(su);
@@ -733,10 +772,11 @@ static void send_simple(ingest *in, http_request *req, stream_kind kind, const c
         http_respond_error(req, 500, "out of memory");
         return;
     }
+    su->in = in;
     su->req = req;
     su->what = what;
     su->start_ns = uv_hrtime();
-    if (backlog_full(in->backlog, kind)) {
+    if (stream_full(in, kind, sn)) {
         atomic_fetch_add(&stats_fault.backpressure, 1);
         ingest_unavailable(req, "stream backlog full, retry later");
         simple_free(su);
@@ -748,7 +788,7 @@ static void send_simple(ingest *in, http_request *req, stream_kind kind, const c
         return;
     }
     if (send_xadd(in, kind, sn, "", payload, on_simple_xadd, su) != 0) {
-        xadd_outcome(NULL);
+        xadd_outcome(in, NULL, 0);
         ingest_unavailable(req, "stream unavailable, retry later");
         simple_free(su);
         return;
@@ -876,7 +916,7 @@ static void on_report_xadd(redisReply *r, void *arg)
     lj_buf body;
     int err;
 
-    if (!xadd_outcome(r)) {
+    if (!xadd_outcome(ru->in, r, 1)) {
         stats_path(STATS_STREAM, 0, seconds_since(ru->start_ns));
         if (r != NULL) {    /* an error reply: definitely not added */
             report_fall_back(ru, "XADD refused");
@@ -906,7 +946,7 @@ static void report_stream(report_upload *ru)
     int rc;
 
     ru->start_ns = uv_hrtime();
-    if (backlog_full(ru->in->backlog, ru->kind)) {
+    if (stream_full(ru->in, ru->kind, report_sn(ru))) {
         atomic_fetch_add(&stats_fault.backpressure, 1);
         report_fall_back(ru, "stream over its high watermark");
         return;
@@ -921,7 +961,7 @@ static void report_stream(report_upload *ru)
         report_free(ru);
     } else if (send_xadd(ru->in, ru->kind, report_sn(ru), "", &payload, on_report_xadd,
                          ru) != 0) {
-        xadd_outcome(NULL);
+        xadd_outcome(ru->in, NULL, 0);
         stats_path(STATS_STREAM, 0, seconds_since(ru->start_ns));
         report_fall_back(ru, "redis unavailable");
     }

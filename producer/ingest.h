@@ -13,11 +13,14 @@
  *   /upload_device_info         routed by the device's serial like health;
  *   /upload_common_event        the legacy path stores them synchronously
  *
- * A stream over its high watermark (backlog.c) counts as a failed stream
- * path. Neither path able to store: 503 with Retry-After. A legacy write not
- * done within --pool-request-timeout-ms is answered 503 with Retry-After and
- * counts as a PostgreSQL failure for the breaker. One ingest per loop
- * thread; it borrows the loop's rlink and gray and the config.
+ * The XADD goes to the shard of the upload's device (streams.h
+ * stream_shard_of; a batch: its first record's device) on the master of
+ * its slot (rcluster.h). A shard over its high watermark (backlog.c)
+ * counts as a failed stream path. Neither path able to store: 503 with
+ * Retry-After. A legacy write not done within --pool-request-timeout-ms is
+ * answered 503 with Retry-After and counts as a PostgreSQL failure for the
+ * breaker. One ingest per loop thread; it borrows the loop's Redis link
+ * (rcluster), gray and the config.
  */
 #ifndef LJ_PRODUCER_INGEST_H
 #define LJ_PRODUCER_INGEST_H
@@ -28,14 +31,15 @@
 #include "config.h"
 #include "gray.h"
 #include "http_server.h"
-#include "rlink.h"
+#include "rcluster.h"
 
 typedef struct ingest ingest;
 
 /* Returns the ingest state for one loop, or NULL when out of memory. 'cfg',
  * 'link', 'g' and 'bl' must outlive it. */
-ingest *ingest_new(uv_loop_t *loop, const lj_config *cfg, rlink *link, gray *g, backlog *bl);
-/* Shutdown, before the rlink closes: from now on uploads that would start
+ingest *ingest_new(uv_loop_t *loop, const lj_config *cfg, rcluster *link, gray *g,
+                   backlog *bl);
+/* Shutdown, before the Redis link closes: from now on uploads that would start
  * storage work (a legacy write, also as a fallback) get 503, and no alert
  * is published. */
 void ingest_close(ingest *in);

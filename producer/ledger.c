@@ -15,6 +15,7 @@ static const char *const term_names[T_N] = {"accepted", "stored", "duplicates", 
 typedef struct probe {
     struct ledger *l;
     stream_kind kind;
+    unsigned shard;
 } probe;
 
 typedef struct figures {
@@ -25,30 +26,64 @@ typedef struct figures {
 
 struct ledger {
     uv_timer_t timer;
-    rlink *link;
-    char names[STREAM_KINDS][STREAM_NAME_MAX];
+    rcluster *link;
+    unsigned nshards;
+    int tagged;                     /* shard names carry the hash tag (stream_tagged) */
+    char prefix[64];
+    char names[STREAM_KINDS][STREAM_NAME_MAX];     /* the streams' plain names: labels */
     char groups[STREAM_KINDS][STREAM_NAME_MAX];
-    char counts[STREAM_KINDS][STREAM_KEY_MAX];
-    figures next[STREAM_KINDS];     /* being read */
-    figures shown[STREAM_KINDS];    /* the last complete reading */
-    probe probes[STREAM_KINDS];
+    /* Per shard, [kind * nshards + shard]: */
+    figures *next;                  /* being read */
+    figures *last;                  /* the shard's last complete reading */
+    probe *probes;
+    figures shown[STREAM_KINDS];    /* the sum of every shard's last complete reading */
     long long aof_current;          /* bytes, INFO persistence; -1: AOF off or unknown */
     long long aof_base;
     int outstanding;
     int closed;
 };
 
-static void publish(ledger *l, stream_kind k)
+static void ledger_free(ledger *l)
 {
-    if (l->next[k].groups_ok && l->next[k].counts_ok)
-        l->shown[k] = l->next[k];
+    free(l->next);
+    free(l->last);
+    free(l->probes);
+    free(l);
+}
+
+static size_t index_of(const ledger *l, const probe *p)
+{
+    return (size_t)(p - l->probes);
+}
+
+/* A kind's figures are shown once every shard of it has been read whole. */
+static void publish(ledger *l, const probe *p)
+{
+    size_t i = index_of(l, p);
+    size_t first = (size_t)p->kind * l->nshards;
+    figures sum;
+    size_t j;
+    int t;
+
+    if (!l->next[i].groups_ok || !l->next[i].counts_ok)
+        return;
+    l->last[i] = l->next[i];
+    memset(&sum, 0, sizeof(sum));
+    for (j = first; j < first + l->nshards; j++) {
+        if (!l->last[j].groups_ok || !l->last[j].counts_ok)
+            return;
+        for (t = 0; t < T_N; t++)
+            sum.v[t] += l->last[j].v[t];
+    }
+    sum.groups_ok = sum.counts_ok = 1;
+    l->shown[p->kind] = sum;
 }
 
 /* Releases 'l' when it was closed and this was its last reply. */
 static int last_reply(ledger *l)
 {
     if (--l->outstanding == 0 && l->closed) {
-        free(l);
+        ledger_free(l);
         return 1;
     }
     return 0;
@@ -60,7 +95,7 @@ static const char read_script[] =
 
 static void read_groups(ledger *l, const probe *p, const redisReply *r)
 {
-    figures *f = &l->next[p->kind];
+    figures *f = &l->next[index_of(l, p)];
     size_t i;
 
     if (r->type != REDIS_REPLY_ARRAY)
@@ -88,7 +123,7 @@ static void read_counts(ledger *l, const probe *p, const redisReply *r)
         {STREAM_COUNT_STORED, T_STORED}, {STREAM_COUNT_DUPLICATE, T_DUPLICATES},
         {STREAM_COUNT_DEAD, T_DEAD}, {STREAM_COUNT_GONE, T_GONE},
     };
-    figures *f = &l->next[p->kind];
+    figures *f = &l->next[index_of(l, p)];
     size_t i;
     size_t j;
 
@@ -114,7 +149,7 @@ static void on_reply(redisReply *r, void *arg)
         return;
     read_groups(l, p, r->element[0]);
     read_counts(l, p, r->element[1]);
-    publish(l, p->kind);
+    publish(l, p);
 }
 
 /* The integer after "\n<field>:" (or at the start) in an INFO reply, or -1. */
@@ -150,46 +185,65 @@ static void poll_info(ledger *l)
     const char *argv[] = {"INFO", "persistence"};
     const size_t lens[] = {4, 11};
 
-    if (rlink_command(l->link, 2, argv, lens, on_info, l) == 0)
+    if (rcluster_command(l->link, NULL, 2, argv, lens, on_info, l) == 0)
         l->outstanding++;
 }
 
 static void poll_streams(uv_timer_t *t)
 {
     ledger *l = t->data;
-    int k;
+    size_t k;
 
     if (l->outstanding)
         return;     /* the last round is still out */
-    for (k = 0; k < STREAM_KINDS; k++) {
-        const char *argv[] = {"EVAL", read_script, "2", l->names[k], l->counts[k]};
+    for (k = 0; k < STREAM_KINDS * l->nshards; k++) {
+        char name[STREAM_NAME_MAX];
+        char counts[STREAM_KEY_MAX];
+        const char *argv[] = {"EVAL", read_script, "2", name, counts};
         size_t lens[5];
         int i;
 
+        stream_shard_name(name, sizeof(name), l->prefix, l->probes[k].kind, l->probes[k].shard,
+                          l->tagged);
+        stream_side_key(counts, sizeof(counts), name, STREAM_SIDE_COUNTS);
         for (i = 0; i < 5; i++)
             lens[i] = strlen(argv[i]);
         memset(&l->next[k], 0, sizeof(l->next[k]));
-        if (rlink_command(l->link, 5, argv, lens, on_reply, &l->probes[k]) == 0)
+        if (rcluster_command(l->link, name, 5, argv, lens, on_reply, &l->probes[k]) == 0)
             l->outstanding++;
     }
     poll_info(l);
 }
 
-ledger *ledger_new(uv_loop_t *loop, rlink *link, const lj_config *cfg)
+ledger *ledger_new(uv_loop_t *loop, rcluster *link, const lj_config *cfg)
 {
     ledger *l = calloc(1, sizeof(*l));
+    size_t n = STREAM_KINDS * (size_t)cfg->stream_shards;
+    size_t i;
     int k;
 
     if (l == NULL)
         return NULL;
     l->link = link;
     l->aof_current = l->aof_base = -1;
+    l->nshards = (unsigned)cfg->stream_shards;
+    l->tagged = stream_tagged(l->nshards, rcluster_is_cluster(link));
+    memcpy(l->prefix, cfg->stream_prefix, sizeof(l->prefix));
+    l->next = calloc(n, sizeof(*l->next));
+    l->last = calloc(n, sizeof(*l->last));
+    l->probes = calloc(n, sizeof(*l->probes));
+    if (l->next == NULL || l->last == NULL || l->probes == NULL) {
+        ledger_free(l);
+        return NULL;
+    }
     for (k = 0; k < STREAM_KINDS; k++) {
         stream_name(l->names[k], sizeof(l->names[k]), cfg->stream_prefix, (stream_kind)k);
         stream_group(l->groups[k], sizeof(l->groups[k]), cfg->stream_prefix, (stream_kind)k);
-        stream_side_key(l->counts[k], sizeof(l->counts[k]), l->names[k], STREAM_SIDE_COUNTS);
-        l->probes[k].l = l;
-        l->probes[k].kind = (stream_kind)k;
+    }
+    for (i = 0; i < n; i++) {
+        l->probes[i].l = l;
+        l->probes[i].kind = (stream_kind)(i / l->nshards);
+        l->probes[i].shard = (unsigned)(i % l->nshards);
     }
     uv_timer_init(loop, &l->timer);
     l->timer.data = l;
@@ -203,7 +257,7 @@ static void on_closed(uv_handle_t *h)
 
     l->closed = 1;
     if (l->outstanding == 0)
-        free(l);
+        ledger_free(l);
 }
 
 void ledger_close(ledger *l)

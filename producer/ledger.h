@@ -1,9 +1,10 @@
 /* ledger.h -- the conservation identity of each stream, for operators.
  *
- * Every --ratio-refresh-ms each loop reads, per stream and in one script (a
- * snapshot), its consumer group's XINFO GROUPS (entries read, lag,
- * pending) and the consumers' counts (HGETALL <stream>:counts, kept by
- * consumer/settle.c in the same script as each XACK). From them:
+ * Every --ratio-refresh-ms each loop reads, per stream shard and in one
+ * script (a snapshot, sent to the shard's master), its consumer group's
+ * XINFO GROUPS (entries read, lag, pending) and the consumers' counts
+ * (HGETALL <stream>:counts, kept by consumer/settle.c in the same script as
+ * each XACK). From them:
  *
  *   accepted      entries ever added to the stream (entries-read + lag)
  *   stored        settled after a commit that stored a new row
@@ -13,15 +14,18 @@
  *   pending       delivered to a consumer, not yet settled
  *   undelivered   not yet delivered (the group's lag)
  *
- * and 'balanced' when accepted = stored + duplicates + dead_lettered + gone
- * + pending + undelivered. At any quiet moment it must hold: an entry that
- * left the stream any other way was lost. Shown in /api/stream_metrics
- * ("conservation") and /metrics (ljwx_stream_entries).
+ * summed over the shards of the stream (shown under its plain name once
+ * every shard has been read whole), and 'balanced' when accepted = stored +
+ * duplicates + dead_lettered + gone + pending + undelivered. At any quiet
+ * moment it must hold: an entry that left the stream any other way was
+ * lost. Shown in /api/stream_metrics ("conservation") and /metrics
+ * (ljwx_stream_entries).
  *
- * Each round also reads INFO persistence: /metrics shows Redis's AOF size
- * now and after its last rewrite (ljwx_redis_aof_current_bytes, _base_bytes;
- * neither while AOF is off or Redis has not answered yet; a failed read
- * keeps the last figures). Loop thread only.
+ * Each round also reads INFO persistence (on a cluster, of one master):
+ * /metrics shows Redis's AOF size now and after its last rewrite
+ * (ljwx_redis_aof_current_bytes, _base_bytes; neither while AOF is off or
+ * Redis has not answered yet; a failed read keeps the last figures). Loop
+ * thread only.
  */
 #ifndef LJ_PRODUCER_LEDGER_H
 #define LJ_PRODUCER_LEDGER_H
@@ -30,11 +34,11 @@
 
 #include "buf.h"
 #include "config.h"
-#include "rlink.h"
+#include "rcluster.h"
 
 typedef struct ledger ledger;
 
-ledger *ledger_new(uv_loop_t *loop, rlink *link, const lj_config *cfg);
+ledger *ledger_new(uv_loop_t *loop, rcluster *link, const lj_config *cfg);
 /* Stops polling; freed once no reply is outstanding and the timer closed. */
 void ledger_close(ledger *l);
 

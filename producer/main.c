@@ -31,7 +31,7 @@
 #include "partition.h"
 #include "pg.h"
 #include "pool.h"
-#include "rlink.h"
+#include "rcluster.h"
 #include "routes.h"
 #include "stats.h"
 
@@ -46,7 +46,7 @@ typedef struct loop_ctx {
     pthread_t thread;
     const lj_config *cfg;
     http_server *http;
-    rlink *link;
+    rcluster *link;
     backlog *backlog;
     routes rt;
 } loop_ctx;
@@ -124,7 +124,7 @@ static void close_loop(loop_ctx *c)
     if (c->rt.ledger)
         ledger_close(c->rt.ledger);
     if (c->link)
-        rlink_close(c->link);
+        rcluster_close(c->link);
 }
 
 /* 1 when nothing of loop 'c' is still in flight (or the grace is over for
@@ -138,7 +138,7 @@ static int drained(loop_ctx *c, uint64_t now)
         return 0;
     if (http_server_busy(c->http) > 0 && !grace_over)
         return 0;
-    return rlink_idle(c->link) || grace_over;
+    return rcluster_idle(c->link) || grace_over;
 }
 
 /* At the drain deadline nothing more is written (queued legacy uploads are
@@ -198,8 +198,7 @@ static int open_loop(loop_ctx *c, const lj_config *cfg, int port)
         return -1;
     c->rt.loop = &c->loop;
     c->rt.cfg = cfg;
-    c->link = rlink_new(&c->loop, cfg->redis_host, cfg->redis_port, cfg->redis_password,
-                        (unsigned)cfg->redis_timeout_ms, (unsigned)cfg->redis_connect_ms);
+    c->link = rcluster_new(&c->loop, cfg);
     if (c->link == NULL || (c->rt.gray = gray_new(&c->loop, c->link, cfg)) == NULL ||
         (c->backlog = backlog_new(&c->loop, c->link, cfg)) == NULL ||
         (c->rt.ledger = ledger_new(&c->loop, c->link, cfg)) == NULL ||

@@ -187,9 +187,9 @@ static int health_expired(const query *q, lj_buf *body)
     return health_body(q, 0, body);
 }
 
-void ops_health(uv_loop_t *loop, const lj_config *cfg, rlink *link, gray *g, http_request *req)
+void ops_health(uv_loop_t *loop, const lj_config *cfg, rcluster *link, gray *g, http_request *req)
 {
-    query *q = new_query(req, cfg, fill_health, rlink_ready(link), gray_ratio(g));
+    query *q = new_query(req, cfg, fill_health, rcluster_ready(link), gray_ratio(g));
 
     if (q == NULL)
         return;
@@ -482,10 +482,10 @@ static void fill_stream_health(query *q)
         pool_redis_failed();
 }
 
-void ops_stream_health(uv_loop_t *loop, const lj_config *cfg, rlink *link, gray *g,
+void ops_stream_health(uv_loop_t *loop, const lj_config *cfg, rcluster *link, gray *g,
                        http_request *req)
 {
-    submit(loop, req, cfg, fill_stream_health, rlink_ready(link), gray_ratio(g));
+    submit(loop, req, cfg, fill_stream_health, rcluster_ready(link), gray_ratio(g));
 }
 
 /* ------------------------------------------------------------------------

@@ -37,12 +37,12 @@
 #include "gray.h"
 #include "http_server.h"
 #include "ledger.h"
-#include "rlink.h"
+#include "rcluster.h"
 
 /* Answers within 'cfg'->health_timeout_ms: a ping not answered by then
  * (hung PostgreSQL, or no free pool thread) reports PostgreSQL down. */
-void ops_health(uv_loop_t *loop, const lj_config *cfg, rlink *link, gray *g, http_request *req);
-void ops_stream_health(uv_loop_t *loop, const lj_config *cfg, rlink *link, gray *g,
+void ops_health(uv_loop_t *loop, const lj_config *cfg, rcluster *link, gray *g, http_request *req);
+void ops_stream_health(uv_loop_t *loop, const lj_config *cfg, rcluster *link, gray *g,
                        http_request *req);
 void ops_stream_stats(uv_loop_t *loop, const lj_config *cfg, http_request *req);
 void ops_stream_metrics(http_request *req, const ledger *l);

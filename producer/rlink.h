@@ -1,7 +1,8 @@
 /* rlink.h -- the producer's asynchronous Redis link on a libuv loop.
  *
- * One hiredis async context per loop, so every request on the loop pipelines
- * its commands over one connection. When the connection fails, drops or stops
+ * One hiredis async context to one server, so every request on the loop
+ * pipelines its commands to that server over one connection (rcluster.h
+ * holds one rlink per loop for one Redis, or one per master of a cluster). When the connection fails, drops or stops
  * answering (--redis-timeout-ms), or a connect does not complete in time
  * (--redis-connect-ms), the link reconnects by itself with
  * exponential backoff (100 ms .. 5 s); while it is down rlink_command()

@@ -13,13 +13,13 @@
 #include "http_server.h"
 #include "ingest.h"
 #include "ledger.h"
-#include "rlink.h"
+#include "rcluster.h"
 
 typedef struct routes {
     uv_loop_t *loop;
     const lj_config *cfg;
     ingest *ingest;
-    rlink *link;
+    rcluster *link;
     gray *gray;
     ledger *ledger;
 } routes;

@@ -241,6 +241,8 @@ static void test_help_lists_options_and_hides_secrets(void **state)
     assert_non_null(strstr(text, "--admin-token"));
     assert_null(strstr(text, "s3cret-token"));
     assert_null(strstr(text, "--workers"));     /* consumer only */
+    assert_non_null(strstr(text, "--stream-shards"));   /* producer and consumer */
+    assert_non_null(strstr(text, "--redis-cluster"));
     free(text);
     unsetenv("LJ_ADMIN_TOKEN");
 }

@@ -166,6 +166,29 @@ static void test_breaker_with_threshold_0_never_opens(void **state)
     breaker_free(b);
 }
 
+static void test_an_abstaining_probe_lets_another_probe_at_once(void **state)
+{
+    breaker *b = breaker_new("abstain", 1, 100, 1000);
+    breaker_snapshot s;
+    uint64_t retry;
+
+    (void)state;
+    breaker_abstain(b, S);                      /* closed: nothing changes */
+    breaker_report(b, 0, S);
+    assert_true(breaker_allow(b, S + 100 * MS, &retry));    /* the probe */
+    assert_false(breaker_allow(b, S + 101 * MS, &retry));
+    breaker_abstain(b, S + 102 * MS);           /* it never reached Redis */
+    breaker_snapshot_get(b, S + 102 * MS, &s);
+    assert_int_equal(s.state, BREAKER_HALF_OPEN);
+    assert_int_equal(s.opens, 1);
+    assert_true(breaker_allow(b, S + 103 * MS, &retry));    /* the next probe */
+    assert_false(breaker_allow(b, S + 104 * MS, &retry));
+    breaker_report(b, 1, S + 105 * MS);
+    breaker_snapshot_get(b, S + 105 * MS, &s);
+    assert_int_equal(s.state, BREAKER_CLOSED);
+    breaker_free(b);
+}
+
 static void test_lost_probe_is_replaced_after_a_cool_down(void **state)
 {
     breaker *b = breaker_new("lost", 1, 100, 1000);
@@ -188,6 +211,7 @@ int main(void)
         cmocka_unit_test(test_breaker_opens_probes_and_closes),
         cmocka_unit_test(test_breaker_with_threshold_0_never_opens),
         cmocka_unit_test(test_lost_probe_is_replaced_after_a_cool_down),
+        cmocka_unit_test(test_an_abstaining_probe_lets_another_probe_at_once),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,0 +1,256 @@
+"""The producer on sharded streams (LJ_STREAM_SHARDS) over a real
+3-master, 3-replica Redis Cluster (LJ_REDIS_CLUSTER): uploads of many
+devices spread over every master and are stored once by a consumer; the
+ratio key is found in the cluster; a master killed with kill -9 under load
+gives 200 or 503 (never a 200 that is lost) and the producer routes again
+by itself within seconds."""
+import threading
+import time
+import uuid
+
+import pytest
+import requests
+
+from conftest import free_port, reading, wait_for
+from redis_cluster import RedisCluster
+
+BASE_S = 1_760_000_000
+SHARDS = 6
+
+
+def shard(stack, k, kind="health_data_stream"):
+    return f"{stack.prefix}{kind}:{{{k}}}"
+
+
+def client_of(cluster):
+    def of(key):
+        return cluster.node(cluster.master_of_slot(cluster.keyslot(key)))
+    return of
+
+
+def cluster_env(cluster, **extra):
+    env = dict(LJ_REDIS_CLUSTER=cluster.seeds(), LJ_STREAM_SHARDS=SHARDS)
+    env.update(extra)
+    return env
+
+
+def consumer_env(cluster):
+    return cluster_env(cluster, LJ_DEVICE_WORKERS=0, LJ_EVENT_WORKERS=0, LJ_BATCH_SIZE=20,
+                       LJ_CLAIM_IDLE_MS=2000, LJ_UPKEEP_INTERVAL_MS=300,
+                       LJ_STATUS_PORT=free_port())
+
+
+def upload(session, stack, sn, ts):
+    return session.post(stack.url + "/upload_health_data_v2",
+                        json={"data": reading(sn, ts)}, timeout=10)
+
+
+def wait_routing(stack, sn):
+    """Until the producer has learnt the slot map (an upload is stored)."""
+    s = requests.Session()
+    wait_for(lambda: upload(s, stack, sn, BASE_S).status_code == 200, timeout=20,
+             what="the producer to route to the cluster")
+
+
+def stored(stack, prefix):
+    """(device_sn, epoch s) -> rows, of the devices whose serial starts so."""
+    rows = stack.s.sql(
+        "SELECT device_sn, extract(epoch FROM ts)::bigint, count(*) FROM t_user_health_data"
+        " WHERE device_sn LIKE %s GROUP BY 1, 2", (prefix + "%",))
+    return {(sn, int(ts)): int(n) for sn, ts, n in rows}
+
+
+def shard_lengths(cluster, stack):
+    of = client_of(cluster)
+    return [of(shard(stack, k)).xlen(shard(stack, k)) for k in range(SHARDS)]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    c = RedisCluster(str(tmp_path_factory.mktemp("cluster"))).start()
+    yield c
+    c.stop()
+
+
+@pytest.fixture
+def own_cluster(tmp_path):
+    """For a test that kills a node."""
+    c = RedisCluster(str(tmp_path)).start()
+    yield c
+    c.stop()
+
+
+def test_six_shards_spread_over_every_master_and_are_stored_once(stack, cluster):
+    tag = f"PC{uuid.uuid4().hex[:6]}-"
+    stack.producer(**cluster_env(cluster))
+    wait_routing(stack, tag + "warm")
+    s = requests.Session()
+    sent = {(tag + "warm", BASE_S)}
+    for d in range(60):
+        for i in range(3):
+            resp = upload(s, stack, f"{tag}{d:03d}", BASE_S + i)
+            assert resp.status_code == 200, resp.text
+            assert resp.json()["status"] == "accepted"
+            sent.add((f"{tag}{d:03d}", BASE_S + i))
+    lengths = shard_lengths(cluster, stack)
+    assert sum(lengths) == len(sent)
+    assert all(n > 0 for n in lengths), lengths       # every shard used
+    homes = {cluster.master_of_slot(cluster.keyslot(shard(stack, k)))
+             for k in range(SHARDS) if lengths[k]}
+    assert len(homes) == 3                              # and every master
+    # A device stays on one shard (its entries keep their order).
+    of = client_of(cluster)
+    seen = {}
+    for k in range(SHARDS):
+        for _, f in of(shard(stack, k)).xrange(shard(stack, k)):
+            assert seen.setdefault(f["device_sn"], k) == k
+    # The plain names are not written on a cluster.
+    assert of(stack.prefix + "health_data_stream").exists(
+        stack.prefix + "health_data_stream") == 0
+    stack.consumer("--workers", "1", **consumer_env(cluster))
+    wait_for(lambda: set(stored(stack, tag)) == sent, timeout=60,
+             what="every upload stored")
+    assert set(stored(stack, tag).values()) == {1}
+
+    # The producer's ledger sums the shards, each read on its own master.
+    def conserved():
+        c = stack.get("/api/stream_metrics").json()["conservation"][
+            stack.prefix + "health_data_stream"]
+        return c is not None and c["accepted"] == len(sent) and \
+            c["stored"] == len(sent) and c["balanced"]
+    wait_for(conserved, timeout=20, what="the ledger summed over the shards")
+
+
+def test_the_ratio_key_is_read_from_the_cluster(stack, cluster):
+    sn = f"PR{uuid.uuid4().hex[:6]}"
+    key = stack.prefix + "stream_traffic_ratio"
+    stack.producer(**cluster_env(cluster, LJ_RATIO_REFRESH_MS=100))
+    wait_routing(stack, sn + "-warm")
+    resp = stack.post("/upload_health_data", {"data": reading(sn, BASE_S)})
+    assert resp.status_code == 200 and resp.json()["status"] == "success"   # ratio 0: legacy
+    client_of(cluster)(key).set(key, "1")
+    wait_for(lambda: stack.get("/api/stream_traffic_ratio").json()["current_ratio"] == 1,
+             timeout=10, what="the ratio read from the cluster")
+    resp = stack.post("/upload_health_data", {"data": reading(sn, BASE_S + 1)})
+    assert resp.status_code == 200 and resp.json()["status"] == "accepted"
+    # And set through the producer: the key on the master of its slot.
+    resp = requests.post(stack.url + "/api/stream_traffic_ratio", json={"ratio": 0.25},
+                         timeout=5)
+    assert resp.status_code == 200, resp.text
+    assert client_of(cluster)(key).get(key) == "0.25"
+
+
+def test_one_shard_on_a_cluster_is_written_under_the_tagged_name(stack, cluster):
+    """The consumer reads '<stream>:{0}' on a cluster even with one shard (its
+    scripts name a stream and its side keys): the producer writes there."""
+    sn = f"P1{uuid.uuid4().hex[:6]}"
+    env = cluster_env(cluster, LJ_STREAM_SHARDS=1)
+    stack.producer(**env)
+    wait_routing(stack, sn)
+    resp = upload(requests.Session(), stack, sn, BASE_S + 1)
+    assert resp.status_code == 200, resp.text
+    of = client_of(cluster)
+    assert of(shard(stack, 0)).xlen(shard(stack, 0)) == 2
+    stack.consumer("--workers", "1", **dict(consumer_env(cluster), LJ_STREAM_SHARDS=1))
+    wait_for(lambda: stored(stack, sn) == {(sn, BASE_S): 1, (sn, BASE_S + 1): 1}, timeout=30,
+             what="both uploads stored")
+
+
+class Load(threading.Thread):
+    """Sequential uploads of 'devices' serials, round robin, for 'seconds':
+    bounded, loopback only, stops by itself. Records (sn, ts, status, t)."""
+
+    def __init__(self, stack, tag, devices=40, seconds=14.0):
+        super().__init__(daemon=True)
+        self.stack, self.tag, self.devices, self.seconds = stack, tag, devices, seconds
+        self.results = []
+        self.retry_after_missing = 0
+
+    def run(self):
+        s = requests.Session()
+        end = time.monotonic() + self.seconds
+        i = 0
+        while time.monotonic() < end:
+            sn = f"{self.tag}{i % self.devices:03d}"
+            ts = BASE_S + i
+            try:
+                resp = upload(s, self.stack, sn, ts)
+                status = resp.status_code
+                if status == 503 and "Retry-After" not in resp.headers:
+                    self.retry_after_missing += 1
+            except requests.RequestException:
+                status = -1
+            self.results.append((sn, ts, status, time.monotonic()))
+            i += 1
+            time.sleep(0.005)
+
+
+def test_a_killed_master_under_load_loses_no_200_and_routing_resumes(stack, own_cluster):
+    cluster = own_cluster
+    tag = f"PK{uuid.uuid4().hex[:6]}-"
+    stack.producer(**cluster_env(cluster))
+    wait_routing(stack, tag + "warm")
+    stack.consumer("--workers", "1", **consumer_env(cluster))
+    victim = cluster.master_of_slot(cluster.keyslot(shard(stack, 0)))
+    load = Load(stack, tag)
+    load.start()
+    time.sleep(3)
+    killed_at = time.monotonic()
+    cluster.kill(victim)
+    load.join(60)
+    assert not load.is_alive()
+    statuses = {st for _, _, st, _ in load.results}
+    assert statuses <= {200, 503}, statuses
+    assert load.retry_after_missing == 0
+    cluster.wait_failover(victim)
+    # Routing resumed by itself within seconds: after the last 503 every
+    # upload, of every device (every shard, the failed-over ones too), got 200.
+    after = [(sn, st, t) for sn, _, st, t in load.results if t > killed_at]
+    failed = [t for _, st, t in after if st == 503]
+    assert failed, "the kill was not felt"
+    last_503 = max(failed)
+    assert last_503 - killed_at < 10, f"503s for {last_503 - killed_at:.1f} s after the kill"
+    print(f"\nload: {len(load.results)} uploads, {len(failed)} 503 after the kill, last 503 {last_503 - killed_at:.2f} s after it")
+    assert len({sn for sn, st, t in after if t > last_503 and st == 200}) == load.devices
+    ok = {(sn, ts) for sn, ts, st, _ in load.results if st == 200}
+    wait_for(lambda: ok <= set(stored(stack, tag)), timeout=60,
+             what="every 200 stored after the failover")
+    rows = stored(stack, tag)
+    assert all(rows[k] == 1 for k in ok)
+
+
+def test_a_slot_migrated_under_load_is_followed_through_ask_then_moved(stack, own_cluster):
+    cluster = own_cluster
+    tag = f"PM{uuid.uuid4().hex[:6]}-"
+    stack.producer(**cluster_env(cluster))
+    wait_routing(stack, tag + "warm")
+    stack.consumer("--workers", "1", **consumer_env(cluster))
+    key = shard(stack, 0)
+    slot = cluster.keyslot(key)
+    src = cluster.master_of_slot(slot)
+    dst = next(m for m in cluster.masters() if m != src)
+    load = Load(stack, tag, seconds=8.0)
+    load.start()
+    time.sleep(2)
+    cluster.migrate_slot_begin(slot, src, dst)
+    time.sleep(0.5)
+    assert cluster.migrate_keys(slot, src, dst) >= 1     # the shard and its side keys
+    time.sleep(2)                                         # uploads follow ASK
+    cluster.migrate_slot_end(slot, dst)                   # and then MOVED
+    load.join(60)
+    assert not load.is_alive()
+    assert {st for _, _, st, _ in load.results} == {200}
+    assert key not in cluster.node(src).execute_command("CLUSTER", "GETKEYSINSLOT", slot, 1000)
+    assert cluster.node(dst).xlen(key) > 0
+    log = open(stack.procs[0].log_path).read()
+    assert f"ASK slot {slot} -> 127.0.0.1:{dst}" in log
+    assert f"MOVED slot {slot} -> 127.0.0.1:{dst}" in log
+    ok = {(sn, ts) for sn, ts, st, _ in load.results}
+    wait_for(lambda: ok <= set(stored(stack, tag)), timeout=60,
+             what="every upload stored after the migration")
+    rows = stored(stack, tag)
+    assert all(rows[k] == 1 for k in ok)
+    of = client_of(cluster)
+    added = sum(of(shard(stack, k)).xinfo_stream(shard(stack, k))["entries-added"]
+                for k in range(SHARDS))
+    assert added == len(ok) + 1                           # each added once (+ the warm-up)
