@@ -2,6 +2,7 @@
 same table, in one run on this machine (a benchmark, not a test).
 
     /usr/bin/python3 tests/bench/bench_consumer.py [--records N] [--workers 1,2]
+        [--binary B ...] [--rounds R] [--durable] [--pre-sql SQL ...]
 
 Starts its own Redis and PostgreSQL (the integration harness), loads a
 backlog of N records (entries of 100 records, 1,000 devices), and times how
@@ -130,6 +131,8 @@ def main():
     ap.add_argument("--binary", action="append",
                     help="consumer binary (repeat to compare builds; runs alternate)")
     ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--pre-sql", action="append", default=[],
+                    help="SQL run once after the migrations (e.g. an index to compare)")
     ap.add_argument("--durable", action="store_true",
                     help="PostgreSQL with fsync, synchronous_commit, full_page_writes on")
     args = ap.parse_args()
@@ -138,6 +141,8 @@ def main():
     servers = Servers(tmp)
     try:
         start_servers(servers, args.durable)
+        for q in args.pre_sql:
+            servers.sql(q)
         records = make_records(args.records)
         for _ in range(args.rounds):
             copy_rate = copy_reference(servers, records, tmp)
