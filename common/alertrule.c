@@ -1,6 +1,5 @@
 #include "alertrule.h"
 
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -113,53 +112,41 @@ int alert_rules_load(PGconn *pg, alert_rules *rs)
 
 double alert_stored_value(const rec_health *r, rec_field f)
 {
-    char text[COPYENC_DOUBLE_MAX];
-
-    if (rec_field_is_int(f))
-        return r->num[f];
-    copyenc_double(r->num[f], text);        /* as the row was written */
-    return strtod(text, NULL);
+    return rec_field_is_int(f) ? r->num[f] : copyenc_stored_double(r->num[f]);
 }
 
-static int compare(alert_cmp cmp, double v, double t)
+static int matches(const alert_rule *rule, double v)
 {
-    switch (cmp) {
+    switch (rule->cmp) {
     case ALERT_GT:
-        return v > t;
+        return v > rule->threshold;
     case ALERT_LT:
-        return v < t;
+        return v < rule->threshold;
     case ALERT_GE:
-        return v >= t;
+        return v >= rule->threshold;
     case ALERT_LE:
-        return v <= t;
+        return v <= rule->threshold;
     case ALERT_EQ:
-        return v == t;
+        return v == rule->threshold;
     }
     return 0;
 }
 
-/* Whether 'rule' matches the stored value of 'r'. The value as read
- * differs from the stored one by under 1e-14 of it: away from the
- * threshold both compare alike, and the stored one is worked out only near
- * it (it costs a printf and a strtod). */
-static int matches(const alert_rule *rule, const rec_health *r, rec_field f)
-{
-    double v = r->num[f];
-    double t = rule->threshold;
-
-    if (fabs(v - t) <= 1e-12 * fmax(fabs(v), fabs(t)))
-        v = alert_stored_value(r, f);
-    return compare(rule->cmp, v, t);
-}
-
 const alert_rule *alert_rules_match(const alert_rules *rs, const rec_health *r, rec_field f)
 {
+    double v = 0;
+    int have = 0;
     size_t i;
 
     if (!(r->present & (1u << f)))
         return NULL;
-    for (i = 0; i < rs->n && rs->v[i].metric <= f; i++)
-        if (rs->v[i].metric == f && matches(&rs->v[i], r, f))
+    for (i = 0; i < rs->n && rs->v[i].metric <= f; i++) {
+        if (rs->v[i].metric != f)
+            continue;
+        if (!have)
+            v = alert_stored_value(r, f), have = 1;
+        if (matches(&rs->v[i], v))
             return &rs->v[i];
+    }
     return NULL;
 }

@@ -4,7 +4,7 @@
  * For each new row and metric the most severe enabled rule that matches
  * raises one alert: critical over major over minor, the lower rule id on a
  * tie. A rule compares the metric's value as stored (doubles keep 15
- * significant digits, copyenc.h) with its threshold: value <comparison>
+ * significant digits, copyenc_stored_double()) with its threshold: value <comparison>
  * threshold. Rules on other metrics ('event', columns that are not one of
  * the six below) and rules without a threshold never match a health row.
  *

@@ -2,135 +2,156 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "err.h"
 
-int copyenc_text(lj_buf *out, const char *s, size_t n)
+#define COLUMNS 22                          /* of COPYENC_HEALTH_COLUMNS */
+#define EPOCH_2000_MS 946684800000LL        /* PostgreSQL's timestamp epoch */
+
+/* "PGCOPY\n\377\r\n\0", no flags, no header extension. */
+static const char header[19] = "PGCOPY\n\377\r\n\0\0\0\0\0\0\0\0\0";
+
+/* 'v' == n / 10^k exactly as doubles go, for some k <= 6 and |n| < 10^15:
+ * the double nearest a decimal of at most 15 significant digits, which
+ * "%.15g" prints back as that decimal and strtod() reads back as 'v'. */
+static int short_decimal(double v)
 {
-    size_t i;
-    size_t run = 0;     /* start of the pending run of plain bytes */
-
-    if (lj_buf_reserve(out, n) != 0)
-        return LJ_ENOMEM;
-    for (i = 0; i < n; i++) {
-        const char *esc;
-
-        switch (s[i]) {
-        case '\\': esc = "\\\\"; break;
-        case '\t': esc = "\\t"; break;
-        case '\n': esc = "\\n"; break;
-        case '\r': esc = "\\r"; break;
-        default: continue;
-        }
-        if (lj_buf_append(out, s + run, i - run) != 0 || lj_buf_append(out, esc, 2) != 0)
-            return LJ_ENOMEM;
-        run = i + 1;
-    }
-    return lj_buf_append(out, s + run, n - run);
-}
-
-/* 'v' == n / 10^k with |n| < 10^12, k <= 3: n's digits with k of them
- * after the point, trailing zeros dropped; the length, or 0 when 'v' is
- * not such a decimal. The double nearest a decimal of 15 significant
- * digits or fewer prints back as that decimal under "%.15g". */
-static size_t short_decimal(double v, char *out)
-{
-    static const double scale[] = {1, 10, 100, 1000};
-    char digits[24];
-    size_t len = 0;
-    unsigned long long u;
-    int nd = 0;
-    int k;
+    static const double scale[] = {1, 10, 100, 1000, 1e4, 1e5, 1e6};
+    size_t k;
 
     if (!(v > -1e9 && v < 1e9) || v == 0)
         return 0;
-    for (k = 0; k < 4; k++) {
-        long long n = llround(v * scale[k]);
+    for (k = 0; k < sizeof(scale) / sizeof(scale[0]); k++) {
+        double x = v * scale[k];
 
-        if ((double)n / scale[k] != v)
-            continue;
-        if (n < 0)
-            out[len++] = '-';
-        for (u = (unsigned long long)(n < 0 ? -n : n); u > 0 || nd <= k; u /= 10)
-            digits[nd++] = (char)('0' + u % 10);    /* least significant first */
-        while (k > 0 && digits[0] == '0') {         /* trailing zeros of the fraction */
-            memmove(digits, digits + 1, (size_t)--nd);
-            k--;
-        }
-        while (nd > 0) {
-            if (nd == k)
-                out[len++] = '.';
-            out[len++] = digits[--nd];
-        }
-        out[len] = '\0';
-        return len;
+        if (fabs(x) >= 1e15)
+            return 0;
+        if ((double)llround(x) / scale[k] == v)
+            return 1;
     }
     return 0;
 }
 
-size_t copyenc_double(double v, char out[COPYENC_DOUBLE_MAX])
+double copyenc_stored_double(double v)
 {
-    size_t len = short_decimal(v, out);
-    int n;
+    char text[40];
 
-    if (len > 0)
-        return len;
-    n = snprintf(out, COPYENC_DOUBLE_MAX, "%.15g", v);
-    return n > 0 ? (size_t)n : 0;
+    if (short_decimal(v))
+        return v;
+    snprintf(text, sizeof(text), "%.15g", v);
+    return strtod(text, NULL);
 }
 
-static int put_str(lj_buf *out, const char *s)
+static void put_be(char *p, uint64_t v, int bytes)
 {
-    if (s == NULL || *s == '\0')
-        return lj_buf_append(out, "\\N\t", 3);
-    if (copyenc_text(out, s, strlen(s)) != 0)
-        return LJ_ENOMEM;
-    return lj_buf_append(out, "\t", 1);
+    int i;
+
+    for (i = bytes - 1; i >= 0; i--, v >>= 8)
+        p[i] = (char)(v & 0xff);
 }
 
-static int put_id(lj_buf *out, int64_t id)
+/* One field: its length, then 'bytes' of 'v' big-endian. */
+static void put_int(lj_buf *out, uint64_t v, int bytes)
+{
+    put_be(out->data + out->len, (uint64_t)bytes, 4);
+    put_be(out->data + out->len + 4, v, bytes);
+    out->len += 4 + (size_t)bytes;
+}
+
+static void put_null(lj_buf *out)
+{
+    put_be(out->data + out->len, 0xffffffffu, 4);
+    out->len += 4;
+}
+
+static void put_id(lj_buf *out, int64_t id)
 {
     if (id <= 0)
-        return lj_buf_append(out, "\\N\t", 3);
-    return lj_buf_int(out, id) || lj_buf_append(out, "\t", 1) ? LJ_ENOMEM : 0;
+        put_null(out);
+    else
+        put_int(out, (uint64_t)id, 8);
 }
 
-static int put_field(lj_buf *out, const rec_health *r, rec_field f)
+/* An integer column is int4: a value outside it (the producer refuses
+ * those; a hand-made entry may not) goes as 8 bytes, which the server
+ * refuses as data (SQLSTATE 22P03), as it refused the text form. */
+static void put_field(lj_buf *out, const rec_health *r, rec_field f)
 {
-    if (!(r->present & (1u << f)))
-        return lj_buf_append(out, "\\N\t", 3);
-    if (rec_field_is_int(f))
-        return lj_buf_int(out, (long long)r->num[f]) || lj_buf_append(out, "\t", 1) ? LJ_ENOMEM
-                                                                                    : 0;
-    char text[COPYENC_DOUBLE_MAX];
-    size_t len = copyenc_double(r->num[f], text);
+    double v = r->num[f];
+    uint64_t bits;
 
-    text[len] = '\t';
-    return lj_buf_append(out, text, len + 1);
+    if (!(r->present & (1u << f))) {
+        put_null(out);
+    } else if (rec_field_is_int(f)) {
+        if (v >= -2147483648.0 && v <= 2147483647.0)
+            put_int(out, (uint32_t)(int64_t)v, 4);
+        else
+            put_int(out, 0, 8);
+    } else {
+        v = copyenc_stored_double(v);
+        memcpy(&bits, &v, sizeof(bits));
+        put_int(out, bits, 8);
+    }
+}
+
+/* A text field ('s' NULL or "": NULL). 0 or LJ_ENOMEM. */
+static int put_str(lj_buf *out, const char *s)
+{
+    size_t n = s ? strlen(s) : 0;
+
+    if (n == 0) {
+        if (lj_buf_reserve(out, 4) != 0)
+            return LJ_ENOMEM;
+        put_null(out);
+        return 0;
+    }
+    if (lj_buf_reserve(out, 4 + n) != 0)
+        return LJ_ENOMEM;
+    put_be(out->data + out->len, (uint64_t)n, 4);
+    memcpy(out->data + out->len + 4, s, n);
+    out->len += 4 + n;
+    return 0;
+}
+
+int copyenc_begin(lj_buf *out)
+{
+    return lj_buf_append(out, header, sizeof(header));
+}
+
+int copyenc_end(lj_buf *out)
+{
+    return lj_buf_append(out, "\xff\xff", 2);
 }
 
 int copyenc_health_row(lj_buf *out, const rec_health *r, const copyenc_owner *owner,
                        const copyenc_meta *meta)
 {
     static const copyenc_owner nobody = {0, 0, 0};
-    char ts[40];
+    /* ts, the three ids and the numbers, each at its widest. */
+    const size_t fixed = 12 + 3 * 12 + REC_NUM_FIELDS * 12;
+    int64_t us = (r->ts_ms - EPOCH_2000_MS) * 1000 + r->ts_us % 1000;
     int f;
 
     if (owner == NULL)
         owner = &nobody;
-    rec_format_ts_us(r->ts_ms, r->ts_us, ts, sizeof(ts));
-    if (put_str(out, r->device_sn) != 0 || put_str(out, ts) != 0 ||
-        put_id(out, owner->user_id) != 0 || put_id(out, owner->customer_id) != 0 ||
-        put_id(out, owner->org_id) != 0)
+    if (lj_buf_reserve(out, 2) != 0)
         return LJ_ENOMEM;
+    put_be(out->data + out->len, COLUMNS, 2);
+    out->len += 2;
+    if (put_str(out, r->device_sn) != 0 || lj_buf_reserve(out, fixed) != 0)
+        return LJ_ENOMEM;
+    put_int(out, (uint64_t)us, 8);
+    put_id(out, owner->user_id);
+    put_id(out, owner->customer_id);
+    put_id(out, owner->org_id);
     for (f = 0; f < REC_NUM_FIELDS; f++)
-        if (put_field(out, r, (rec_field)f) != 0)
-            return LJ_ENOMEM;
+        put_field(out, r, (rec_field)f);
     if (put_str(out, r->sleep) != 0 || put_str(out, r->source_method) != 0 ||
         put_str(out, meta->upload_method) != 0 || put_str(out, meta->stream_id) != 0 ||
         put_str(out, meta->batch_id) != 0)
         return LJ_ENOMEM;
-    out->data[out->len - 1] = '\n';    /* the last TAB ends the row */
+    out->data[out->len] = '\0';
     return 0;
 }

@@ -1,12 +1,18 @@
-/* copyenc.h -- PostgreSQL COPY text-format encoding of health rows.
+/* copyenc.h -- PostgreSQL COPY binary-format encoding of health rows.
  *
- * One row is the columns of COPYENC_HEALTH_COLUMNS separated by TAB and
- * ended by LF; NULL is \N. Text is escaped as COPY's text format requires:
+ * A COPY stream is copyenc_begin(), one copyenc_health_row() per row, then
+ * copyenc_end(), sent as "COPY t (" COPYENC_HEALTH_COLUMNS ") FROM STDIN"
+ * COPYENC_OPTIONS. Each field is its column type's binary form, as
+ * PostgreSQL's receive functions read it: varchar and text their UTF-8
+ * bytes (no escaping: the caller has already checked that text is valid
+ * UTF-8 without NUL), timestamptz microseconds since 2000-01-01 UTC,
+ * bigint and integer, double precision IEEE 754, all big-endian; NULL is a
+ * length of -1. The server parses no text, about a tenth of its time in a
+ * text-format COPY (docs/benchmarks.md).
  *
- *     backslash -> \\    TAB -> \t    LF -> \n    CR -> \r
- *
- * Everything else (quotes, UTF-8) passes through unchanged: the caller has
- * already checked that text is valid UTF-8 without NUL. Pure functions.
+ * A double is stored as the text format stored it: rounded to 15
+ * significant digits (copyenc_stored_double), so both formats, and the
+ * alert rules matched on it (alertrule.h), see one value. Pure functions.
  */
 #ifndef LJ_COMMON_COPYENC_H
 #define LJ_COMMON_COPYENC_H
@@ -17,13 +23,14 @@
 #include "buf.h"
 #include "record.h"
 
-/* Writes 'v' as printf's "%.15g" does (the digits a double column keeps),
- * NUL-terminated, into 'out'; returns its length. Decimals of at most
- * three fractional digits (readings) skip printf. */
-#define COPYENC_DOUBLE_MAX 32
-size_t copyenc_double(double v, char out[COPYENC_DOUBLE_MAX]);
+/* The double PostgreSQL stores for 'v' when it reads "%.15g" of 'v' as
+ * text: 'v' itself for a decimal of at most 6 fractional digits (every
+ * reading), else that round trip. */
+double copyenc_stored_double(double v);
 
-/* Column list matching copyenc_health_row(), for "COPY t (...) FROM STDIN". */
+#define COPYENC_OPTIONS " (FORMAT binary)"
+
+/* The columns of copyenc_health_row(), in its order. */
 #define COPYENC_HEALTH_COLUMNS                                                        \
     "device_sn, ts, user_id, customer_id, org_id, heart_rate, blood_oxygen, "        \
     "temperature, pressure_high, pressure_low, stress, step, distance, calorie, "    \
@@ -44,8 +51,9 @@ typedef struct copyenc_meta {
     const char *batch_id;
 } copyenc_meta;
 
-/* Appends 'n' bytes of 's' escaped for COPY text format. */
-int copyenc_text(lj_buf *out, const char *s, size_t n);
+/* The stream's header and trailer. 0 or LJ_ENOMEM. */
+int copyenc_begin(lj_buf *out);
+int copyenc_end(lj_buf *out);
 
 /* Appends one row for 'r'. 'owner' may be NULL (all ids NULL).
  * Returns 0 or LJ_ENOMEM. */

@@ -31,7 +31,7 @@ static const char create_staging_sql[] =
      " ord bigint GENERATED ALWAYS AS IDENTITY) ON COMMIT DROP";
 
 static const char copy_sql[] =
-    "COPY health_staging (" COPYENC_HEALTH_COLUMNS ") FROM STDIN";
+    "COPY health_staging (" COPYENC_HEALTH_COLUMNS ") FROM STDIN" COPYENC_OPTIONS;
 
 /* The staging path: rows already stored are skipped. Its one result lists
  * the staged rows it skipped, by position among the rows sent ("3,17";
@@ -49,7 +49,7 @@ static const char merge_sql[] =
 
 /* The direct path: the batch COPYed straight into the table; every row is new. */
 static const char direct_copy_sql[] =
-    "COPY t_user_health_data (" COPYENC_HEALTH_COLUMNS ") FROM STDIN";
+    "COPY t_user_health_data (" COPYENC_HEALTH_COLUMNS ") FROM STDIN" COPYENC_OPTIONS;
 
 /* The alerts the new rows raised (alertrule.h matched them), one array per
  * column, and the status of them all ($11: NEW, or IMPORTED for back-filled
@@ -184,6 +184,8 @@ static int encode_items(lj_buf *out, const store_item *items, const row_ref *row
 {
     size_t i;
 
+    if (copyenc_begin(out) != 0)
+        return LJ_ENOMEM;
     for (i = 0; i < nrows; i++) {
         const store_item *it = &items[rows[i].item];
         copyenc_meta meta = {upload_method, it->stream_id, it->batch_id};
@@ -191,7 +193,7 @@ static int encode_items(lj_buf *out, const store_item *items, const row_ref *row
         if (copyenc_health_row(out, rows[i].r, owners ? &owners[rows[i].k] : NULL, &meta) != 0)
             return LJ_ENOMEM;
     }
-    return 0;
+    return copyenc_end(out);
 }
 
 static uint64_t key_hash(const rec_health *r)

@@ -94,6 +94,26 @@ def test_enrichment_bound_unbound_and_soft_deleted(stack):
     assert metrics_of(port)["ljwx_consumer_unbound_records_total"] == 2
 
 
+def test_binary_copy_stores_what_the_text_format_stored(stack):
+    """Rows go as COPY binary: each column must hold what the text format
+    put there -- doubles rounded to 15 significant digits, timestamps to the
+    microsecond, text with tabs, backslashes and UTF-8 unescaped, NULLs."""
+    sn = serial("bin")
+    rec = {"device_sn": sn, "ts": BASE_MS + 123, "heart_rate": 0, "temperature": 36.6,
+           "latitude": 22.543210987654321, "longitude": -114.0000001, "altitude": 1 / 3,
+           "step": 2147483647, "sleep": "deep\tsleep \\ 睡眠\n"}
+    health_entry(stack, [rec])
+    stack.consumer()
+    wait_for(lambda: drained(stack), what="the stream to drain")
+    got = rows(stack, sn, "(extract(epoch FROM ts) * 1000000)::bigint, heart_rate, blood_oxygen,"
+                          " temperature = 36.6, latitude = '22.5432109876543'::float8,"
+                          " longitude = '-114.0000001'::float8,"
+                          " altitude = '0.333333333333333'::float8, step, sleep, source_method,"
+                          " batch_id")
+    assert got == [((BASE_MS + 123) * 1000, 0, None, True, True, True, True, 2147483647,
+                    "deep\tsleep \\ 睡眠\n", "api", None)]
+
+
 # -- alerts -----------------------------------------------------------------------
 
 ALERT_CASES = [
