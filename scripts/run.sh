@@ -41,6 +41,8 @@ if [ -n "${LJ_ALERT_WEBHOOK_URL:-}${LJ_ALERT_WECHAT_URL:-}${LJ_ALERT_DINGTALK_UR
 fi
 
 url="http://$LJ_HTTP_HOST:$LJ_HTTP_PORT"
+redis="$LJ_REDIS_HOST:$LJ_REDIS_PORT"
+[ -z "${LJ_REDIS_CLUSTER:-}" ] || redis="cluster $LJ_REDIS_CLUSTER, $LJ_STREAM_SHARDS stream shards"
 for _ in $(seq 50); do curl -s -o /dev/null "$url/api/health" && break; sleep 0.1; done
 cat <<MSG
 
@@ -51,6 +53,8 @@ ljwx-ingest is running (logs in $LJ_RUN_DIR/log/). Send an upload:
 watch it arrive on the live dashboard: $url/dashboard
 
 alert notifier: $notifier
+
+redis: $redis
 
 and see it stored:
 

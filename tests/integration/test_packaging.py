@@ -21,7 +21,8 @@ def test_compose_file_is_valid_and_complete():
     cfg = yaml.safe_load(out.stdout)
     services = cfg["services"]
     assert services["producer"]["environment"]["LJ_ADMIN_TOKEN"] == "from-the-operator"
-    assert set(services) == {"redis", "postgres", "migrate", "producer", "consumer", "notifier"}
+    plain = {n for n, svc in services.items() if not svc.get("profiles")}
+    assert plain == {"redis", "postgres", "migrate", "producer", "consumer", "notifier"}
     assert "--appendonly yes" in " ".join(services["redis"]["command"]) or \
         "appendonly yes" in str(services["redis"]["command"])
     assert "noeviction" in str(services["redis"]["command"])
@@ -34,6 +35,38 @@ def test_compose_file_is_valid_and_complete():
     assert services["notifier"]["depends_on"]["migrate"]["condition"] == \
         "service_completed_successfully"
     assert services["producer"]["ports"][0]["target"] == 8080
+
+
+def test_compose_cluster_profile_is_a_whole_cluster_and_its_clients():
+    """--profile cluster: six cluster nodes announced by name, a one-shot
+    that forms the cluster, a producer and a consumer on it with 6 shards,
+    which start only once it is formed; nothing of it in the plain stack."""
+    cfg = yaml.safe_load(compose_config(LJ_ADMIN_TOKEN="t").stdout)
+    services = cfg["services"]
+    cluster = {n for n, svc in services.items() if "cluster" in svc.get("profiles", [])}
+    nodes = {f"redis-c{i}" for i in range(1, 7)}
+    assert cluster == nodes | {"redis-cluster-init", "producer-cluster", "consumer-cluster"}
+    for n in nodes:
+        cmd = " ".join(services[n]["command"]) if isinstance(services[n]["command"], list) \
+            else services[n]["command"]
+        assert "--cluster-enabled yes" in cmd and "--cluster-announce-hostname" in cmd, n
+        assert "noeviction" in cmd and "--appendonly yes" in cmd, n
+        assert services[n]["hostname"] == n
+    init = " ".join(services["redis-cluster-init"]["command"]) \
+        if isinstance(services["redis-cluster-init"]["command"], list) \
+        else services["redis-cluster-init"]["command"]
+    assert "--cluster-replicas 1" in init and all(n in init or "redis-c$" in init for n in nodes)
+    for name in ("producer-cluster", "consumer-cluster"):
+        env = services[name]["environment"]
+        seeds = {h.split(":")[0] for h in env["LJ_REDIS_CLUSTER"].split(",")}
+        assert seeds <= nodes and len(seeds) >= 2, seeds
+        assert env["LJ_STREAM_SHARDS"] == "6"
+        assert "LJ_REDIS_HOST" not in env
+        assert services[name]["depends_on"]["redis-cluster-init"]["condition"] == \
+            "service_completed_successfully"
+    assert services["producer-cluster"]["environment"]["LJ_ADMIN_TOKEN"] == "t"
+    assert services["producer-cluster"]["ports"][0]["published"] != \
+        services["producer"]["ports"][0]["published"]
 
 
 def test_compose_refuses_to_start_without_an_admin_token():
