@@ -11,12 +11,17 @@ and off, 100 records per request (the old stress test's shape), 10,000
 keep-alive connections, consumer drains with 1, 2 and 4
 workers, end to end at a fixed 5,000 uploads/s (tests/bench/loadgen.c,
 open loop), adaptive batches next to a fixed COUNT (latency at low and
-5,000/s load, rows/s at saturation), and the alert notifier's deliveries/s
-to a local webhook (nginx return 200). All of these on PostgreSQL with
-fsync=off, as the test harness runs it.
+5,000/s load, rows/s at saturation), the producer and a drain on one Redis
+and on a 3-master Redis Cluster with 1 and 6 stream shards (part cluster),
+and the alert notifier's deliveries/s to a local webhook (nginx return
+200). All of these on PostgreSQL with fsync=off, as the test harness runs
+it.
 
 Then, on PostgreSQL restarted durable (fsync, synchronous_commit,
-full_page_writes on: what a user runs), the legacy path next to the stream
+full_page_writes on: what a user runs), the consumer drains with 1 and 2
+workers against psql \\copy (part durable), the whole pipeline's sustained
+rate (part sustained: open-loop 1-record uploads at rising rates until the
+backlog is not bounded), the legacy path next to the stream
 path (parts legacy, stress): wrk 50 connections, 1 record/req to
 /upload_health_data and 100 records/req to /upload_health_data_batch, at
 ratio 1 (stream path, a 2-worker consumer storing meanwhile) and ratio 0
@@ -454,6 +459,82 @@ def via_pgbouncer(s, tmp, rows, copy_rate, workers=4):
         bouncer.stop()
 
 
+# -- Shards and a Redis Cluster (issue 18) -------------------------------------
+
+def redis_layouts(s, tmp):
+    """(name, env for our programs, a client for a key, stop) of each layout:
+    one Redis with 1 and 6 shards, a 3-master, 3-replica cluster with 1 and
+    6 shards. The cluster is started here and stopped by the last 'stop'."""
+    from redis_cluster import RedisCluster
+    plain = dict(LJ_REDIS_PORT=str(s.redis_port))
+    yield "one Redis, 1 shard", dict(plain, LJ_STREAM_SHARDS="1"), lambda k: s.redis()
+    yield "one Redis, 6 shards", dict(plain, LJ_STREAM_SHARDS="6"), lambda k: s.redis()
+    c = RedisCluster(tmp).start()
+    try:
+        def of(key):
+            return c.node(c.master_of_slot(c.keyslot(key)))
+        for shards in (1, 6):
+            yield (f"cluster 3 masters, {shards} shard{'s' if shards > 1 else ''}",
+                   dict(LJ_REDIS_CLUSTER=c.seeds(), LJ_STREAM_SHARDS=str(shards)), of)
+    finally:
+        c.stop()
+
+
+def shard_names(env):
+    n = int(env["LJ_STREAM_SHARDS"])
+    tagged = n > 1 or "LJ_REDIS_CLUSTER" in env
+    return [f"health_data_stream:{{{k}}}" if tagged else "health_data_stream" for k in range(n)]
+
+
+def drain_shards(s, tmp, rows, env, client):
+    """The backlog spread over the layout's shards (entries in turn), drained
+    by one consumer process with 1 worker a shard: rows/s."""
+    names = shard_names(env)
+    per = bench_consumer.PER_ENTRY
+    for k, name in enumerate(names):
+        chunks = [rows[i:i + per] for i in range(k * per, len(rows), per * len(names))]
+        bench_consumer.load_backlog(client(name), name, [r for c in chunks for r in c])
+    s.sql("TRUNCATE t_user_health_data")
+    t0 = time.monotonic()
+    c = start_consumer(s, tmp, 1, LJ_DEVICE_WORKERS="0", LJ_EVENT_WORKERS="0", **env)
+    try:
+        while not all(bench_consumer.drained(client(n), "", n) for n in names):
+            if time.monotonic() - t0 > 600:
+                raise SystemExit("bench: cluster drain did not finish within 600 s")
+            time.sleep(0.05)
+        took = time.monotonic() - t0
+    finally:
+        stop(c)
+    got = s.sql("SELECT count(*) FROM t_user_health_data")[0][0]
+    if got != len(rows):
+        raise SystemExit(f"bench: cluster drain stored {got} rows of {len(rows)}")
+    return len(rows) / took
+
+
+def cluster_rows(s, tmp, seconds, ng1, records):
+    """Producer req/s (1 record/req, 2 loops, wrk) and consumer rows/s for
+    each layout; the one-Redis, 1-shard figures of this part are the
+    reference of the others. fsync=off, as the other producer rows."""
+    rows, _ = copy_reference(s, tmp, records)
+    ref = {}
+    for name, env, client in redis_layouts(s, os.path.join(tmp, "cluster")):
+        client("stream_traffic_ratio").set("stream_traffic_ratio", "1")
+        p, port = start_producer(s, tmp, 2, **env)
+        r = wrk(f"http://127.0.0.1:{port}/", "one_record.lua", seconds)
+        stop(p)
+        ref.setdefault("rps", r["rps"])
+        row(f"producer 1 record/req, {name}", r["rps"], "req/s", ref["rps"],
+            f"p99 {r['p99']:.2f} ms errors {r['errors']}; {r['rps'] / ng1['rps']:.2f}x nginx")
+        for n in shard_names(env):
+            client(n).delete(n)
+        rate = drain_shards(s, tmp, rows, env, client)
+        ref.setdefault("drain", rate)
+        row(f"consumer drain, {name}", rate, "rows/s", ref["drain"], "1 worker a shard")
+        for n in shard_names(env):
+            client(n).delete(n)
+    s.redis().flushall()
+
+
 # -- Alert delivery (issue 17) ------------------------------------------------
 
 def notifier_rate(s, tmp, nginx_port, alerts, workers, processes=1):
@@ -707,6 +788,7 @@ def main():
     ap.add_argument("--quick", action="store_true", help="shorter runs, smaller backlog")
     ap.add_argument("--json", default=os.path.join(TOP, "build", "bench.json"))
     ap.add_argument("--only", help="comma list of parts: refs,producer,flowctl,connections,e2e,"
+                                   "cluster,"
                                    "consumers,batches,notify (PostgreSQL fsync=off), durable,"
                                    "sustained,legacy,stress (durable PostgreSQL, run last)")
     ap.add_argument("--sustained-rates", help="comma list of uploads/s, tried in turn "
@@ -726,7 +808,7 @@ def main():
         s.migrate()
         nginx_port, nginx_conf = start_nginx(tmp)
         print(f"{'workload':<48} {'value':>12} {'unit':<10} {'ratio':>7}  notes")
-        parts = set((args.only or "refs,producer,flowctl,connections,e2e,consumers,batches,"
+        parts = set((args.only or "refs,producer,flowctl,connections,e2e,cluster,consumers,batches,"
                                   "notify,durable,sustained,legacy,stress").split(","))
         ng1, ng100 = references(s, seconds, nginx_port)     # every ratio needs them
         if "producer" in parts:
@@ -737,6 +819,8 @@ def main():
             connections_workload(s, tmp, seconds)
         if "e2e" in parts:
             end_to_end(s, tmp, 10 if args.quick else 30)
+        if "cluster" in parts:
+            cluster_rows(s, tmp, seconds, ng1, 200_000)
         if "consumers" in parts:
             consumers(s, tmp, 200_000 if args.quick else 1_000_000)
         if "batches" in parts:

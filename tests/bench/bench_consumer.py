@@ -103,12 +103,13 @@ def drain(servers, records, workers, binary, tmp, batch_ids=False, **extra_env):
     return len(records) / elapsed
 
 
-def drained(r, prefix):
-    """Every entry read and acknowledged (so committed): asked of Redis, not
-    by counting rows, which would scan the growing table every poll and take
-    PostgreSQL's time from the drain being timed."""
+def drained(r, prefix, stream="health_data_stream"):
+    """Every entry of 'stream' (a shard's name: health_data_stream:{k}) read
+    and acknowledged (so committed): asked of Redis, not by counting rows,
+    which would scan the growing table every poll and take PostgreSQL's time
+    from the drain being timed."""
     try:
-        groups = r.xinfo_groups(prefix + "health_data_stream")
+        groups = r.xinfo_groups(prefix + stream)
     except Exception:   # noqa: BLE001 -- no group before the consumer makes it
         return False
     return any(g["name"] == prefix + "health_processors" and g["pending"] == 0
