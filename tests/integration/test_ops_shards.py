@@ -8,7 +8,7 @@ import uuid
 import pytest
 import requests
 
-from conftest import wait_for
+from conftest import free_port, wait_for
 from redis_cluster import RedisCluster
 from test_producer_cluster import (BASE_S, client_of, consumer_env, shard, stored, upload,
                                    wait_routing)
@@ -74,7 +74,39 @@ def idle_groups(stack, n, client_of_key):
             client_of_key(key).xgroup_create(key, stack.prefix + group, id="$", mkstream=True)
 
 
-def run(stack, tag, n, lengths_of, consumer, client_of_key):
+def metric_rows(text, name):
+    """{frozenset(labels): value} of metric 'name'."""
+    rows = {}
+    for line in text.splitlines():
+        if line.startswith(name + "{"):
+            labels, value = line[len(name) + 1:].rsplit("} ", 1)
+            rows[frozenset(tuple(kv.split("=", 1)) for kv in labels.split(","))] = float(value)
+    return rows
+
+
+def check_metrics(stack, n, status_port, total):
+    plain = stack.prefix + "health_data_stream"
+    text = stack.get("/metrics").text
+    sums = metric_rows(text, "ljwx_stream_entries")
+    shards = metric_rows(text, "ljwx_stream_shard_entries")
+    for state in ("accepted", "stored", "pending"):
+        want = sums[frozenset({("stream", f'"{plain}"'), ("state", f'"{state}"')})]
+        got = [v for k, v in shards.items()
+               if ("stream", f'"{plain}"') in k and ("state", f'"{state}"') in k]
+        assert len(got) == n and sum(got) == want, (state, got, want)
+    assert sums[frozenset({("stream", f'"{plain}"'), ("state", '"accepted"')})] == total
+    text = requests.get(f"http://127.0.0.1:{status_port}/metrics", timeout=5).text
+    lengths = metric_rows(text, "ljwx_consumer_stream_length")
+    assert {dict(k)["shard"] for k in lengths} == \
+        {f'"{k}"' for k in range(n)}
+    assert all(dict(k)["stream"] == f'"{plain}"' for k in lengths)
+    sums = metric_rows(text, "ljwx_consumer_stream_sum")
+    key = frozenset({("stream", f'"{plain}"'), ("figure", '"length"')})
+    assert sums[key] >= 0
+    return sums
+
+
+def run(stack, tag, n, lengths_of, consumer, client_of_key, status_port):
     ids = send(stack, tag)
     lengths = lengths_of()
     assert sum(lengths.values()) == len(ids) + 1        # and the warm-up
@@ -100,6 +132,14 @@ def run(stack, tag, n, lengths_of, consumer, client_of_key):
     g = body["streams"][stack.prefix + "health_data_stream"]["groups"]
     assert g[0]["name"] == stack.prefix + "health_processors" and g[0]["lag"] >= 0
 
+    def metrics_settled():
+        try:
+            return check_metrics(stack, n, status_port, len(ids) + 1)
+        except (AssertionError, KeyError, requests.RequestException):
+            return None
+    wait_for(metrics_settled, timeout=20, what="per-shard rows and sums in /metrics")
+    check_metrics(stack, n, status_port, len(ids) + 1)
+
 
 def test_ops_on_six_shards_of_a_cluster(stack, cluster):
     tag = f"OC{uuid.uuid4().hex[:6]}-"
@@ -107,11 +147,12 @@ def test_ops_on_six_shards_of_a_cluster(stack, cluster):
     stack.producer(**env)
     wait_routing(stack, tag + "warm")
     of = client_of(cluster)
+    cenv = consumer_env(cluster)
 
     def lengths():
         return {shard(stack, k): of(shard(stack, k)).xlen(shard(stack, k)) for k in range(6)}
     run(stack, tag, 6, lengths,
-        lambda: stack.consumer("--workers", "1", **consumer_env(cluster)), of)
+        lambda: stack.consumer("--workers", "1", **cenv), of, cenv["LJ_STATUS_PORT"])
 
 
 def test_ops_on_three_shards_of_one_redis(stack):
@@ -119,9 +160,10 @@ def test_ops_on_three_shards_of_one_redis(stack):
     stack.producer(LJ_STREAM_SHARDS=3)
     wait_routing(stack, tag + "warm")
     r = stack.s.redis()
+    port = free_port()
 
     def lengths():
         return {shard(stack, k): r.xlen(shard(stack, k)) for k in range(3)}
     run(stack, tag, 3, lengths,
         lambda: stack.consumer("--workers", "1", LJ_STREAM_SHARDS=3, LJ_DEVICE_WORKERS=0,
-                               LJ_EVENT_WORKERS=0), lambda key: r)
+                               LJ_EVENT_WORKERS=0, LJ_STATUS_PORT=port), lambda key: r, port)
