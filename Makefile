@@ -172,6 +172,7 @@ $(ASAN)/$(IMPORT): $(call objs,$(ASAN),$(IMPORT_SRC) $(COMMON_SRC))
 
 # Unit tests link the common code and the pure logic of the programs.
 UNIT_LIB_SRC := $(COMMON_SRC) producer/ratelimit.c producer/breaker.c producer/http_frame.c \
+                producer/xverdict.c \
                 consumer/batchsize.c consumer/session.c consumer/archive.c import/csv.c \
                 notifier/text.c
 $(ASAN)/tests/unit/%.o: CFLAGS_ASAN += -Iproducer -Iconsumer -Iimport -Inotifier

@@ -254,6 +254,10 @@ static const cfg_option options[] = {
             "Redis port"),
     CFG_INT("redis_timeout_ms", "LJ_REDIS_TIMEOUT_MS", redis_timeout_ms, "2000", 50, 60000,
             CFG_PRODUCER, "a Redis reply later than this drops the link (503 or fallback)"),
+    CFG_INT("redis_wait_replicas", "LJ_REDIS_WAIT_REPLICAS", redis_wait_replicas, "0", 0, 16,
+            CFG_PRODUCER, "an upload is answered 200 only after WAIT confirms its entry on "
+            "this many replicas of its master (else 503 with Retry-After; WAIT's timeout is "
+            "half --redis-timeout-ms); 0: no WAIT, a failover may lose the last entries"),
     CFG_INT("send_timeout_ms", "LJ_SEND_TIMEOUT_MS", send_timeout_ms, "10000", 100, 600000,
             CFG_PRODUCER,
             "a connection whose unsent answers stay above --max-unsent-bytes this long is "

@@ -63,6 +63,7 @@ typedef struct lj_config {
     int stream_high_watermark;
     int threads;
     int redis_timeout_ms;
+    int redis_wait_replicas;    /* WAIT n after each XADD; 0: none */
     int redis_connect_ms;   /* resolve + TCP connect, async and sync */
     int initial_ratio_permille;
     int ratio_refresh_ms;

@@ -78,12 +78,88 @@ static const stat_def stats[] = {
          " (-1: unknown, or a stream kind without partitions)."),
 };
 
+static int sharded(const worker *w)
+{
+    return stream_tagged((unsigned)w->cfg->stream_shards, w->cfg->redis_cluster[0] != '\0');
+}
+
+/* worker, stream (one shard: its name, as before; sharded: the plain name)
+ * and shard labels. */
 static void labels_of(const worker *w, char *out, size_t len)
 {
     char stream[STREAM_NAME_MAX];
 
-    worker_stream(w, stream, sizeof(stream));
-    snprintf(out, len, "worker=\"%d\",stream=\"%s\"", w->index, stream);
+    if (!sharded(w)) {
+        worker_stream(w, stream, sizeof(stream));
+        snprintf(out, len, "worker=\"%d\",stream=\"%s\"", w->index, stream);
+        return;
+    }
+    stream_name(stream, sizeof(stream), w->cfg->stream_prefix, w->kind);
+    snprintf(out, len, "worker=\"%d\",stream=\"%s\",shard=\"%u\"", w->index, stream,
+             w->shard);
+}
+
+/* The figures of a stream that are its shards' own (not a worker's): read
+ * by every worker of a shard, summed over shards in ljwx_consumer_stream_sum. */
+static const struct {
+    size_t offset;
+    const char *figure;
+} shard_figures[] = {
+    {offsetof(worker_stats, length), "length"},
+    {offsetof(worker_stats, lag), "group_lag"},
+    {offsetof(worker_stats, pending), "group_pending"},
+};
+
+/* The sum over the shards of 'kind' of one figure, each shard's taken from
+ * its first worker here; -1 when one is unknown; 0 rows: no such worker. */
+static long long shard_sum(const fleet *f, stream_kind kind, size_t offset, int *seen)
+{
+    unsigned char done[STREAM_SHARDS_MAX] = {0};
+    long long sum = 0;
+    int i;
+
+    *seen = 0;
+    for (i = 0; i < f->n; i++) {
+        const worker *w = &f->workers[i];
+        long long v;
+
+        if (w->kind != kind || w->shard >= STREAM_SHARDS_MAX || done[w->shard])
+            continue;
+        done[w->shard] = 1;
+        v = atomic_load((const atomic_llong *)(const void *)((const char *)&w->stats + offset));
+        sum = sum < 0 || v < 0 ? -1 : sum + v;
+        *seen = 1;
+    }
+    return sum;
+}
+
+/* ljwx_consumer_stream_sum{stream="<plain name>",figure=..}: every
+ * stream's length, lag and pending summed over its shards. */
+static void render_sums(lj_buf *out, const fleet *f)
+{
+    char labels[STREAM_NAME_MAX + 64];
+    char stream[STREAM_NAME_MAX];
+    size_t d;
+    int seen;
+    int k;
+
+    if (f->n == 0)
+        return;
+    metrics_write_head(out, "ljwx_consumer_stream_sum", "gauge",
+                       "A stream's figure summed over its shards (each read by this "
+                       "process's first worker of the shard; -1: unknown).");
+    for (k = 0; k < STREAM_KINDS; k++) {
+        stream_name(stream, sizeof(stream), f->workers[0].cfg->stream_prefix, (stream_kind)k);
+        for (d = 0; d < sizeof(shard_figures) / sizeof(shard_figures[0]); d++) {
+            long long v = shard_sum(f, (stream_kind)k, shard_figures[d].offset, &seen);
+
+            if (!seen)
+                continue;
+            snprintf(labels, sizeof(labels), "stream=\"%s\",figure=\"%s\"", stream,
+                     shard_figures[d].figure);
+            metrics_write_value(out, "ljwx_consumer_stream_sum", labels, (double)v);
+        }
+    }
 }
 
 static double stat_value(const worker *w, const stat_def *d)
@@ -116,6 +192,7 @@ static int render_metrics(lj_buf *out, void *arg)
         metrics_write_hist(out, "ljwx_consumer_batch_seconds", labels,
                            &f->workers[i].stats.batch_seconds);
     }
+    render_sums(out, f);
     return 200;
 }
 

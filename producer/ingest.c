@@ -16,6 +16,7 @@
 #include "report.h"
 #include "stats.h"
 #include "streams.h"
+#include "xwait.h"
 
 #define MAX_ERROR_DETAILS 10
 
@@ -191,7 +192,7 @@ static int stream_full(const ingest *in, stream_kind kind, const char *sn)
 /* XADD <stream> * timestamp <ms> uuid <uuid> device_sn <sn> message_type <t>
  *      api_version v2 batch_id <id> payload <json>  ('cb' gets the reply) */
 static int send_xadd(ingest *in, stream_kind kind, const char *sn, const char *batch_id,
-                     const lj_buf *payload, rlink_cb cb, void *arg)
+                     const lj_buf *payload, xwait_cb cb, void *arg)
 {
     char stream[STREAM_NAME_MAX];
     char ts[24];
@@ -214,7 +215,9 @@ static int send_xadd(ingest *in, stream_kind kind, const char *sn, const char *b
     for (i = 0; i + 1 < sizeof(argv) / sizeof(argv[0]); i++)
         lens[i] = strlen(argv[i]);
     lens[i] = payload->len;
-    return rcluster_command(in->link, stream, (int)(i + 1), argv, lens, cb, arg);
+    return xwait_xadd(in->link, stream, (int)(i + 1), argv, lens,
+                      (unsigned)in->cfg->redis_wait_replicas,
+                      xverdict_wait_ms((unsigned)in->cfg->redis_timeout_ms), cb, arg);
 }
 
 static int errors_json(const rec_batch *b, lj_buf *out)
@@ -422,29 +425,28 @@ static void stream_failed(upload *u, const char *why)
 }
 
 /* A failure that opens no breaker: on a cluster, a refusal at once (the
- * shard's master is down or not known yet: 'sent' 0) or CLUSTERDOWN /
- * TRYAGAIN is about one shard or a failover in progress, and costs no wait;
- * the breaker, which guards every shard, hears of lost replies and of
- * Redis's own errors (-OOM, ...) only. */
-static int shard_failure(const ingest *in, const redisReply *r, int sent)
+ * shard's master is down or not known yet: 'sent' 0), CLUSTERDOWN /
+ * TRYAGAIN, or a WAIT short of replicas is about one shard or a failover in
+ * progress, and costs no wait; the breaker, which guards every shard, hears
+ * of lost replies and of Redis's own errors (-OOM, ...) only. */
+static int shard_failure(const ingest *in, xverdict v, const redisReply *err, int sent)
 {
     cluster_redirect rd;
 
     if (!rcluster_is_cluster(in->link))
         return 0;
-    if (!sent)
+    if (!sent || v == XV_UNREPLICATED)
         return 1;
-    return r != NULL && r->type == REDIS_REPLY_ERROR &&
-           cluster_redirect_parse(r->str, r->len, &rd) == CLUSTER_RETRY;
+    return err != NULL && cluster_redirect_parse(err->str, err->len, &rd) == CLUSTER_RETRY;
 }
 
 /* An XADD's outcome for the Redis breaker ('sent' 0: it could not be sent);
  * 1 when it succeeded. */
-static int xadd_outcome(const ingest *in, const redisReply *r, int sent)
+static int xadd_outcome(const ingest *in, xverdict v, const redisReply *err, int sent)
 {
-    int ok = r != NULL && r->type == REDIS_REPLY_STRING;
+    int ok = sent && v == XV_ADDED;
 
-    if (ok || !shard_failure(in, r, sent))
+    if (ok || !shard_failure(in, v, err, sent))
         breaker_report(flowctl_breaker(FLOWCTL_REDIS), ok, uv_hrtime());
     else
         breaker_abstain(flowctl_breaker(FLOWCTL_REDIS), uv_hrtime());
@@ -453,20 +455,30 @@ static int xadd_outcome(const ingest *in, const redisReply *r, int sent)
     return ok;
 }
 
-static void on_health_xadd(redisReply *r, void *arg)
+/* Why an XADD did not end in a 200, for the log. */
+static const char *xadd_failure(xverdict v, const redisReply *err)
+{
+    if (v == XV_REFUSED)
+        return err != NULL && err->type == REDIS_REPLY_ERROR ? err->str : "bad reply";
+    return v == XV_UNREPLICATED ? "not confirmed on --redis-wait-replicas replicas"
+                                : "link lost";
+}
+
+static void on_health_xadd(xverdict v, const char *id, size_t id_len, const redisReply *r,
+                           void *arg)
 {
     upload *u = arg;
     lj_buf body;
     int err;
 
-    if (!xadd_outcome(u->in, r, 1)) {
-        stream_failed(u, r ? (r->type == REDIS_REPLY_ERROR ? r->str : "bad reply") : "link lost");
+    if (!xadd_outcome(u->in, v, r, 1)) {
+        stream_failed(u, xadd_failure(v, r));
         return;
     }
     stats_path(STATS_STREAM, 1, seconds_since(u->path_start_ns));
     lj_buf_init(&body);
     err = lj_buf_puts(&body, "{\"status\":\"accepted\",\"stream_id\":") ||
-          lj_buf_json_str(&body, r->str, r->len) ||
+          lj_buf_json_str(&body, id, id_len) ||
           lj_buf_puts(&body, ",\"message\":\"health data accepted for processing\","
                              "\"processing\":\"async\"") ||
           common_keys(u, &body) || lj_buf_puts(&body, "}");
@@ -496,7 +508,7 @@ static void go_stream(upload *u)
         upload_free(u);
     } else if ((rc = send_xadd(u->in, STREAM_HEALTH, u->b.recs[0].device_sn, u->b.batch_id,
                                &payload, on_health_xadd, u)) != 0) {
-        xadd_outcome(u->in, NULL, 0);
+        xadd_outcome(u->in, XV_LOST, NULL, 0);
         stream_failed(u, "redis unavailable");
     }
     lj_buf_cleanup(&payload);
@@ -717,13 +729,14 @@ static void simple_free(simple_upload *su)
     free(su);
 }
 
-static void on_simple_xadd(redisReply *r, void *arg)
+static void on_simple_xadd(xverdict v, const char *id, size_t id_len, const redisReply *r,
+                           void *arg)
 {
     simple_upload *su = arg;
     lj_buf body;
     int err;
 
-    if (!xadd_outcome(su->in, r, 1)) {
+    if (!xadd_outcome(su->in, v, r, 1)) {
         stats_path(STATS_STREAM, 0, seconds_since(su->start_ns));
         ingest_unavailable(su->req, "stream unavailable, retry later");
         simple_free(su);
@@ -732,7 +745,7 @@ static void on_simple_xadd(redisReply *r, void *arg)
     stats_path(STATS_STREAM, 1, seconds_since(su->start_ns));
     lj_buf_init(&body);
     err = lj_buf_puts(&body, "{\"status\":\"accepted\",\"stream_id\":") ||
-          lj_buf_json_str(&body, r->str, r->len) ||
+          lj_buf_json_str(&body, id, id_len) ||
           lj_buf_printf(&body, ",\"message\":\"%s accepted for processing\"}", su->what);
     respond_buf(su->req, 200, &body, err);
     simple_free(su);
@@ -788,7 +801,7 @@ static void send_simple(ingest *in, http_request *req, stream_kind kind, const c
         return;
     }
     if (send_xadd(in, kind, sn, "", payload, on_simple_xadd, su) != 0) {
-        xadd_outcome(in, NULL, 0);
+        xadd_outcome(in, XV_LOST, NULL, 0);
         ingest_unavailable(req, "stream unavailable, retry later");
         simple_free(su);
         return;
@@ -910,22 +923,24 @@ static void report_fall_back(report_upload *ru, const char *why)
     report_legacy(ru);
 }
 
-static void on_report_xadd(redisReply *r, void *arg)
+static void on_report_xadd(xverdict v, const char *id, size_t id_len, const redisReply *r,
+                           void *arg)
 {
     report_upload *ru = arg;
     lj_buf body;
     int err;
 
-    if (!xadd_outcome(ru->in, r, 1)) {
+    if (!xadd_outcome(ru->in, v, r, 1)) {
         stats_path(STATS_STREAM, 0, seconds_since(ru->start_ns));
-        if (r != NULL) {    /* an error reply: definitely not added */
+        if (v == XV_REFUSED) {  /* an error reply: definitely not added */
             report_fall_back(ru, "XADD refused");
             return;
         }
-        /* Link lost or timed out: the entry may exist, and the legacy path
-         * would store the report again (another history ID). */
-        log_warn("ingest", "%s: XADD outcome unknown (link lost): 503 device=%s", ru->what,
-                 report_sn(ru));
+        /* Link lost, timed out, or not confirmed on the replicas: the entry
+         * may exist, and the legacy path would store the report again
+         * (another history ID). */
+        log_warn("ingest", "%s: XADD outcome unknown (%s): 503 device=%s", ru->what,
+                 xadd_failure(v, r), report_sn(ru));
         ingest_unavailable(ru->req, "stream outcome unknown, retry later");
         report_free(ru);
         return;
@@ -933,7 +948,7 @@ static void on_report_xadd(redisReply *r, void *arg)
     stats_path(STATS_STREAM, 1, seconds_since(ru->start_ns));
     lj_buf_init(&body);
     err = lj_buf_puts(&body, "{\"status\":\"accepted\",\"stream_id\":") ||
-          lj_buf_json_str(&body, r->str, r->len) ||
+          lj_buf_json_str(&body, id, id_len) ||
           lj_buf_printf(&body, ",\"message\":\"%s accepted for processing\"}", ru->what);
     respond_buf(ru->req, 200, &body, err);
     report_free(ru);
@@ -961,7 +976,7 @@ static void report_stream(report_upload *ru)
         report_free(ru);
     } else if (send_xadd(ru->in, ru->kind, report_sn(ru), "", &payload, on_report_xadd,
                          ru) != 0) {
-        xadd_outcome(ru->in, NULL, 0);
+        xadd_outcome(ru->in, XV_LOST, NULL, 0);
         stats_path(STATS_STREAM, 0, seconds_since(ru->start_ns));
         report_fall_back(ru, "redis unavailable");
     }

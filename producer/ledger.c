@@ -320,6 +320,35 @@ static int render_aof(const ledger *l, lj_buf *out)
     return 0;
 }
 
+/* ljwx_stream_shard_entries: each shard's last complete reading, with a
+ * shard label (the sum stays ljwx_stream_entries, so sum() over either
+ * family counts each entry once). Sharded streams only. */
+static int render_shards(const ledger *l, lj_buf *out)
+{
+    size_t i;
+    int t;
+
+    if (!l->tagged)
+        return 0;
+    if (lj_buf_puts(out, "# HELP ljwx_stream_shard_entries Entries of each stream shard by what "
+                         "became of them (their sum: ljwx_stream_entries).\n"
+                         "# TYPE ljwx_stream_shard_entries gauge\n") != 0)
+        return LJ_ENOMEM;
+    for (i = 0; i < (size_t)STREAM_KINDS * l->nshards; i++) {
+        const figures *f = &l->last[i];
+
+        if (!f->groups_ok || !f->counts_ok)
+            continue;
+        for (t = 0; t < T_N; t++)
+            if (lj_buf_printf(out, "ljwx_stream_shard_entries{stream=\"%s\",shard=\"%zu\","
+                                   "state=\"%s\"} %lld\n",
+                              l->names[i / l->nshards], i % l->nshards, term_names[t],
+                              f->v[t]) != 0)
+                return LJ_ENOMEM;
+    }
+    return 0;
+}
+
 int ledger_render_prometheus(const ledger *l, lj_buf *out)
 {
     int k;
@@ -337,5 +366,5 @@ int ledger_render_prometheus(const ledger *l, lj_buf *out)
                               l->names[k], term_names[t], l->shown[k].v[t]) != 0)
                 return LJ_ENOMEM;
     }
-    return render_aof(l, out);
+    return render_shards(l, out) || render_aof(l, out) ? LJ_ENOMEM : 0;
 }

@@ -45,7 +45,9 @@ void ledger_close(ledger *l);
 /* Appends ,"conservation":{"<stream>":{...},...} (streams not yet read are
  * null). 0 or LJ_ENOMEM. */
 int ledger_render_json(const ledger *l, lj_buf *out);
-/* Appends the ljwx_stream_entries and ljwx_redis_aof_* gauges. 0 or LJ_ENOMEM. */
+/* Appends the ljwx_stream_entries gauges (the sums, by plain name), with
+ * shards ljwx_stream_shard_entries (each shard, label shard="k"), and the
+ * ljwx_redis_aof_* gauges. 0 or LJ_ENOMEM. */
 int ledger_render_prometheus(const ledger *l, lj_buf *out);
 
 #endif

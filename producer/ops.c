@@ -15,6 +15,7 @@
 #include "pg.h"
 #include "pool.h"
 #include "record.h"
+#include "rconn.h"
 #include "rds.h"
 #include "stats.h"
 #include "streams.h"
@@ -201,10 +202,39 @@ void ops_health(uv_loop_t *loop, const lj_config *cfg, rcluster *link, gray *g, 
  * Streams
  * ------------------------------------------------------------------------ */
 
-static long long xlen(redisContext *c, const char *key)
+/* The shards of every stream (SPEC §3): with one untagged shard, the plain
+ * name is the stream, and every answer has its old shape; else each figure
+ * is read from every shard (each on its master) and summed under the plain
+ * name, with the detail per shard under "shards". */
+typedef struct shards {
+    const char *prefix;
+    unsigned n;
+    int tagged;
+} shards;
+
+static shards shards_of(const lj_config *cfg)
+{
+    shards s = {cfg->stream_prefix, (unsigned)cfg->stream_shards, 0};
+
+    s.tagged = stream_tagged(s.n, cfg->redis_cluster[0] != '\0');
+    return s;
+}
+
+static void shard_name(const shards *s, stream_kind kind, unsigned i, char *out, size_t len)
+{
+    stream_shard_name(out, len, s->prefix, kind, i, s->tagged);
+}
+
+/* '*sum' += 'v'; -1 (not known) once either is. */
+static void add(long long *sum, long long v)
+{
+    *sum = *sum < 0 || v < 0 ? -1 : *sum + v;
+}
+
+static long long xlen(rconn *c, const char *key)
 {
     const char *argv[] = {"XLEN", key};
-    redisReply *r = rds_command(c, 2, argv);
+    redisReply *r = rconn_command(c, key, 2, argv);
     long long n = -1;
 
     if (r && r->type == REDIS_REPLY_INTEGER)
@@ -214,10 +244,10 @@ static long long xlen(redisContext *c, const char *key)
     return n;
 }
 
-static int consumers_json(redisContext *c, const char *stream, const char *group, lj_buf *out)
+static int consumers_json(rconn *c, const char *stream, const char *group, lj_buf *out)
 {
     const char *argv[] = {"XINFO", "CONSUMERS", stream, group};
-    redisReply *r = rds_command(c, 4, argv);
+    redisReply *r = rconn_command(c, stream, 4, argv);
     size_t i;
     int rc = lj_buf_puts(out, "[");
 
@@ -236,10 +266,21 @@ static int consumers_json(redisContext *c, const char *stream, const char *group
     return rc || lj_buf_puts(out, "]");
 }
 
-static int groups_json(redisContext *c, const char *stream, lj_buf *out)
+/* One shard's figures, summed over the shards of a stream. */
+typedef struct figures {
+    long long length;
+    long long dead;
+    long long pending;      /* of the kind's group */
+    long long lag;
+} figures;
+
+/* Appends the groups of 'stream' and adds the pending and lag of 'group'
+ * to 'f'. */
+static int groups_json(rconn *c, const char *stream, const char *group, figures *f,
+                       lj_buf *out)
 {
     const char *argv[] = {"XINFO", "GROUPS", stream};
-    redisReply *r = rds_command(c, 3, argv);
+    redisReply *r = rconn_command(c, stream, 3, argv);
     size_t i;
     int rc = lj_buf_puts(out, "[");
 
@@ -251,6 +292,10 @@ static int groups_json(redisContext *c, const char *stream, lj_buf *out)
         if (name == NULL || name->type != REDIS_REPLY_STRING || last == NULL ||
             last->type != REDIS_REPLY_STRING)
             continue;
+        if (strcmp(name->str, group) == 0) {
+            add(&f->pending, rds_map_int(g, "pending"));
+            add(&f->lag, rds_map_int(g, "lag"));
+        }
         rc = lj_buf_puts(out, i ? ",{\"name\":" : "{\"name\":") ||
              lj_buf_json_str(out, name->str, name->len) ||
              lj_buf_printf(out, ",\"pending\":%lld,\"lag\":%lld,\"last_delivered_id\":\"%s\","
@@ -258,52 +303,141 @@ static int groups_json(redisContext *c, const char *stream, lj_buf *out)
                            rds_map_int(g, "pending"), rds_map_int(g, "lag"), last->str) ||
              consumers_json(c, stream, name->str, out) || lj_buf_puts(out, "}");
     }
+    if (r == NULL)
+        f->pending = f->lag = -1;
     if (r)
         freeReplyObject(r);
     return rc || lj_buf_puts(out, "]");
 }
 
-/* Appends the ID of entry reply 'e' ([id, fields] from XINFO STREAM) as a
- * JSON string, or null for an empty stream. */
-static int entry_id_json(const redisReply *e, lj_buf *out)
+/* "<stream>":{"length":..,"dead_letters":..,"groups":[..]} of one shard. */
+static int shard_json(rconn *c, const char *stream, const char *group, figures *f,
+                      lj_buf *out)
 {
-    if (e && e->type == REDIS_REPLY_ARRAY && e->elements >= 1 &&
-        e->element[0]->type == REDIS_REPLY_STRING)
-        return lj_buf_json_str(out, e->element[0]->str, e->element[0]->len);
-    return lj_buf_puts(out, "null");
+    char dead[STREAM_KEY_MAX];
+    long long n = xlen(c, stream);
+    long long d;
+
+    stream_side_key(dead, sizeof(dead), stream, STREAM_SIDE_DEAD);
+    d = xlen(c, dead);
+    add(&f->length, n);
+    add(&f->dead, d);
+    return lj_buf_printf(out, "\"%s\":{\"length\":%lld,\"dead_letters\":%lld,\"groups\":",
+                         stream, n, d) ||
+           groups_json(c, stream, group, f, out) || lj_buf_puts(out, "}");
 }
 
-/* Appends the old "stream_info" and "config" of 'stream' (XINFO STREAM; a
- * stream not yet created is empty, without groups). -1 lengths when Redis
- * did not answer. */
-static int old_stream_json(redisContext *c, const char *stream, const char *group, lj_buf *out)
+/* One stream of our "streams": one shard as before; else the sums under
+ * the plain name (the kind's group with pending and lag) and the shards'
+ * own entries under "shards". */
+static int stream_json(rconn *c, const shards *s, stream_kind kind, lj_buf *out)
 {
-    const char *argv[] = {"XINFO", "STREAM", stream};
-    redisReply *r = rds_command(c, 3, argv);
-    const redisReply *info = r && r->type == REDIS_REPLY_ARRAY ? r : NULL;
-    long long none = r ? 0 : -1;
-    int rc;
+    char name[STREAM_NAME_MAX];
+    char group[STREAM_NAME_MAX];
+    figures f = {0, 0, 0, 0};
+    lj_buf detail;
+    unsigned i;
+    int rc = 0;
 
-    rc = lj_buf_printf(out, "\"%s\":{\"stream_info\":{\"length\":%lld,\"groups\":%lld,"
-                            "\"first_entry\":",
-                       stream, info ? rds_map_int(info, "length") : none,
-                       info ? rds_map_int(info, "groups") : none) ||
-         entry_id_json(info ? rds_map_get(info, "first-entry") : NULL, out) ||
-         lj_buf_puts(out, ",\"last_entry\":") ||
-         entry_id_json(info ? rds_map_get(info, "last-entry") : NULL, out) ||
-         lj_buf_printf(out, "},\"config\":{\"consumer_group\":\"%s\",\"max_length\":null}}",
-                       group);
-    if (r)
-        freeReplyObject(r);
+    stream_group(group, sizeof(group), s->prefix, kind);
+    if (!s->tagged) {
+        shard_name(s, kind, 0, name, sizeof(name));
+        return shard_json(c, name, group, &f, out);
+    }
+    lj_buf_init(&detail);
+    for (i = 0; rc == 0 && i < s->n; i++) {
+        shard_name(s, kind, i, name, sizeof(name));
+        rc = (i && lj_buf_puts(&detail, ",")) || shard_json(c, name, group, &f, &detail);
+    }
+    stream_name(name, sizeof(name), s->prefix, kind);
+    rc = rc || lj_buf_printf(out, "\"%s\":{\"length\":%lld,\"dead_letters\":%lld,\"groups\":"
+                                  "[{\"name\":\"%s\",\"pending\":%lld,\"lag\":%lld}],"
+                                  "\"shards\":{",
+                             name, f.length, f.dead, group, f.pending, f.lag) ||
+         lj_buf_append(out, detail.data, detail.len) || lj_buf_puts(out, "}}");
+    lj_buf_cleanup(&detail);
     return rc;
 }
 
+/* The old "stream_info" of a stream, over its shards: lengths summed,
+ * groups the most any shard has, the first entry the oldest, the last the
+ * newest. -1 lengths when a shard did not answer. */
+typedef struct old_info {
+    long long length;
+    long long groups;
+    char first[48];
+    char last[48];
+} old_info;
+
+static void keep_id(const redisReply *e, char *id, size_t len, int newest)
+{
+    const redisReply *v;
+
+    if (e == NULL || e->type != REDIS_REPLY_ARRAY || e->elements < 1)
+        return;
+    v = e->element[0];
+    if (v->type != REDIS_REPLY_STRING || v->len >= len)
+        return;
+    if (!*id || (stream_id_cmp(v->str, id) > 0) == newest)
+        memcpy(id, v->str, v->len + 1);
+}
+
+static void read_old_info(rconn *c, const char *stream, old_info *o)
+{
+    const char *argv[] = {"XINFO", "STREAM", stream};
+    redisReply *r = rconn_command(c, stream, 3, argv);
+    const redisReply *info = r && r->type == REDIS_REPLY_ARRAY ? r : NULL;
+
+    if (r == NULL) {
+        o->length = o->groups = -1;
+        return;
+    }
+    if (info) {
+        add(&o->length, rds_map_int(info, "length"));
+        if (o->groups >= 0 && rds_map_int(info, "groups") > o->groups)
+            o->groups = rds_map_int(info, "groups");
+        keep_id(rds_map_get(info, "first-entry"), o->first, sizeof(o->first), 0);
+        keep_id(rds_map_get(info, "last-entry"), o->last, sizeof(o->last), 1);
+    }
+    freeReplyObject(r);
+}
+
+static int id_json(const char *id, lj_buf *out)
+{
+    return *id ? lj_buf_json_str(out, id, strlen(id)) : lj_buf_puts(out, "null");
+}
+
+/* Appends the old "stream_info" and "config" of the stream of 'kind' (XINFO
+ * STREAM of every shard; a stream not yet created is empty, without
+ * groups). */
+static int old_stream_json(rconn *c, const shards *s, stream_kind kind, lj_buf *out)
+{
+    char name[STREAM_NAME_MAX];
+    char group[STREAM_NAME_MAX];
+    old_info o = {0, 0, "", ""};
+    unsigned i;
+
+    for (i = 0; i < s->n; i++) {
+        shard_name(s, kind, i, name, sizeof(name));
+        read_old_info(c, name, &o);
+    }
+    stream_name(name, sizeof(name), s->prefix, kind);
+    stream_group(group, sizeof(group), s->prefix, kind);
+    return lj_buf_printf(out, "\"%s\":{\"stream_info\":{\"length\":%lld,\"groups\":%lld,"
+                              "\"first_entry\":",
+                         name, o.length, o.groups) ||
+           id_json(o.first, out) || lj_buf_puts(out, ",\"last_entry\":") ||
+           id_json(o.last, out) ||
+           lj_buf_printf(out, "},\"config\":{\"consumer_group\":\"%s\",\"max_length\":null}}",
+                         group);
+}
+
 /* What the consumers counted in <stream>:counts (STREAM_COUNT_* fields of
- * streams.h, in this order). Missing fields are 0; -1 when Redis did not
- * answer. */
+ * streams.h, in this order), added to 'n'. Missing fields are 0; -1 when
+ * Redis did not answer. */
 enum { C_STORED, C_DUPLICATE, C_DEAD, C_GONE, C_BATCHES, C_ERRORS, C_FIELDS };
 
-static void read_counts(redisContext *c, const char *stream, long long n[C_FIELDS])
+static void read_counts(rconn *c, const char *stream, long long n[C_FIELDS])
 {
     char key[STREAM_KEY_MAX];
     const char *argv[] = {"HMGET", key, STREAM_COUNT_STORED, STREAM_COUNT_DUPLICATE,
@@ -313,21 +447,35 @@ static void read_counts(redisContext *c, const char *stream, long long n[C_FIELD
     int i;
 
     stream_side_key(key, sizeof(key), stream, STREAM_SIDE_COUNTS);
-    r = rds_command(c, 2 + C_FIELDS, argv);
+    r = rconn_command(c, key, 2 + C_FIELDS, argv);
     for (i = 0; i < C_FIELDS; i++) {
         const redisReply *v = r && r->type == REDIS_REPLY_ARRAY && r->elements == C_FIELDS
                                   ? r->element[i] : NULL;
 
-        n[i] = v && v->type == REDIS_REPLY_STRING ? atoll(v->str) : r ? 0 : -1;
+        add(&n[i], v && v->type == REDIS_REPLY_STRING ? atoll(v->str) : r ? 0 : -1);
     }
     if (r)
         freeReplyObject(r);
 }
 
+/* Every shard's counts of the stream of 'kind', summed. */
+static void read_all_counts(rconn *c, const shards *s, stream_kind kind, long long n[C_FIELDS])
+{
+    char name[STREAM_NAME_MAX];
+    unsigned i;
+
+    memset(n, 0, sizeof(long long) * C_FIELDS);
+    for (i = 0; i < s->n; i++) {
+        shard_name(s, kind, i, name, sizeof(name));
+        read_counts(c, name, n);
+    }
+}
+
 /* ,"stream_stats":{"manager_stats":{..},"streams":{..}},"consumer_stats":{..},
  * "timestamp":<epoch s>: the old service's keys, from XINFO STREAM, the
- * stream path's counters (stats.h) and the consumers' counts. */
-static int old_stream_stats(redisContext *c, const char *prefix, lj_buf *out)
+ * stream path's counters (stats.h) and the consumers' counts, each summed
+ * over the shards under the plain names. */
+static int old_stream_stats(rconn *c, const shards *s, lj_buf *out)
 {
     long long counts[STREAM_KINDS][C_FIELDS];
     unsigned long long added;
@@ -335,13 +483,11 @@ static int old_stream_stats(redisContext *c, const char *prefix, lj_buf *out)
     long long last_failure;
     long long consumed = 0;
     char name[STREAM_NAME_MAX];
-    char group[STREAM_NAME_MAX];
     int rc;
     int k;
 
     for (k = 0; k < STREAM_KINDS; k++) {
-        stream_name(name, sizeof(name), prefix, (stream_kind)k);
-        read_counts(c, name, counts[k]);
+        read_all_counts(c, s, (stream_kind)k, counts[k]);
         consumed += counts[k][C_STORED] + counts[k][C_DUPLICATE] + counts[k][C_DEAD] +
                     counts[k][C_GONE];
     }
@@ -351,14 +497,11 @@ static int old_stream_stats(redisContext *c, const char *prefix, lj_buf *out)
                        added, consumed, failed) ||
          (last_failure ? lj_buf_printf(out, "%lld", last_failure) : lj_buf_puts(out, "null")) ||
          lj_buf_puts(out, "},\"streams\":{");
-    for (k = 0; rc == 0 && k < STREAM_KINDS; k++) {
-        stream_name(name, sizeof(name), prefix, (stream_kind)k);
-        stream_group(group, sizeof(group), prefix, (stream_kind)k);
-        rc = (k && lj_buf_puts(out, ",")) || old_stream_json(c, name, group, out);
-    }
+    for (k = 0; rc == 0 && k < STREAM_KINDS; k++)
+        rc = (k && lj_buf_puts(out, ",")) || old_stream_json(c, s, (stream_kind)k, out);
     rc = rc || lj_buf_puts(out, "}},\"consumer_stats\":{");
     for (k = 0; rc == 0 && k < STREAM_KINDS; k++) {
-        stream_name(name, sizeof(name), prefix, (stream_kind)k);
+        stream_name(name, sizeof(name), s->prefix, (stream_kind)k);
         rc = lj_buf_printf(out, "%s\"%s\":{\"processed_messages\":%lld,\"processed_batches\":%lld,"
                                 "\"errors\":%lld}",
                            k ? "," : "", name, counts[k][C_STORED] + counts[k][C_DUPLICATE],
@@ -369,9 +512,8 @@ static int old_stream_stats(redisContext *c, const char *prefix, lj_buf *out)
 
 static void fill_stream_stats(query *q)
 {
-    redisContext *c = pool_redis();
-    char name[STREAM_NAME_MAX];
-    char dead[STREAM_KEY_MAX];
+    rconn *c = pool_redis();
+    shards s = shards_of(q->cfg);
     int k;
     int rc;
 
@@ -381,16 +523,11 @@ static void fill_stream_stats(query *q)
         return;
     }
     rc = lj_buf_puts(&q->out, "{\"streams\":{");
-    for (k = 0; rc == 0 && k < STREAM_KINDS; k++) {
-        stream_name(name, sizeof(name), q->cfg->stream_prefix, (stream_kind)k);
-        stream_side_key(dead, sizeof(dead), name, STREAM_SIDE_DEAD);
-        rc = lj_buf_printf(&q->out, "%s\"%s\":{\"length\":%lld,\"dead_letters\":%lld,\"groups\":",
-                           k ? "," : "", name, xlen(c, name), xlen(c, dead)) ||
-             groups_json(c, name, &q->out) || lj_buf_puts(&q->out, "}");
-    }
-    rc = rc || lj_buf_puts(&q->out, "}") || old_stream_stats(c, q->cfg->stream_prefix, &q->out) ||
+    for (k = 0; rc == 0 && k < STREAM_KINDS; k++)
+        rc = (k && lj_buf_puts(&q->out, ",")) || stream_json(c, &s, (stream_kind)k, &q->out);
+    rc = rc || lj_buf_puts(&q->out, "}") || old_stream_stats(c, &s, &q->out) ||
          lj_buf_puts(&q->out, "}");
-    if (c->err)
+    if (rconn_broken(c))
         pool_redis_failed();
     q->status = rc ? 500 : 200;
 }
@@ -402,10 +539,10 @@ void ops_stream_stats(uv_loop_t *loop, const lj_config *cfg, http_request *req)
 
 /* 1 when 'group' exists on 'stream', 0 when not (or no such stream), -1
  * when Redis did not answer. */
-static int group_exists(redisContext *c, const char *stream, const char *group)
+static int group_exists(rconn *c, const char *stream, const char *group)
 {
     const char *argv[] = {"XINFO", "GROUPS", stream};
-    redisReply *r = rds_command(c, 3, argv);
+    redisReply *r = rconn_command(c, stream, 3, argv);
     size_t i;
     int found = 0;
 
@@ -422,26 +559,52 @@ static int group_exists(redisContext *c, const char *stream, const char *group)
 }
 
 /* Why the stream system is not healthy, into 'why' ("" when it is): Redis
- * unreachable, or a stream without its consumer group (no consumer ever
- * started on it, or Redis lost it): nothing would drain what is accepted. */
-static void stream_trouble(redisContext *c, const char *prefix, char *why, size_t len)
+ * unreachable, or a stream (a shard) without its consumer group (no
+ * consumer ever started on it, or Redis lost it): nothing would drain what
+ * is accepted. */
+static void stream_trouble(rconn *c, const shards *s, char *why, size_t len)
 {
     char name[STREAM_NAME_MAX];
     char group[STREAM_NAME_MAX];
+    unsigned i;
     int k;
 
     *why = '\0';
     for (k = 0; c && k < STREAM_KINDS && !*why; k++) {
-        int found;
-
-        stream_name(name, sizeof(name), prefix, (stream_kind)k);
-        stream_group(group, sizeof(group), prefix, (stream_kind)k);
-        if ((found = group_exists(c, name, group)) == 0)
-            snprintf(why, len, "consumer group %s missing on %s: no consumer has started on it",
-                     group, name);
+        stream_group(group, sizeof(group), s->prefix, (stream_kind)k);
+        for (i = 0; i < s->n && !*why; i++) {
+            shard_name(s, (stream_kind)k, i, name, sizeof(name));
+            if (group_exists(c, name, group) == 0)
+                snprintf(why, len, "consumer group %s missing on %s: no consumer has started "
+                                   "on it", group, name);
+        }
     }
-    if (c == NULL || c->err)
+    if (c == NULL || rconn_broken(c))
         snprintf(why, len, "redis unreachable");
+}
+
+/* "<stream>":{"length":..} under the plain name, the sum of the shards;
+ * sharded, also "shards":{"<shard>":{"length":..},..}. */
+static int stream_lengths(rconn *c, const shards *s, stream_kind kind, lj_buf *out)
+{
+    char name[STREAM_NAME_MAX];
+    long long n[STREAM_SHARDS_MAX];
+    long long sum = 0;
+    unsigned i;
+    int rc;
+
+    for (i = 0; i < s->n; i++) {
+        shard_name(s, kind, i, name, sizeof(name));
+        add(&sum, n[i] = xlen(c, name));
+    }
+    stream_name(name, sizeof(name), s->prefix, kind);
+    rc = lj_buf_printf(out, "\"%s\":{\"length\":%lld", name, sum);
+    for (i = 0; rc == 0 && s->tagged && i < s->n; i++) {
+        shard_name(s, kind, i, name, sizeof(name));
+        rc = lj_buf_printf(out, "%s\"%s\":{\"length\":%lld}", i ? "," : ",\"shards\":{", name,
+                           n[i]);
+    }
+    return rc || (s->tagged && lj_buf_puts(out, "}")) || lj_buf_puts(out, "}");
 }
 
 /* The old service's keys ("healthy", "timestamp" in epoch s, "streams" the
@@ -450,14 +613,15 @@ static void stream_trouble(redisContext *c, const char *prefix, char *why, size_
  * 503 when Redis is unreachable. */
 static void fill_stream_health(query *q)
 {
-    redisContext *c = q->redis_up ? pool_redis() : NULL;
+    rconn *c = q->redis_up ? pool_redis() : NULL;
+    shards s = shards_of(q->cfg);
     char name[STREAM_NAME_MAX];
     char ratio[16];
     char why[STREAM_NAME_MAX * 2 + 96];
     int k;
     int rc;
 
-    stream_trouble(c, q->cfg->stream_prefix, why, sizeof(why));
+    stream_trouble(c, &s, why, sizeof(why));
     gray_format(q->ratio, ratio, sizeof(ratio));
     rc = lj_buf_printf(&q->out, "{\"healthy\":%s,\"timestamp\":%lld,\"streams\":[",
                        *why ? "false" : "true", (long long)time(NULL));
@@ -468,17 +632,14 @@ static void fill_stream_health(query *q)
     rc = rc || lj_buf_printf(&q->out, "],\"status\":\"%s\",\"redis_connected\":%s,"
                                       "\"traffic_ratio\":%s,\"stream_info\":{",
                              *why ? "degraded" : "healthy", c ? "true" : "false", ratio);
-    for (k = 0; rc == 0 && c && k < STREAM_KINDS; k++) {
-        stream_name(name, sizeof(name), q->cfg->stream_prefix, (stream_kind)k);
-        rc = lj_buf_printf(&q->out, "%s\"%s\":{\"length\":%lld}", k ? "," : "", name,
-                           xlen(c, name));
-    }
+    for (k = 0; rc == 0 && c && k < STREAM_KINDS; k++)
+        rc = (k && lj_buf_puts(&q->out, ",")) || stream_lengths(c, &s, (stream_kind)k, &q->out);
     rc = rc || lj_buf_puts(&q->out, "}") || flowctl_render_json(&q->out) ||
          (*why && (lj_buf_puts(&q->out, ",\"error\":") ||
                    lj_buf_json_str(&q->out, why, strlen(why)))) ||
          lj_buf_puts(&q->out, "}");
-    q->status = rc ? 500 : (c == NULL || c->err) ? 503 : 200;
-    if (c && c->err)
+    q->status = rc ? 500 : (c == NULL || rconn_broken(c)) ? 503 : 200;
+    if (c && rconn_broken(c))
         pool_redis_failed();
 }
 
@@ -846,11 +1007,11 @@ static int trace_rows(trace_query *t, lj_buf *out)
 }
 
 /* Pending on a consumer: 1 with the JSON, 0 when not pending. */
-static int trace_pending(redisContext *c, const trace_query *t, const char *stream,
+static int trace_pending(rconn *c, const trace_query *t, const char *stream,
                          const char *group, lj_buf *out)
 {
     const char *argv[] = {"XPENDING", stream, group, t->stream_id, t->stream_id, "1"};
-    redisReply *r = rds_command(c, 6, argv);
+    redisReply *r = rconn_command(c, stream, 6, argv);
     int found = 0;
 
     if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 1 &&
@@ -869,7 +1030,7 @@ static int trace_pending(redisContext *c, const trace_query *t, const char *stre
 }
 
 /* In the dead letters: 1 with the JSON, 0 when not there. */
-static int trace_dead(redisContext *c, const trace_query *t, const char *stream, lj_buf *out)
+static int trace_dead(rconn *c, const trace_query *t, const char *stream, lj_buf *out)
 {
     char dead[STREAM_KEY_MAX];
     const char *argv[] = {"XRANGE", dead, "-", "+", "COUNT", "10000"};
@@ -878,7 +1039,7 @@ static int trace_dead(redisContext *c, const trace_query *t, const char *stream,
     int found = 0;
 
     stream_side_key(dead, sizeof(dead), stream, STREAM_SIDE_DEAD);
-    r = rds_command(c, 6, argv);
+    r = rconn_command(c, dead, 6, argv);
     for (i = 0; !found && r && r->type == REDIS_REPLY_ARRAY && i < r->elements; i++) {
         const redisReply *e = r->element[i];
         const redisReply *id;
@@ -931,11 +1092,11 @@ static int trace_dead_kept(const trace_query *t, const char *stream, lj_buf *out
 }
 
 /* Still in the stream and not yet delivered to the group. */
-static int trace_in_stream(redisContext *c, const trace_query *t, const char *stream,
+static int trace_in_stream(rconn *c, const trace_query *t, const char *stream,
                            lj_buf *out)
 {
     const char *argv[] = {"XRANGE", stream, t->stream_id, t->stream_id};
-    redisReply *r = rds_command(c, 4, argv);
+    redisReply *r = rconn_command(c, stream, 4, argv);
     int found = r && r->type == REDIS_REPLY_ARRAY && r->elements == 1;
 
     if (found)
@@ -945,29 +1106,50 @@ static int trace_in_stream(redisContext *c, const trace_query *t, const char *st
     return found;
 }
 
+/* The entry in one health shard's Redis keys or dead letters: 1 with the
+ * JSON in 'out', 0 when not there. */
+static int trace_shard(rconn *c, const trace_query *t, const char *stream, const char *group,
+                       lj_buf *out)
+{
+    return trace_pending(c, t, stream, group, out) || trace_dead(c, t, stream, out) ||
+           trace_dead_kept(t, stream, out) || trace_in_stream(c, t, stream, out);
+}
+
+/* Looks for the entry in every health shard, each on its master: 1 found,
+ * 0 not, -1 when Redis could not be asked. */
+static int trace_shards(query *q, const trace_query *t)
+{
+    shards s = shards_of(q->cfg);
+    char stream[STREAM_NAME_MAX];
+    char group[STREAM_NAME_MAX];
+    rconn *c = pool_redis();
+    unsigned i;
+    int found = 0;
+
+    if (c == NULL)
+        return -1;
+    stream_group(group, sizeof(group), s.prefix, STREAM_HEALTH);
+    for (i = 0; !found && i < s.n; i++) {
+        shard_name(&s, STREAM_HEALTH, i, stream, sizeof(stream));
+        found = trace_shard(c, t, stream, group, &q->out);
+    }
+    if (rconn_broken(c))
+        pool_redis_failed();
+    return found;
+}
+
 static void fill_trace(query *q)
 {
     trace_query *t = (trace_query *)q;
-    char stream[STREAM_NAME_MAX];
-    char group[STREAM_NAME_MAX];
-    redisContext *c = NULL;
     int rc;
 
-    stream_name(stream, sizeof(stream), q->cfg->stream_prefix, STREAM_HEALTH);
-    stream_group(group, sizeof(group), q->cfg->stream_prefix, STREAM_HEALTH);
     q->status = 200;
     /* Order matters: a stored entry may still be in the stream, and a
      * pending one has rows only once its batch commits. */
     if ((rc = trace_rows(t, &q->out)) != 0)
         goto out;
-    if (t->stream_id[0] && (c = pool_redis()) != NULL &&
-        (trace_pending(c, t, stream, group, &q->out) || trace_dead(c, t, stream, &q->out) ||
-         trace_dead_kept(t, stream, &q->out) || trace_in_stream(c, t, stream, &q->out)))
+    if (t->stream_id[0] && (rc = trace_shards(q, t)) != 0)
         goto out;
-    if (t->stream_id[0] && c == NULL) {
-        rc = -1;
-        goto out;
-    }
     lj_buf_puts(&q->out, "{\"state\":\"unknown\"}");
 out:
     if (rc < 0) {
@@ -975,8 +1157,6 @@ out:
         q->status = 503;
         lj_buf_puts(&q->out, "{\"status\":\"error\",\"message\":\"trace unavailable\"}");
     }
-    if (c && c->err)
-        pool_redis_failed();
 }
 
 void ops_trace(uv_loop_t *loop, const lj_config *cfg, http_request *req, const char *stream_id)

@@ -23,6 +23,10 @@
  *   GET /metrics             Prometheus text
  *   GET /api/trace/...       where an upload is now (admin)
  *
+ * With stream shards (SPEC §3) every Redis figure is read from every shard,
+ * each on its master (the pool thread's rconn), and summed under the old
+ * keys and plain names; each shard's detail is under "shards" (ours).
+ *
  * Queries needing several round trips run on a pool thread with its own
  * connections; the loop only formats nothing and waits for nothing. Each
  * has a deadline (--pool-request-timeout-ms; /api/health its own): past it

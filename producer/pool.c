@@ -6,7 +6,7 @@
 
 #include "log.h"
 #include "pg.h"
-#include "rds.h"
+#include "rconn.h"
 #include "store.h"
 
 typedef struct job {
@@ -24,7 +24,7 @@ static const lj_config *pool_cfg;
 
 /* Per pool thread; the threads live as long as the process. */
 static _Thread_local PGconn *tl_pg;
-static _Thread_local redisContext *tl_redis;
+static _Thread_local rconn *tl_redis;
 static _Thread_local enrich_cache *tl_owners;
 /* Per loop thread: its jobs not yet done. */
 static _Thread_local int tl_pending;
@@ -139,17 +139,18 @@ void pool_pg_failed(void)
     tl_pg = NULL;
 }
 
-redisContext *pool_redis(void)
+rconn *pool_redis(void)
 {
+    rconn_opts o = {pool_cfg->redis_host, pool_cfg->redis_port, pool_cfg->redis_cluster,
+                    pool_cfg->redis_password, pool_cfg->redis_connect_ms,
+                    pool_cfg->redis_timeout_ms};
     char err[256];
 
-    if (tl_redis && tl_redis->err)
+    if (tl_redis && rconn_broken(tl_redis))
         pool_redis_failed();
     if (tl_redis)
         return tl_redis;
-    tl_redis = rds_connect(pool_cfg->redis_host, pool_cfg->redis_port,
-                           pool_cfg->redis_password, pool_cfg->redis_connect_ms,
-                           pool_cfg->redis_timeout_ms, err, sizeof(err));
+    tl_redis = rconn_open(&o, err, sizeof(err));
     if (tl_redis == NULL)
         log_warn("pool", "redis: %s", err);
     return tl_redis;
@@ -158,7 +159,7 @@ redisContext *pool_redis(void)
 void pool_redis_failed(void)
 {
     if (tl_redis)
-        redisFree(tl_redis);
+        rconn_close(tl_redis);
     tl_redis = NULL;
 }
 

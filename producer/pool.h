@@ -4,7 +4,8 @@
  * work runs on libuv's thread pool (UV_THREADPOOL_SIZE threads, set from
  * --pool-threads before the first use) and its result comes back on the
  * loop. Each pool thread keeps its own PostgreSQL connection (with the
- * staging table prepared), its own synchronous Redis connection and its own
+ * staging table prepared), its own synchronous Redis link (rconn.h: one
+ * Redis, or every master of --redis-cluster, routed by key) and its own
  * owner cache, made on first use and remade after a failure.
  *
  * Deadlines: a request waiting on a job answers when the job's deadline
@@ -21,6 +22,7 @@
 
 #include "config.h"
 #include "enrich.h"
+#include "rconn.h"
 
 /* Runs on a pool thread. */
 typedef void (*pool_work_fn)(void *arg);
@@ -57,7 +59,7 @@ int pool_pending(void);
  * pool_pg_failed() / pool_redis_failed() so the next use reconnects. */
 PGconn *pool_pg(void);
 void pool_pg_failed(void);
-redisContext *pool_redis(void);
+rconn *pool_redis(void);
 void pool_redis_failed(void);
 enrich_cache *pool_owners(void);
 

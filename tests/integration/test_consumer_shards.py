@@ -78,8 +78,8 @@ def test_every_shard_on_one_redis_is_read_and_stored_once(stack):
     # Each shard has its own worker and metrics.
     import requests
     text = requests.get(f"http://127.0.0.1:{status}/metrics", timeout=5).text
-    for k in range(3):
-        assert f'stream="{shard(stack, k)}"' in text
+    for k in range(3):      # labelled by the plain name and the shard (as the producer's)
+        assert f'stream="{stack.prefix}health_data_stream",shard="{k}"' in text
 
 
 @pytest.fixture(scope="module")

@@ -36,6 +36,7 @@ static void test_defaults_work_locally(void **state)
     assert_string_equal(c.redis_host, "127.0.0.1");
     assert_string_equal(c.stream_prefix, "");
     assert_string_equal(c.admin_token, "");
+    assert_int_equal(c.redis_wait_replicas, 0);         /* no WAIT unless asked */
 }
 
 static void test_env_overrides_default_and_flag_overrides_env(void **state)
@@ -243,6 +244,7 @@ static void test_help_lists_options_and_hides_secrets(void **state)
     assert_null(strstr(text, "--workers"));     /* consumer only */
     assert_non_null(strstr(text, "--stream-shards"));   /* producer and consumer */
     assert_non_null(strstr(text, "--redis-cluster"));
+    assert_non_null(strstr(text, "--redis-wait-replicas"));
     free(text);
     unsetenv("LJ_ADMIN_TOKEN");
 }

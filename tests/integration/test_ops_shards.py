@@ -1,0 +1,170 @@
+"""Operations endpoints with stream shards (SPEC §3, §7): /api/stream_stats,
+/api/stream_health and /api/trace read every shard on its master and show
+the sums under the old keys and plain names, the shards' detail under
+"shards"; on a real 3-master cluster with 6 shards and on one Redis with 3.
+(One Redis, one shard: the old shapes, test_old_shapes.py.)"""
+import uuid
+
+import pytest
+import requests
+
+from conftest import free_port, wait_for
+from redis_cluster import RedisCluster
+from test_producer_cluster import (BASE_S, client_of, consumer_env, shard, stored, upload,
+                                   wait_routing)
+
+KINDS = ("health_data_stream", "device_info_stream", "common_event_stream")
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    c = RedisCluster(str(tmp_path_factory.mktemp("cluster"))).start()
+    yield c
+    c.stop()
+
+
+def send(stack, tag, devices=30):
+    s = requests.Session()
+    ids = {}
+    for d in range(devices):
+        resp = upload(s, stack, f"{tag}{d:03d}", BASE_S)
+        assert resp.status_code == 200, resp.text
+        ids[f"{tag}{d:03d}"] = resp.json()["stream_id"]
+    return ids
+
+
+def check_stats(stack, n, lengths):
+    body = stack.get("/api/stream_stats").json()
+    plain = stack.prefix + "health_data_stream"
+    ours = body["streams"][plain]
+    assert ours["length"] == sum(lengths.values())
+    assert ours["dead_letters"] == 0
+    assert {f"{plain}:{{{k}}}" for k in range(n)} == set(ours["shards"])
+    assert {k: v["length"] for k, v in ours["shards"].items()} == lengths
+    old = body["stream_stats"]["streams"][plain]["stream_info"]
+    assert old["length"] == sum(lengths.values()) and isinstance(old["length"], int)
+    assert isinstance(old["first_entry"], str) and isinstance(old["last_entry"], str)
+    def as_id(i):
+        return tuple(int(x) for x in i.split("-"))
+    assert as_id(old["first_entry"]) < as_id(old["last_entry"])   # the oldest, the newest
+    assert set(body["stream_stats"]["streams"]) == {stack.prefix + k for k in KINDS}
+    assert set(body["consumer_stats"]) == {stack.prefix + k for k in KINDS}
+    assert isinstance(body["timestamp"], int)
+    return body
+
+
+def check_health(stack, n, lengths, healthy):
+    resp = stack.get("/api/stream_health")
+    body = resp.json()
+    assert body["healthy"] is healthy, body
+    assert body["streams"] == [stack.prefix + k for k in KINDS]
+    plain = stack.prefix + "health_data_stream"
+    info = body["stream_info"][plain]
+    assert info["length"] == sum(lengths.values())
+    assert {k: v["length"] for k, v in info["shards"].items()} == lengths
+    return body
+
+
+def idle_groups(stack, n, client_of_key):
+    """The device and event shards' groups, as their consumers would make
+    them (the tests' consumers read health only)."""
+    for kind, group in (("device_info_stream", "device_processors"),
+                        ("common_event_stream", "event_processors")):
+        for k in range(n):
+            key = shard(stack, k, kind)
+            client_of_key(key).xgroup_create(key, stack.prefix + group, id="$", mkstream=True)
+
+
+def metric_rows(text, name):
+    """{frozenset(labels): value} of metric 'name'."""
+    rows = {}
+    for line in text.splitlines():
+        if line.startswith(name + "{"):
+            labels, value = line[len(name) + 1:].rsplit("} ", 1)
+            rows[frozenset(tuple(kv.split("=", 1)) for kv in labels.split(","))] = float(value)
+    return rows
+
+
+def check_metrics(stack, n, status_port, total):
+    plain = stack.prefix + "health_data_stream"
+    text = stack.get("/metrics").text
+    sums = metric_rows(text, "ljwx_stream_entries")
+    shards = metric_rows(text, "ljwx_stream_shard_entries")
+    for state in ("accepted", "stored", "pending"):
+        want = sums[frozenset({("stream", f'"{plain}"'), ("state", f'"{state}"')})]
+        got = [v for k, v in shards.items()
+               if ("stream", f'"{plain}"') in k and ("state", f'"{state}"') in k]
+        assert len(got) == n and sum(got) == want, (state, got, want)
+    assert sums[frozenset({("stream", f'"{plain}"'), ("state", '"accepted"')})] == total
+    text = requests.get(f"http://127.0.0.1:{status_port}/metrics", timeout=5).text
+    lengths = metric_rows(text, "ljwx_consumer_stream_length")
+    assert {dict(k)["shard"] for k in lengths} == \
+        {f'"{k}"' for k in range(n)}
+    assert all(dict(k)["stream"] == f'"{plain}"' for k in lengths)
+    sums = metric_rows(text, "ljwx_consumer_stream_sum")
+    key = frozenset({("stream", f'"{plain}"'), ("figure", '"length"')})
+    assert sums[key] >= 0
+    return sums
+
+
+def run(stack, tag, n, lengths_of, consumer, client_of_key, status_port):
+    ids = send(stack, tag)
+    lengths = lengths_of()
+    assert sum(lengths.values()) == len(ids) + 1        # and the warm-up
+    check_stats(stack, n, lengths)
+    body = check_health(stack, n, lengths, healthy=False)   # no consumer: no groups yet
+    assert "consumer group" in body["error"]
+    sn, eid = next(iter(ids.items()))
+    assert stack.get(f"/api/trace/{eid}").json()["state"] == "in_stream"
+    consumer()
+    idle_groups(stack, n, client_of_key)
+    wait_for(lambda: set(stored(stack, tag)) >= {(s, BASE_S) for s in ids}, timeout=60,
+             what="every upload stored")
+    wait_for(lambda: stack.get("/api/stream_health").json()["healthy"], timeout=20,
+             what="every shard's group")
+    assert stack.get(f"/api/trace/{eid}").json()["state"] == "stored"
+
+    def consumed():
+        b = stack.get("/api/stream_stats").json()
+        return b["consumer_stats"][stack.prefix + "health_data_stream"][
+            "processed_messages"] == len(ids) + 1
+    wait_for(consumed, timeout=20, what="the consumers' counts summed over the shards")
+    body = stack.get("/api/stream_stats").json()
+    g = body["streams"][stack.prefix + "health_data_stream"]["groups"]
+    assert g[0]["name"] == stack.prefix + "health_processors" and g[0]["lag"] >= 0
+
+    def metrics_settled():
+        try:
+            return check_metrics(stack, n, status_port, len(ids) + 1)
+        except (AssertionError, KeyError, requests.RequestException):
+            return None
+    wait_for(metrics_settled, timeout=20, what="per-shard rows and sums in /metrics")
+    check_metrics(stack, n, status_port, len(ids) + 1)
+
+
+def test_ops_on_six_shards_of_a_cluster(stack, cluster):
+    tag = f"OC{uuid.uuid4().hex[:6]}-"
+    env = dict(LJ_REDIS_CLUSTER=cluster.seeds(), LJ_STREAM_SHARDS=6)
+    stack.producer(**env)
+    wait_routing(stack, tag + "warm")
+    of = client_of(cluster)
+    cenv = consumer_env(cluster)
+
+    def lengths():
+        return {shard(stack, k): of(shard(stack, k)).xlen(shard(stack, k)) for k in range(6)}
+    run(stack, tag, 6, lengths,
+        lambda: stack.consumer("--workers", "1", **cenv), of, cenv["LJ_STATUS_PORT"])
+
+
+def test_ops_on_three_shards_of_one_redis(stack):
+    tag = f"OR{uuid.uuid4().hex[:6]}-"
+    stack.producer(LJ_STREAM_SHARDS=3)
+    wait_routing(stack, tag + "warm")
+    r = stack.s.redis()
+    port = free_port()
+
+    def lengths():
+        return {shard(stack, k): r.xlen(shard(stack, k)) for k in range(3)}
+    run(stack, tag, 3, lengths,
+        lambda: stack.consumer("--workers", "1", LJ_STREAM_SHARDS=3, LJ_DEVICE_WORKERS=0,
+                               LJ_EVENT_WORKERS=0, LJ_STATUS_PORT=port), lambda key: r, port)
