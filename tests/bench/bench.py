@@ -462,9 +462,10 @@ def via_pgbouncer(s, tmp, rows, copy_rate, workers=4):
 # -- Shards and a Redis Cluster (issue 18) -------------------------------------
 
 def redis_layouts(s, tmp):
-    """(name, env for our programs, a client for a key, stop) of each layout:
+    """(name, env for our programs, a client for a key) of each layout:
     one Redis with 1 and 6 shards, a 3-master, 3-replica cluster with 1 and
-    6 shards. The cluster is started here and stopped by the last 'stop'."""
+    6 shards, and with 6 shards answering after WAIT 1. The cluster is
+    started here and stopped after the last."""
     from redis_cluster import RedisCluster
     plain = dict(LJ_REDIS_PORT=str(s.redis_port))
     yield "one Redis, 1 shard", dict(plain, LJ_STREAM_SHARDS="1"), lambda k: s.redis()
@@ -476,6 +477,8 @@ def redis_layouts(s, tmp):
         for shards in (1, 6):
             yield (f"cluster 3 masters, {shards} shard{'s' if shards > 1 else ''}",
                    dict(LJ_REDIS_CLUSTER=c.seeds(), LJ_STREAM_SHARDS=str(shards)), of)
+        yield ("cluster 3 masters, 6 shards, WAIT 1", dict(
+            LJ_REDIS_CLUSTER=c.seeds(), LJ_STREAM_SHARDS="6", LJ_REDIS_WAIT_REPLICAS="1"), of)
     finally:
         c.stop()
 
@@ -527,6 +530,8 @@ def cluster_rows(s, tmp, seconds, ng1, records):
             f"p99 {r['p99']:.2f} ms errors {r['errors']}; {r['rps'] / ng1['rps']:.2f}x nginx")
         for n in shard_names(env):
             client(n).delete(n)
+        if "LJ_REDIS_WAIT_REPLICAS" in env:
+            continue    # the producer's cost only: consumers do not wait
         rate = drain_shards(s, tmp, rows, env, client)
         ref.setdefault("drain", rate)
         row(f"consumer drain, {name}", rate, "rows/s", ref["drain"], "1 worker a shard")
