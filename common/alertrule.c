@@ -9,9 +9,20 @@
 #include "log.h"
 #include "pg.h"
 
+/* The threshold's 8 bytes in hex (float8send): exact, whatever the
+ * session's extra_float_digits. */
 static const char load_sql[] =
-    "SELECT id, metric, comparison, threshold, level FROM t_alert_rule"
-    " WHERE enabled AND threshold IS NOT NULL";
+    "SELECT id, metric, comparison, encode(float8send(threshold), 'hex'), level"
+    " FROM t_alert_rule WHERE enabled AND threshold IS NOT NULL";
+
+static double from_hex(const char *hex)
+{
+    uint64_t bits = strtoull(hex, NULL, 16);
+    double v;
+
+    memcpy(&v, &bits, sizeof(v));
+    return v;
+}
 
 static const struct {
     const char *op;
@@ -103,7 +114,7 @@ int alert_rules_load(PGconn *pg, alert_rules *rs)
     }
     for (i = 0; rc == 0 && i < PQntuples(r); i++)
         rc = alert_rules_add(rs, strtoll(PQgetvalue(r, i, 0), NULL, 10), PQgetvalue(r, i, 1),
-                             PQgetvalue(r, i, 2), strtod(PQgetvalue(r, i, 3), NULL),
+                             PQgetvalue(r, i, 2), from_hex(PQgetvalue(r, i, 3)),
                              PQgetvalue(r, i, 4));
     PQclear(r);
     alert_rules_sort(rs);

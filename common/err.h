@@ -20,7 +20,8 @@
     XX(EUNAVAIL, "service unavailable")                         \
     XX(EPOISON,  "entry cannot be stored")                      \
     XX(ELIMIT,   "rate limit exceeded")                         \
-    XX(ECONFLICT, "transaction conflict (deadlock or serialization), retry")
+    XX(ECONFLICT, "transaction conflict (deadlock or serialization), retry") \
+    XX(ESTALE,   "read too long ago: read again")
 
 enum lj_err {
     LJ_OK = 0,

@@ -152,7 +152,6 @@ static unsigned days_in_month(int y, unsigned m)
     return m == 2 && leap ? 29 : days[m - 1];
 }
 
-/* 'us' 1000 or more: milliseconds only. */
 /* Writes 'v' as 'width' decimal digits, zero-padded; returns the end. */
 static char *put_digits(char *p, unsigned v, int width)
 {
@@ -185,6 +184,7 @@ static void put_clock(char *p, unsigned y, unsigned m, unsigned d, unsigned sod,
     memcpy(p, "+00", 4);
 }
 
+/* 'us' 1000 or more: milliseconds only. */
 static void format_ts(int64_t ts_ms, unsigned us, char *out, size_t outlen)
 {
     /* Floor division, so times before 1970 still print a valid clock. */

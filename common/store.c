@@ -405,19 +405,19 @@ static int put_alert(lj_buf *col, const health_job *job, size_t k, const alert_r
     const row_ref *ref = &job->rows[k];
     const copyenc_owner *o = job->owners ? &job->owners[ref->k] : NULL;
     const char *stream_id = job->items[ref->item].stream_id;
-    char num[4][32];
+    char num[5][32];
     char ts[40];
 
     snprintf(num[0], sizeof(num[0]), "%lld", (long long)rule->id);
-    snprintf(num[3], sizeof(num[3]), "%.17g", alert_stored_value(ref->r, f));
+    snprintf(num[4], sizeof(num[4]), "%.17g", alert_stored_value(ref->r, f));
     rec_format_ts_us(ref->r->ts_ms, ref->r->ts_us, ts, sizeof(ts));
     if (put_elem(&col[0], num[0], 1) != 0 ||
         put_elem(&col[1], id_text(o ? o->user_id : 0, num[1], sizeof(num[1])), 1) != 0 ||
         put_elem(&col[2], id_text(o ? o->customer_id : 0, num[2], sizeof(num[2])), 1) != 0 ||
-        put_elem(&col[3], id_text(o ? o->org_id : 0, num[2], sizeof(num[2])), 1) != 0 ||
+        put_elem(&col[3], id_text(o ? o->org_id : 0, num[3], sizeof(num[3])), 1) != 0 ||
         put_elem(&col[4], ref->r->device_sn, 0) != 0 ||
         put_elem(&col[5], rec_field_column(f), 0) != 0 ||
-        put_elem(&col[6], num[3], 1) != 0 || put_elem(&col[7], rule->level, 0) != 0 ||
+        put_elem(&col[6], num[4], 1) != 0 || put_elem(&col[7], rule->level, 0) != 0 ||
         put_elem(&col[8], ts, 0) != 0 ||
         put_elem(&col[9], stream_id && *stream_id ? stream_id : "NULL", !(stream_id && *stream_id)))
         return LJ_ENOMEM;
@@ -474,6 +474,7 @@ out:
 static int health_body(PGconn *pg, const void *arg, store_stats *st)
 {
     const health_job *job = arg;
+    size_t fresh = 0;
     size_t k;
     int rc;
 
@@ -486,8 +487,9 @@ static int health_body(PGconn *pg, const void *arg, store_stats *st)
     if (rc != 0)
         return rc;
     for (k = 0; k < job->nrows; k++)
-        st->inserted += job->stored[k];
-    return raise_alerts(pg, job, st);
+        fresh += job->stored[k];
+    st->inserted += fresh;
+    return fresh > 0 ? raise_alerts(pg, job, st) : 0;     /* no new row: no alert */
 }
 
 /* Per item, the rows that were new ('fresh', room for 'n'); and the stream

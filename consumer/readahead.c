@@ -1,9 +1,11 @@
 #include "readahead.h"
 
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "err.h"
 #include "log.h"
@@ -22,8 +24,17 @@ struct readahead {
     int count;              /* RA_WANTED: COUNT of the read */
     int rc;                 /* RA_READY: the read's result */
     batch b;                /* RA_READY: what was read */
+    int64_t read_ms;        /* RA_READY: when (monotonic) */
     rconn *redis;           /* the thread's own; NULL while disconnected */
 };
+
+static int64_t now_ms(void)
+{
+    struct timespec t;
+
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
 
 static int ensure_redis(readahead *ra)
 {
@@ -91,6 +102,7 @@ static void *run(void *arg)
             break;
         pthread_mutex_unlock(&ra->mu);
         ra->rc = read_new(ra, ra->count, &ra->b);
+        ra->read_ms = now_ms();
         pthread_mutex_lock(&ra->mu);
         if (ra->state == RA_WANTED)
             ra->state = RA_READY;
@@ -163,6 +175,10 @@ int readahead_take(readahead *ra, batch *out)
     pthread_mutex_lock(&ra->mu);
     if (wait_ready(ra)) {
         rc = ra->rc;
+        /* Held past half the claim idle limit (the worker was busy: a
+         * long store, its upkeep): others may have claimed it meanwhile. */
+        if (rc == 0 && now_ms() - ra->read_ms > ra->w->cfg->claim_idle_ms / 2)
+            rc = LJ_ESTALE;
         batch_cleanup(out);
         *out = ra->b;
         batch_init(&ra->b, ra->w->kind);

@@ -32,8 +32,11 @@ void readahead_want(readahead *ra, int count);
 int readahead_busy(readahead *ra);
 
 /* Waits for the batch asked for and moves it to 'out' (initialised by the
- * caller for the stream's kind; entries decoded). 0, or LJ_EUNAVAIL /
- * LJ_EREDIS / LJ_EPARSE when the read failed ('out' empty). */
+ * caller for the stream's kind; entries decoded). 0; LJ_ESTALE when it
+ * was read more than half --claim-idle-ms ago (another consumer may have
+ * claimed it since: read the pending list instead); LJ_EUNAVAIL,
+ * LJ_EREDIS, LJ_EPARSE or LJ_ENOMEM when the read failed. On an error
+ * 'out' is empty and what was read is pending under the worker's name. */
 int readahead_take(readahead *ra, batch *out);
 
 /* Waits for a batch asked for, if any, and drops it: its entries stay

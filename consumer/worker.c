@@ -253,12 +253,30 @@ static int next_batch(session *s, batch *b)
     }
     readahead_want(s->ahead, s->count.count);      /* no-op when asked already */
     if ((rc = readahead_take(s->ahead, b)) != 0) {
+        /* What it read, if anything, is pending under our name. */
+        session_set_read(s, SESSION_READ_PENDING, "0");
+        if (rc == LJ_ESTALE)
+            return 0;
+        log_warn("worker", "read-ahead failed (%s): reading alone until the next upkeep",
+                 lj_strerror(rc));
+        readahead_stop(s->ahead);
+        s->ahead = NULL;
         if (rc == LJ_EREDIS)
             drop_redis(s);      /* e.g. NOGROUP after a flush: recreated on reconnect */
         return rc;
     }
-    readahead_want(s->ahead, s->count.count);
+    if (!atomic_load(s->w->stop))
+        readahead_want(s->ahead, s->count.count);
     return 0;
+}
+
+/* Starts the read-ahead when configured and not running (at open, and
+ * again at each upkeep after a failure stopped it). */
+static void ensure_read_ahead(session *s)
+{
+    if (s->w->cfg->read_ahead && s->ahead == NULL &&
+        (s->ahead = readahead_start(s->w, s->stream, s->group)) == NULL)
+        log_warn("worker", "no read-ahead thread: reading one batch at a time");
 }
 
 /* One batch read and what follows. 0, or the error that needs a backoff. */
@@ -311,8 +329,7 @@ static int session_open(session *s, worker *w)
     s->owners = enrich_new(ENRICH_CACHE_DEVICES, w->cfg->enrich_ttl_ms);
     if (s->owners == NULL)
         return LJ_ENOMEM;
-    if (w->cfg->read_ahead && (s->ahead = readahead_start(w, s->stream, s->group)) == NULL)
-        log_warn("worker", "no read-ahead thread: reading one batch at a time");
+    ensure_read_ahead(s);
     return 0;
 }
 
@@ -331,6 +348,7 @@ int worker_run(worker *w)
             continue;
         }
         if (session_clock_ms() >= s.next_upkeep_ms) {
+            ensure_read_ahead(&s);
             upkeep_run(&s);
             s.next_upkeep_ms = session_clock_ms() + w->cfg->upkeep_interval_ms;
         }
@@ -340,6 +358,10 @@ int worker_run(worker *w)
         }
         s.backoff_ms = BACKOFF_MIN_MS;
     }
+    /* A batch read ahead is stored before stopping, not left pending. */
+    if (s.ahead && readahead_busy(s.ahead) && s.read.phase == SESSION_READ_NEW && s.redis &&
+        s.pg)
+        step(&s);
     readahead_stop(s.ahead);
     drop_redis(&s);
     drop_pg(&s);

@@ -253,6 +253,28 @@ def test_read_ahead_batch_of_a_killed_worker_is_stored_once_by_the_next(stack, s
     assert stack.s.redis().xlen(stack.stream() + ":dead") == 0
 
 
+def test_sigterm_under_load_leaves_no_entry_pending(stack):
+    """A clean stop stores what it read ahead: nothing of the stopped
+    process stays pending for a claim to find later."""
+    sn = serial("stopahead")
+    c = stack.consumer(LJ_BATCH_SIZE=5, LJ_BATCH_ADAPTIVE=0)
+    pid = c.p.pid
+    n = 0
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:      # a steady trickle: a read is always under way
+        health_entry(stack, [{"device_sn": sn, "ts": BASE_MS + n * 1000, "heart_rate": 70}])
+        n += 1
+        if n == 100:
+            c.p.send_signal(signal.SIGTERM)
+        time.sleep(0.005)
+    assert c.p.wait(20) == 0
+    stack.procs.remove(c)
+    assert pending_of(stack, pid) == 0
+    stack.consumer()
+    wait_for(lambda: drained(stack) and len(rows(stack, sn)) == n, timeout=30,
+             what="every entry stored")
+
+
 # -- device info and events ----------------------------------------------------------
 
 def device_entry(stack, sn, ts, battery, extra=None):
