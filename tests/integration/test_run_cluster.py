@@ -1,6 +1,6 @@
 """`LJ_LOCAL_CLUSTER=1 make run` (scripts/run.sh): a local 3-master,
 3-replica Redis Cluster in the run folder, the producer and the consumer on
-it with 6 stream shards, an upload stored; Ctrl-C stops every node."""
+it with 6 stream shards, an upload stored; stopping it stops every node."""
 import os
 import pathlib
 import shutil
@@ -68,7 +68,9 @@ def test_local_cluster_run_stores_an_upload_and_stops_every_node():
                 for k in redis.Redis(host="127.0.0.1", port=p).keys("health_data_stream:{*}")]
         assert keys, "no shard stream on any node"
     finally:
-        os.killpg(run.pid, signal.SIGINT)       # what Ctrl-C in a terminal sends
+        # SIGTERM, as a service manager stops it: the same trap as Ctrl-C's
+        # SIGINT, which a shell started in the background may not trap.
+        run.send_signal(signal.SIGTERM)
         run.wait(60)
     wait_for(lambda: not any(node_up(p) for p in range(base, base + 6)), timeout=20,
              what="every cluster node to stop")
