@@ -110,7 +110,7 @@ def test_dlq_lists_every_shard_and_replays_into_the_same_shard(stack, layout):
         sn = f"{tag}{k}"
         payload = json.dumps([{"device_sn": sn, "ts": 1_750_000_000_000 + k, "heart_rate": 70,
                                "source_method": "api"}])
-        dead[key] = layout.of(key).xadd(key + ":dead", {
+        dead[key] = layout.of(key).xadd(key + ":dead", id=f"5-{k + 1}", fields={
             "dead_reason": "delivered 6 times without being stored", "dead_id": f"1-{k}",
             "dead_deliveries": "6", "dead_consumer": "x:1:0", "device_sn": sn,
             "message_type": "health_data", "api_version": "v2", "payload": payload})
@@ -142,6 +142,22 @@ def test_dlq_lists_every_shard_and_replays_into_the_same_shard(stack, layout):
                                             (f"{tag}{layout.n - 1}", 1_750_000_000): 1},
              timeout=60, what="the replayed rows, once each")
     assert run(stack, layout, "dlq", "replay", dead[first]).returncode == 1    # nothing twice
+    # Entry IDs are per stream: one that two shards' dead letters share is
+    # replayed only when the shard is named.
+    for key in (first, last):
+        layout.of(key).xadd(key + ":dead", id="6-1", fields={
+            "dead_reason": "r", "dead_id": "1-9", "dead_deliveries": "6",
+            "dead_consumer": "x:1:0", "device_sn": f"{tag}x", "message_type": "health_data",
+            "api_version": "v2", "payload": json.dumps([{
+                "device_sn": f"{tag}x", "ts": 1_750_000_000_000, "heart_rate": 70,
+                "source_method": "api"}])})
+    out = run(stack, layout, "dlq", "replay", "6-1")
+    assert out.returncode == 1 and "a dead letter in 2 shards" in out.stdout, out.stdout
+    assert layout.of(first).xlen(first + ":dead") == 1
+    out = run(stack, layout, "dlq", "replay", "6-1", "--shard", str(layout.n - 1))
+    assert out.returncode == 0 and f"6-1: replayed as {last} " in out.stdout, out.stdout
+    assert layout.of(first).xlen(first + ":dead") == 1
+    assert layout.of(last).xlen(last + ":dead") == 0
 
 
 def test_trace_finds_an_entry_in_whichever_shard(stack, layout):
@@ -185,8 +201,14 @@ def test_consistency_over_every_shard(stack, layout):
     lines = re.findall(r"  shard (\S+): checked=(\d+) missing_readings=0", out.stdout)
     assert [n for n, _ in lines] == [shard(stack, k) for k in range(layout.n)], out.stdout
     checked = int(re.search(r"stream entries checked=(\d+)", out.stdout).group(1))
-    assert checked == sum(int(c) for _, c in lines) >= len(ids) + 1
-    sn = next(iter(ids))
+    # The consumers trim acknowledged entries; those left are checked, on every shard.
+    left = {}
+    for name in layout.lengths(stack):
+        for eid, f in layout.of(name).xrange(name):
+            left[eid] = f["device_sn"]
+    assert checked == sum(int(c) for _, c in lines) == len(left) > 0
+    # A shard's last entry stays (the trim keeps the last-delivered one).
+    sn = next(sn for sn, eid in ids.items() if eid in left)
     stack.s.sql("DELETE FROM t_user_health_data WHERE device_sn = %s", (sn,))   # a lost row
     out = run(stack, layout, "consistency", "--minutes", "5")
     assert out.returncode == 1, out.stdout + out.stderr
@@ -208,6 +230,8 @@ def test_rollout_reads_every_shard(stack, layout):
     assert "precheck consistency ok" in out.stdout and "rollout complete at ratio 1.0" in out.stdout
     m = re.search(r"precheck consistency ok \(last 5 min\): .*stream entries checked=(\d+)",
                   out.stdout)
-    assert m and int(m.group(1)) >= len(ids) + 1, out.stdout     # the shards' entries
+    # Every entry left in the shards (the consumers trim acknowledged ones) checked.
+    left = sum(layout.lengths(stack).values())
+    assert m and int(m.group(1)) == left > 1, out.stdout
     key = stack.prefix + "stream_traffic_ratio"
     assert float(layout.of(key).get(key)) == 1.0
