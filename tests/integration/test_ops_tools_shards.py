@@ -31,10 +31,13 @@ class Layout:
     def __init__(self, n, env, of):
         self.n, self.env, self.of = n, env, of
 
-    def consumer(self, stack):
+    def consumer(self, stack, upkeep_ms=300):
+        """A consumer of the health shards; with a long 'upkeep_ms' it trims
+        no acknowledged entry during the test (the consistency check
+        reconciles the entries still in the stream)."""
         return stack.consumer("--workers", "1", LJ_DEVICE_WORKERS=0, LJ_EVENT_WORKERS=0,
                               LJ_BATCH_SIZE=20, LJ_CLAIM_IDLE_MS=2000,
-                              LJ_UPKEEP_INTERVAL_MS=300, LJ_STATUS_PORT=free_port(),
+                              LJ_UPKEEP_INTERVAL_MS=upkeep_ms, LJ_STATUS_PORT=free_port(),
                               **self.env)
 
     def lengths(self, stack, kind="health_data_stream"):
@@ -189,7 +192,7 @@ def test_trace_finds_an_entry_in_whichever_shard(stack, layout):
 def test_consistency_over_every_shard(stack, layout):
     tag = f"CS{uuid.uuid4().hex[:6]}-"
     ids = send(stack, layout, tag, devices=18)
-    layout.consumer(stack)
+    layout.consumer(stack, upkeep_ms=600_000)
     wait_for(lambda: set(stored(stack, tag)) >= {(s, BASE_S) for s in ids}, timeout=60,
              what="every upload stored")
 
@@ -201,14 +204,9 @@ def test_consistency_over_every_shard(stack, layout):
     lines = re.findall(r"  shard (\S+): checked=(\d+) missing_readings=0", out.stdout)
     assert [n for n, _ in lines] == [shard(stack, k) for k in range(layout.n)], out.stdout
     checked = int(re.search(r"stream entries checked=(\d+)", out.stdout).group(1))
-    # The consumers trim acknowledged entries; those left are checked, on every shard.
-    left = {}
-    for name in layout.lengths(stack):
-        for eid, f in layout.of(name).xrange(name):
-            left[eid] = f["device_sn"]
-    assert checked == sum(int(c) for _, c in lines) == len(left) > 0
-    # A shard's last entry stays (the trim keeps the last-delivered one).
-    sn = next(sn for sn, eid in ids.items() if eid in left)
+    assert checked == sum(int(c) for _, c in lines) == len(ids) + 1    # and the warm-up
+    assert sum(1 for _, c in lines if int(c)) > 1                       # several shards
+    sn = next(iter(ids))
     stack.s.sql("DELETE FROM t_user_health_data WHERE device_sn = %s", (sn,))   # a lost row
     out = run(stack, layout, "consistency", "--minutes", "5")
     assert out.returncode == 1, out.stdout + out.stderr
@@ -218,7 +216,7 @@ def test_consistency_over_every_shard(stack, layout):
 def test_rollout_reads_every_shard(stack, layout):
     tag = f"RS{uuid.uuid4().hex[:6]}-"
     ids = send(stack, layout, tag, devices=6)
-    layout.consumer(stack)
+    layout.consumer(stack, upkeep_ms=600_000)
     idle_groups(stack, layout.n, layout.of)
     wait_for(lambda: set(stored(stack, tag)) >= {(s, BASE_S) for s in ids}, timeout=60,
              what="every upload stored")
@@ -230,8 +228,6 @@ def test_rollout_reads_every_shard(stack, layout):
     assert "precheck consistency ok" in out.stdout and "rollout complete at ratio 1.0" in out.stdout
     m = re.search(r"precheck consistency ok \(last 5 min\): .*stream entries checked=(\d+)",
                   out.stdout)
-    # Every entry left in the shards (the consumers trim acknowledged ones) checked.
-    left = sum(layout.lengths(stack).values())
-    assert m and int(m.group(1)) == left > 1, out.stdout
+    assert m and int(m.group(1)) == len(ids) + 1, out.stdout     # every shard's entries
     key = stack.prefix + "stream_traffic_ratio"
     assert float(layout.of(key).get(key)) == 1.0
