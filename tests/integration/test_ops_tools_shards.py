@@ -178,7 +178,7 @@ def test_trace_finds_an_entry_in_whichever_shard(stack, layout):
     assert len({homes[i] for i in ids.values()}) > 1        # several shards used
     sn, eid = next(iter(ids.items()))
     assert trace(eid) == (1, {"state": "in_stream"})
-    layout.consumer(stack)
+    layout.consumer(stack, upkeep_ms=600_000)       # entries stay in their shards
     wait_for(lambda: set(stored(stack, tag)) >= {(s, BASE_S) for s in ids}, timeout=60,
              what="every upload stored")
     # IDs are per stream: two shards may hand out one in the same millisecond.
@@ -194,9 +194,9 @@ def test_trace_finds_an_entry_in_whichever_shard(stack, layout):
     # An ID in two shards: answered, with a note naming both.
     first, last = shard(stack, 0), shard(stack, layout.n - 1)
     for key in (first, last):
-        layout.of(key).xadd(key, id="7-1", fields={"device_sn": f"{tag}x"})
-    out = run(stack, layout, "trace", "7-1")
-    assert f"note: 7-1 is an entry of 2 shards ({first}, {last})" in out.stdout, out.stdout
+        layout.of(key).xadd(key, id="9999999999999-1", fields={"device_sn": f"{tag}x"})
+    out = run(stack, layout, "trace", "9999999999999-1")
+    assert f"note: 9999999999999-1 is an entry of 2 shards ({first}, {last})" in out.stdout, out.stdout
 
 
 def test_consistency_over_every_shard(stack, layout):
@@ -220,7 +220,9 @@ def test_consistency_over_every_shard(stack, layout):
     stack.s.sql("DELETE FROM t_user_health_data WHERE device_sn = %s", (sn,))   # a lost row
     out = run(stack, layout, "consistency", "--minutes", "5")
     assert out.returncode == 1, out.stdout + out.stderr
-    assert f"entry {ids[sn]} acknowledged but 1 reading(s) not stored" in out.stdout
+    home = next(name for name in layout.lengths(stack)
+                if any(f["device_sn"] == sn for _, f in layout.of(name).xrange(name)))
+    assert f"entry {ids[sn]} ({home}) acknowledged but 1 reading(s) not stored" in out.stdout
 
 
 def test_rollout_reads_every_shard(stack, layout):
