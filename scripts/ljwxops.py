@@ -167,7 +167,11 @@ def connect_redis():
     import redis
     seeds = cluster_seeds()
     if seeds:
+        import logging
         from redis.cluster import ClusterNode, RedisCluster
+        # redis-py logs a traceback per unreachable seed; our one line says it.
+        logging.getLogger("redis.cluster").addHandler(logging.NullHandler())
+        logging.getLogger("redis.cluster").propagate = False
         try:
             return RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in seeds],
                                 password=env("LJ_REDIS_PASSWORD", "") or None,
