@@ -208,7 +208,7 @@ def test_consistency_over_every_shard(stack, layout):
 
     def settled():
         out = run(stack, layout, "consistency", "--minutes", "5")
-        return out.returncode == 0 and f"pending=0 undelivered=0" in out.stdout and out
+        return out.returncode == 0 and "pending=0 undelivered=0" in out.stdout and out
     out = wait_for(settled, timeout=20, what="every entry acknowledged")
     assert "duplicates=0" in out.stdout and "missing_readings=0" in out.stdout
     lines = re.findall(r"  shard (\S+): checked=(\d+) missing_readings=0", out.stdout)
