@@ -6,6 +6,9 @@ more than one tool runs (stream health, the consistency check).
     LJ_PRODUCER_URLS   producer base URLs, comma-separated (http://127.0.0.1:8080)
     LJ_ADMIN_TOKEN     bearer token for admin calls, when the producers have one
     LJ_PG_DSN, LJ_REDIS_HOST, LJ_REDIS_PORT, LJ_REDIS_PASSWORD, LJ_STREAM_PREFIX
+    LJ_STREAM_SHARDS   shards per stream (default 1), as the binaries
+    LJ_REDIS_CLUSTER   seed nodes host:port,... of a Redis Cluster (empty: one
+                       Redis at LJ_REDIS_HOST:LJ_REDIS_PORT), as the binaries
     LJ_BIN_DIR         where ljwx-consumer is (default: build/ of this tree, then PATH)
 
 Redis key names and fields are not written here: they come from
@@ -83,6 +86,66 @@ def dead_stream(kind="health"):
     return prefix() + keys()["kinds"][kind]["dead"]
 
 
+def stream_shards():
+    """LJ_STREAM_SHARDS: shards per stream, 1 .. 256 (the binaries' range)."""
+    raw = env("LJ_STREAM_SHARDS", "1")
+    try:
+        n = int(raw)
+    except ValueError:
+        n = 0
+    if not 1 <= n <= 256:
+        fail("ljwxops", f"LJ_STREAM_SHARDS={raw!r}: give a number 1 .. 256", 2)
+    return n
+
+
+def cluster_seeds():
+    """[(host, port)] of LJ_REDIS_CLUSTER; [] on one Redis."""
+    seeds = []
+    for item in env("LJ_REDIS_CLUSTER", "").split(","):
+        item = item.strip()
+        if not item:
+            continue
+        host, _, port = item.rpartition(":")
+        try:
+            seeds.append((host.strip("[]") or "127.0.0.1", int(port)))
+        except ValueError:
+            fail("ljwxops", f"LJ_REDIS_CLUSTER: bad seed {item!r} (host:port)", 2)
+    return seeds
+
+
+def tagged():
+    """Whether stream names carry the shard tag: with more than one shard,
+    and always on a cluster (common/streams.c stream_tagged)."""
+    return stream_shards() > 1 or bool(cluster_seeds())
+
+
+def shard_names(kind="health"):
+    """The streams of 'kind', prefixed, shard 0 first: [<stream>] on one
+    Redis with one shard, else [<stream>:{0}, ..., <stream>:{N-1}]
+    (common/streams.c stream_shard_name). The one place that knows the layout."""
+    plain = stream(kind)
+    if not tagged():
+        return [plain]
+    return [f"{plain}:{{{k}}}" for k in range(stream_shards())]
+
+
+def side_key(shard, side="dead", kind="health"):
+    """The side key 'side' ("dead", "attempts", "counts") of a shard: the
+    shard's name and the side's suffix, so it shares the shard's slot."""
+    k = keys()["kinds"][kind]
+    return shard + k[side][len(k["stream"]):]
+
+
+def dead_streams(kind="health"):
+    """[(shard, its dead-letter stream)] of 'kind', shard 0 first."""
+    return [(s, side_key(s, "dead", kind)) for s in shard_names(kind)]
+
+
+def shard_label(shard, kind="health"):
+    """The shard's part of its name ("{3}"), "" for a plain stream."""
+    return shard[len(stream(kind)) + 1:] if shard != stream(kind) else ""
+
+
 def dead_field(name):
     """A dead-letter field: "reason", "id", "deliveries" or "consumer"."""
     return keys()["dead_fields"][name]
@@ -98,7 +161,25 @@ class Unavailable(Exception):
 
 
 def connect_redis():
+    """One Redis, or a cluster client (redis-py's RedisCluster: each command
+    to the master of its key's slot, MOVED and ASK followed) when
+    LJ_REDIS_CLUSTER is set. Every command the tools send names one key."""
     import redis
+    seeds = cluster_seeds()
+    if seeds:
+        import logging
+        from redis.cluster import ClusterNode, RedisCluster
+        # redis-py logs a traceback per unreachable seed; our one line says it.
+        logging.getLogger("redis.cluster").addHandler(logging.NullHandler())
+        logging.getLogger("redis.cluster").propagate = False
+        try:
+            return RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in seeds],
+                                password=env("LJ_REDIS_PASSWORD", "") or None,
+                                decode_responses=True, socket_timeout=10,
+                                socket_connect_timeout=5)
+        except (redis.exceptions.RedisError, redis.exceptions.RedisClusterException) as e:
+            raise Unavailable(f"redis: cannot connect to the cluster (LJ_REDIS_CLUSTER): "
+                              f"{e}") from None
     r = redis.Redis(host=env("LJ_REDIS_HOST", "127.0.0.1"), port=int(env("LJ_REDIS_PORT", "6390")),
                     password=env("LJ_REDIS_PASSWORD", "") or None, decode_responses=True,
                     socket_timeout=10, socket_connect_timeout=5)
@@ -195,15 +276,8 @@ def _last_delivered(r, s, g):
     return None
 
 
-def reconcile(pg, r, since, until):
-    """(acknowledged entries checked, [(entry, readings missing)], pending IDs,
-    undelivered entries) for the health stream's entries added in the window.
-    An entry the group has not read yet (after its last-delivered-id) is lag,
-    neither acknowledged nor missing. The group is read before its pending
-    list, so an entry read in between counts as undelivered, never as
-    acknowledged."""
-    s, g = stream(), group()
-    start, end = int(since.timestamp() * 1000), int(until.timestamp() * 1000)
+def reconcile_shard(pg, r, s, g, start, end):
+    """reconcile() of one stream (a shard): (checked, missing, pending, undelivered)."""
     delivered = _last_delivered(r, s, g)
     pending = set()
     try:
@@ -238,8 +312,34 @@ def reconcile(pg, r, since, until):
     return checked, missing, sorted(pending), undelivered
 
 
+def reconcile(pg, r, since, until, per_shard=None):
+    """(acknowledged entries checked, [(entry, readings missing)], pending IDs,
+    undelivered entries) for the health stream's entries added in the window,
+    summed over its shards (each shard with its own group). An entry the
+    group has not read yet (after its last-delivered-id) is lag, neither
+    acknowledged nor missing. The group is read before its pending list, so
+    an entry read in between counts as undelivered, never as acknowledged.
+    'per_shard', a list, receives (shard, checked, missing, pending,
+    undelivered) of each shard."""
+    g = group()
+    start, end = int(since.timestamp() * 1000), int(until.timestamp() * 1000)
+    checked, missing, pending, undelivered = 0, [], [], 0
+    names = shard_names()
+    for s in names:
+        c, m, p, u = reconcile_shard(pg, r, s, g, start, end)
+        if per_shard is not None:
+            per_shard.append((s, c, m, p, u))
+        checked, undelivered = checked + c, undelivered + u
+        missing += m
+        pending += p
+    if len(names) > 1:
+        pending.sort(key=_entry_id)
+    return checked, missing, pending, undelivered
+
+
 Consistency = collections.namedtuple(
-    "Consistency", "rows duplicates checked missing pending undelivered")
+    "Consistency", "rows duplicates checked missing pending undelivered shards",
+    defaults=((),))
 
 
 def consistency(since, until):
@@ -249,8 +349,10 @@ def consistency(since, until):
     with connect_pg() as pg:
         rows = by_path(pg, since, until)
         dups = duplicates(pg, since, until)
-        checked, missing, pending, undelivered = reconcile(pg, connect_redis(), since, until)
-    return Consistency(rows, dups, checked, missing, pending, undelivered)
+        shards = []
+        checked, missing, pending, undelivered = reconcile(pg, connect_redis(), since, until,
+                                                           shards)
+    return Consistency(rows, dups, checked, missing, pending, undelivered, tuple(shards))
 
 
 def consistency_line(c):
