@@ -10,7 +10,7 @@ import time
 import pytest
 
 from conftest import TOP, free_port, wait_for
-from redis_cluster import RedisCluster
+from redis_cluster import cluster, own_cluster  # noqa: F401 (fixtures)
 
 # Test tools are built with ASan only (Makefile: TOOLS).
 PROBE = os.path.join(TOP, "build", "asan", "tests", "tools", "rconn_probe")
@@ -43,22 +43,6 @@ class Probe:
         err = self.p.stderr.read()
         assert rc == 0, err         # ASan reports leaks and errors as a failure
         return err
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    """Shared by the tests that leave the cluster whole."""
-    c = RedisCluster(str(tmp_path_factory.mktemp("cluster"))).start()
-    yield c
-    c.stop()
-
-
-@pytest.fixture
-def own_cluster(tmp_path):
-    """For a test that kills a node."""
-    c = RedisCluster(str(tmp_path)).start()
-    yield c
-    c.stop()
 
 
 def where(cluster, key):

@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from conftest import free_port, wait_for
-from redis_cluster import RedisCluster
+from redis_cluster import cluster  # noqa: F401 (fixtures)
 
 BASE_MS = 1_760_000_000_000
 
@@ -80,13 +80,6 @@ def test_every_shard_on_one_redis_is_read_and_stored_once(stack):
     text = requests.get(f"http://127.0.0.1:{status}/metrics", timeout=5).text
     for k in range(3):      # labelled by the plain name and the shard (as the producer's)
         assert f'stream="{stack.prefix}health_data_stream",shard="{k}"' in text
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    c = RedisCluster(str(tmp_path_factory.mktemp("cluster"))).start()
-    yield c
-    c.stop()
 
 
 def cluster_client(cluster):

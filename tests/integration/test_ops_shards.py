@@ -9,18 +9,11 @@ import pytest
 import requests
 
 from conftest import free_port, wait_for
-from redis_cluster import RedisCluster
+from redis_cluster import cluster  # noqa: F401 (fixtures)
 from test_producer_cluster import (BASE_S, client_of, consumer_env, shard, stored, upload,
                                    wait_routing)
 
 KINDS = ("health_data_stream", "device_info_stream", "common_event_stream")
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    c = RedisCluster(str(tmp_path_factory.mktemp("cluster"))).start()
-    yield c
-    c.stop()
 
 
 def send(stack, tag, devices=30):

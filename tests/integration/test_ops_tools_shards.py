@@ -11,17 +11,10 @@ import pytest
 import requests
 
 from conftest import free_port, wait_for
-from redis_cluster import RedisCluster
+from redis_cluster import cluster  # noqa: F401 (fixtures)
 from test_ops_shards import idle_groups
 from test_ops_tools import tool
 from test_producer_cluster import BASE_S, client_of, shard, stored, upload, wait_routing
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    c = RedisCluster(str(tmp_path_factory.mktemp("cluster"))).start()
-    yield c
-    c.stop()
 
 
 class Layout:

@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from conftest import free_port, reading, wait_for
-from redis_cluster import RedisCluster
+from redis_cluster import cluster, own_cluster  # noqa: F401 (fixtures)
 
 BASE_S = 1_760_000_000
 SHARDS = 6
@@ -63,21 +63,6 @@ def stored(stack, prefix):
 def shard_lengths(cluster, stack):
     of = client_of(cluster)
     return [of(shard(stack, k)).xlen(shard(stack, k)) for k in range(SHARDS)]
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    c = RedisCluster(str(tmp_path_factory.mktemp("cluster"))).start()
-    yield c
-    c.stop()
-
-
-@pytest.fixture
-def own_cluster(tmp_path):
-    """For a test that kills a node."""
-    c = RedisCluster(str(tmp_path)).start()
-    yield c
-    c.stop()
 
 
 def test_six_shards_spread_over_every_master_and_are_stored_once(stack, cluster):

@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from conftest import free_port, reading, wait_for
-from redis_cluster import RedisCluster
+from redis_cluster import own_cluster  # noqa: F401 (fixtures)
 from test_producer_cluster import (BASE_S, Load, client_of, cluster_env, consumer_env,
                                    shard, stored, upload, wait_routing)
 
@@ -99,13 +99,6 @@ def test_wait_0_sends_no_wait(stack, pair):
     resp = upload(requests.Session(), stack, f"W0{uuid.uuid4().hex[:6]}", BASE_S)
     assert resp.status_code == 200, resp.text
     assert wait_calls(pair.client()) == 0
-
-
-@pytest.fixture
-def own_cluster(tmp_path):
-    c = RedisCluster(str(tmp_path)).start()
-    yield c
-    c.stop()
 
 
 def test_a_killed_master_with_wait_1_loses_no_200(stack, own_cluster):
