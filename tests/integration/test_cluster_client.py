@@ -7,7 +7,6 @@ import select
 import subprocess
 import time
 
-import pytest
 
 from conftest import TOP, free_port, wait_for
 from redis_cluster import cluster, own_cluster  # noqa: F401 (fixtures)

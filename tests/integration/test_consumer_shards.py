@@ -8,7 +8,6 @@ import signal
 import time
 import uuid
 
-import pytest
 import redis
 
 from conftest import free_port, wait_for

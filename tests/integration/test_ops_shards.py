@@ -5,25 +5,14 @@ the sums under the old keys and plain names, the shards' detail under
 (One Redis, one shard: the old shapes, test_old_shapes.py.)"""
 import uuid
 
-import pytest
 import requests
 
 from conftest import free_port, wait_for
 from redis_cluster import cluster  # noqa: F401 (fixtures)
-from test_producer_cluster import (BASE_S, client_of, consumer_env, shard, stored, upload,
+from test_producer_cluster import (BASE_S, client_of, consumer_env, send, shard, stored,
                                    wait_routing)
 
 KINDS = ("health_data_stream", "device_info_stream", "common_event_stream")
-
-
-def send(stack, tag, devices=30):
-    s = requests.Session()
-    ids = {}
-    for d in range(devices):
-        resp = upload(s, stack, f"{tag}{d:03d}", BASE_S)
-        assert resp.status_code == 200, resp.text
-        ids[f"{tag}{d:03d}"] = resp.json()["stream_id"]
-    return ids
 
 
 def check_stats(stack, n, lengths):
@@ -101,7 +90,7 @@ def check_metrics(stack, n, status_port, total):
 
 
 def run(stack, tag, n, lengths_of, consumer, client_of_key, status_port):
-    ids = send(stack, tag)
+    ids = send(stack, tag, 30)
     lengths = lengths_of()
     assert sum(lengths.values()) == len(ids) + 1        # and the warm-up
     check_stats(stack, n, lengths)

@@ -8,13 +8,13 @@ import re
 import uuid
 
 import pytest
-import requests
 
 from conftest import free_port, wait_for
 from redis_cluster import cluster  # noqa: F401 (fixtures)
 from test_ops_shards import idle_groups
 from test_ops_tools import tool
-from test_producer_cluster import BASE_S, client_of, shard, stored, upload, wait_routing
+from test_producer_cluster import BASE_S, client_of, shard, stored, wait_routing
+from test_producer_cluster import send as send_uploads
 
 
 class Layout:
@@ -55,13 +55,7 @@ def send(stack, layout, tag, devices=24):
     """A producer on the layout and one upload of each device; {sn: stream_id}."""
     stack.producer(**layout.env)
     wait_routing(stack, tag + "warm")
-    s = requests.Session()
-    ids = {}
-    for d in range(devices):
-        resp = upload(s, stack, f"{tag}{d:03d}", BASE_S)
-        assert resp.status_code == 200, resp.text
-        ids[f"{tag}{d:03d}"] = resp.json()["stream_id"]
-    return ids
+    return send_uploads(stack, tag, devices)
 
 
 def test_scale_status_per_shard_and_total(stack, layout):

@@ -8,7 +8,6 @@ import threading
 import time
 import uuid
 
-import pytest
 import requests
 
 from conftest import free_port, reading, wait_for
@@ -43,6 +42,17 @@ def consumer_env(cluster):
 def upload(session, stack, sn, ts):
     return session.post(stack.url + "/upload_health_data_v2",
                         json={"data": reading(sn, ts)}, timeout=10)
+
+
+def send(stack, tag, devices):
+    """One upload of each of 'devices' devices; {sn: stream_id}."""
+    s = requests.Session()
+    ids = {}
+    for d in range(devices):
+        resp = upload(s, stack, f"{tag}{d:03d}", BASE_S)
+        assert resp.status_code == 200, resp.text
+        ids[f"{tag}{d:03d}"] = resp.json()["stream_id"]
+    return ids
 
 
 def wait_routing(stack, sn):
