@@ -114,11 +114,12 @@ def test_grafana_dashboard_uses_only_metrics_we_export(stack):
     stack.consumer(LJ_STATUS_PORT=port)
     exported = requests.get(stack.url + "/metrics", timeout=5).text
 
-    def consumer_metrics():
+    def consumer_metrics():     # complete once the first upkeep has read the streams
         try:
-            return requests.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+            text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
         except requests.RequestException:
             return ""
+        return text if re.search(r"^ljwx_consumer_stream_sum\{", text, re.M) else ""
     from conftest import wait_for
     exported += wait_for(consumer_metrics, what="consumer metrics")
     names = set(re.findall(r"^([a-z_]+)(?:\{| )", exported, re.M))
@@ -127,6 +128,10 @@ def test_grafana_dashboard_uses_only_metrics_we_export(stack):
     used = {m for p in dash["panels"] for t in p["targets"]
             for m in re.findall(r"\b(ljwx_[a-z_]+)", t["expr"])}
     assert used and used <= names, used - names
+    # Streams in sum over their shards, and each shard on its own.
+    exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
+    assert any("ljwx_consumer_stream_sum" in e for e in exprs)
+    assert any(re.search(r"by \(stream, shard\)", e) for e in exprs)
 
 
 def test_systemd_units_run_the_installed_binaries():
