@@ -38,15 +38,12 @@ static int64_t now_ms(void)
 
 static int ensure_redis(readahead *ra)
 {
-    const lj_config *cfg = ra->w->cfg;
-    /* As the worker's: the command timeout above BLOCK. */
-    const rconn_opts o = {.host = cfg->redis_host, .port = cfg->redis_port,
-                          .seeds = cfg->redis_cluster, .password = cfg->redis_password,
-                          .connect_ms = cfg->redis_connect_ms, .timeout_ms = cfg->block_ms + 5000};
+    rconn_opts o;
     char err[256];
 
     if (ra->redis)
         return 0;
+    worker_redis_opts(ra->w, &o);
     if ((ra->redis = rconn_open(&o, err, sizeof(err))) == NULL) {
         log_warn("readahead", "redis %s", err);
         return LJ_EUNAVAIL;
@@ -63,18 +60,12 @@ static void drop_redis(readahead *ra)
 /* One XREADGROUP of new entries into 'out', decoded. */
 static int read_new(readahead *ra, int count, batch *out)
 {
-    char cnt[16];
-    char block[16];
-    const char *argv[] = {"XREADGROUP", "GROUP", ra->group, ra->w->name, "COUNT", cnt,
-                          "BLOCK", block, "STREAMS", ra->stream, ">"};
     redisReply *r;
     int rc;
 
     if ((rc = ensure_redis(ra)) != 0)
         return rc;
-    snprintf(cnt, sizeof(cnt), "%d", count);
-    snprintf(block, sizeof(block), "%d", ra->w->cfg->block_ms);
-    if ((r = rconn_command(ra->redis, ra->stream, 11, argv)) == NULL) {
+    if ((r = worker_xreadgroup(ra->redis, ra->w, ra->group, ra->stream, count, ">")) == NULL) {
         log_warn("readahead", "XREADGROUP failed: %s", rconn_errstr(ra->redis));
         drop_redis(ra);
         return LJ_EUNAVAIL;

@@ -125,16 +125,21 @@ static int create_group(session *s)
     return rc;
 }
 
+void worker_redis_opts(const worker *w, rconn_opts *o)
+{
+    const lj_config *cfg = w->cfg;
+
+    *o = (rconn_opts){.host = cfg->redis_host, .port = cfg->redis_port,
+                      .seeds = cfg->redis_cluster, .password = cfg->redis_password,
+                      .connect_ms = cfg->redis_connect_ms, .timeout_ms = cfg->block_ms + 5000};
+}
+
 static int connect_redis(session *s)
 {
-    const lj_config *cfg = s->w->cfg;
-    /* Command timeout above BLOCK, so a blocked read is not cut short. */
-    const rconn_opts o = {.host = cfg->redis_host, .port = cfg->redis_port,
-                          .seeds = cfg->redis_cluster,
-                          .password = cfg->redis_password, .connect_ms = cfg->redis_connect_ms,
-                          .timeout_ms = cfg->block_ms + 5000};
+    rconn_opts o;
     char err[256];
 
+    worker_redis_opts(s->w, &o);
     if ((s->redis = rconn_open(&o, err, sizeof(err))) == NULL) {
         log_warn("worker", "redis %s", err);     /* 'err' names the node */
         return LJ_EUNAVAIL;
@@ -185,16 +190,23 @@ static int ensure_connected(session *s)
  * The loop
  * ------------------------------------------------------------------------ */
 
+redisReply *worker_xreadgroup(rconn *c, const worker *w, const char *group, const char *stream,
+                              int count, const char *id)
+{
+    char cnt[16];
+    char block[16];
+    const char *argv[] = {"XREADGROUP", "GROUP", group, w->name, "COUNT", cnt,
+                          "BLOCK", block, "STREAMS", stream, id};
+
+    snprintf(cnt, sizeof(cnt), "%d", count);
+    snprintf(block, sizeof(block), "%d", w->cfg->block_ms);
+    return rconn_command(c, stream, 11, argv);
+}
+
 static redisReply *read_batch(session *s)
 {
-    char count[16];
-    char block[16];
-    const char *argv[] = {"XREADGROUP", "GROUP", s->group, s->w->name, "COUNT", count,
-                          "BLOCK", block, "STREAMS", s->stream, session_read_id(s)};
-
-    snprintf(count, sizeof(count), "%d", s->count.count);
-    snprintf(block, sizeof(block), "%d", s->w->cfg->block_ms);
-    return session_command(s, 11, argv);
+    return worker_xreadgroup(s->redis, s->w, s->group, s->stream, s->count.count,
+                             session_read_id(s));
 }
 
 /* Chooses the next read's COUNT after a batch of 'got' entries that took

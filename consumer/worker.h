@@ -19,6 +19,7 @@
 
 #include "config.h"
 #include "metrics.h"
+#include "rconn.h"
 #include "streams.h"
 
 /* Counted by the worker, read by the status thread. */
@@ -71,6 +72,16 @@ void worker_stream(const worker *w, char *out, size_t len);
  * of the stream of 'kind'. */
 void worker_init(worker *w, int index, stream_kind kind, unsigned shard, const lj_config *cfg,
                  const atomic_int *stop);
+
+/* How a worker's connections reach Redis (one server or the cluster): the
+ * command timeout above --block-ms, so a blocked read is not cut short. */
+void worker_redis_opts(const worker *w, rconn_opts *o);
+
+/* XREADGROUP of at most 'count' entries of 'stream' for 'w''s consumer
+ * name in 'group', from 'id' ("0"..: its pending entries, ">": new ones),
+ * blocking --block-ms; the reply as rconn_command(). */
+redisReply *worker_xreadgroup(rconn *c, const worker *w, const char *group, const char *stream,
+                              int count, const char *id);
 
 /* Runs until '*stop'; returns 0 (LJ_ENOMEM if it could not start). */
 int worker_run(worker *w);
