@@ -7,7 +7,7 @@
 
 #include "err.h"
 
-#define COLUMNS 22                          /* of COPYENC_HEALTH_COLUMNS */
+#define COLUMNS 23                          /* of COPYENC_HEALTH_COLUMNS */
 #define EPOCH_2000_MS 946684800000LL        /* PostgreSQL's timestamp epoch */
 
 /* "PGCOPY\n\377\r\n\0", no flags, no header extension. */
@@ -131,6 +131,8 @@ int copyenc_health_row(lj_buf *out, const rec_health *r, const copyenc_owner *ow
     static const copyenc_owner nobody = {0, 0, 0};
     /* ts, the three ids and the numbers, each at its widest. */
     const size_t fixed = 12 + 3 * 12 + REC_NUM_FIELDS * 12;
+    /* the shard (smallint) and the trailing NUL */
+    const size_t tail = 6 + 1;
     int64_t us = (r->ts_ms - EPOCH_2000_MS) * 1000 + r->ts_us % 1000;
     int f;
 
@@ -150,8 +152,12 @@ int copyenc_health_row(lj_buf *out, const rec_health *r, const copyenc_owner *ow
         put_field(out, r, (rec_field)f);
     if (put_str(out, r->sleep) != 0 || put_str(out, r->source_method) != 0 ||
         put_str(out, meta->upload_method) != 0 || put_str(out, meta->stream_id) != 0 ||
-        put_str(out, meta->batch_id) != 0)
+        put_str(out, meta->batch_id) != 0 || lj_buf_reserve(out, tail) != 0)
         return LJ_ENOMEM;
+    if (meta->shard < 0)
+        put_null(out);
+    else
+        put_int(out, (uint16_t)meta->shard, 2);
     out->data[out->len] = '\0';
     return 0;
 }

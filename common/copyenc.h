@@ -35,7 +35,7 @@ double copyenc_stored_double(double v);
     "device_sn, ts, user_id, customer_id, org_id, heart_rate, blood_oxygen, "        \
     "temperature, pressure_high, pressure_low, stress, step, distance, calorie, "    \
     "latitude, longitude, altitude, sleep, source_method, upload_method, stream_id, " \
-    "batch_id"
+    "batch_id, stream_shard"
 
 /* Who the device belongs to; an id <= 0 is unknown and written as NULL. */
 typedef struct copyenc_owner {
@@ -48,6 +48,7 @@ typedef struct copyenc_owner {
 typedef struct copyenc_meta {
     const char *upload_method;  /* "stream_v2", "optimized" or "import" */
     const char *stream_id;
+    int shard;                  /* the entry's stream shard; < 0 (not a stream row): NULL */
     const char *batch_id;
 } copyenc_meta;
 

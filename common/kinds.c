@@ -28,7 +28,7 @@ static const char *health_sn(const kind_value *v)
     return v->health.n ? v->health.recs[0].device_sn : "";
 }
 
-static int health_store(PGconn *pg, enrich_cache *cache, const char *stream,
+static int health_store(PGconn *pg, enrich_cache *cache, const char *stream, unsigned shard,
                         kind_value *const *v, const char *const *ids, size_t n, store_stats *st)
 {
     store_item *items = malloc((n ? n : 1) * sizeof(*items));
@@ -42,6 +42,7 @@ static int health_store(PGconn *pg, enrich_cache *cache, const char *stream,
         items[i].recs = v[i]->health.recs;
         items[i].n = v[i]->health.n;
         items[i].stream_id = ids[i];
+        items[i].shard = (int)shard;
         items[i].batch_id = v[i]->health.batch_id[0] ? v[i]->health.batch_id : NULL;
     }
     rc = store_health_batch(pg, cache, items, n, "stream_v2", st);
@@ -51,7 +52,7 @@ static int health_store(PGconn *pg, enrich_cache *cache, const char *stream,
 
 static void health_rehearse(const kind_value *v, const char *id, lj_buf *scratch)
 {
-    copyenc_meta meta = {"stream_v2", id, NULL};
+    copyenc_meta meta = {"stream_v2", id, 0, NULL};
     size_t j;
 
     for (j = 0; j < v->health.n; j++) {
@@ -87,13 +88,14 @@ static const char *device_sn(const kind_value *v)
     return v->device.device_sn;
 }
 
-static int device_store(PGconn *pg, enrich_cache *cache, const char *stream,
+static int device_store(PGconn *pg, enrich_cache *cache, const char *stream, unsigned shard,
                         kind_value *const *v, const char *const *ids, size_t n, store_stats *st)
 {
     rep_device *d = malloc((n ? n : 1) * sizeof(*d));
     size_t i;
     int rc;
 
+    (void)shard;            /* the history names its stream */
     if (d == NULL)
         return LJ_ENOMEM;
     for (i = 0; i < n; i++)
@@ -130,7 +132,7 @@ static const char *event_sn(const kind_value *v)
     return v->event.device_sn;
 }
 
-static int event_store(PGconn *pg, enrich_cache *cache, const char *stream,
+static int event_store(PGconn *pg, enrich_cache *cache, const char *stream, unsigned shard,
                        kind_value *const *v, const char *const *ids, size_t n, store_stats *st)
 {
     rep_event *ev = malloc((n ? n : 1) * sizeof(*ev));
@@ -138,6 +140,7 @@ static int event_store(PGconn *pg, enrich_cache *cache, const char *stream,
     int rc;
 
     (void)stream;
+    (void)shard;
     if (ev == NULL)
         return LJ_ENOMEM;
     for (i = 0; i < n; i++)

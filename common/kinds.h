@@ -51,10 +51,10 @@ typedef struct kind_ops {
     int (*decode)(const char *json, size_t len, const char *batch_id, kind_value *out);
     /* The device serial of a value. */
     const char *(*device_sn)(const kind_value *v);
-    /* Stores 'n' values, v[i] read from entry ids[i] of 'stream', in one
-     * transaction; errors as store_health_batch(). */
-    int (*store)(PGconn *pg, enrich_cache *cache, const char *stream, kind_value *const *v,
-                 const char *const *ids, size_t n, store_stats *st);
+    /* Stores 'n' values, v[i] read from entry ids[i] of 'stream' (shard
+     * 'shard' of its kind), in one transaction; errors as store_health_batch(). */
+    int (*store)(PGconn *pg, enrich_cache *cache, const char *stream, unsigned shard,
+                 kind_value *const *v, const char *const *ids, size_t n, store_stats *st);
     /* Encodes 'v' (entry 'id') as store() will, into 'scratch' (reset per
      * row), and discards it: a crash the data causes there happens before
      * the store's round trips (NULL: nothing to rehearse). */

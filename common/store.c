@@ -27,8 +27,8 @@ static const char create_staging_sql[] =
     " stress integer, step integer, distance integer, calorie integer,"
     " latitude double precision, longitude double precision, altitude double precision,"
     " sleep text, source_method varchar(20), upload_method varchar(20),"
-    " stream_id varchar(64), batch_id varchar(64),"
-     " ord bigint GENERATED ALWAYS AS IDENTITY) ON COMMIT DROP";
+    " stream_id varchar(64), batch_id varchar(64), stream_shard smallint,"
+    " ord bigint GENERATED ALWAYS AS IDENTITY) ON COMMIT DROP";
 
 static const char copy_sql[] =
     "COPY health_staging (" COPYENC_HEALTH_COLUMNS ") FROM STDIN" COPYENC_OPTIONS;
@@ -188,7 +188,7 @@ static int encode_items(lj_buf *out, const store_item *items, const row_ref *row
         return LJ_ENOMEM;
     for (i = 0; i < nrows; i++) {
         const store_item *it = &items[rows[i].item];
-        copyenc_meta meta = {upload_method, it->stream_id, it->batch_id};
+        copyenc_meta meta = {upload_method, it->stream_id, it->shard, it->batch_id};
 
         if (copyenc_health_row(out, rows[i].r, owners ? &owners[rows[i].k] : NULL, &meta) != 0)
             return LJ_ENOMEM;

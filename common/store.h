@@ -36,6 +36,7 @@ typedef struct store_item {
     const rec_health *recs;
     size_t n;
     const char *stream_id;  /* entry ID, or NULL on the legacy path */
+    int shard;              /* the entry's stream shard, or -1 (stored NULL) */
     const char *batch_id;   /* the upload's batchId, or NULL */
 } store_item;
 

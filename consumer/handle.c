@@ -69,7 +69,7 @@ static int store_entries(session *s, batch_entry *const *e, size_t n, store_stat
         v[i] = &e[i]->u;
     }
     if (ids && v)
-        rc = kind_get(s->kind)->store(s->pg, s->owners, s->stream, v, ids, n, st);
+        rc = kind_get(s->kind)->store(s->pg, s->owners, s->stream, s->w->shard, v, ids, n, st);
     free(v);
     free(ids);
     return rc;

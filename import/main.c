@@ -288,6 +288,8 @@ static int flush(importer *im)
     for (i = 0; i < p->n; i++) {
         if (i == 0 || strcmp(p->batch[i], p->batch[i - 1]) != 0) {
             items[n].recs = &p->recs[i];
+            items[n].stream_id = NULL;
+            items[n].shard = -1;
             items[n].batch_id = p->batch[i][0] ? p->batch[i] : NULL;
             n++;
         }

@@ -183,6 +183,18 @@ static unsigned shard_of(const ingest *in, const char *sn)
     return stream_shard_of(sn, strlen(sn), in->nshards);
 }
 
+/* The head of a stream path's answer: {"status":"accepted","stream_id":..,
+ * and with more than one shard "shard" (an entry is a shard and an ID: two
+ * shards may hand out one ID; /api/trace/<id>?shard=K names one). */
+static int accepted_head(lj_buf *out, const ingest *in, const char *sn, const char *id,
+                         size_t id_len)
+{
+    if (lj_buf_puts(out, "{\"status\":\"accepted\",\"stream_id\":") ||
+        lj_buf_json_str(out, id, id_len))
+        return LJ_ENOMEM;
+    return in->nshards > 1 ? lj_buf_printf(out, ",\"shard\":%u", shard_of(in, sn)) : 0;
+}
+
 /* Nonzero when the device's shard of 'kind' is over the high watermark. */
 static int stream_full(const ingest *in, stream_kind kind, const char *sn)
 {
@@ -477,8 +489,7 @@ static void on_health_xadd(xverdict v, const char *id, size_t id_len, const redi
     }
     stats_path(STATS_STREAM, 1, seconds_since(u->path_start_ns));
     lj_buf_init(&body);
-    err = lj_buf_puts(&body, "{\"status\":\"accepted\",\"stream_id\":") ||
-          lj_buf_json_str(&body, id, id_len) ||
+    err = accepted_head(&body, u->in, u->b.recs[0].device_sn, id, id_len) ||
           lj_buf_puts(&body, ",\"message\":\"health data accepted for processing\","
                              "\"processing\":\"async\"") ||
           common_keys(u, &body) || lj_buf_puts(&body, "}");
@@ -720,6 +731,7 @@ typedef struct simple_upload {
     ingest *in;
     http_request *req;
     const char *what;
+    char sn[REC_SN_MAX + 1];
     uint64_t start_ns;
 } simple_upload;
 
@@ -744,8 +756,7 @@ static void on_simple_xadd(xverdict v, const char *id, size_t id_len, const redi
     }
     stats_path(STATS_STREAM, 1, seconds_since(su->start_ns));
     lj_buf_init(&body);
-    err = lj_buf_puts(&body, "{\"status\":\"accepted\",\"stream_id\":") ||
-          lj_buf_json_str(&body, id, id_len) ||
+    err = accepted_head(&body, su->in, su->sn, id, id_len) ||
           lj_buf_printf(&body, ",\"message\":\"%s accepted for processing\"}", su->what);
     respond_buf(su->req, 200, &body, err);
     simple_free(su);
@@ -788,6 +799,7 @@ static void send_simple(ingest *in, http_request *req, stream_kind kind, const c
     su->in = in;
     su->req = req;
     su->what = what;
+    snprintf(su->sn, sizeof(su->sn), "%s", sn);
     su->start_ns = uv_hrtime();
     if (stream_full(in, kind, sn)) {
         atomic_fetch_add(&stats_fault.backpressure, 1);
@@ -947,8 +959,7 @@ static void on_report_xadd(xverdict v, const char *id, size_t id_len, const redi
     }
     stats_path(STATS_STREAM, 1, seconds_since(ru->start_ns));
     lj_buf_init(&body);
-    err = lj_buf_puts(&body, "{\"status\":\"accepted\",\"stream_id\":") ||
-          lj_buf_json_str(&body, id, id_len) ||
+    err = accepted_head(&body, ru->in, report_sn(ru), id, id_len) ||
           lj_buf_printf(&body, ",\"message\":\"%s accepted for processing\"}", ru->what);
     respond_buf(ru->req, 200, &body, err);
     report_free(ru);

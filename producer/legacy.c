@@ -240,7 +240,7 @@ static int store_group(writer *w, job **g, size_t n, store_stats *st, size_t *ea
         for (i = 0; items && i < n; i++) {
             const rec_batch *b = g[i]->what;
 
-            items[i] = (store_item){b->recs, b->n, NULL, b->batch_id[0] ? b->batch_id : NULL};
+            items[i] = (store_item){b->recs, b->n, NULL, -1, b->batch_id[0] ? b->batch_id : NULL};
         }
         if (items)
             rc = store_health_each(pg, w->owners, items, n, "optimized", st, each);

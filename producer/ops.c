@@ -930,6 +930,7 @@ void ops_metrics(http_request *req, const ledger *l)
 typedef struct trace_query {
     query q;                        /* first: the pool functions see a query */
     char stream_id[48];
+    char shard[8];                  /* ?shard=K, "" when not given */
     char device_sn[65];
     char ts[32];
 } trace_query;
@@ -966,8 +967,12 @@ static int is_stream_id(const char *s)
            strspn(s + digits + 1, "0123456789") == strlen(s + digits + 1);
 }
 
-/* The row(s) stored for an entry or a reading: 1 and the JSON in 'out', 0
- * when none, -1 when PostgreSQL could not be asked. */
+/* The row(s) stored for an entry (of shard t->shard when given: a row of
+ * another shard with the same ID is not this entry's; a row stored before
+ * migration 012 has no shard and matches any) or for a reading: 1 and the
+ * keys in 'out', 0 when none, -1 when PostgreSQL could not be asked. With
+ * shards, the shard(s) holding the rows: "shard", or "shards" and
+ * "ambiguous" when the ID is an entry of more than one. */
 static int trace_rows(trace_query *t, lj_buf *out)
 {
     PGconn *pg = pool_pg();
@@ -979,13 +984,19 @@ static int trace_rows(trace_query *t, lj_buf *out)
         return -1;
     if (t->stream_id[0]) {
         params[0] = t->stream_id;
-        r = pg_query_params(pg, "SELECT count(*), max(create_time)::text, min(device_sn)"
-                                " FROM t_user_health_data WHERE stream_id = $1",
-                            1, params);
+        params[1] = t->shard[0] ? t->shard : NULL;
+        r = pg_query_params(pg, "SELECT count(*), max(create_time)::text, min(device_sn),"
+                                " count(DISTINCT stream_shard),"
+                                " string_agg(DISTINCT stream_shard::text, ',')"
+                                " FROM t_user_health_data WHERE stream_id = $1"
+                                " AND ($2::smallint IS NULL OR stream_shard IS NULL"
+                                " OR stream_shard = $2::smallint)",
+                            2, params);
     } else {
         params[0] = t->device_sn;
         params[1] = t->ts;
-        r = pg_query_params(pg, "SELECT count(*), max(create_time)::text, max(stream_id)"
+        r = pg_query_params(pg, "SELECT count(*), max(create_time)::text, max(stream_id),"
+                                " count(DISTINCT stream_shard), max(stream_shard)::text"
                                 " FROM t_user_health_data WHERE device_sn = $1"
                                 " AND ts = to_timestamp($2::bigint / 1000.0)",
                             2, params);
@@ -997,16 +1008,21 @@ static int trace_rows(trace_query *t, lj_buf *out)
         return -1;
     }
     n = atoi(PQgetvalue(r, 0, 0));
-    if (n > 0)
-        lj_buf_printf(out, "{\"state\":\"stored\",\"rows\":%d,\"table\":\"t_user_health_data\","
-                           "\"commit_time\":\"%s\",\"%s\":\"%s\"}",
+    if (n > 0) {
+        lj_buf_printf(out, "\"state\":\"stored\",\"rows\":%d,\"table\":\"t_user_health_data\","
+                           "\"commit_time\":\"%s\",\"%s\":\"%s\"",
                       n, PQgetvalue(r, 0, 1), t->stream_id[0] ? "device_sn" : "stream_id",
                       PQgetisnull(r, 0, 2) ? "" : PQgetvalue(r, 0, 2));
+        if (t->q.cfg->stream_shards > 1 && atoi(PQgetvalue(r, 0, 3)) == 1)
+            lj_buf_printf(out, ",\"shard\":%s", PQgetvalue(r, 0, 4));
+        else if (t->q.cfg->stream_shards > 1 && atoi(PQgetvalue(r, 0, 3)) > 1)
+            lj_buf_printf(out, ",\"ambiguous\":true,\"shards\":[%s]", PQgetvalue(r, 0, 4));
+    }
     PQclear(r);
     return n > 0;
 }
 
-/* Pending on a consumer: 1 with the JSON, 0 when not pending. */
+/* Pending on a consumer: 1 with the keys, 0 when not pending. */
 static int trace_pending(rconn *c, const trace_query *t, const char *stream,
                          const char *group, lj_buf *out)
 {
@@ -1018,9 +1034,9 @@ static int trace_pending(rconn *c, const trace_query *t, const char *stream,
         r->element[0]->type == REDIS_REPLY_ARRAY && r->element[0]->elements >= 4) {
         const redisReply *p = r->element[0];
 
-        lj_buf_puts(out, "{\"state\":\"pending\",\"consumer\":");
+        lj_buf_puts(out, "\"state\":\"pending\",\"consumer\":");
         lj_buf_json_str(out, p->element[1]->str, p->element[1]->len);
-        lj_buf_printf(out, ",\"idle_ms\":%lld,\"deliveries\":%lld}", p->element[2]->integer,
+        lj_buf_printf(out, ",\"idle_ms\":%lld,\"deliveries\":%lld", p->element[2]->integer,
                       p->element[3]->integer);
         found = 1;
     }
@@ -1029,7 +1045,7 @@ static int trace_pending(rconn *c, const trace_query *t, const char *stream,
     return found;
 }
 
-/* In the dead letters: 1 with the JSON, 0 when not there. */
+/* In the dead letters: 1 with the keys, 0 when not there. */
 static int trace_dead(rconn *c, const trace_query *t, const char *stream, lj_buf *out)
 {
     char dead[STREAM_KEY_MAX];
@@ -1050,14 +1066,13 @@ static int trace_dead(rconn *c, const trace_query *t, const char *stream, lj_buf
         id = rds_map_get(e->element[1], STREAM_DEAD_ID);
         reason = rds_map_get(e->element[1], STREAM_DEAD_REASON);
         if (id && id->type == REDIS_REPLY_STRING && strcmp(id->str, t->stream_id) == 0) {
-            lj_buf_puts(out, "{\"state\":\"dead_lettered\",\"reason\":");
+            lj_buf_puts(out, "\"state\":\"dead_lettered\",\"reason\":");
             if (reason && reason->type == REDIS_REPLY_STRING)
                 lj_buf_json_str(out, reason->str, reason->len);
             else
                 lj_buf_puts(out, "null");
             lj_buf_puts(out, ",\"dead_letter_id\":");
             lj_buf_json_str(out, e->element[0]->str, e->element[0]->len);
-            lj_buf_puts(out, "}");
             found = 1;
         }
     }
@@ -1067,7 +1082,7 @@ static int trace_dead(rconn *c, const trace_query *t, const char *stream, lj_buf
 }
 
 /* In t_dead_letter (every dead letter, also those trimmed from the Redis
- * copy): 1 with the JSON, 0 when not there or PostgreSQL cannot be asked. */
+ * copy): 1 with the keys, 0 when not there or PostgreSQL cannot be asked. */
 static int trace_dead_kept(const trace_query *t, const char *stream, lj_buf *out)
 {
     const char *params[2] = {stream, t->stream_id};
@@ -1081,9 +1096,9 @@ static int trace_dead_kept(const trace_query *t, const char *stream, lj_buf *out
                             " WHERE stream = $1 AND entry_id = $2", 2, params);
     found = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1;
     if (found) {
-        lj_buf_puts(out, "{\"state\":\"dead_lettered\",\"reason\":");
+        lj_buf_puts(out, "\"state\":\"dead_lettered\",\"reason\":");
         lj_buf_json_str(out, PQgetvalue(r, 0, 0), strlen(PQgetvalue(r, 0, 0)));
-        lj_buf_printf(out, ",\"dead_time\":\"%s\"}", PQgetvalue(r, 0, 1));
+        lj_buf_printf(out, ",\"dead_time\":\"%s\"", PQgetvalue(r, 0, 1));
     } else if (PQstatus(pg) != CONNECTION_OK) {
         pool_pg_failed();
     }
@@ -1100,14 +1115,14 @@ static int trace_in_stream(rconn *c, const trace_query *t, const char *stream,
     int found = r && r->type == REDIS_REPLY_ARRAY && r->elements == 1;
 
     if (found)
-        lj_buf_puts(out, "{\"state\":\"in_stream\"}");
+        lj_buf_puts(out, "\"state\":\"in_stream\"");
     if (r)
         freeReplyObject(r);
     return found;
 }
 
 /* The entry in one health shard's Redis keys or dead letters: 1 with the
- * JSON in 'out', 0 when not there. */
+ * keys in 'out', 0 when not there. */
 static int trace_shard(rconn *c, const trace_query *t, const char *stream, const char *group,
                        lj_buf *out)
 {
@@ -1115,27 +1130,46 @@ static int trace_shard(rconn *c, const trace_query *t, const char *stream, const
            trace_dead_kept(t, stream, out) || trace_in_stream(c, t, stream, out);
 }
 
-/* Looks for the entry in every health shard, each on its master: 1 found,
- * 0 not, -1 when Redis could not be asked. */
+/* Looks for the entry in the health shard t->shard, or in every one, each
+ * on its master: 1 found (the keys of the first shard holding it, and with
+ * shards which ones do), 0 not, -1 when Redis could not be asked. */
 static int trace_shards(query *q, const trace_query *t)
 {
     shards s = shards_of(q->cfg);
     char stream[STREAM_NAME_MAX];
     char group[STREAM_NAME_MAX];
+    unsigned from = t->shard[0] ? (unsigned)atoi(t->shard) : 0;
+    unsigned to = t->shard[0] ? from + 1 : s.n;
     rconn *c = pool_redis();
+    lj_buf holders;
+    lj_buf other;
     unsigned i;
     int found = 0;
 
     if (c == NULL)
         return -1;
+    lj_buf_init(&holders);
+    lj_buf_init(&other);
     stream_group(group, sizeof(group), s.prefix, STREAM_HEALTH);
-    for (i = 0; !found && i < s.n; i++) {
+    for (i = from; i < to && !rconn_broken(c); i++) {
         shard_name(&s, STREAM_HEALTH, i, stream, sizeof(stream));
-        found = trace_shard(c, t, stream, group, &q->out);
+        lj_buf_reset(&other);
+        if (!trace_shard(c, t, stream, group, found ? &other : &q->out))
+            continue;
+        lj_buf_printf(&holders, "%s%u", found++ ? "," : "", i);
     }
-    if (rconn_broken(c))
+    if (found == 1 && s.n > 1)
+        lj_buf_printf(&q->out, ",\"shard\":%s", holders.data);
+    else if (found > 1)
+        lj_buf_printf(&q->out, ",\"shard\":%u,\"ambiguous\":true,\"shards\":[%s]",
+                      (unsigned)atoi(holders.data), holders.data);
+    lj_buf_cleanup(&holders);
+    lj_buf_cleanup(&other);
+    if (rconn_broken(c)) {
         pool_redis_failed();
-    return found;
+        return -1;
+    }
+    return found > 0;
 }
 
 static void fill_trace(query *q)
@@ -1144,19 +1178,33 @@ static void fill_trace(query *q)
     int rc;
 
     q->status = 200;
+    lj_buf_puts(&q->out, "{");
     /* Order matters: a stored entry may still be in the stream, and a
      * pending one has rows only once its batch commits. */
     if ((rc = trace_rows(t, &q->out)) != 0)
         goto out;
     if (t->stream_id[0] && (rc = trace_shards(q, t)) != 0)
         goto out;
-    lj_buf_puts(&q->out, "{\"state\":\"unknown\"}");
+    lj_buf_puts(&q->out, "\"state\":\"unknown\"");
 out:
+    lj_buf_puts(&q->out, "}");
     if (rc < 0) {
         lj_buf_reset(&q->out);
         q->status = 503;
         lj_buf_puts(&q->out, "{\"status\":\"error\",\"message\":\"trace unavailable\"}");
     }
+}
+
+/* ?shard=K of /api/trace/<id>: "" when absent, 0 when valid, -1 else. */
+static int trace_shard_param(const lj_config *cfg, const char *query, trace_query *t)
+{
+    if (query == NULL || strstr(query, "shard=") == NULL)
+        return 0;
+    if (query_param(query, "shard", t->shard, sizeof(t->shard)) != 0 ||
+        strspn(t->shard, "0123456789") != strlen(t->shard) || strlen(t->shard) > 3 ||
+        atoi(t->shard) >= cfg->stream_shards)
+        return -1;
+    return 0;
 }
 
 void ops_trace(uv_loop_t *loop, const lj_config *cfg, http_request *req, const char *stream_id)
@@ -1171,6 +1219,8 @@ void ops_trace(uv_loop_t *loop, const lj_config *cfg, http_request *req, const c
         if (!is_stream_id(stream_id) || strlen(stream_id) >= sizeof(t->stream_id))
             goto bad;
         memcpy(t->stream_id, stream_id, strlen(stream_id) + 1);
+        if (trace_shard_param(cfg, req->query, t) != 0)
+            goto bad;
     } else if (query_param(req->query, "device_sn", t->device_sn, sizeof(t->device_sn)) != 0 ||
                !rec_is_token(t->device_sn, REC_SN_MAX) ||
                query_param(req->query, "ts", t->ts, sizeof(t->ts)) != 0 ||
@@ -1184,5 +1234,6 @@ void ops_trace(uv_loop_t *loop, const lj_config *cfg, http_request *req, const c
     return;
 bad:
     free(t);
-    http_respond_error(req, 400, "trace by /api/trace/<stream_id> or ?device_sn=..&ts=<ms>");
+    http_respond_error(req, 400, "trace by /api/trace/<stream_id>[?shard=K] (K below"
+                                 " --stream-shards) or ?device_sn=..&ts=<ms>");
 }

@@ -3,6 +3,7 @@
 the sums under the old keys and plain names, the shards' detail under
 "shards"; on a real 3-master cluster with 6 shards and on one Redis with 3.
 (One Redis, one shard: the old shapes, test_old_shapes.py.)"""
+import time
 import uuid
 
 import requests
@@ -150,3 +151,68 @@ def test_ops_on_three_shards_of_one_redis(stack):
     run(stack, tag, 3, lengths,
         lambda: stack.consumer("--workers", "1", LJ_STREAM_SHARDS=3, LJ_DEVICE_WORKERS=0,
                                LJ_EVENT_WORKERS=0, LJ_STATUS_PORT=port), lambda key: r, port)
+
+
+def test_an_id_two_shards_hand_out_is_told_apart_by_the_shard(stack):
+    """Stream IDs are per stream: two shards adding an entry in one
+    millisecond hand out one ID. The upload's answer names its shard, the
+    row keeps it, and /api/trace/<id>?shard=K (scripts/trace --shard K)
+    answers for that entry only; without it the answer says it is
+    ambiguous and names the shards."""
+    from test_consumer_shards import entry
+    from test_ops_tools import tool
+    tag = f"OA{uuid.uuid4().hex[:6]}-"
+    stack.producer(LJ_STREAM_SHARDS=3)
+    wait_routing(stack, tag + "warm")
+    r = stack.s.redis()
+    # Every answer names the shard holding its entry.
+    by_shard = {}
+    s = requests.Session()
+    for d in range(12):
+        sn = f"{tag}{d:03d}"
+        body = s.post(stack.url + "/upload_health_data_v2",
+                      json={"data": {"deviceSn": sn, "heart_rate": 70,
+                                     "timestamp": BASE_S * 1000}}, timeout=10).json()
+        got = r.xrange(shard(stack, body["shard"]), body["stream_id"], body["stream_id"])
+        assert got and got[0][1]["device_sn"] == sn, (body, got)
+        by_shard.setdefault(body["shard"], []).append((sn, body["stream_id"]))
+    assert len(by_shard) >= 2
+    a, b = sorted(by_shard)[:2]
+    sn_a, sn_b = by_shard[a][0][0], by_shard[b][0][0]
+    # One ID, an entry of shard a and one of shard b.
+    eid = f"{int(time.time() * 1000) + 60_000}-0"
+    for k, sn in ((a, sn_a), (b, sn_b)):
+        r.xadd(shard(stack, k), entry([{"device_sn": sn, "ts": BASE_S * 1000 + 7_000,
+                                        "heart_rate": 71}]), id=eid)
+
+    def trace(query=""):
+        return stack.get(f"/api/trace/{eid}{query}")
+    body = trace().json()
+    assert body["state"] == "in_stream" and body["ambiguous"] is True, body
+    assert body["shards"] == [a, b] and body["shard"] == a
+    assert trace(f"?shard={b}").json() == {"state": "in_stream", "shard": b}
+    for bad in ("?shard=3", "?shard=x", "?shard=", "?shard=-1"):
+        assert trace(bad).status_code == 400, bad
+    stack.consumer("--workers", "1", LJ_STREAM_SHARDS=3, LJ_DEVICE_WORKERS=0,
+                   LJ_EVENT_WORKERS=0, LJ_STATUS_PORT=free_port())
+    wait_for(lambda: stored(stack, tag).get((sn_a, BASE_S + 7)) == 1 and
+             stored(stack, tag).get((sn_b, BASE_S + 7)) == 1, timeout=30,
+             what="both entries stored")
+    body = trace().json()
+    assert body["state"] == "stored" and body["rows"] == 2, body
+    assert body["ambiguous"] is True and body["shards"] == [a, b]
+    for k, sn in ((a, sn_a), (b, sn_b)):
+        body = trace(f"?shard={k}").json()
+        assert (body["state"], body["rows"], body["device_sn"], body["shard"]) == \
+            ("stored", 1, sn, k), body
+    # The rows keep their entry's shard, as the answers named it.
+    wait_for(lambda: len(stored(stack, tag + "0")) == 14, timeout=30, what="every upload stored")
+    rows = dict(stack.s.sql("SELECT device_sn, stream_shard FROM t_user_health_data"
+                            " WHERE device_sn LIKE %s AND stream_id <> %s", (tag + "0%", eid)))
+    assert rows == {sn: k for k, v in by_shard.items() for sn, _ in v}
+    # The support tool: --shard K names one entry; without it, a note.
+    env = {"LJ_STREAM_SHARDS": "3"}
+    out = tool(stack, "trace", eid, "--shard", str(b), extra_env=env)
+    assert out.returncode == 0 and f'"device_sn": "{sn_b}"' in out.stdout, out.stdout
+    out = tool(stack, "trace", eid, extra_env=env)
+    assert f"note: the ID is an entry of shards {a}, {b}" in out.stdout, out.stdout

@@ -24,6 +24,17 @@ def rows_for(stack, sn):
         " batch_id FROM t_user_health_data WHERE device_sn = %s ORDER BY ts", (sn,))
 
 
+def settled(stack):
+    """Every entry read by the group and acknowledged (pending 0 alone holds
+    before the consumer has read anything)."""
+    r = stack.s.redis()
+    try:
+        g = [g for g in r.xinfo_groups(stack.stream()) if g["name"] == stack.prefix + GROUP]
+    except redis.exceptions.ResponseError:
+        return False
+    return bool(g) and g[0]["pending"] == 0 and g[0]["lag"] == 0
+
+
 def pending(stack):
     """Entries delivered but not acknowledged; None before the group exists."""
     r = stack.s.redis()
@@ -85,7 +96,7 @@ def test_same_reading_twice_is_stored_once(stack):
     rec = {"deviceSn": sn, "heartRate": 70, "timestamp": 1_700_000_000_000}
     assert stack.post("/upload_health_data_v2", rec).status_code == 200
     assert stack.post("/upload_health_data_v2", [rec]).status_code == 200
-    wait_for(lambda: pending(stack) == 0 and stack.s.redis().xlen(stack.stream()) == 2,
+    wait_for(lambda: settled(stack) and stack.s.redis().xlen(stack.stream()) == 2,
              what="both entries processed")
     assert len(rows_for(stack, sn)) == 1
 

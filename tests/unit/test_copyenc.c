@@ -52,7 +52,10 @@ static void assert_text(const field *f, const char *want)
 static void assert_int_field(const field *f, int bytes, int64_t want)
 {
     assert_int_equal(f->len, bytes);
-    assert_int_equal(bytes == 4 ? (int64_t)(int32_t)be(f->at, 4) : (int64_t)be(f->at, 8), want);
+    assert_int_equal(bytes == 2   ? (int64_t)(int16_t)be(f->at, 2)
+                     : bytes == 4 ? (int64_t)(int32_t)be(f->at, 4)
+                                  : (int64_t)be(f->at, 8),
+                     want);
 }
 
 static void assert_double_field(const field *f, double want)
@@ -97,7 +100,7 @@ static void test_row_with_all_fields(void **state)
 {
     rec_health r = full_row();
     copyenc_owner owner = {7, 8, 9};
-    copyenc_meta meta = {"stream_v2", "1700000000000-0", "B1"};
+    copyenc_meta meta = {"stream_v2", "1700000000000-0", 5, "B1"};
     const unsigned char *p;
     field f[32];
     lj_buf b;
@@ -107,7 +110,7 @@ static void test_row_with_all_fields(void **state)
     lj_buf_init(&b);
     assert_int_equal(copyenc_health_row(&b, &r, &owner, &meta), 0);
     p = read_row((const unsigned char *)b.data, f, &n);
-    assert_int_equal(n, 22);
+    assert_int_equal(n, 23);
     assert_int_equal(p - (const unsigned char *)b.data, b.len);
     assert_text(&f[0], "SN\t1");                    /* no escaping in binary */
     /* 2023-11-14 22:13:20.123456 UTC, in microseconds since 2000-01-01 */
@@ -132,13 +135,14 @@ static void test_row_with_all_fields(void **state)
     assert_text(&f[19], "stream_v2");
     assert_text(&f[20], "1700000000000-0");
     assert_text(&f[21], "B1");
+    assert_int_field(&f[22], 2, 5);                 /* stream_shard, smallint */
     lj_buf_cleanup(&b);
 }
 
 static void test_row_absent_fields_are_null(void **state)
 {
     rec_health r;
-    copyenc_meta meta = {"optimized", NULL, ""};
+    copyenc_meta meta = {"optimized", NULL, -1, ""};
     field f[32];
     lj_buf b;
     int n;
@@ -153,10 +157,10 @@ static void test_row_absent_fields_are_null(void **state)
     lj_buf_init(&b);
     assert_int_equal(copyenc_health_row(&b, &r, NULL, &meta), 0);
     read_row((const unsigned char *)b.data, f, &n);
-    assert_int_equal(n, 22);
+    assert_int_equal(n, 23);
     assert_int_field(&f[1], 8, 0);                  /* the epoch of 2000 itself */
     assert_int_field(&f[5], 4, 0);                  /* present: 0 is a value */
-    for (i = 2; i < 22; i++)
+    for (i = 2; i < 23; i++)
         if (i != 5 && i != 18 && i != 19)
             assert_int_equal(f[i].len, -1);
     assert_text(&f[18], "api");
@@ -167,7 +171,7 @@ static void test_row_absent_fields_are_null(void **state)
 static void test_integer_outside_int4_is_refused_by_the_server(void **state)
 {
     rec_health r = full_row();
-    copyenc_meta meta = {"stream_v2", NULL, NULL};
+    copyenc_meta meta = {"stream_v2", NULL, 0, NULL};
     field f[32];
     lj_buf b;
     int n;
