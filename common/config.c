@@ -287,6 +287,9 @@ static const cfg_option options[] = {
     CFG_INT("stream_high_watermark", "LJ_STREAM_HIGH_WATERMARK", stream_high_watermark,
             "500000", 1, 1000000000, CFG_PRODUCER,
             "stream length at which uploads get 503 (or the legacy path) instead of an XADD"),
+    CFG_STR("serve_shards", "LJ_SERVE_SHARDS", serve_shards, "", CFG_CONSUMER, 0,
+            "the stream shards this process serves, K and K-L comma-separated (\"0,3\"), e.g. "
+            "the shards of one database shard; empty: every shard (docs/scaling.md)"),
     CFG_INT("stream_shards", "LJ_STREAM_SHARDS", stream_shards, "1", 1, 256, CFG_BOTH,
             "shards of every stream (<stream>:{k}): the producer adds each upload to the shard "
             "of its device serial; the consumer reads each shard with worker threads of its "

@@ -30,6 +30,7 @@ typedef struct lj_config {
     char redis_password[256];
     char redis_cluster[512];    /* seeds "host:port,..."; "": one Redis */
     int stream_shards;
+    char serve_shards[256];     /* consumer: "" every shard, else "0,3", "2-5" */
     char pg_dsn[1024];
     char stream_prefix[64];
     int tz_offset_min;

@@ -2,6 +2,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "buf.h"
 #include "kinds.h"     /* the names are columns of the one table of kinds */
@@ -39,6 +40,56 @@ unsigned stream_shard_of(const char *sn, size_t n, unsigned nshards)
     h *= 0xc2b2ae35u;
     h ^= h >> 16;
     return (unsigned)(((uint64_t)h * nshards) >> 32);
+}
+
+/* Reads a shard number at '*p' (digits only), advancing '*p'; -1 if none. */
+static long read_shard(const char **p)
+{
+    char *end;
+    long v;
+
+    if (**p < '0' || **p > '9')
+        return -1;
+    v = strtol(*p, &end, 10);
+    *p = end;
+    return v > STREAM_SHARDS_MAX ? STREAM_SHARDS_MAX : v;
+}
+
+int stream_shard_set(const char *spec, unsigned nshards, unsigned char *set, char *err,
+                     size_t errlen)
+{
+    const char *p = spec;
+    unsigned k;
+
+    memset(set, *spec ? 0 : 1, nshards);
+    while (*p) {
+        long from = read_shard(&p);
+        long to = from;
+
+        if (*p == '-') {
+            p++;
+            to = read_shard(&p);
+        }
+        if (from < 0 || to < from || (*p && *p != ',') || (*p == ',' && !p[1])) {
+            snprintf(err, errlen, "--serve-shards \"%s\": a list of shards K or K-L, "
+                                  "comma-separated", spec);
+            return -1;
+        }
+        if ((unsigned long)to >= nshards) {
+            snprintf(err, errlen, "--serve-shards: shard %ld is not below --stream-shards %u",
+                     to, nshards);
+            return -1;
+        }
+        for (k = (unsigned)from; k <= (unsigned)to; k++) {
+            if (set[k]) {
+                snprintf(err, errlen, "--serve-shards: shard %u named twice", k);
+                return -1;
+            }
+            set[k] = 1;
+        }
+        p += *p == ',';
+    }
+    return 0;
 }
 
 void stream_group(char *out, size_t outlen, const char *prefix, stream_kind kind)

@@ -40,6 +40,13 @@ void stream_shard_name(char *out, size_t outlen, const char *prefix, stream_kind
  * gray-release position (stream_hash(sn) mod 10000), so a shard does not
  * hold only stream-path or only legacy-path devices. */
 unsigned stream_shard_of(const char *sn, size_t n, unsigned nshards);
+/* The shards one consumer process serves (--serve-shards): 'spec' "" for
+ * every one, else shards K and ranges K-L, comma-separated ("0,3", "2-5").
+ * Sets set[k] to 1 for each served k < 'nshards', 0 for the others. 0, or
+ * -1 with the reason in 'err' for a shard outside 0..nshards-1, one named
+ * twice, or anything that is not such a list. */
+int stream_shard_set(const char *spec, unsigned nshards, unsigned char *set, char *err,
+                     size_t errlen);
 /* The "message_type" field of entries of 'kind' ("health_data"); static string. */
 const char *stream_message_type(stream_kind kind);
 /* Compares stream entry IDs "ms-seq" numerically: <0, 0 or >0. An

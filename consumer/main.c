@@ -213,23 +213,27 @@ static int render_health(lj_buf *out, void *arg)
     return redis && pg ? 200 : 503;
 }
 
-/* Starts the workers of every stream; returns how many run. */
-static int start_workers(const lj_config *cfg, atomic_int *stop, worker *workers,
-                         pthread_t *threads)
+/* Starts the workers of every stream, on the shards 'served'; returns how
+ * many run. */
+static int start_workers(const lj_config *cfg, const unsigned char *served, atomic_int *stop,
+                         worker *workers, pthread_t *threads)
 {
     const int per_kind[STREAM_KINDS] = {cfg->workers, cfg->device_workers, cfg->event_workers};
     int n = 0;
     int k, i, shard;
 
     for (k = 0; k < STREAM_KINDS; k++) {
-        for (i = 0; i < per_kind[k] * cfg->stream_shards; i++, n++) {
+        for (i = 0; i < per_kind[k] * cfg->stream_shards; i++) {
             shard = i % cfg->stream_shards;
+            if (!served[shard])
+                continue;
             worker_init(&workers[n], n, (stream_kind)k, (unsigned)shard, cfg, stop);
             if (pthread_create(&threads[n], NULL, worker_thread, &workers[n]) != 0) {
                 log_error("main", "cannot start worker %d", n);
                 atomic_store(stop, 1);
                 return n;
             }
+            n++;
         }
     }
     return n;
@@ -260,6 +264,7 @@ int main(int argc, char **argv)
     fleet fl;
     sigset_t sigs;
     char err[256];
+    unsigned char served[STREAM_SHARDS_MAX];
     int total;
     int rc;
     int i;
@@ -281,6 +286,13 @@ int main(int argc, char **argv)
     part_window_set(cfg.partition_window_months, cfg.partition_new_months);
     stopsig_block(&sigs);   /* inherited by every worker */
 
+    if (stream_shard_set(cfg.serve_shards, (unsigned)cfg.stream_shards, served, err,
+                         sizeof(err)) != 0) {
+        fprintf(stderr, "ljwx-consumer: %s\n", err);
+        return 2;
+    }
+    if (cfg.serve_shards[0])
+        log_info("main", "serving stream shards %s of %d", cfg.serve_shards, cfg.stream_shards);
     total = (cfg.workers + cfg.device_workers + cfg.event_workers) * cfg.stream_shards;
     workers = calloc((size_t)total, sizeof(*workers));
     threads = calloc((size_t)total, sizeof(*threads));
@@ -289,7 +301,7 @@ int main(int argc, char **argv)
         return 1;
     }
     fl.workers = workers;
-    fl.n = start_workers(&cfg, &stop, workers, threads);
+    fl.n = start_workers(&cfg, served, &stop, workers, threads);
     if (cfg.status_port >= 0)
         status = status_start(cfg.status_host, cfg.status_port, render_metrics, render_health,
                               &fl);

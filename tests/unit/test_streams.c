@@ -105,6 +105,29 @@ static void test_control_keys_carry_the_prefix(void **state)
     assert_string_equal(key, "stream_legacy_path");
 }
 
+static void test_shard_set_lists_and_ranges(void **state)
+{
+    unsigned char set[16];
+    char err[128];
+    static const char *const bad[] = {"x", "1,", ",1", "1,,2", "3-1", "-1", " 1", "1 ",
+                                      "8", "0-8", "1,1", "0-2,2", "9999999999999999999"};
+    size_t i;
+
+    (void)state;
+    assert_int_equal(stream_shard_set("", 8, set, err, sizeof(err)), 0);
+    assert_memory_equal(set, "\1\1\1\1\1\1\1\1", 8);
+    assert_int_equal(stream_shard_set("0,3", 8, set, err, sizeof(err)), 0);
+    assert_memory_equal(set, "\1\0\0\1\0\0\0\0", 8);
+    assert_int_equal(stream_shard_set("2-4,7", 8, set, err, sizeof(err)), 0);
+    assert_memory_equal(set, "\0\0\1\1\1\0\0\1", 8);
+    for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        err[0] = '\0';
+        assert_int_equal(stream_shard_set(bad[i], 8, set, err, sizeof(err)), -1);
+        assert_non_null(strstr(err, "--serve-shards"));
+    }
+    assert_int_equal(stream_shard_set("8", 9, set, err, sizeof(err)), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -114,6 +137,7 @@ int main(void)
         cmocka_unit_test(test_ids_compare_numerically),
         cmocka_unit_test(test_side_keys_share_the_stream_name),
         cmocka_unit_test(test_control_keys_carry_the_prefix),
+        cmocka_unit_test(test_shard_set_lists_and_ranges),
     };
 
     return cmocka_run_group_tests_name("streams", tests, NULL, NULL);
