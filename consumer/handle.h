@@ -1,6 +1,6 @@
 /* handle.h -- what becomes of a batch read from Redis (SPEC §5.1).
  *
- * The one path from a read batch (XREADGROUP in worker.c, XAUTOCLAIM in
+ * The one path from a read batch (XREADGROUP in loop.c, XAUTOCLAIM in
  * claim.c) to settled entries: gone entries are settled, the rest decoded
  * (kinds.h), unreadable ones dead-lettered (deadletter.h), the others stored
  * in one transaction -- split in halves around an entry PostgreSQL refuses

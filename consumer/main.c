@@ -26,7 +26,7 @@
 #include "status.h"
 #include "stopsig.h"
 #include "streams.h"
-#include "worker.h"
+#include "loop.h"
 
 typedef struct fleet {
     worker *workers;
@@ -228,7 +228,7 @@ static int start_workers(const lj_config *cfg, const unsigned char *served, atom
             if (!served[shard])
                 continue;
             worker_init(&workers[n], n, (stream_kind)k, (unsigned)shard, cfg, stop);
-            if (pthread_create(&threads[n], NULL, worker_thread, &workers[n]) != 0) {
+            if (pthread_create(&threads[n], NULL, loop_thread, &workers[n]) != 0) {
                 log_error("main", "cannot start worker %d", n);
                 atomic_store(stop, 1);
                 return n;

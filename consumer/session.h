@@ -1,8 +1,8 @@
 /* session.h -- what a running worker holds; shared by the consumer's
- * worker.c, handle.c, claim.c, deadletter.c, settle.c, attempts.c and
+ * loop.c, handle.c, claim.c, deadletter.c, settle.c, attempts.c and
  * upkeep.c (internal to consumer/). A session belongs to one worker thread.
  * It includes only headers that do not include it back; the code that
- * handles a read batch is handle.h's, not worker.c's.
+ * handles a read batch is handle.h's, not loop.c's.
  *
  * The read phase: after a (re)connect, a failed batch or a take-over the
  * worker re-reads its own pending entries (SESSION_READ_PENDING, from an

@@ -1,15 +1,10 @@
-/* worker.h -- one consumer worker: XREADGROUP -> store -> XACK (SPEC §5.1).
+/* worker.h -- one consumer worker: who it is and what it serves.
  *
- * Each worker runs on its own thread with its own Redis and PostgreSQL
- * connections and serves one stream (health, device info or events). It
- * first re-reads its own pending entries (ID 0 onwards), then new ones
- * (">"). A batch is acknowledged only after it was committed, so a crash at
- * any point leaves it pending, and its redelivery cannot make a second row.
- * A batch read is handled by handle.h (decode, store, settle); this file
- * is the loop: connections, the read phase (session.h), the reads and the
- * COUNT. Between batches it does its upkeep (claim.c, upkeep.c). Connection
- * failures are retried with backoff; the worker returns when '*stop' becomes
- * nonzero, between batches.
+ * Each worker runs on its own thread (loop.h) with its own Redis and
+ * PostgreSQL connections and serves one shard of one stream (health,
+ * device info or events). This is what the parts of that loop (session,
+ * claim, handle, settle, upkeep, readahead) share about it: its identity,
+ * its stream and its counters, and how it reads.
  */
 #ifndef LJ_CONSUMER_WORKER_H
 #define LJ_CONSUMER_WORKER_H
@@ -82,11 +77,5 @@ void worker_redis_opts(const worker *w, rconn_opts *o);
  * blocking --block-ms; the reply as rconn_command(). */
 redisReply *worker_xreadgroup(rconn *c, const worker *w, const char *group, const char *stream,
                               int count, const char *id);
-
-/* Runs until '*stop'; returns 0 (LJ_ENOMEM if it could not start). */
-int worker_run(worker *w);
-
-/* pthread start routine: worker_run((worker *)arg). */
-void *worker_thread(void *arg);
 
 #endif
