@@ -798,6 +798,8 @@
         else
             tbody.replaceChildren.apply(tbody, rows);
         $('shards-body').replaceChildren.apply($('shards-body'), shards);
+        $('shards-caption').textContent = 'Shards: per stream the ' + SHARD_ROWS_SHOWN +
+            ' with the largest backlog, then the others summed';
         $('shards-table').hidden = shards.length === 0;
     }
 
