@@ -277,6 +277,158 @@ def test_page_stays_the_same_size_at_10000_devices(stack, browser):
     assert page_problems(browser) == []
 
 
+# -- 1b. streams on shards (issue 18) --------------------------------------------------------------
+
+SHARD_ROWS = 8      # the page's bound: shard rows per stream (dashboard.js SHARD_ROWS_SHOWN)
+SHARD_FIGURES = ("len", "pending", "lag", "backlog", "consumers")
+
+# Every row of the shard table at one instant (the page redraws it every
+# second, so element handles kept across calls would go stale).
+SHARD_TABLE_JS = """
+return Array.from(document.querySelectorAll('#shards-body tr')).map(function (tr) {
+    const v = {};
+    tr.querySelectorAll('td').forEach(function (td) {
+        if (td.dataset.value !== undefined)
+            v[td.classList[0]] = td.dataset.value;
+    });
+    return {of: tr.dataset.shardOf || '', shard: tr.dataset.shard || '',
+            more: tr.dataset.more || '', text: tr.textContent, v: v};
+});"""
+
+
+def shard_table(driver):
+    return driver.execute_script(SHARD_TABLE_JS)
+
+
+def want_shard(stack, figures):
+    """The page's figures of one shard of /api/stream_stats (data-value text)."""
+    group = next((g for g in figures.get("groups", [])
+                  if g["name"] == stack.prefix + "health_processors"), None)
+    if group is None:
+        return None
+    return {"len": str(figures["length"]), "pending": str(group["pending"]),
+            "lag": str(group["lag"]), "backlog": str(group["pending"] + group["lag"]),
+            "consumers": str(len(group["consumers"]))}
+
+
+def health_shards(stack):
+    return api(stack, "/api/stream_stats")["streams"][stack.stream()]["shards"]
+
+
+def test_shard_rows_show_each_shards_figures_and_its_backlog(stack, browser):
+    """Three shards on one Redis: a row per shard under the sums, with the
+    figures /api/stream_stats gives for that shard; entries loaded while no
+    consumer runs show as the backlog of the one shard they went to, first."""
+    shards = dict(LJ_STREAM_SHARDS=3)
+    stack.producer(**dashboard_env(**shards))
+    consumer = stack.consumer("--workers", "1", LJ_DEVICE_WORKERS=0, LJ_EVENT_WORKERS=0,
+                              **shards)
+    tag = f"DS-{uuid.uuid4().hex[:6]}-"
+    ts = int(time.time() * 1000)
+    for d in range(12):
+        resp = stack.post("/upload_health_data_v2",
+                          {"data": [{"deviceSn": f"{tag}{d:02d}", "heartRate": 70,
+                                     "timestamp": ts}]})
+        assert resp.status_code == 200, resp.text
+    sql = "SELECT count(*) FROM t_user_health_data WHERE device_sn LIKE %s"
+    wait_for(lambda: stack.s.sql(sql, (tag + "%",))[0][0] == 12, timeout=20,
+             what="the uploads stored")
+    wait_for(lambda: all(want_shard(stack, f) is not None and want_shard(stack, f)["backlog"] == "0"
+                         for f in health_shards(stack).values()), what="every shard drained")
+    assert consumer.stop() == 0
+    for i in range(7):                  # one device: one shard, nobody reading it
+        resp = stack.post("/upload_health_data_v2",
+                          {"data": [{"deviceSn": tag + "late", "heartRate": 71,
+                                     "timestamp": ts + 1 + i}]})
+        assert resp.status_code == 200, resp.text
+    want = {k: want_shard(stack, f) for k, f in health_shards(stack).items()}
+    assert len(want) == 3 and sorted(int(w["backlog"]) for w in want.values()) == [0, 0, 7]
+    late = next(k for k, w in want.items() if w["backlog"] == "7")
+
+    open_page(browser, stack)
+
+    def shown():
+        rows = [r for r in shard_table(browser) if r["of"] == stack.stream()]
+        return {r["shard"]: {c: r["v"].get(c) for c in SHARD_FIGURES} for r in rows} == want \
+            and rows
+    rows = wait_for(shown, what="the shard rows = /api/stream_stats's shards")
+    assert rows[0]["shard"] == late                 # the largest backlog first
+    assert "{" in rows[0]["text"] and "7" in rows[0]["text"]
+    assert not any(r["more"] for r in shard_table(browser))
+    # No device consumer here: no group on its shards, so what waits is their length.
+    devices = [r for r in shard_table(browser) if r["of"] == stack.stream("device_info_stream")]
+    assert len(devices) == 3, devices
+    assert all("no group" in r["text"] and r["v"]["backlog"] == r["v"]["len"] == "0"
+               for r in devices), devices
+    assert by_id(browser, "shards-table").is_displayed()
+    assert stream_cell(browser, stack.stream(), "len") == \
+        str(api(stack, "/api/stream_stats")["streams"][stack.stream()]["length"])
+    # The sums row's consumers: those of the shards, not "none", and no idle-group warning.
+    assert int(stream_cell(browser, stack.stream(), "consumers")) >= 1
+    assert "health_processors" not in by_id(browser, "banners").text
+    assert page_problems(browser) == []
+
+
+def test_forty_shards_show_the_largest_backlogs_and_one_line_for_the_rest(stack, browser,
+                                                                         tmp_path):
+    n = 40
+    stack.producer(**dashboard_env(LJ_STREAM_SHARDS=n))
+    r = stack.s.redis()
+    for k in range(n):                  # groups as a consumer makes them, nobody reading
+        key = f"{stack.stream()}:{{{k}}}"
+        r.xgroup_create(key, stack.prefix + "health_processors", id="$", mkstream=True)
+    ts = int(time.time() * 1000)
+    session = requests.Session()
+    for d in range(160):
+        resp = session.post(stack.url + "/upload_health_data_v2", timeout=10,
+                            json={"data": [{"deviceSn": f"DF-{d:03d}", "heartRate": 70,
+                                            "timestamp": ts}]})
+        assert resp.status_code == 200, resp.text
+    want = {k: want_shard(stack, f) for k, f in health_shards(stack).items()}
+    assert len(want) == n
+    backlogs = sorted((int(w["backlog"]) for w in want.values()), reverse=True)
+    assert sum(backlogs) == 160 and backlogs[0] > backlogs[-1]
+
+    open_page(browser, stack)
+    wait_for(lambda: any(r["of"] == stack.stream() for r in shard_table(browser)),
+             what="the shard rows")
+    table = shard_table(browser)
+    ours = [r for r in table if r["of"] == stack.stream()]
+    more = [r for r in table if r["more"] == stack.stream()]
+    assert len(ours) == SHARD_ROWS, len(ours)
+    assert [int(r["v"]["backlog"]) for r in ours] == backlogs[:SHARD_ROWS]
+    for row in ours:
+        assert {c: row["v"][c] for c in SHARD_FIGURES} == want[row["shard"]]
+    assert len(more) == 1 and f"and {n - SHARD_ROWS} more shards" in more[0]["text"]
+    rest = [want[k] for k in want if k not in {r["shard"] for r in ours}]
+    for c in ("len", "pending", "lag", "backlog"):
+        assert int(more[0]["v"][c]) == sum(int(w[c]) for w in rest), c
+    # Bounded whatever N: each stream kind at most the bound plus its "more" line.
+    kinds = {r["of"] or r["more"] for r in table}
+    assert len(kinds) == 3
+    assert len(table) <= 3 * (SHARD_ROWS + 1), len(table)
+    nodes = browser.execute_script("return document.getElementsByTagName('*').length")
+    height = browser.execute_script("return document.documentElement.scrollHeight")
+    assert nodes < 600, nodes
+    assert height < 2800, height
+    warn = by_id(browser, "banner-warn").text      # nobody reads: one line, not 40
+    assert warn.count("health_processors") == 1 and f"on {n} of {n} shards" in warn, warn
+    assert page_problems(browser) == []
+    save_screenshot(browser, tmp_path, "dashboard-shards.png")
+
+
+def test_one_shard_shows_no_shard_table(stack, browser):
+    stack.producer(**dashboard_env())
+    stack.consumer()
+    resp = stack.post("/upload_health_data_v2", {"deviceSn": "DS-ONE", "heartRate": 70})
+    assert resp.status_code == 200, resp.text
+    open_page(browser, stack)
+    wait_for(lambda: stream_cell(browser, stack.stream(), "len") is not None,
+             what="the streams table")
+    assert not by_id(browser, "shards-table").is_displayed()
+    assert shard_table(browser) == []
+
+
 # -- 2. and 3. admin actions through the page ----------------------------------------------------
 
 def test_ratio_change_through_the_page_uses_the_token_and_takes_effect(stack, browser):

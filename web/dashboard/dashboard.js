@@ -9,11 +9,13 @@
  *   /api/health, /api/stream_health   what is down (banner), breakers
  *   /api/stream_metrics               per path figures and the charts
  *   /api/stream_traffic_ratio         the current ratio
- *   /api/stream_stats                 the streams table
+ *   /api/stream_stats                 the streams table (and, sharded, the shards')
  *   /api/stats                        today's counters, latest alerts
  *
  * Nothing here lists devices: every figure and table is bounded whatever the
- * fleet size. Server values reach the page as text only (textContent, never
+ * fleet size. Nor every shard: a sharded stream shows its SHARD_ROWS_SHOWN
+ * shards with the largest backlog and one line summing the others.
+ * Server values reach the page as text only (textContent, never
  * HTML): device serials and alert types are client-supplied data.
  *
  * A figure that could not be refreshed keeps its last value, greyed, with a
@@ -32,6 +34,7 @@
     const STALE_AFTER_MS = 5000;            /* no good answer for this long: stale */
     const TOKEN_KEY = 'ljwx.adminToken';    /* sessionStorage only */
     const MAX_CONSUMERS_SHOWN = 20;
+    const SHARD_ROWS_SHOWN = 8;             /* per stream; the other shards on one line */
     const PATHS = ['stream', 'traditional'];    /* /api/stream_metrics keys */
     const PATH_IDS = ['stream', 'legacy'];      /* element id prefixes */
 
@@ -366,15 +369,29 @@
         setBanner('banner-warn', warn.length ? 'Attention' : '', warn);
     }
 
+    /* One line per group without a consumer; sharded, one per group over
+     * its shards (the sums row's group carries no consumers of its own). */
     function idleGroups(body) {
         const out = [];
         const streams = (body && body.streams) || {};
 
         Object.keys(streams).forEach(function (name) {
+            const keys = shardKeys(streams[name]);
+
             (streams[name].groups || []).forEach(function (g) {
-                if (!g.consumers || g.consumers.length === 0)
+                const idle = keys.filter(function (k) {
+                    const sg = groupNamed(streams[name].shards[k].groups, g.name);
+
+                    return sg && !(sg.consumers && sg.consumers.length);
+                });
+
+                if (keys.length === 0 && !(g.consumers && g.consumers.length))
                     out.push('No consumer in group ' + g.name + ' of ' + name +
                              ': nothing from this stream is being stored.');
+                else if (idle.length)
+                    out.push('No consumer in group ' + g.name + ' on ' + idle.length + ' of ' +
+                             keys.length + ' shards of ' + name + ': nothing from those ' +
+                             'shards is being stored.');
             });
         });
         return out;
@@ -623,8 +640,43 @@
         return shown.length ? shown.join('; ') : 'none';
     }
 
+    /* The group named 'name' in 'groups', or null. */
+    function groupNamed(groups, name) {
+        return (Array.isArray(groups) ? groups : []).find(function (g) {
+            return g && g.name === name;
+        }) || null;
+    }
+
+    /* The shard names of stream 's' when it has more than one shard, else []. */
+    function shardKeys(s) {
+        const keys = s && s.shards && typeof s.shards === 'object' ? Object.keys(s.shards) : [];
+
+        return keys.length > 1 ? keys : [];
+    }
+
+    /* The consumers of group 'group' over the shards of 's', one per name:
+     * pending summed, the shortest idle time. */
+    function shardConsumers(s, group) {
+        const by = {};
+
+        shardKeys(s).forEach(function (k) {
+            const g = groupNamed(s.shards[k].groups, group);
+
+            ((g && g.consumers) || []).forEach(function (c) {
+                const m = by[c.name] ||
+                          (by[c.name] = {name: c.name, pending: 0, idle_ms: c.idle_ms});
+
+                m.pending += Number(c.pending) || 0;
+                m.idle_ms = Math.min(m.idle_ms, c.idle_ms);
+            });
+        });
+        return Object.keys(by).sort().map(function (n) { return by[n]; });
+    }
+
     function streamRow(name, s, g) {
         const tr = document.createElement('tr');
+        const consumers = g ? (shardKeys(s).length ? shardConsumers(s, g.name) : g.consumers || [])
+                            : null;
 
         tr.dataset.stream = name;
         if (g)
@@ -634,26 +686,121 @@
                   cell(g ? g.name : 'no group', 'group'),
                   cell(g ? fmtInt(g.lag) : '–', 'lag', g ? g.lag : null),
                   cell(g ? fmtInt(g.pending) : '–', 'pending', g ? g.pending : null),
-                  cell(g ? consumersText(g.consumers || []) : '', 'consumers',
-                       g ? (g.consumers || []).length : null));
+                  cell(g ? consumersText(consumers) : '', 'consumers',
+                       g ? consumers.length : null));
         return tr;
+    }
+
+    function known(v) {
+        return typeof v === 'number' && isFinite(v) && v >= 0 ? v : null;
+    }
+
+    /* One shard 'key' of stream 'name' in its group 'group': the figures of
+     * its row, null where not known (pending and lag: or the shard has no
+     * such group). The backlog is pending + lag; without the group, the
+     * length: a consumer creates its group at ID 0, so every entry waits. */
+    function shardFigures(name, key, index, sh, group) {
+        const g = groupNamed(sh.groups, group);
+        const pending = g ? known(g.pending) : null;
+        const lag = g ? known(g.lag) : null;
+
+        return {key: key, index: index,
+                label: key.indexOf(name + ':') === 0 ? key.slice(name.length + 1) : key,
+                length: known(sh.length), pending: pending, lag: lag,
+                backlog: !g ? known(sh.length)
+                            : pending !== null && lag !== null ? pending + lag : null,
+                consumers: g ? g.consumers || [] : null};
+    }
+
+    /* Largest backlog first; an unknown one (Redis did not say what it is)
+     * before all, as it may be the largest; then in shard order. */
+    function byBacklog(a, b) {
+        const x = a.backlog === null ? Infinity : a.backlog;
+        const y = b.backlog === null ? Infinity : b.backlog;
+
+        return x !== y ? (y > x ? 1 : -1) : a.index - b.index;
+    }
+
+    function figureCell(v, cls) {
+        return cell(v === null ? '–' : fmtInt(v), cls, v);
+    }
+
+    function shardRow(name, f) {
+        const tr = document.createElement('tr');
+
+        tr.dataset.shardOf = name;
+        tr.dataset.shard = f.key;
+        tr.append(cell(name, 'name'), cell(f.label, 'shard'), figureCell(f.length, 'len'),
+                  figureCell(f.pending, 'pending'), figureCell(f.lag, 'lag'),
+                  figureCell(f.backlog, f.backlog ? 'backlog backlog-high' : 'backlog'),
+                  cell(f.consumers ? consumersText(f.consumers) : 'no group', 'consumers',
+                       f.consumers ? f.consumers.length : null));
+        return tr;
+    }
+
+    /* The sum of figure 'k' over 'rest'; null once one is not known. */
+    function sumOf(rest, k) {
+        return rest.reduce(function (acc, f) {
+            return acc === null || f[k] === null ? null : acc + f[k];
+        }, 0);
+    }
+
+    /* "and K more shards" with the sums of the shards 'rest'. */
+    function moreRow(name, rest) {
+        const tr = document.createElement('tr');
+        const names = {};
+        const backlog = sumOf(rest, 'backlog');
+
+        rest.forEach(function (f) {
+            (f.consumers || []).forEach(function (c) { names[c.name] = true; });
+        });
+        tr.className = 'more';
+        tr.dataset.more = name;
+        tr.append(cell(name, 'name'), cell('and ' + rest.length + ' more shards', 'shard'),
+                  figureCell(sumOf(rest, 'length'), 'len'),
+                  figureCell(sumOf(rest, 'pending'), 'pending'),
+                  figureCell(sumOf(rest, 'lag'), 'lag'),
+                  figureCell(backlog, backlog ? 'backlog backlog-high' : 'backlog'),
+                  cell(fmtInt(Object.keys(names).length) + ' distinct', 'consumers',
+                       Object.keys(names).length));
+        return tr;
+    }
+
+    /* The shard rows of stream 'name': at most SHARD_ROWS_SHOWN, then one
+     * line for the others, so the page keeps its size whatever N. */
+    function shardRows(name, s) {
+        const group = s.groups && s.groups[0] ? s.groups[0].name : '';
+        const all = shardKeys(s).map(function (k, i) {
+            return shardFigures(name, k, i, s.shards[k], group);
+        }).sort(byBacklog);
+        const rows = all.slice(0, SHARD_ROWS_SHOWN).map(function (f) { return shardRow(name, f); });
+
+        if (all.length > SHARD_ROWS_SHOWN)
+            rows.push(moreRow(name, all.slice(SHARD_ROWS_SHOWN)));
+        return rows;
     }
 
     function renderStreams(body) {
         const tbody = $('streams-body');
         const streams = body.streams || {};
         const rows = [];
+        const shards = [];
 
         Object.keys(streams).forEach(function (name) {
             const s = streams[name];
             const groups = Array.isArray(s.groups) && s.groups.length ? s.groups : [null];
 
             groups.forEach(function (g) { rows.push(streamRow(name, s, g)); });
+            shards.push.apply(shards, shardRows(name, s));
         });
         if (rows.length === 0)
             messageRow(tbody, 7, 'no streams');
         else
             tbody.replaceChildren.apply(tbody, rows);
+        $('shards-body').replaceChildren.apply($('shards-body'), shards);
+        $('shards-caption').textContent = 'Shards: per stream the ' + SHARD_ROWS_SHOWN +
+            ' with the largest backlog, then the others summed';
+        $('shards-table').hidden = shards.length === 0;
     }
 
     /* ------------------------------------------------------------------
