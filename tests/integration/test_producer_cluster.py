@@ -363,3 +363,19 @@ def test_a_killed_master_503s_only_the_devices_of_its_shards(stack, own_cluster,
              what="every 200 stored after the failover")
     rows = stored(stack, tag)
     assert all(rows[k] == 1 for k in ok)
+    # One breaker per master: the live ones never opened; "redis" keeps its
+    # old keys and sums them; a master asked for in the last minute is shown.
+    redis = requests.get(stack.url + "/api/stream_metrics", timeout=5).json()[
+        "flow_control"]["breakers"]["redis"]
+    masters = redis.pop("masters")
+    assert set(redis) == {"state", "consecutive_failures", "opens", "refused", "retry_in_ms"}
+    names = {f"127.0.0.1:{p}" for p in set(home) | set(cluster.masters())}
+    alive = next(p for p in home if p != victim)
+    assert set(masters) <= names and f"127.0.0.1:{alive}" in masters, masters
+    assert all(masters[f"127.0.0.1:{p}"]["opens"] == 0 for p in home if p != victim)
+    assert redis["opens"] == sum(m["opens"] for m in masters.values())
+    if stalled_s:
+        assert masters[f"127.0.0.1:{victim}"]["opens"] >= 1
+    text = requests.get(stack.url + "/metrics", timeout=5).text
+    assert 'ljwx_breaker_state{dependency="redis"} ' in text
+    assert f'ljwx_breaker_master_opens_total{{master="127.0.0.1:{alive}"}} 0' in text
