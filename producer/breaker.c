@@ -2,6 +2,7 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "log.h"
@@ -10,7 +11,7 @@
 
 struct breaker {
     pthread_mutex_t mu;
-    const char *name;
+    char name[BREAKER_NAME_MAX];
     unsigned threshold;
     uint64_t base_cooldown_ns;
     uint64_t max_cooldown_ns;
@@ -33,7 +34,7 @@ breaker *breaker_new(const char *name, unsigned failures, unsigned cooldown_ms,
     if (b == NULL)
         return NULL;
     pthread_mutex_init(&b->mu, NULL);
-    b->name = name;
+    snprintf(b->name, sizeof(b->name), "%s", name);
     b->threshold = failures;
     b->base_cooldown_ns = cooldown_ms * MS;
     b->max_cooldown_ns = (max_cooldown_ms > cooldown_ms ? max_cooldown_ms : cooldown_ms) * MS;
@@ -47,6 +48,18 @@ void breaker_free(breaker *b)
         return;
     pthread_mutex_destroy(&b->mu);
     free(b);
+}
+
+void breaker_reset(breaker *b, const char *name)
+{
+    pthread_mutex_lock(&b->mu);
+    snprintf(b->name, sizeof(b->name), "%s", name);
+    b->state = BREAKER_CLOSED;
+    b->failures = 0;
+    b->cooldown_ns = b->base_cooldown_ns;
+    b->opens = 0;
+    b->refused = 0;
+    pthread_mutex_unlock(&b->mu);
 }
 
 const char *breaker_state_name(breaker_state s)

@@ -28,11 +28,17 @@ typedef struct breaker_snapshot {
     uint64_t retry_in_ms;       /* open: until the next probe; else 0 */
 } breaker_snapshot;
 
-/* 'name' (static) appears in the log. 'failures' 0: never opens. NULL when
- * out of memory. */
+#define BREAKER_NAME_MAX 80
+
+/* 'name' (copied, cut to BREAKER_NAME_MAX - 1 bytes) appears in the log.
+ * 'failures' 0: never opens. NULL when out of memory. */
 breaker *breaker_new(const char *name, unsigned failures, unsigned cooldown_ms,
                      unsigned max_cooldown_ms);
 void breaker_free(breaker *b);
+
+/* As new (closed, counters at zero), named 'name' now: a breaker reused
+ * for another dependency. */
+void breaker_reset(breaker *b, const char *name);
 
 /* 1: make the call, then report it; 0: refused, with '*retry_ms' set to the
  * time until the next probe (at least 1). */

@@ -1,21 +1,47 @@
 #include "flowctl.h"
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 
 #include <uv.h>
 
+#include "cluster.h"
 #include "err.h"
 #include "ratelimit.h"
+#include "rcluster.h"
+
+#define SEC 1000000000ull
+#define MASTERS_MAX CLUSTER_NODES_MAX
+#define MASTER_SHOWN_NS (60 * SEC)  /* asked for this recently: shown */
+#define MASTER_REUSE_NS (120 * SEC) /* idle this long: may go to another master */
 
 static const char *const dep_names[FLOWCTL_DEPS] = {"redis", "postgres"};
+
+/* A cluster master's breaker; 'name' "" while unused. Under masters_mu. */
+typedef struct master_breaker {
+    char name[RCLUSTER_NAME_MAX];
+    breaker *b;
+    uint64_t last_ns;       /* last flowctl_master_breaker() for it */
+} master_breaker;
+
+/* A master's breaker as rendered. */
+typedef struct shown_master {
+    char name[RCLUSTER_NAME_MAX];
+    breaker_snapshot s;
+} shown_master;
 
 static struct {
     const lj_config *cfg;
     ratelimit *devices;         /* NULL: off */
     ratelimit *addrs;           /* NULL: off */
     breaker *breakers[FLOWCTL_DEPS];
+    pthread_mutex_t masters_mu;
+    master_breaker masters[MASTERS_MAX];
+    int nmasters;           /* entries made: MASTERS_MAX on a cluster, else 0 */
+    uint64_t retired_opens;     /* counters of entries given to another master */
+    uint64_t retired_refused;
     atomic_llong inflight;
     atomic_ullong limited_records;
     atomic_ullong limited_uploads;  /* answered 429 by the device limit */
@@ -28,6 +54,7 @@ int flowctl_init(const lj_config *cfg)
     int i;
 
     memset(&fc, 0, sizeof(fc));
+    pthread_mutex_init(&fc.masters_mu, NULL);
     fc.cfg = cfg;
     if (cfg->device_rate > 0 &&
         (fc.devices = ratelimit_new((unsigned)cfg->device_rate, (unsigned)cfg->device_burst,
@@ -41,6 +68,11 @@ int flowctl_init(const lj_config *cfg)
         if ((fc.breakers[i] = breaker_new(dep_names[i], (unsigned)cfg->breaker_failures,
                                           (unsigned)cfg->breaker_cooldown_ms,
                                           (unsigned)cfg->breaker_max_cooldown_ms)) == NULL)
+            goto fail;
+    for (i = 0; cfg->redis_cluster[0] && i < MASTERS_MAX; i++, fc.nmasters++)
+        if ((fc.masters[i].b = breaker_new("redis", (unsigned)cfg->breaker_failures,
+                                           (unsigned)cfg->breaker_cooldown_ms,
+                                           (unsigned)cfg->breaker_max_cooldown_ms)) == NULL)
             goto fail;
     return 0;
 fail:
@@ -56,6 +88,9 @@ void flowctl_cleanup(void)
     ratelimit_free(fc.addrs);
     for (i = 0; i < FLOWCTL_DEPS; i++)
         breaker_free(fc.breakers[i]);
+    for (i = 0; i < fc.nmasters; i++)
+        breaker_free(fc.masters[i].b);
+    pthread_mutex_destroy(&fc.masters_mu);
     memset(&fc, 0, sizeof(fc));
 }
 
@@ -110,6 +145,57 @@ breaker *flowctl_breaker(enum flowctl_dep dep)
     return fc.breakers[dep];
 }
 
+static master_breaker *find_master(const char *name)
+{
+    int i;
+
+    for (i = 0; i < fc.nmasters; i++)
+        if (strcmp(fc.masters[i].name, name) == 0)
+            return &fc.masters[i];
+    return NULL;
+}
+
+/* An unused entry, else the one idle longest if idle MASTER_REUSE_NS (its
+ * counters kept in the totals); NULL when every entry is in use. */
+static master_breaker *free_master(uint64_t now)
+{
+    master_breaker *oldest = NULL;
+    breaker_snapshot s;
+    int i;
+
+    for (i = 0; i < fc.nmasters; i++) {
+        if (fc.masters[i].name[0] == '\0')
+            return &fc.masters[i];
+        if (oldest == NULL || fc.masters[i].last_ns < oldest->last_ns)
+            oldest = &fc.masters[i];
+    }
+    if (oldest == NULL || now - oldest->last_ns < MASTER_REUSE_NS)
+        return NULL;
+    breaker_snapshot_get(oldest->b, now, &s);
+    fc.retired_opens += s.opens;
+    fc.retired_refused += s.refused;
+    return oldest;
+}
+
+breaker *flowctl_master_breaker(const char *name)
+{
+    uint64_t now = uv_hrtime();
+    master_breaker *m;
+
+    pthread_mutex_lock(&fc.masters_mu);
+    if ((m = find_master(name)) == NULL && (m = free_master(now)) != NULL) {
+        char label[BREAKER_NAME_MAX];
+
+        snprintf(m->name, sizeof(m->name), "%s", name);
+        snprintf(label, sizeof(label), "redis %s", name);
+        breaker_reset(m->b, label);
+    }
+    if (m != NULL)
+        m->last_ns = now;
+    pthread_mutex_unlock(&fc.masters_mu);
+    return m ? m->b : fc.breakers[FLOWCTL_REDIS];
+}
+
 void flowctl_retry_after(uint64_t ms, char *out, size_t len)
 {
     uint64_t s = (ms + 999) / 1000;
@@ -135,23 +221,88 @@ static int render_limit_json(lj_buf *out, const char *name, ratelimit *rl, int r
                          (unsigned long long)u.evicted_busy);
 }
 
-static int render_breaker_json(lj_buf *out, int dep, uint64_t now)
+/* Folds a master's state into the "redis" summary: the worst state (open,
+ * then half open), the longest run of failures and wait. */
+static void merge_state(breaker_snapshot *into, const breaker_snapshot *s)
 {
-    breaker_snapshot s;
+    static const int worse[] = {[BREAKER_CLOSED] = 0, [BREAKER_HALF_OPEN] = 1,
+                                [BREAKER_OPEN] = 2};
 
-    breaker_snapshot_get(fc.breakers[dep], now, &s);
-    return lj_buf_printf(out, "%s\"%s\":{\"state\":\"%s\",\"consecutive_failures\":%u,"
-                              "\"opens\":%llu,\"refused\":%llu,\"retry_in_ms\":%llu}",
-                         dep ? "," : "", dep_names[dep], breaker_state_name(s.state),
-                         s.consecutive_failures, (unsigned long long)s.opens,
-                         (unsigned long long)s.refused, (unsigned long long)s.retry_in_ms);
+    if (worse[s->state] > worse[into->state])
+        into->state = s->state;
+    if (s->consecutive_failures > into->consecutive_failures)
+        into->consecutive_failures = s->consecutive_failures;
+    if (s->retry_in_ms > into->retry_in_ms)
+        into->retry_in_ms = s->retry_in_ms;
+}
+
+/* Snapshots of both breakers into 'deps' -- on a cluster "redis" summing
+ * every master's breaker: states of those shown, counters of all -- and of
+ * the masters shown into 'shown'; returns how many. */
+static int snapshot_all(uint64_t now, breaker_snapshot deps[FLOWCTL_DEPS],
+                        shown_master shown[MASTERS_MAX])
+{
+    breaker_snapshot *redis = &deps[FLOWCTL_REDIS];
+    int dep;
+    int n = 0;
+    int i;
+
+    for (dep = 0; dep < FLOWCTL_DEPS; dep++)
+        breaker_snapshot_get(fc.breakers[dep], now, &deps[dep]);
+    pthread_mutex_lock(&fc.masters_mu);
+    redis->opens += fc.retired_opens;
+    redis->refused += fc.retired_refused;
+    for (i = 0; i < fc.nmasters; i++) {
+        const master_breaker *m = &fc.masters[i];
+        breaker_snapshot s;
+
+        if (m->name[0] == '\0')
+            continue;
+        breaker_snapshot_get(m->b, now, &s);
+        redis->opens += s.opens;
+        redis->refused += s.refused;
+        if (now - m->last_ns >= MASTER_SHOWN_NS)
+            continue;
+        merge_state(redis, &s);
+        memcpy(shown[n].name, m->name, sizeof(shown[n].name));
+        shown[n++].s = s;
+    }
+    pthread_mutex_unlock(&fc.masters_mu);
+    return n;
+}
+
+/* {"state":..,...,"retry_in_ms":.. -- the caller closes it. */
+static int breaker_fields(lj_buf *out, const breaker_snapshot *s)
+{
+    return lj_buf_printf(out, "{\"state\":\"%s\",\"consecutive_failures\":%u,\"opens\":%llu,"
+                              "\"refused\":%llu,\"retry_in_ms\":%llu",
+                         breaker_state_name(s->state), s->consecutive_failures,
+                         (unsigned long long)s->opens, (unsigned long long)s->refused,
+                         (unsigned long long)s->retry_in_ms);
+}
+
+static int render_masters_json(lj_buf *out, const shown_master *shown, int n)
+{
+    int i;
+
+    if (lj_buf_puts(out, ",\"masters\":{"))
+        return LJ_ENOMEM;
+    for (i = 0; i < n; i++)
+        if ((i && lj_buf_puts(out, ",")) ||
+            lj_buf_json_str(out, shown[i].name, strlen(shown[i].name)) ||
+            lj_buf_puts(out, ":") || breaker_fields(out, &shown[i].s) || lj_buf_puts(out, "}"))
+            return LJ_ENOMEM;
+    return lj_buf_puts(out, "}");
 }
 
 int flowctl_render_json(lj_buf *out)
 {
     const lj_config *c = fc.cfg;
     uint64_t now = uv_hrtime();
+    breaker_snapshot deps[FLOWCTL_DEPS];
+    shown_master shown[MASTERS_MAX];
     int dep;
+    int n;
 
     if (lj_buf_puts(out, ",\"flow_control\":{") ||
         render_limit_json(out, "device_limit", fc.devices, c->device_rate, c->device_burst) ||
@@ -166,29 +317,65 @@ int flowctl_render_json(lj_buf *out)
                       (long long)atomic_load(&fc.inflight), c->max_inflight,
                       (unsigned long long)atomic_load(&fc.inflight_refused)))
         return LJ_ENOMEM;
+    n = snapshot_all(now, deps, shown);
     for (dep = 0; dep < FLOWCTL_DEPS; dep++)
-        if (render_breaker_json(out, dep, now))
+        if (lj_buf_printf(out, "%s\"%s\":", dep ? "," : "", dep_names[dep]) ||
+            breaker_fields(out, &deps[dep]) ||
+            (dep == FLOWCTL_REDIS && fc.nmasters && render_masters_json(out, shown, n)) ||
+            lj_buf_puts(out, "}"))
             return LJ_ENOMEM;
     return lj_buf_puts(out, "}}");
 }
 
-/* One metric family over both breakers: field 0 state, 1 opens, 2 refused. */
-static int render_breaker_family(lj_buf *out, const char *name, const char *type,
-                                 const char *help, int field, uint64_t now)
+/* The breakers' metric families, by field: 0 state, 1 opens, 2 refused. */
+typedef struct family {
+    const char *name;
+    const char *type;
+    const char *help;
+} family;
+
+static const family dep_families[] = {
+    {"ljwx_breaker_state", "gauge", "Circuit breaker: 0 closed, 1 open, 2 half open."},
+    {"ljwx_breaker_opens_total", "counter", "Times the circuit breaker opened."},
+    {"ljwx_breaker_refused_total", "counter", "Calls refused by an open circuit breaker."},
+};
+
+static const family master_families[] = {
+    {"ljwx_breaker_master_state", "gauge",
+     "Circuit breaker of a Redis Cluster master: 0 closed, 1 open, 2 half open."},
+    {"ljwx_breaker_master_opens_total", "counter",
+     "Times the circuit breaker of a Redis Cluster master opened."},
+    {"ljwx_breaker_master_refused_total", "counter",
+     "Uploads refused by the open circuit breaker of a Redis Cluster master."},
+};
+
+static unsigned long long field_of(const breaker_snapshot *s, int field)
 {
-    int dep;
+    return field == 0 ? (unsigned long long)s->state : field == 1 ? s->opens : s->refused;
+}
 
-    if (lj_buf_printf(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type))
+/* Field 'field' of both breakers, then on a cluster of the masters shown. */
+static int render_breaker_field(lj_buf *out, int field, const breaker_snapshot *deps,
+                                const shown_master *shown, int n)
+{
+    const family *f = &dep_families[field];
+    int i;
+
+    if (lj_buf_printf(out, "# HELP %s %s\n# TYPE %s %s\n", f->name, f->help, f->name, f->type))
         return LJ_ENOMEM;
-    for (dep = 0; dep < FLOWCTL_DEPS; dep++) {
-        breaker_snapshot s;
-        unsigned long long v;
-
-        breaker_snapshot_get(fc.breakers[dep], now, &s);
-        v = field == 0 ? (unsigned long long)s.state : field == 1 ? s.opens : s.refused;
-        if (lj_buf_printf(out, "%s{dependency=\"%s\"} %llu\n", name, dep_names[dep], v))
+    for (i = 0; i < FLOWCTL_DEPS; i++)
+        if (lj_buf_printf(out, "%s{dependency=\"%s\"} %llu\n", f->name, dep_names[i],
+                          field_of(&deps[i], field)))
             return LJ_ENOMEM;
-    }
+    if (fc.nmasters == 0)
+        return 0;
+    f = &master_families[field];
+    if (lj_buf_printf(out, "# HELP %s %s\n# TYPE %s %s\n", f->name, f->help, f->name, f->type))
+        return LJ_ENOMEM;
+    for (i = 0; i < n; i++)
+        if (lj_buf_printf(out, "%s{master=\"%s\"} %llu\n", f->name, shown[i].name,
+                          field_of(&shown[i].s, field)))
+            return LJ_ENOMEM;
     return 0;
 }
 
@@ -197,6 +384,10 @@ int flowctl_render_prometheus(lj_buf *out)
     ratelimit_usage dev;
     ratelimit_usage addr;
     uint64_t now = uv_hrtime();
+    breaker_snapshot deps[FLOWCTL_DEPS];
+    shown_master shown[MASTERS_MAX];
+    int field;
+    int n;
 
     usage_of(fc.devices, &dev);
     usage_of(fc.addrs, &addr);
@@ -225,12 +416,9 @@ int flowctl_render_prometheus(lj_buf *out)
             (long long)atomic_load(&fc.inflight),
             (unsigned long long)atomic_load(&fc.inflight_refused)))
         return LJ_ENOMEM;
-    return render_breaker_family(out, "ljwx_breaker_state", "gauge",
-                                 "Circuit breaker: 0 closed, 1 open, 2 half open.", 0, now) ||
-                   render_breaker_family(out, "ljwx_breaker_opens_total", "counter",
-                                         "Times the circuit breaker opened.", 1, now) ||
-                   render_breaker_family(out, "ljwx_breaker_refused_total", "counter",
-                                         "Calls refused by an open circuit breaker.", 2, now)
-               ? LJ_ENOMEM
-               : 0;
+    n = snapshot_all(now, deps, shown);
+    for (field = 0; field < 3; field++)
+        if (render_breaker_field(out, field, deps, shown, n))
+            return LJ_ENOMEM;
+    return 0;
 }

@@ -8,7 +8,9 @@
  *   in-flight cap   uploads waiting on Redis or PostgreSQL (--max-inflight);
  *                   beyond it 503 at once instead of a growing queue
  *   breakers        one for Redis (stream path), one for the legacy path's
- *                   PostgreSQL (breaker.h)
+ *                   PostgreSQL (breaker.h); on a Redis Cluster one per
+ *                   master in front of the XADDs routed to it, so a dead
+ *                   master refuses only the devices of its shards
  *
  * Limits hold per producer process: with several instances a device may
  * send up to the limit to each. Set up before the loops start; every loop
@@ -47,10 +49,18 @@ void flowctl_leave(void);
 /* The breaker in front of 'dep'. */
 breaker *flowctl_breaker(enum flowctl_dep dep);
 
+/* The breaker in front of the cluster master 'name' ("host:port"), made on
+ * first use; the FLOWCTL_REDIS one when the table of masters is full. A
+ * master not asked for in a minute is no longer shown, and after two its
+ * entry may go to another master (an outcome is reported within
+ * --redis-timeout-ms of asking, so the pointer stays good till then). */
+breaker *flowctl_master_breaker(const char *name);
+
 /* "Retry-After: <s>\r\n" for a wait of 'ms' (at least one second). */
 void flowctl_retry_after(uint64_t ms, char *out, size_t len);
 
-/* Appends ,"flow_control":{...} (limits, counters, breakers). */
+/* Appends ,"flow_control":{...} (limits, counters, breakers; on a cluster
+ * "redis" sums its masters' breakers, each under "masters"). */
 int flowctl_render_json(lj_buf *out);
 /* Appends the Prometheus lines. */
 int flowctl_render_prometheus(lj_buf *out);

@@ -42,6 +42,7 @@ typedef struct upload {
     enum shape shape;
     int may_fall_back;      /* routed: the legacy path is the fallback */
     int in_flight;          /* counted by flowctl_enter() */
+    breaker *redis;         /* the stream path's breaker (redis_breaker) */
     rec_batch b;
     char batch_id[REC_BATCH_ID_MAX + 1];
     uint64_t path_start_ns;
@@ -201,6 +202,31 @@ static int stream_full(const ingest *in, stream_kind kind, const char *sn)
     return backlog_full(in->backlog, kind, shard_of(in, sn));
 }
 
+/* The name of device 'sn''s shard of the stream of 'kind'. */
+static void shard_stream(const ingest *in, stream_kind kind, const char *sn,
+                         char out[STREAM_NAME_MAX])
+{
+    stream_shard_name(out, STREAM_NAME_MAX, in->cfg->stream_prefix, kind, shard_of(in, sn),
+                      in->tagged);
+}
+
+/* The breaker in front of the XADD of 'kind' for device 'sn': on a cluster
+ * that of the master its shard routes to, so a dead master refuses its own
+ * devices only; on one Redis (or before the slot map is known) the one
+ * Redis breaker. */
+static breaker *redis_breaker(const ingest *in, stream_kind kind, const char *sn)
+{
+    char stream[STREAM_NAME_MAX];
+    char master[RCLUSTER_NAME_MAX];
+
+    if (!rcluster_is_cluster(in->link))
+        return flowctl_breaker(FLOWCTL_REDIS);
+    shard_stream(in, kind, sn, stream);
+    if (rcluster_master_name(in->link, stream, master, sizeof(master)) != 0)
+        return flowctl_breaker(FLOWCTL_REDIS);
+    return flowctl_master_breaker(master);
+}
+
 /* XADD <stream> * timestamp <ms> uuid <uuid> device_sn <sn> message_type <t>
  *      api_version v2 batch_id <id> payload <json>  ('cb' gets the reply) */
 static int send_xadd(ingest *in, stream_kind kind, const char *sn, const char *batch_id,
@@ -220,8 +246,7 @@ static int send_xadd(ingest *in, stream_kind kind, const char *sn, const char *b
     size_t lens[sizeof(argv) / sizeof(argv[0])];
     size_t i;
 
-    stream_shard_name(stream, sizeof(stream), in->cfg->stream_prefix, kind, shard_of(in, sn),
-                      in->tagged);
+    shard_stream(in, kind, sn, stream);
     snprintf(ts, sizeof(ts), "%lld", (long long)now_ms());
     make_uuid(in, uuid);
     for (i = 0; i + 1 < sizeof(argv) / sizeof(argv[0]); i++)
@@ -439,8 +464,8 @@ static void stream_failed(upload *u, const char *why)
 /* A failure that opens no breaker: on a cluster, a refusal at once (the
  * shard's master is down or not known yet: 'sent' 0), CLUSTERDOWN /
  * TRYAGAIN, or a WAIT short of replicas is about one shard or a failover in
- * progress, and costs no wait; the breaker, which guards every shard, hears
- * of lost replies and of Redis's own errors (-OOM, ...) only. */
+ * progress, and costs no wait; the master's breaker hears of lost replies
+ * and of Redis's own errors (-OOM, ...) only. */
 static int shard_failure(const ingest *in, xverdict v, const redisReply *err, int sent)
 {
     cluster_redirect rd;
@@ -452,16 +477,17 @@ static int shard_failure(const ingest *in, xverdict v, const redisReply *err, in
     return err != NULL && cluster_redirect_parse(err->str, err->len, &rd) == CLUSTER_RETRY;
 }
 
-/* An XADD's outcome for the Redis breaker ('sent' 0: it could not be sent);
- * 1 when it succeeded. */
-static int xadd_outcome(const ingest *in, xverdict v, const redisReply *err, int sent)
+/* An XADD's outcome for 'b', the breaker that let it through ('sent' 0: it
+ * could not be sent); 1 when it succeeded. */
+static int xadd_outcome(const ingest *in, breaker *b, xverdict v, const redisReply *err,
+                        int sent)
 {
     int ok = sent && v == XV_ADDED;
 
     if (ok || !shard_failure(in, v, err, sent))
-        breaker_report(flowctl_breaker(FLOWCTL_REDIS), ok, uv_hrtime());
+        breaker_report(b, ok, uv_hrtime());
     else
-        breaker_abstain(flowctl_breaker(FLOWCTL_REDIS), uv_hrtime());
+        breaker_abstain(b, uv_hrtime());
     if (!ok)
         atomic_fetch_add(&stats_fault.xadd_errors, 1);
     return ok;
@@ -483,7 +509,7 @@ static void on_health_xadd(xverdict v, const char *id, size_t id_len, const redi
     lj_buf body;
     int err;
 
-    if (!xadd_outcome(u->in, v, r, 1)) {
+    if (!xadd_outcome(u->in, u->redis, v, r, 1)) {
         stream_failed(u, xadd_failure(v, r));
         return;
     }
@@ -509,7 +535,8 @@ static void go_stream(upload *u)
         stream_failed(u, "stream over its high watermark");
         return;
     }
-    if (!breaker_allow(flowctl_breaker(FLOWCTL_REDIS), u->path_start_ns, &retry_ms)) {
+    u->redis = redis_breaker(u->in, STREAM_HEALTH, u->b.recs[0].device_sn);
+    if (!breaker_allow(u->redis, u->path_start_ns, &retry_ms)) {
         stream_refused(u, retry_ms);
         return;
     }
@@ -519,7 +546,7 @@ static void go_stream(upload *u)
         upload_free(u);
     } else if ((rc = send_xadd(u->in, STREAM_HEALTH, u->b.recs[0].device_sn, u->b.batch_id,
                                &payload, on_health_xadd, u)) != 0) {
-        xadd_outcome(u->in, XV_LOST, NULL, 0);
+        xadd_outcome(u->in, u->redis, XV_LOST, NULL, 0);
         stream_failed(u, "redis unavailable");
     }
     lj_buf_cleanup(&payload);
@@ -732,6 +759,7 @@ typedef struct simple_upload {
     http_request *req;
     const char *what;
     char sn[REC_SN_MAX + 1];
+    breaker *redis;
     uint64_t start_ns;
 } simple_upload;
 
@@ -748,7 +776,7 @@ static void on_simple_xadd(xverdict v, const char *id, size_t id_len, const redi
     lj_buf body;
     int err;
 
-    if (!xadd_outcome(su->in, v, r, 1)) {
+    if (!xadd_outcome(su->in, su->redis, v, r, 1)) {
         stats_path(STATS_STREAM, 0, seconds_since(su->start_ns));
         ingest_unavailable(su->req, "stream unavailable, retry later");
         simple_free(su);
@@ -807,13 +835,14 @@ static void send_simple(ingest *in, http_request *req, stream_kind kind, const c
         simple_free(su);
         return;
     }
-    if (!breaker_allow(flowctl_breaker(FLOWCTL_REDIS), su->start_ns, &retry_ms)) {
+    su->redis = redis_breaker(in, kind, sn);
+    if (!breaker_allow(su->redis, su->start_ns, &retry_ms)) {
         unavailable_for(req, "stream unavailable, retry later", retry_ms);
         simple_free(su);
         return;
     }
     if (send_xadd(in, kind, sn, "", payload, on_simple_xadd, su) != 0) {
-        xadd_outcome(in, XV_LOST, NULL, 0);
+        xadd_outcome(in, su->redis, XV_LOST, NULL, 0);
         ingest_unavailable(req, "stream unavailable, retry later");
         simple_free(su);
         return;
@@ -866,6 +895,7 @@ typedef struct report_upload {
     stream_kind kind;       /* STREAM_DEVICE or STREAM_EVENT */
     const char *what;       /* "device info", "event" (kinds.h) */
     char id[37];            /* device reports: the history's stream_id */
+    breaker *redis;         /* the stream path's breaker (redis_breaker) */
     uint64_t start_ns;
     kind_value u;
 } report_upload;
@@ -942,7 +972,7 @@ static void on_report_xadd(xverdict v, const char *id, size_t id_len, const redi
     lj_buf body;
     int err;
 
-    if (!xadd_outcome(ru->in, v, r, 1)) {
+    if (!xadd_outcome(ru->in, ru->redis, v, r, 1)) {
         stats_path(STATS_STREAM, 0, seconds_since(ru->start_ns));
         if (v == XV_REFUSED) {  /* an error reply: definitely not added */
             report_fall_back(ru, "XADD refused");
@@ -977,7 +1007,8 @@ static void report_stream(report_upload *ru)
         report_fall_back(ru, "stream over its high watermark");
         return;
     }
-    if (!breaker_allow(flowctl_breaker(FLOWCTL_REDIS), ru->start_ns, &retry_ms)) {
+    ru->redis = redis_breaker(ru->in, ru->kind, report_sn(ru));
+    if (!breaker_allow(ru->redis, ru->start_ns, &retry_ms)) {
         report_fall_back(ru, "redis circuit open");
         return;
     }
@@ -987,7 +1018,7 @@ static void report_stream(report_upload *ru)
         report_free(ru);
     } else if (send_xadd(ru->in, ru->kind, report_sn(ru), "", &payload, on_report_xadd,
                          ru) != 0) {
-        xadd_outcome(ru->in, XV_LOST, NULL, 0);
+        xadd_outcome(ru->in, ru->redis, XV_LOST, NULL, 0);
         stats_path(STATS_STREAM, 0, seconds_since(ru->start_ns));
         report_fall_back(ru, "redis unavailable");
     }

@@ -1,5 +1,6 @@
 #include "rcluster.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -287,7 +288,7 @@ static int send_to(rcluster *c, op *o, const cluster_addr *to, int asking)
 }
 
 /* The master for 'key' (any master whose link is up for NULL), or NULL. */
-static const cluster_addr *master_of(rcluster *c, const char *key)
+static const cluster_addr *master_of(const rcluster *c, const char *key)
 {
     int idx;
     int i;
@@ -445,6 +446,18 @@ int rcluster_ready(const rcluster *c)
     if (c->single)
         return rlink_ready(c->single);
     return c->have_map && cluster_map_uncovered(c->map) == 0 && masters_up(c);
+}
+
+_Static_assert(RCLUSTER_NAME_MAX >= CLUSTER_HOST_MAX + 7, "host, ':' and a port");
+
+int rcluster_master_name(const rcluster *c, const char *key, char *out, size_t len)
+{
+    const cluster_addr *m = c->single ? NULL : master_of(c, key);
+
+    if (m == NULL)
+        return LJ_EUNAVAIL;
+    snprintf(out, len, "%s:%d", m->host, m->port);
+    return 0;
 }
 
 int rcluster_idle(const rcluster *c)

@@ -55,6 +55,14 @@ int rcluster_ready(const rcluster *c);
 int rcluster_command(rcluster *c, const char *key, int argc, const char **argv,
                      const size_t *lens, rlink_cb cb, void *arg);
 
+/* "host:port" of a master, NUL included (cluster.h's host and a port). */
+#define RCLUSTER_NAME_MAX 72
+
+/* Writes "host:port" of the master that serves 'key' in the slot map now
+ * (a MOVED may still send the command elsewhere). 0; LJ_EUNAVAIL on one
+ * Redis, before a map is known, or when no master serves the slot. */
+int rcluster_master_name(const rcluster *c, const char *key, char *out, size_t len);
+
 /* Nonzero when no command waits for its reply. */
 int rcluster_idle(const rcluster *c);
 

@@ -81,8 +81,14 @@ class RedisCluster:
             except subprocess.TimeoutExpired:
                 p.kill()
 
-    def kill(self, port):
-        """kill -9 of one node, as a crash."""
+    def kill(self, port, stalled_s=0):
+        """kill -9 of one node, as a crash. 'stalled_s' > 0: stopped that
+        long first (SIGSTOP), as a node that hangs and then dies: the
+        commands sent to it meanwhile wait on their replies, and lose them
+        at once."""
+        if stalled_s > 0:
+            self.procs[port].send_signal(signal.SIGSTOP)
+            time.sleep(stalled_s)
         self.procs[port].send_signal(signal.SIGKILL)
         self.procs[port].wait(10)
 

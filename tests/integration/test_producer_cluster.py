@@ -8,6 +8,7 @@ import threading
 import time
 import uuid
 
+import pytest
 import requests
 
 from conftest import free_port, reading, wait_for
@@ -249,3 +250,134 @@ def test_a_slot_migrated_under_load_is_followed_through_ask_then_moved(stack, ow
     added = sum(of(shard(stack, k)).xinfo_stream(shard(stack, k))["entries-added"]
                 for k in range(SHARDS))
     assert added == len(ok) + 1                           # each added once (+ the warm-up)
+
+
+def shard_of(sn, nshards=SHARDS):
+    """The shard of device 'sn' (common/streams.c stream_shard_of)."""
+    m = 0xFFFFFFFF
+    h = 2166136261
+    for b in sn.encode():
+        h = ((h ^ b) * 16777619) & m
+    h ^= 0x9E3779B9
+    h ^= h >> 16
+    h = (h * 0x85EBCA6B) & m
+    h ^= h >> 13
+    h = (h * 0xC2B2AE35) & m
+    h ^= h >> 16
+    return (h * nshards) >> 32
+
+
+class ClusterDown(threading.Thread):
+    """Polls CLUSTER INFO on 'ports' every 50 ms until stopped; 'down' holds
+    the instants at which one of them said cluster_state:fail (it then
+    answers CLUSTERDOWN to every write, whichever master holds the slot)."""
+
+    def __init__(self, cluster, ports):
+        super().__init__(daemon=True)
+        self.cluster, self.ports = cluster, ports
+        self.down = []
+        self.stop = threading.Event()
+
+    def run(self):
+        clients = [self.cluster.node(p) for p in self.ports]
+        while not self.stop.is_set():
+            for c in clients:
+                try:
+                    if "cluster_state:ok" not in c.execute_command("CLUSTER", "INFO"):
+                        self.down.append(time.monotonic())
+                except Exception:
+                    pass
+            time.sleep(0.05)
+
+    def covers(self, t, slack=0.3):
+        """'t' within the span from the first 'down' to the last (one
+        failover: one window), widened by 'slack' for the polling."""
+        return bool(self.down) and self.down[0] - slack <= t <= self.down[-1] + slack
+
+
+@pytest.mark.parametrize("stalled_s", [0, 0.3], ids=["killed", "stalled-then-killed"])
+def test_a_killed_master_503s_only_the_devices_of_its_shards(stack, own_cluster, stalled_s):
+    """Issue 18, the sceptic's test of the breaker on a cluster: under load
+    from devices of all 6 shards, kill -9 of one master of three. Devices
+    whose shard lives on a live master keep getting 200: the only 503 they
+    may get is while a live master itself says cluster_state:fail (the dead
+    one flagged FAIL, its replica not yet promoted; with the default
+    cluster-require-full-coverage every master then answers CLUSTERDOWN to
+    every write, which no producer can turn into a 200) -- none before it,
+    none after it. Devices of the dead master get 200 or 503 + Retry-After.
+    Every 200 is stored once and routing resumes. Eight clients in parallel.
+    Killed outright, the master has about one XADD in flight on loopback;
+    stalled 0.3 s first, every client's upload to its shards waits on it
+    and all are lost at once, more than --breaker-failures (5): what a
+    fleet's concurrency or a network's round trip gives a plain kill."""
+    cluster = own_cluster
+    tag = f"PB{uuid.uuid4().hex[:6]}-"
+    stack.producer(**cluster_env(cluster))      # the default breaker: 5 failures, 2 s
+    wait_routing(stack, tag + "warm")
+    stack.consumer("--workers", "1", **consumer_env(cluster))
+    home = [cluster.master_of_slot(cluster.keyslot(shard(stack, k))) for k in range(SHARDS)]
+    victim = home[0]
+    loads = [Load(stack, f"{tag}{j}-", devices=12, seconds=14.0) for j in range(8)]
+    devices = {f"{ld.tag}{d:03d}" for ld in loads for d in range(ld.devices)}
+    assert {shard_of(sn) for sn in devices} == set(range(SHARDS))
+    # shard_of is the producer's: each device's warm-up entry is on its shard.
+    ids = send(stack, f"{tag}w-", 12)
+    of = client_of(cluster)
+    for sn, sid in ids.items():
+        k = shard_of(sn)
+        assert of(shard(stack, k)).xrange(shard(stack, k), sid, sid), sn
+    monitor = ClusterDown(cluster, [m for m in cluster.masters() if m != victim])
+    monitor.start()
+    for ld in loads:
+        ld.start()
+    time.sleep(3)
+    killed_at = time.monotonic()
+    cluster.kill(victim, stalled_s)
+    for ld in loads:
+        ld.join(60)
+        assert not ld.is_alive()
+    cluster.wait_failover(victim)
+    monitor.stop.set()
+    monitor.join(5)
+    results = [r for ld in loads for r in ld.results]
+    assert {st for _, _, st, _ in results} <= {200, 503}
+    assert sum(ld.retry_after_missing for ld in loads) == 0
+    live = [(sn, st, t) for sn, _, st, t in results if home[shard_of(sn)] != victim]
+    dead = [(sn, st, t) for sn, _, st, t in results if home[shard_of(sn)] == victim]
+    assert any(st == 503 for _, st, _ in dead), "the kill was not felt"
+    live_503 = [t for _, st, t in live if st == 503]
+    outside = [round(t - killed_at, 2) for t in live_503 if not monitor.covers(t)]
+    down = [round(t - killed_at, 2) for t in monitor.down]
+    print(f"\nload: {len(results)} uploads; live-master devices: {len(live)}, "
+          f"{len(live_503)} 503; dead-master devices: {len(dead)}, "
+          f"{sum(st == 503 for _, st, _ in dead)} 503; cluster down "
+          f"{down[:1]}..{down[-1:]} s after the kill")
+    log = open(stack.procs[0].log_path).read()
+    assert not outside, (f"{len(outside)} 503s of live-master devices outside the cluster's "
+                         f"down window, at {outside[:20]} s after the kill; breaker lines: "
+                         f"{[line for line in log.splitlines() if 'breaker' in line][:10]}")
+    # Routing resumed: after the last 503, every device got a 200.
+    last_503 = max(t for _, st, t in live + dead if st == 503)
+    assert last_503 - killed_at < 10
+    assert {sn for sn, st, t in live + dead if t > last_503 and st == 200} == devices
+    ok = {(sn, ts) for sn, ts, st, _ in results if st == 200}
+    wait_for(lambda: ok <= set(stored(stack, tag)), timeout=60,
+             what="every 200 stored after the failover")
+    rows = stored(stack, tag)
+    assert all(rows[k] == 1 for k in ok)
+    # One breaker per master: the live ones never opened; "redis" keeps its
+    # old keys and sums them; a master asked for in the last minute is shown.
+    redis = requests.get(stack.url + "/api/stream_metrics", timeout=5).json()[
+        "flow_control"]["breakers"]["redis"]
+    masters = redis.pop("masters")
+    assert set(redis) == {"state", "consecutive_failures", "opens", "refused", "retry_in_ms"}
+    names = {f"127.0.0.1:{p}" for p in set(home) | set(cluster.masters())}
+    alive = next(p for p in home if p != victim)
+    assert set(masters) <= names and f"127.0.0.1:{alive}" in masters, masters
+    assert all(masters[f"127.0.0.1:{p}"]["opens"] == 0 for p in home if p != victim)
+    assert redis["opens"] == sum(m["opens"] for m in masters.values())
+    if stalled_s:
+        assert masters[f"127.0.0.1:{victim}"]["opens"] >= 1
+    text = requests.get(stack.url + "/metrics", timeout=5).text
+    assert 'ljwx_breaker_state{dependency="redis"} ' in text
+    assert f'ljwx_breaker_master_opens_total{{master="127.0.0.1:{alive}"}} 0' in text

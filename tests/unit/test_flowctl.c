@@ -202,6 +202,31 @@ static void test_lost_probe_is_replaced_after_a_cool_down(void **state)
     breaker_free(b);
 }
 
+static void test_a_reset_breaker_is_as_new(void **state)
+{
+    breaker *b = breaker_new("redis 10.0.0.1:6379", 1, 100, 400);
+    breaker_snapshot s;
+    uint64_t retry = 0;
+    uint64_t t = 10 * S;
+
+    (void)state;
+    assert_non_null(b);
+    assert_true(breaker_allow(b, t, &retry));
+    breaker_report(b, 0, t);                    /* open */
+    assert_false(breaker_allow(b, t, &retry));
+    breaker_reset(b, "redis 10.0.0.2:6379");    /* given to another master */
+    breaker_snapshot_get(b, t, &s);
+    assert_int_equal(s.state, BREAKER_CLOSED);
+    assert_int_equal(s.consecutive_failures, 0);
+    assert_int_equal(s.opens, 0);
+    assert_int_equal(s.refused, 0);
+    assert_true(breaker_allow(b, t, &retry));
+    breaker_report(b, 0, t);                    /* the first cool-down again */
+    assert_false(breaker_allow(b, t + 99 * MS, &retry));
+    assert_true(breaker_allow(b, t + 100 * MS, &retry));
+    breaker_free(b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -212,6 +237,7 @@ int main(void)
         cmocka_unit_test(test_breaker_with_threshold_0_never_opens),
         cmocka_unit_test(test_lost_probe_is_replaced_after_a_cool_down),
         cmocka_unit_test(test_an_abstaining_probe_lets_another_probe_at_once),
+        cmocka_unit_test(test_a_reset_breaker_is_as_new),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
