@@ -422,3 +422,23 @@ def failing_trigger(servers, sqlstate, sn_like):
         servers.sql(f"DROP TRIGGER IF EXISTS {name} ON t_user_health_data")
         servers.sql(f"DROP FUNCTION IF EXISTS {name}()")
     return drop
+
+
+# A real 3-master, 3-replica Redis Cluster (redis_cluster.py).
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory):
+    """Shared by every test that leaves the cluster whole: one start (~6 s)
+    for the whole run; each test has its own key prefix."""
+    from redis_cluster import RedisCluster
+    c = RedisCluster(str(tmp_path_factory.mktemp("cluster"))).start()
+    yield c
+    c.stop()
+
+
+@pytest.fixture
+def own_cluster(tmp_path):
+    """A cluster of the test's own, for a test that kills or stops a node."""
+    from redis_cluster import RedisCluster
+    c = RedisCluster(str(tmp_path)).start()
+    yield c
+    c.stop()

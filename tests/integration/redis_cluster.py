@@ -8,7 +8,6 @@ import socket
 import subprocess
 import time
 
-import pytest
 import redis
 
 from conftest import wait_for
@@ -188,21 +187,3 @@ class RedisCluster:
         for m in self.masters():
             self.node(m).execute_command("CLUSTER", "SETSLOT", slot, "NODE", dst_id)
         time.sleep(0.1)
-
-
-# Fixtures, imported by the test modules that use them.
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    """Shared by a module's tests that leave the cluster whole."""
-    c = RedisCluster(str(tmp_path_factory.mktemp("cluster"))).start()
-    yield c
-    c.stop()
-
-
-@pytest.fixture
-def own_cluster(tmp_path):
-    """For a test that kills a node."""
-    c = RedisCluster(str(tmp_path)).start()
-    yield c
-    c.stop()

@@ -9,7 +9,6 @@ import time
 
 
 from conftest import TOP, free_port, wait_for
-from redis_cluster import cluster, own_cluster  # noqa: F401 (fixtures)
 
 # Test tools are built with ASan only (Makefile: TOOLS).
 PROBE = os.path.join(TOP, "build", "asan", "tests", "tools", "rconn_probe")

@@ -15,7 +15,6 @@ import redis
 import requests
 
 from conftest import free_port, wait_for
-from redis_cluster import cluster  # noqa: F401 (fixtures)
 
 BASE_MS = 1_760_000_000_000
 

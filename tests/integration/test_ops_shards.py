@@ -9,7 +9,6 @@ import uuid
 import requests
 
 from conftest import free_port, wait_for
-from redis_cluster import cluster  # noqa: F401 (fixtures)
 from test_producer_cluster import (BASE_S, client_of, consumer_env, send, shard, stored,
                                    wait_routing)
 

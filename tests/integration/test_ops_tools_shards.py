@@ -10,7 +10,6 @@ import uuid
 import pytest
 
 from conftest import free_port, wait_for
-from redis_cluster import cluster  # noqa: F401 (fixtures)
 from test_ops_shards import idle_groups
 from test_ops_tools import tool
 from test_producer_cluster import BASE_S, client_of, shard, stored, wait_routing

@@ -12,7 +12,6 @@ import pytest
 import requests
 
 from conftest import free_port, reading, wait_for
-from redis_cluster import cluster, own_cluster  # noqa: F401 (fixtures)
 
 BASE_S = 1_760_000_000
 SHARDS = 6
@@ -181,40 +180,6 @@ class Load(threading.Thread):
             time.sleep(0.005)
 
 
-def test_a_killed_master_under_load_loses_no_200_and_routing_resumes(stack, own_cluster):
-    cluster = own_cluster
-    tag = f"PK{uuid.uuid4().hex[:6]}-"
-    stack.producer(**cluster_env(cluster))
-    wait_routing(stack, tag + "warm")
-    stack.consumer("--workers", "1", **consumer_env(cluster))
-    victim = cluster.master_of_slot(cluster.keyslot(shard(stack, 0)))
-    load = Load(stack, tag)
-    load.start()
-    time.sleep(3)
-    killed_at = time.monotonic()
-    cluster.kill(victim)
-    load.join(60)
-    assert not load.is_alive()
-    statuses = {st for _, _, st, _ in load.results}
-    assert statuses <= {200, 503}, statuses
-    assert load.retry_after_missing == 0
-    cluster.wait_failover(victim)
-    # Routing resumed by itself within seconds: after the last 503 every
-    # upload, of every device (every shard, the failed-over ones too), got 200.
-    after = [(sn, st, t) for sn, _, st, t in load.results if t > killed_at]
-    failed = [t for _, st, t in after if st == 503]
-    assert failed, "the kill was not felt"
-    last_503 = max(failed)
-    assert last_503 - killed_at < 10, f"503s for {last_503 - killed_at:.1f} s after the kill"
-    print(f"\nload: {len(load.results)} uploads, {len(failed)} 503 after the kill, last 503 {last_503 - killed_at:.2f} s after it")
-    assert len({sn for sn, st, t in after if t > last_503 and st == 200}) == load.devices
-    ok = {(sn, ts) for sn, ts, st, _ in load.results if st == 200}
-    wait_for(lambda: ok <= set(stored(stack, tag)), timeout=60,
-             what="every 200 stored after the failover")
-    rows = stored(stack, tag)
-    assert all(rows[k] == 1 for k in ok)
-
-
 def test_a_slot_migrated_under_load_is_followed_through_ask_then_moved(stack, own_cluster):
     cluster = own_cluster
     tag = f"PM{uuid.uuid4().hex[:6]}-"
@@ -317,7 +282,7 @@ def test_a_killed_master_503s_only_the_devices_of_its_shards(stack, own_cluster,
     stack.consumer("--workers", "1", **consumer_env(cluster))
     home = [cluster.master_of_slot(cluster.keyslot(shard(stack, k))) for k in range(SHARDS)]
     victim = home[0]
-    loads = [Load(stack, f"{tag}{j}-", devices=12, seconds=14.0) for j in range(8)]
+    loads = [Load(stack, f"{tag}{j}-", devices=12, seconds=10.0) for j in range(8)]
     devices = {f"{ld.tag}{d:03d}" for ld in loads for d in range(ld.devices)}
     assert {shard_of(sn) for sn in devices} == set(range(SHARDS))
     # shard_of is the producer's: each device's warm-up entry is on its shard.

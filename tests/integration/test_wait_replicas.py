@@ -12,7 +12,6 @@ import pytest
 import requests
 
 from conftest import free_port, reading, wait_for
-from redis_cluster import own_cluster  # noqa: F401 (fixtures)
 from test_producer_cluster import (BASE_S, Load, client_of, cluster_env, consumer_env,
                                    shard, stored, upload, wait_routing)
 
