@@ -37,6 +37,7 @@ struct rcluster {
     uint64_t last_refresh_ms;
     unsigned rotate;        /* which ready link is asked next */
     int closing;
+    const struct op *replying;  /* the command whose callback is running */
     rcluster_counts counts;
 };
 
@@ -46,6 +47,7 @@ typedef struct op {
     rlink_cb cb;
     void *arg;
     int redirects;
+    cluster_addr at;        /* the node it was last sent to */
     int argc;
     const char **argv;
     size_t *lens;
@@ -262,8 +264,13 @@ static op *op_new(rcluster *c, int argc, const char **argv, const size_t *lens, 
 
 static void finish(op *o, redisReply *r)
 {
-    if (o->cb)
+    if (o->cb) {
+        const op *outer = o->c->replying;
+
+        o->c->replying = o;
         o->cb(r, o->arg);
+        o->c->replying = outer;
+    }
     free(o);
 }
 
@@ -284,6 +291,8 @@ static int send_to(rcluster *c, op *o, const cluster_addr *to, int asking)
         return LJ_EUNAVAIL;
     if ((rc = rlink_command(n->link, o->argc, o->argv, o->lens, on_routed, o)) != 0)
         c->want_refresh = 1;
+    else
+        o->at = *to;
     return rc;
 }
 
@@ -377,6 +386,23 @@ int rcluster_command(rcluster *c, const char *key, int argc, const char **argv,
     if ((o = op_new(c, argc, argv, lens, cb, arg)) == NULL)
         return LJ_ENOMEM;
     if ((rc = send_to(c, o, to, 0)) != 0)
+        free(o);
+    return rc;
+}
+
+int rcluster_command_same_node(rcluster *c, int argc, const char **argv, const size_t *lens,
+                               rlink_cb cb, void *arg)
+{
+    op *o;
+    int rc;
+
+    if (c->single)
+        return rlink_command(c->single, argc, argv, lens, cb, arg);
+    if (c->closing || c->replying == NULL)
+        return LJ_EUNAVAIL;
+    if ((o = op_new(c, argc, argv, lens, cb, arg)) == NULL)
+        return LJ_ENOMEM;
+    if ((rc = send_to(c, o, &c->replying->at, 0)) != 0)
         free(o);
     return rc;
 }

@@ -63,6 +63,15 @@ int rcluster_command(rcluster *c, const char *key, int argc, const char **argv,
  * Redis, before a map is known, or when no master serves the slot. */
 int rcluster_master_name(const rcluster *c, const char *key, char *out, size_t len);
 
+/* Inside the callback of a command sent by rcluster_command(): sends
+ * another to the node that gave that reply, whatever the map says of the
+ * key now (after an ASK it is not the slot's master yet): for a keyless
+ * follow-up such as WAIT, which counts the replicas of the writes of its
+ * own connection. On one Redis, as rcluster_command(). Elsewhere
+ * LJ_EUNAVAIL; else as rcluster_command(). */
+int rcluster_command_same_node(rcluster *c, int argc, const char **argv, const size_t *lens,
+                               rlink_cb cb, void *arg);
+
 /* Nonzero when no command waits for its reply. */
 int rcluster_idle(const rcluster *c);
 

@@ -53,7 +53,9 @@ static void answer(xw *w, xverdict v, const redisReply *err)
 static void on_wait(redisReply *r, void *arg);
 static void on_wait_again(redisReply *r, void *arg);
 
-/* Sends WAIT to the master of the key; 'again': after the XADD's reply. */
+/* Sends WAIT to the master of the key, pipelined after the XADD; 'again':
+ * from the XADD's reply, to the node that gave it (after an ASK, the slot's
+ * importing node, which the map does not name yet). */
 static int send_wait(xw *w, int again)
 {
     const char *argv[] = {"WAIT", w->wait_args[0], w->wait_args[1]};
@@ -61,7 +63,10 @@ static int send_wait(xw *w, int again)
     int rc;
 
     w->awaited++;
-    rc = rcluster_command(w->link, w->key, 3, argv, lens, again ? on_wait_again : on_wait, w);
+    if (again)
+        rc = rcluster_command_same_node(w->link, 3, argv, lens, on_wait_again, w);
+    else
+        rc = rcluster_command(w->link, w->key, 3, argv, lens, on_wait, w);
     if (rc != 0)
         w->awaited--;
     else if (!again)

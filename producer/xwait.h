@@ -6,7 +6,9 @@
  * master's link and counts the replicas that have the entry. When the WAIT
  * cannot vouch for this entry -- its reply came before the XADD's (the
  * XADD was redirected), or the link followed a MOVED or ASK meanwhile --
- * one more WAIT is sent after the XADD's reply, to the key's master then.
+ * one more WAIT is sent after the XADD's reply, to the node that gave it
+ * (rcluster_command_same_node: after an ASK, the importing node that holds
+ * the entry, not the source master the map still names).
  *
  * Loop thread only; the link outlives every call in flight.
  */

@@ -155,9 +155,10 @@ class Load(threading.Thread):
     """Sequential uploads of 'devices' serials, round robin, for 'seconds':
     bounded, loopback only, stops by itself. Records (sn, ts, status, t)."""
 
-    def __init__(self, stack, tag, devices=40, seconds=14.0):
+    def __init__(self, stack, tag, devices=40, seconds=14.0, serials=None):
         super().__init__(daemon=True)
         self.stack, self.tag, self.devices, self.seconds = stack, tag, devices, seconds
+        self.serials = serials or [f"{tag}{d:03d}" for d in range(devices)]
         self.results = []
         self.retry_after_missing = 0
 
@@ -166,7 +167,7 @@ class Load(threading.Thread):
         end = time.monotonic() + self.seconds
         i = 0
         while time.monotonic() < end:
-            sn = f"{self.tag}{i % self.devices:03d}"
+            sn = self.serials[i % len(self.serials)]
             ts = BASE_S + i
             try:
                 resp = upload(s, self.stack, sn, ts)
@@ -180,27 +181,42 @@ class Load(threading.Thread):
             time.sleep(0.005)
 
 
-def test_a_slot_migrated_under_load_is_followed_through_ask_then_moved(stack, own_cluster):
+def wait_calls(r):
+    return int(r.info("commandstats").get("cmdstat_wait", {}).get("calls", 0))
+
+
+@pytest.mark.parametrize("wait", [0, 1], ids=["no-wait", "wait-1"])
+def test_a_slot_migrated_under_load_is_followed_through_ask_then_moved(stack, own_cluster, wait):
+    """With WAIT 1 the load is of shard 0's devices only: while the slot
+    migrates, each 200 needs a WAIT on the importing node (which holds the
+    entry), not on the source master the map still names."""
     cluster = own_cluster
     tag = f"PM{uuid.uuid4().hex[:6]}-"
-    stack.producer(**cluster_env(cluster))
+    stack.producer(**cluster_env(cluster, LJ_REDIS_WAIT_REPLICAS=wait))
     wait_routing(stack, tag + "warm")
     stack.consumer("--workers", "1", **consumer_env(cluster))
     key = shard(stack, 0)
     slot = cluster.keyslot(key)
     src = cluster.master_of_slot(slot)
     dst = next(m for m in cluster.masters() if m != src)
-    load = Load(stack, tag, seconds=8.0)
+    serials = [sn for sn in (f"{tag}{d:03d}" for d in range(200)) if shard_of(sn) == 0][:20] \
+        if wait else None
+    load = Load(stack, tag, seconds=8.0, serials=serials)
     load.start()
     time.sleep(2)
     cluster.migrate_slot_begin(slot, src, dst)
     time.sleep(0.5)
     assert cluster.migrate_keys(slot, src, dst) >= 1     # the shard and its side keys
+    t0, waits0 = time.monotonic(), wait_calls(cluster.node(dst))
     time.sleep(2)                                         # uploads follow ASK
+    t1, waits1 = time.monotonic(), wait_calls(cluster.node(dst))
     cluster.migrate_slot_end(slot, dst)                   # and then MOVED
     load.join(60)
     assert not load.is_alive()
     assert {st for _, _, st, _ in load.results} == {200}
+    if wait:        # (one upload may straddle t0, its WAIT then on the source)
+        asked = sum(1 for _, _, st, t in load.results if t0 < t < t1 and st == 200)
+        assert asked >= 5 and waits1 - waits0 >= asked - 1, (asked, waits1 - waits0)
     assert key not in cluster.node(src).execute_command("CLUSTER", "GETKEYSINSLOT", slot, 1000)
     assert cluster.node(dst).xlen(key) > 0
     log = open(stack.procs[0].log_path).read()

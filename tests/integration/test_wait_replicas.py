@@ -13,11 +13,7 @@ import requests
 
 from conftest import free_port, reading, wait_for
 from test_producer_cluster import (BASE_S, Load, client_of, cluster_env, consumer_env,
-                                   shard, stored, upload, wait_routing)
-
-
-def wait_calls(r):
-    return int(r.info("commandstats").get("cmdstat_wait", {}).get("calls", 0))
+                                   shard, stored, upload, wait_calls, wait_routing)
 
 
 class Pair:
