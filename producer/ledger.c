@@ -18,6 +18,17 @@ typedef struct probe {
     unsigned shard;
 } probe;
 
+/* INFO persistence of one master (on one Redis, the one: 'master' "").
+ * A round reads at most one a shard; the last round's are kept beside it
+ * until read again, hence twice as many places. */
+#define AOF_READINGS_MAX (2 * STREAM_SHARDS_MAX)
+typedef struct aof_reading {
+    struct ledger *l;
+    char master[RCLUSTER_NAME_MAX];
+    long long current;              /* bytes; -1: AOF off or unknown */
+    long long base;
+} aof_reading;
+
 typedef struct figures {
     long long v[T_N];
     int groups_ok;          /* the XINFO GROUPS part was read */
@@ -37,8 +48,8 @@ struct ledger {
     figures *last;                  /* the shard's last complete reading */
     probe *probes;
     figures shown[STREAM_KINDS];    /* the sum of every shard's last complete reading */
-    long long aof_current;          /* bytes, INFO persistence; -1: AOF off or unknown */
-    long long aof_base;
+    aof_reading *aof;               /* of the masters holding a health shard */
+    size_t naof;
     int outstanding;
     int closed;
 };
@@ -48,6 +59,7 @@ static void ledger_free(ledger *l)
     free(l->next);
     free(l->last);
     free(l->probes);
+    free(l->aof);
     free(l);
 }
 
@@ -168,25 +180,68 @@ static long long info_field(const char *info, const char *field)
 
 static void on_info(redisReply *r, void *arg)
 {
-    ledger *l = arg;
+    aof_reading *a = arg;
 
-    if (last_reply(l) || r == NULL || r->type != REDIS_REPLY_STRING)
+    if (last_reply(a->l) || r == NULL || r->type != REDIS_REPLY_STRING)
         return;     /* keep the last reading */
     if (info_field(r->str, "aof_enabled") == 1) {
-        l->aof_current = info_field(r->str, "aof_current_size");
-        l->aof_base = info_field(r->str, "aof_base_size");
+        a->current = info_field(r->str, "aof_current_size");
+        a->base = info_field(r->str, "aof_base_size");
     } else {
-        l->aof_current = l->aof_base = -1;
+        a->current = a->base = -1;
     }
 }
 
+/* The reading of 'master' in this round: the last round's (its figures
+ * kept until read again) or a new one; NULL when it is one already. */
+static aof_reading *aof_entry(ledger *l, const char *master, size_t fresh)
+{
+    aof_reading keep;
+    size_t i;
+
+    for (i = 0; i < l->naof; i++) {
+        if (strcmp(l->aof[i].master, master) != 0)
+            continue;
+        if (i < fresh)
+            return NULL;    /* asked already in this round */
+        keep = l->aof[i];
+        l->aof[i] = l->aof[fresh];
+        l->aof[fresh] = keep;
+        return &l->aof[fresh];
+    }
+    if (fresh < l->naof)
+        l->aof[l->naof] = l->aof[fresh];        /* the last round's, kept */
+    l->naof++;
+    l->aof[fresh] = (aof_reading){l, "", -1, -1};
+    snprintf(l->aof[fresh].master, sizeof(l->aof[fresh].master), "%s", master);
+    return &l->aof[fresh];
+}
+
+/* INFO persistence of each master holding a health shard (on one Redis,
+ * of it), routed by the shard's name; masters no longer holding one are
+ * forgotten. */
 static void poll_info(ledger *l)
 {
     const char *argv[] = {"INFO", "persistence"};
     const size_t lens[] = {4, 11};
+    char name[STREAM_NAME_MAX];
+    char master[RCLUSTER_NAME_MAX];
+    size_t fresh = 0;
+    unsigned k;
 
-    if (rcluster_command(l->link, NULL, 2, argv, lens, on_info, l) == 0)
-        l->outstanding++;
+    for (k = 0; k < l->nshards; k++) {
+        aof_reading *a;
+
+        stream_shard_name(name, sizeof(name), l->prefix, STREAM_HEALTH, k, l->tagged);
+        if (rcluster_master_name(l->link, name, master, sizeof(master)) != 0)
+            master[0] = '\0';      /* one Redis, or no map yet */
+        if ((a = aof_entry(l, master, fresh)) == NULL)
+            continue;
+        fresh++;
+        if (rcluster_command(l->link, name, 2, argv, lens, on_info, a) == 0)
+            l->outstanding++;
+    }
+    l->naof = fresh;
 }
 
 static void poll_streams(uv_timer_t *t)
@@ -225,14 +280,14 @@ ledger *ledger_new(uv_loop_t *loop, rcluster *link, const lj_config *cfg)
     if (l == NULL)
         return NULL;
     l->link = link;
-    l->aof_current = l->aof_base = -1;
+    l->aof = calloc(AOF_READINGS_MAX, sizeof(*l->aof));
     l->nshards = (unsigned)cfg->stream_shards;
     l->tagged = stream_tagged(l->nshards, rcluster_is_cluster(link));
     memcpy(l->prefix, cfg->stream_prefix, sizeof(l->prefix));
     l->next = calloc(n, sizeof(*l->next));
     l->last = calloc(n, sizeof(*l->last));
     l->probes = calloc(n, sizeof(*l->probes));
-    if (l->next == NULL || l->last == NULL || l->probes == NULL) {
+    if (l->next == NULL || l->last == NULL || l->probes == NULL || l->aof == NULL) {
         ledger_free(l);
         return NULL;
     }
@@ -303,21 +358,35 @@ int ledger_render_json(const ledger *l, lj_buf *out)
     return lj_buf_puts(out, "}");
 }
 
-/* Both sizes, or neither (AOF off, or Redis not read yet). */
+/* One AOF size of every master read ('base': after the last rewrite),
+ * labelled by master on a cluster; both sizes of a master, or neither (AOF
+ * off, or not read yet). */
+static int render_aof_family(const ledger *l, lj_buf *out, int base)
+{
+    const char *name = base ? "ljwx_redis_aof_base_bytes" : "ljwx_redis_aof_current_bytes";
+    size_t i;
+
+    if (lj_buf_printf(out, "# HELP %s Size of Redis's append-only file%s (INFO persistence; "
+                           "absent when AOF is off; on a cluster, per master).\n"
+                           "# TYPE %s gauge\n",
+                      name, base ? " after its last rewrite" : "", name) != 0)
+        return LJ_ENOMEM;
+    for (i = 0; i < l->naof; i++) {
+        const aof_reading *a = &l->aof[i];
+
+        if (a->current < 0 || a->base < 0)
+            continue;
+        if ((a->master[0] ? lj_buf_printf(out, "%s{master=\"%s\"} %lld\n", name, a->master,
+                                          base ? a->base : a->current)
+                          : lj_buf_printf(out, "%s %lld\n", name, base ? a->base : a->current)) != 0)
+            return LJ_ENOMEM;
+    }
+    return 0;
+}
+
 static int render_aof(const ledger *l, lj_buf *out)
 {
-    if (lj_buf_puts(out, "# HELP ljwx_redis_aof_current_bytes Size of Redis's append-only file"
-                         " (INFO persistence; absent when AOF is off).\n"
-                         "# TYPE ljwx_redis_aof_current_bytes gauge\n") != 0 ||
-        (l->aof_current >= 0 && l->aof_base >= 0 &&
-         lj_buf_printf(out, "ljwx_redis_aof_current_bytes %lld\n", l->aof_current) != 0) ||
-        lj_buf_puts(out, "# HELP ljwx_redis_aof_base_bytes Size of Redis's append-only file after"
-                         " its last rewrite (INFO persistence; absent when AOF is off).\n"
-                         "# TYPE ljwx_redis_aof_base_bytes gauge\n") != 0 ||
-        (l->aof_current >= 0 && l->aof_base >= 0 &&
-         lj_buf_printf(out, "ljwx_redis_aof_base_bytes %lld\n", l->aof_base) != 0))
-        return LJ_ENOMEM;
-    return 0;
+    return render_aof_family(l, out, 0) || render_aof_family(l, out, 1) ? LJ_ENOMEM : 0;
 }
 
 /* ljwx_stream_shard_entries: each shard's last complete reading, with a

@@ -21,8 +21,9 @@
  * lost. Shown in /api/stream_metrics ("conservation") and /metrics
  * (ljwx_stream_entries).
  *
- * Each round also reads INFO persistence (on a cluster, of one master):
- * /metrics shows Redis's AOF size now and after its last rewrite
+ * Each round also reads INFO persistence (on a cluster, of every master
+ * holding a health shard, labelled master="host:port"): /metrics shows
+ * Redis's AOF size now and after its last rewrite
  * (ljwx_redis_aof_current_bytes, _base_bytes; neither while AOF is off or
  * Redis has not answered yet; a failed read keeps the last figures). Loop
  * thread only.

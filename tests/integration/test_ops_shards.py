@@ -3,6 +3,7 @@
 the sums under the old keys and plain names, the shards' detail under
 "shards"; on a real 3-master cluster with 6 shards and on one Redis with 3.
 (One Redis, one shard: the old shapes, test_old_shapes.py.)"""
+import re
 import time
 import uuid
 
@@ -215,3 +216,25 @@ def test_an_id_two_shards_hand_out_is_told_apart_by_the_shard(stack):
     assert out.returncode == 0 and f'"device_sn": "{sn_b}"' in out.stdout, out.stdout
     out = tool(stack, "trace", eid, extra_env=env)
     assert f"note: the ID is an entry of shards {a}, {b}" in out.stdout, out.stdout
+
+
+def test_aof_sizes_of_every_master_on_a_cluster(stack, cluster):
+    """ljwx_redis_aof_*_bytes: one pair per master holding a shard, labelled
+    by it (the alert compares each master with its own base)."""
+    stack.producer(LJ_REDIS_CLUSTER=cluster.seeds(), LJ_STREAM_SHARDS=6,
+                   LJ_RATIO_REFRESH_MS=100)
+    masters = {cluster.master_of_slot(cluster.keyslot(shard(stack, k))) for k in range(6)}
+    assert len(masters) == 3
+
+    def sizes():
+        text = stack.get("/metrics").text
+        return {(m.group(1), m.group(2)): int(m.group(3)) for m in re.finditer(
+            r'^ljwx_redis_aof_(current|base)_bytes\{master="127\.0\.0\.1:(\d+)"\} (\d+)$',
+            text, re.M)}
+    got = wait_for(lambda: len(sizes()) == 6 and sizes(), timeout=20,
+                   what="both sizes of every master")
+    assert {int(p) for _, p in got} == masters
+    for (which, port), v in got.items():
+        info = cluster.node(int(port)).info("persistence")
+        assert 0 <= v <= info[f"aof_{which}_size"] * 2 + 4096, (which, port, v, info)
+    assert not re.search(r"^ljwx_redis_aof_current_bytes ", stack.get("/metrics").text, re.M)
