@@ -15,7 +15,10 @@
 #define SEC 1000000000ull
 #define MASTERS_MAX CLUSTER_NODES_MAX
 #define MASTER_SHOWN_NS (60 * SEC)  /* asked for this recently: shown */
-#define MASTER_REUSE_NS (120 * SEC) /* idle this long: may go to another master */
+/* Idle this long: may go to another master. Longer than any upload's
+ * outcome can take: (1 + 5 redirects) sends and a second WAIT, each within
+ * --redis-timeout-ms (at most 60 s). */
+#define MASTER_REUSE_NS (600 * SEC)
 
 static const char *const dep_names[FLOWCTL_DEPS] = {"redis", "postgres"};
 

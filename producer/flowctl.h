@@ -51,9 +51,10 @@ breaker *flowctl_breaker(enum flowctl_dep dep);
 
 /* The breaker in front of the cluster master 'name' ("host:port"), made on
  * first use; the FLOWCTL_REDIS one when the table of masters is full. A
- * master not asked for in a minute is no longer shown, and after two its
- * entry may go to another master (an outcome is reported within
- * --redis-timeout-ms of asking, so the pointer stays good till then). */
+ * master not asked for in a minute is no longer shown, and after ten its
+ * entry may go to another master (an outcome is reported within seven
+ * --redis-timeout-ms of asking, at most seven minutes: the pointer stays
+ * good till then). */
 breaker *flowctl_master_breaker(const char *name);
 
 /* "Retry-After: <s>\r\n" for a wait of 'ms' (at least one second). */

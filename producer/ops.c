@@ -967,12 +967,10 @@ static int is_stream_id(const char *s)
            strspn(s + digits + 1, "0123456789") == strlen(s + digits + 1);
 }
 
-/* The row(s) stored for an entry (of shard t->shard when given: a row of
- * another shard with the same ID is not this entry's; a row stored before
- * migration 012 has no shard and matches any) or for a reading: 1 and the
- * keys in 'out', 0 when none, -1 when PostgreSQL could not be asked. With
- * shards, the shard(s) holding the rows: "shard", or "shards" and
- * "ambiguous" when the ID is an entry of more than one. */
+/* The row(s) stored for an entry, all shards together (one shard), or for
+ * a reading: 1 and the keys in 'out', 0 when none, -1 when PostgreSQL
+ * could not be asked. A reading's answer names its entry's shard when
+ * there are shards. */
 static int trace_rows(trace_query *t, lj_buf *out)
 {
     PGconn *pg = pool_pg();
@@ -984,19 +982,14 @@ static int trace_rows(trace_query *t, lj_buf *out)
         return -1;
     if (t->stream_id[0]) {
         params[0] = t->stream_id;
-        params[1] = t->shard[0] ? t->shard : NULL;
-        r = pg_query_params(pg, "SELECT count(*), max(create_time)::text, min(device_sn),"
-                                " count(DISTINCT stream_shard),"
-                                " string_agg(DISTINCT stream_shard::text, ',')"
-                                " FROM t_user_health_data WHERE stream_id = $1"
-                                " AND ($2::smallint IS NULL OR stream_shard IS NULL"
-                                " OR stream_shard = $2::smallint)",
-                            2, params);
+        r = pg_query_params(pg, "SELECT count(*), max(create_time)::text, min(device_sn), NULL"
+                                " FROM t_user_health_data WHERE stream_id = $1",
+                            1, params);
     } else {
         params[0] = t->device_sn;
         params[1] = t->ts;
         r = pg_query_params(pg, "SELECT count(*), max(create_time)::text, max(stream_id),"
-                                " count(DISTINCT stream_shard), max(stream_shard)::text"
+                                " max(stream_shard)::text"
                                 " FROM t_user_health_data WHERE device_sn = $1"
                                 " AND ts = to_timestamp($2::bigint / 1000.0)",
                             2, params);
@@ -1013,10 +1006,8 @@ static int trace_rows(trace_query *t, lj_buf *out)
                            "\"commit_time\":\"%s\",\"%s\":\"%s\"",
                       n, PQgetvalue(r, 0, 1), t->stream_id[0] ? "device_sn" : "stream_id",
                       PQgetisnull(r, 0, 2) ? "" : PQgetvalue(r, 0, 2));
-        if (t->q.cfg->stream_shards > 1 && atoi(PQgetvalue(r, 0, 3)) == 1)
-            lj_buf_printf(out, ",\"shard\":%s", PQgetvalue(r, 0, 4));
-        else if (t->q.cfg->stream_shards > 1 && atoi(PQgetvalue(r, 0, 3)) > 1)
-            lj_buf_printf(out, ",\"ambiguous\":true,\"shards\":[%s]", PQgetvalue(r, 0, 4));
+        if (t->q.cfg->stream_shards > 1 && !PQgetisnull(r, 0, 3))
+            lj_buf_printf(out, ",\"shard\":%s", PQgetvalue(r, 0, 3));
     }
     PQclear(r);
     return n > 0;
@@ -1130,46 +1121,183 @@ static int trace_shard(rconn *c, const trace_query *t, const char *stream, const
            trace_dead_kept(t, stream, out) || trace_in_stream(c, t, stream, out);
 }
 
-/* Looks for the entry in the health shard t->shard, or in every one, each
- * on its master: 1 found (the keys of the first shard holding it, and with
- * shards which ones do), 0 not, -1 when Redis could not be asked. */
-static int trace_shards(query *q, const trace_query *t)
+/* With one shard: the entry in the stream's Redis keys or dead letters: 1
+ * found, 0 not, -1 when Redis could not be asked. */
+static int trace_one_stream(query *q, const trace_query *t)
+{
+    shards s = shards_of(q->cfg);
+    char stream[STREAM_NAME_MAX];
+    char group[STREAM_NAME_MAX];
+    rconn *c = pool_redis();
+    int found;
+
+    if (c == NULL)
+        return -1;
+    stream_group(group, sizeof(group), s.prefix, STREAM_HEALTH);
+    shard_name(&s, STREAM_HEALTH, 0, stream, sizeof(stream));
+    found = trace_shard(c, t, stream, group, &q->out);
+    if (rconn_broken(c))
+        pool_redis_failed();
+    return found ? 1 : rconn_broken(c) ? -1 : 0;
+}
+
+/* With shards an entry is (shard, ID), and one ID may be an entry of
+ * several shards: what each holder says of it. */
+typedef struct trace_hit {
+    int shard;              /* -1: rows stored before migration 012 (no shard) */
+    lj_buf keys;
+} trace_hit;
+
+typedef struct trace_hits {
+    trace_hit *v;
+    size_t n;
+    size_t cap;
+    int unread;             /* a shard's Redis did not answer */
+} trace_hits;
+
+/* A holder more, or NULL when there is no room (more than the rows of
+ * every shard number a row may carry and every shard of now). */
+static trace_hit *hit_add(trace_hits *h, int shard)
+{
+    trace_hit *x;
+
+    if (h->n == h->cap)
+        return NULL;
+    x = &h->v[h->n++];
+    x->shard = shard;
+    lj_buf_init(&x->keys);
+    return x;
+}
+
+static int hit_of(const trace_hits *h, int shard)
+{
+    size_t i;
+
+    for (i = 0; i < h->n; i++)
+        if (h->v[i].shard == shard)
+            return 1;
+    return 0;
+}
+
+/* The rows of the ID, per shard (of t->shard only when given; rows of no
+ * shard match any): 0, or -1 when PostgreSQL could not be asked. */
+static int hits_rows(const trace_query *t, trace_hits *h)
+{
+    const char *params[2] = {t->stream_id, t->shard[0] ? t->shard : NULL};
+    PGconn *pg = pool_pg();
+    PGresult *r;
+    int i;
+
+    if (pg == NULL)
+        return -1;
+    r = pg_query_params(pg, "SELECT stream_shard, count(*), max(create_time)::text,"
+                            " min(device_sn) FROM t_user_health_data WHERE stream_id = $1"
+                            " AND ($2::smallint IS NULL OR stream_shard IS NULL"
+                            " OR stream_shard = $2::smallint)"
+                            " GROUP BY stream_shard ORDER BY stream_shard NULLS FIRST",
+                        2, params);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        PQclear(r);
+        if (PQstatus(pg) != CONNECTION_OK)
+            pool_pg_failed();
+        return -1;
+    }
+    for (i = 0; i < PQntuples(r); i++) {
+        trace_hit *x = hit_add(h, PQgetisnull(r, i, 0) ? -1 : atoi(PQgetvalue(r, i, 0)));
+
+        if (x == NULL)
+            break;
+        lj_buf_printf(&x->keys, "\"state\":\"stored\",\"rows\":%s,"
+                                "\"table\":\"t_user_health_data\",\"commit_time\":\"%s\","
+                                "\"device_sn\":",
+                      PQgetvalue(r, i, 1), PQgetvalue(r, i, 2));
+        lj_buf_json_str(&x->keys, PQgetvalue(r, i, 3), strlen(PQgetvalue(r, i, 3)));
+    }
+    PQclear(r);
+    return 0;
+}
+
+/* The shards (t->shard only, when given) whose rows did not name the ID:
+ * in their Redis keys or dead letters, each on its master. Rows of no
+ * shard (before migration 012) are the answer as they were: not asked. */
+static int hits_redis(query *q, const trace_query *t, trace_hits *h)
 {
     shards s = shards_of(q->cfg);
     char stream[STREAM_NAME_MAX];
     char group[STREAM_NAME_MAX];
     unsigned from = t->shard[0] ? (unsigned)atoi(t->shard) : 0;
     unsigned to = t->shard[0] ? from + 1 : s.n;
-    rconn *c = pool_redis();
-    lj_buf holders;
-    lj_buf other;
-    unsigned i;
-    int found = 0;
+    trace_hit *x;
+    rconn *c;
+    unsigned k;
 
-    if (c == NULL)
+    if (hit_of(h, -1))
+        return 0;
+    if ((c = pool_redis()) == NULL)
         return -1;
-    lj_buf_init(&holders);
-    lj_buf_init(&other);
     stream_group(group, sizeof(group), s.prefix, STREAM_HEALTH);
-    for (i = from; i < to && !rconn_broken(c); i++) {
-        shard_name(&s, STREAM_HEALTH, i, stream, sizeof(stream));
-        lj_buf_reset(&other);
-        if (!trace_shard(c, t, stream, group, found ? &other : &q->out))
+    for (k = from; k < to; k++) {
+        lj_buf keys;
+
+        if (hit_of(h, (int)k))
             continue;
-        lj_buf_printf(&holders, "%s%u", found++ ? "," : "", i);
+        shard_name(&s, STREAM_HEALTH, k, stream, sizeof(stream));
+        lj_buf_init(&keys);
+        if (trace_shard(c, t, stream, group, &keys) && (x = hit_add(h, (int)k)) != NULL)
+            x->keys = keys;
+        else
+            lj_buf_cleanup(&keys);
+        h->unread |= rconn_broken(c);
     }
-    if (found == 1 && s.n > 1)
-        lj_buf_printf(&q->out, ",\"shard\":%s", holders.data);
-    else if (found > 1)
-        lj_buf_printf(&q->out, ",\"shard\":%u,\"ambiguous\":true,\"shards\":[%s]",
-                      (unsigned)atoi(holders.data), holders.data);
-    lj_buf_cleanup(&holders);
-    lj_buf_cleanup(&other);
-    if (rconn_broken(c)) {
+    if (h->unread)
         pool_redis_failed();
-        return -1;
+    return 0;
+}
+
+static void hit_json(lj_buf *out, const trace_hit *x)
+{
+    lj_buf_append(out, x->keys.data, x->keys.len);
+    if (x->shard >= 0)
+        lj_buf_printf(out, ",\"shard\":%d", x->shard);
+}
+
+/* With shards: one holder answers as with one shard, plus "shard"; more
+ * than one, "ambiguous" with each ("entries"); none, unknown. A shard whose
+ * Redis did not answer makes it "incomplete" (503 when nothing was found). */
+static int trace_sharded(query *q, const trace_query *t)
+{
+    /* every shard a row may name (smallint, written below STREAM_SHARDS_MAX),
+     * rows of none, and every shard of now */
+    size_t cap = STREAM_SHARDS_MAX + 1 + (size_t)q->cfg->stream_shards;
+    trace_hits h = {calloc(cap, sizeof(trace_hit)), 0, cap, 0};
+    size_t i;
+    int rc = -1;
+
+    if (h.v == NULL || hits_rows(t, &h) != 0 || hits_redis(q, t, &h) != 0 ||
+        (h.n == 0 && h.unread))
+        goto out;
+    rc = 0;
+    if (h.n == 0)
+        lj_buf_puts(&q->out, "\"state\":\"unknown\"");
+    else if (h.n == 1)
+        hit_json(&q->out, &h.v[0]);
+    else
+        lj_buf_puts(&q->out, "\"state\":\"ambiguous\",\"shards\":[");
+    for (i = 0; h.n > 1 && i < h.n; i++)
+        lj_buf_printf(&q->out, "%s%d", i ? "," : "", h.v[i].shard);
+    for (i = 0; h.n > 1 && i < h.n; i++) {
+        lj_buf_puts(&q->out, i ? ",{" : "],\"entries\":[{");
+        hit_json(&q->out, &h.v[i]);
+        lj_buf_puts(&q->out, "}");
     }
-    return found > 0;
+    lj_buf_puts(&q->out, h.n > 1 ? "]" : "");
+    if (h.unread)
+        lj_buf_puts(&q->out, ",\"incomplete\":true");
+out:
+    for (i = 0; h.v && i < h.n; i++)
+        lj_buf_cleanup(&h.v[i].keys);
+    free(h.v);
+    return rc;
 }
 
 static void fill_trace(query *q)
@@ -1179,11 +1307,15 @@ static void fill_trace(query *q)
 
     q->status = 200;
     lj_buf_puts(&q->out, "{");
+    if (t->stream_id[0] && q->cfg->stream_shards > 1) {
+        rc = trace_sharded(q, t);
+        goto out;
+    }
     /* Order matters: a stored entry may still be in the stream, and a
      * pending one has rows only once its batch commits. */
     if ((rc = trace_rows(t, &q->out)) != 0)
         goto out;
-    if (t->stream_id[0] && (rc = trace_shards(q, t)) != 0)
+    if (t->stream_id[0] && (rc = trace_one_stream(q, t)) != 0)
         goto out;
     lj_buf_puts(&q->out, "\"state\":\"unknown\"");
 out:
@@ -1195,10 +1327,26 @@ out:
     }
 }
 
-/* ?shard=K of /api/trace/<id>: "" when absent, 0 when valid, -1 else. */
+/* 1 when 'query' has a parameter named 'name'. */
+static int has_param(const char *query, const char *name)
+{
+    size_t nl = strlen(name);
+    const char *p = query;
+
+    while (p && *p) {
+        if (strncmp(p, name, nl) == 0 && (p[nl] == '=' || p[nl] == '&' || !p[nl]))
+            return 1;
+        p = strchr(p, '&');
+        if (p)
+            p++;
+    }
+    return 0;
+}
+
+/* ?shard=K of /api/trace/<id>: 0 when absent or valid, -1 else. */
 static int trace_shard_param(const lj_config *cfg, const char *query, trace_query *t)
 {
-    if (query == NULL || strstr(query, "shard=") == NULL)
+    if (!has_param(query, "shard"))
         return 0;
     if (query_param(query, "shard", t->shard, sizeof(t->shard)) != 0 ||
         strspn(t->shard, "0123456789") != strlen(t->shard) || strlen(t->shard) > 3 ||

@@ -13,11 +13,13 @@
 #define REFRESH_MIN_MS 200      /* between two CLUSTER SLOTS while one is wanted */
 #define REFRESH_PERIOD_MS 5000  /* a map is re-learnt this often all the same */
 #define REDIRECTS_MAX 5
+#define ASKED_KEEP_MS 10000     /* a link an ASK named is kept this long */
 
 /* A node we hold a link to, by address (map indices change on refresh). */
 typedef struct node {
     cluster_addr addr;
     rlink *link;            /* NULL: free entry */
+    uint64_t asked_ms;      /* last ASK to it (uv_now); 0: never */
 } node;
 
 struct rcluster {
@@ -102,6 +104,7 @@ static node *node_for(rcluster *c, const cluster_addr *a)
     if (n->link == NULL)
         return NULL;
     n->addr = *a;
+    n->asked_ms = 0;
     return n;
 }
 
@@ -127,16 +130,20 @@ static int masters_up(const rcluster *c)
 }
 
 /* Links to nodes that are no masters any more (a failed master, a replica
- * seed) are closed: their commands would only be redirected. */
+ * seed) are closed: their commands would only be redirected. Kept: a link
+ * with replies still to come, and one an ASK named lately (a slot
+ * migrating to a master that owns no slot yet is not in the map). */
 static void prune(rcluster *c)
 {
+    uint64_t now = uv_now(c->loop);
     int i;
 
     for (i = 0; i < NODES_MAX; i++) {
         node *n = &c->nodes[i];
 
         if (n->link == NULL || is_master(c, &n->addr) ||
-            (c->refreshing && same_addr(&n->addr, &c->refresh_from)))
+            (c->refreshing && same_addr(&n->addr, &c->refresh_from)) ||
+            !rlink_idle(n->link) || (n->asked_ms && now - n->asked_ms < ASKED_KEEP_MS))
             continue;
         log_info("rcluster", "%s:%d is no master: link closed", n->addr.host, n->addr.port);
         rlink_close(n->link);
@@ -331,7 +338,11 @@ static int redirect(rcluster *c, op *o, const cluster_redirect *rd)
         if ((idx = cluster_map_node(c->map, &rd->to)) >= 0)
             c->map->slot_node[rd->slot] = (int16_t)idx;
     } else {
+        node *n = node_for(c, &rd->to);
+
         c->counts.ask++;
+        if (n)
+            n->asked_ms = uv_now(c->loop);
     }
     return send_to(c, o, &rd->to, rd->kind == CLUSTER_ASK);
 }

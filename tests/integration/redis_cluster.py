@@ -165,6 +165,35 @@ class RedisCluster:
                     and self.healthy(replicas=False))
         wait_for(done, timeout=timeout, interval=0.2, what="a replica to take over")
 
+    def _join(self):
+        """A new node met by the cluster; its port, once every node knows it."""
+        port = free_cluster_port(list(self.procs))
+        self._start_node(port)
+        self.node(self.masters()[0]).execute_command("CLUSTER", "MEET", "127.0.0.1", port)
+        ids = [self.node_id(p) for p in self.alive()]
+
+        def known():       # every node knows every other, the new one too
+            return all(all(i in nodes for i in ids) and "handshake" not in nodes for nodes in
+                       (self.node(p).execute_command("CLUSTER", "NODES") for p in self.alive()))
+        wait_for(known, timeout=30, interval=0.1, what="every node to know the new one")
+        return port
+
+    def add_master(self):
+        """A new, empty master and its replica join (CLUSTER MEET,
+        REPLICATE), as an operator scales out: it owns no slot until one is
+        migrated to it. The master's port."""
+        port = self._join()
+        replica = self._join()
+        self.node(replica).execute_command("CLUSTER", "REPLICATE", self.node_id(port))
+
+        def online():
+            info = self.node(port).info("replication")
+            return any(k.startswith("slave") and isinstance(v, dict) and
+                       v.get("state") == "online" for k, v in info.items())
+        wait_for(online, timeout=30, interval=0.1, what="the new master's replica online")
+        self.masters_wanted += 1
+        return port
+
     def migrate_slot_begin(self, slot, src, dst):
         """MIGRATING on the source, IMPORTING on the destination (the slot is
         then served by both: ASK for keys already moved)."""
@@ -184,6 +213,6 @@ class RedisCluster:
     def migrate_slot_end(self, slot, dst):
         """The slot is the destination's, told to every master."""
         dst_id = self.node_id(dst)
-        for m in self.masters():
+        for m in [dst] + [m for m in self.masters() if m != dst]:
             self.node(m).execute_command("CLUSTER", "SETSLOT", slot, "NODE", dst_id)
         time.sleep(0.1)

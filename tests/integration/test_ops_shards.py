@@ -168,7 +168,7 @@ def test_an_id_two_shards_hand_out_is_told_apart_by_the_shard(stack):
     # Every answer names the shard holding its entry.
     by_shard = {}
     s = requests.Session()
-    for d in range(12):
+    for d in range(30):
         sn = f"{tag}{d:03d}"
         body = s.post(stack.url + "/upload_health_data_v2",
                       json={"data": {"deviceSn": sn, "heart_rate": 70,
@@ -176,9 +176,9 @@ def test_an_id_two_shards_hand_out_is_told_apart_by_the_shard(stack):
         got = r.xrange(shard(stack, body["shard"]), body["stream_id"], body["stream_id"])
         assert got and got[0][1]["device_sn"] == sn, (body, got)
         by_shard.setdefault(body["shard"], []).append((sn, body["stream_id"]))
-    assert len(by_shard) >= 2
-    a, b = sorted(by_shard)[:2]
-    sn_a, sn_b = by_shard[a][0][0], by_shard[b][0][0]
+    assert len(by_shard) == 3
+    a, b, c = sorted(by_shard)
+    sn_a, sn_b, sn_c = (by_shard[k][0][0] for k in (a, b, c))
     # One ID, an entry of shard a and one of shard b.
     eid = f"{int(time.time() * 1000) + 60_000}-0"
     for k, sn in ((a, sn_a), (b, sn_b)):
@@ -187,26 +187,33 @@ def test_an_id_two_shards_hand_out_is_told_apart_by_the_shard(stack):
 
     def trace(query=""):
         return stack.get(f"/api/trace/{eid}{query}")
-    body = trace().json()
-    assert body["state"] == "in_stream" and body["ambiguous"] is True, body
-    assert body["shards"] == [a, b] and body["shard"] == a
+    assert trace().json() == {"state": "ambiguous", "shards": [a, b], "entries": [
+        {"state": "in_stream", "shard": a}, {"state": "in_stream", "shard": b}]}
     assert trace(f"?shard={b}").json() == {"state": "in_stream", "shard": b}
-    for bad in ("?shard=3", "?shard=x", "?shard=", "?shard=-1"):
+    assert trace(f"?shard={c}").json() == {"state": "unknown"}
+    for bad in ("?shard=3", "?shard=x", "?shard=", "?shard=-1", "?shard"):
         assert trace(bad).status_code == 400, bad
-    stack.consumer("--workers", "1", LJ_STREAM_SHARDS=3, LJ_DEVICE_WORKERS=0,
-                   LJ_EVENT_WORKERS=0, LJ_STATUS_PORT=free_port())
+    assert trace("?xshard=1").status_code == 200        # another parameter: ignored
+    consumer = stack.consumer("--workers", "1", LJ_STREAM_SHARDS=3, LJ_DEVICE_WORKERS=0,
+                              LJ_EVENT_WORKERS=0, LJ_STATUS_PORT=free_port())
     wait_for(lambda: stored(stack, tag).get((sn_a, BASE_S + 7)) == 1 and
              stored(stack, tag).get((sn_b, BASE_S + 7)) == 1, timeout=30,
              what="both entries stored")
-    body = trace().json()
-    assert body["state"] == "stored" and body["rows"] == 2, body
-    assert body["ambiguous"] is True and body["shards"] == [a, b]
+    wait_for(lambda: len(stored(stack, tag + "0")) == 32, timeout=30, what="every upload stored")
     for k, sn in ((a, sn_a), (b, sn_b)):
         body = trace(f"?shard={k}").json()
         assert (body["state"], body["rows"], body["device_sn"], body["shard"]) == \
             ("stored", 1, sn, k), body
+    # Stored in two shards, waiting in the third: not "stored" for all.
+    consumer.stop()
+    r.xadd(shard(stack, c), entry([{"device_sn": sn_c, "ts": BASE_S * 1000 + 7_000,
+                                    "heart_rate": 72}]), id=eid)
+    body = trace().json()
+    assert body["state"] == "ambiguous" and body["shards"] == [a, b, c], body
+    assert [(e["state"], e["shard"]) for e in body["entries"]] == \
+        [("stored", a), ("stored", b), ("in_stream", c)]
+    assert [e["device_sn"] for e in body["entries"][:2]] == [sn_a, sn_b]
     # The rows keep their entry's shard, as the answers named it.
-    wait_for(lambda: len(stored(stack, tag + "0")) == 14, timeout=30, what="every upload stored")
     rows = dict(stack.s.sql("SELECT device_sn, stream_shard FROM t_user_health_data"
                             " WHERE device_sn LIKE %s AND stream_id <> %s", (tag + "0%", eid)))
     assert rows == {sn: k for k, v in by_shard.items() for sn, _ in v}
@@ -215,7 +222,9 @@ def test_an_id_two_shards_hand_out_is_told_apart_by_the_shard(stack):
     out = tool(stack, "trace", eid, "--shard", str(b), extra_env=env)
     assert out.returncode == 0 and f'"device_sn": "{sn_b}"' in out.stdout, out.stdout
     out = tool(stack, "trace", eid, extra_env=env)
-    assert f"note: the ID is an entry of shards {a}, {b}" in out.stdout, out.stdout
+    assert out.returncode == 1 and (f"note: the ID is an entry of 3 shards (shard {a}: stored; "
+                                    f"shard {b}: stored; shard {c}: in_stream)") in out.stdout, \
+        out.stdout
 
 
 def test_aof_sizes_of_every_master_on_a_cluster(stack, cluster):

@@ -185,11 +185,13 @@ def wait_calls(r):
     return int(r.info("commandstats").get("cmdstat_wait", {}).get("calls", 0))
 
 
-@pytest.mark.parametrize("wait", [0, 1], ids=["no-wait", "wait-1"])
+@pytest.mark.parametrize("wait", [0, 1], ids=["no-wait", "wait-1-new-master"])
 def test_a_slot_migrated_under_load_is_followed_through_ask_then_moved(stack, own_cluster, wait):
-    """With WAIT 1 the load is of shard 0's devices only: while the slot
-    migrates, each 200 needs a WAIT on the importing node (which holds the
-    entry), not on the source master the map still names."""
+    """Without WAIT to another master; with WAIT 1 to a new, empty master
+    (scale-out: it is in no slot map until the slot is its), under load of
+    shard 0's devices only: while the slot migrates, each 200 needs a WAIT
+    on the importing node (which holds the entry), not on the source master
+    the map still names, and the link to it must stay up."""
     cluster = own_cluster
     tag = f"PM{uuid.uuid4().hex[:6]}-"
     stack.producer(**cluster_env(cluster, LJ_REDIS_WAIT_REPLICAS=wait))
@@ -198,7 +200,7 @@ def test_a_slot_migrated_under_load_is_followed_through_ask_then_moved(stack, ow
     key = shard(stack, 0)
     slot = cluster.keyslot(key)
     src = cluster.master_of_slot(slot)
-    dst = next(m for m in cluster.masters() if m != src)
+    dst = cluster.add_master() if wait else next(m for m in cluster.masters() if m != src)
     serials = [sn for sn in (f"{tag}{d:03d}" for d in range(200)) if shard_of(sn) == 0][:20] \
         if wait else None
     load = Load(stack, tag, seconds=8.0, serials=serials)

@@ -22,6 +22,12 @@ from conftest import BIN, IS_ROOT, TOP, Proc, free_port, wait_for
 UTC = datetime.timezone.utc
 
 
+# docs/operations.md, "Restoring an archive" written before migration 012.
+OLD_ARCHIVE_COLUMNS = (
+    "SELECT string_agg(quote_ident(column_name), ',' ORDER BY ordinal_position)"
+    " FROM information_schema.columns WHERE table_schema = current_schema()"
+    " AND table_name = 't_user_health_data' AND column_name <> 'stream_shard'")
+
 def month(k):
     """First day of the UTC month k months before the current one."""
     today = datetime.datetime.now(UTC).date()
@@ -195,6 +201,19 @@ def test_archive_is_written_checksummed_and_restorable(stack, db, tmp_path):
     db.sql("SELECT ensure_health_months(%s::date[])", ([month(5)],))
     subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", db.dsn, "-c",
                     f"\\copy t_user_health_data FROM '{path}'"], check=True)
+    assert db.sql("SELECT * FROM t_user_health_data WHERE device_sn LIKE 'RET005-%'"
+                  " ORDER BY device_sn") == want
+
+    # An archive written before migration 012 has no stream_shard (the
+    # last column): restored with the column list docs/operations.md gives.
+    old = str(tmp_path / "before-012.copy")
+    with open(path) as f, open(old, "w") as out:
+        out.writelines(line.rsplit("\t", 1)[0] + "\n" for line in f)
+    db.sql("DELETE FROM t_user_health_data WHERE device_sn LIKE 'RET005-%'")
+    cols = subprocess.run(["psql", "-X", "-At", db.dsn, "-c", OLD_ARCHIVE_COLUMNS],
+                          check=True, capture_output=True, text=True).stdout.strip()
+    subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", db.dsn, "-c",
+                    f"\\copy t_user_health_data ({cols}) FROM '{old}'"], check=True)
     assert db.sql("SELECT * FROM t_user_health_data WHERE device_sn LIKE 'RET005-%'"
                   " ORDER BY device_sn") == want
 
