@@ -967,39 +967,47 @@ static int is_stream_id(const char *s)
            strspn(s + digits + 1, "0123456789") == strlen(s + digits + 1);
 }
 
+/* A trace query's rows, or NULL when PostgreSQL could not be asked (a lost
+ * connection is handed back to the pool). */
+static PGresult *trace_sql(const char *sql, int n, const char *const *params)
+{
+    PGconn *pg = pool_pg();
+    PGresult *r;
+
+    if (pg == NULL)
+        return NULL;
+    r = pg_query_params(pg, sql, n, params);
+    if (PQresultStatus(r) == PGRES_TUPLES_OK)
+        return r;
+    PQclear(r);
+    if (PQstatus(pg) != CONNECTION_OK)
+        pool_pg_failed();
+    return NULL;
+}
+
 /* The row(s) stored for an entry, all shards together (one shard), or for
  * a reading: 1 and the keys in 'out', 0 when none, -1 when PostgreSQL
  * could not be asked. A reading's answer names its entry's shard when
  * there are shards. */
 static int trace_rows(trace_query *t, lj_buf *out)
 {
-    PGconn *pg = pool_pg();
-    const char *params[2];
+    const char *by_reading[2] = {t->device_sn, t->ts};
+    const char *by_entry[1] = {t->stream_id};
     PGresult *r;
     int n;
 
-    if (pg == NULL)
+    if (t->stream_id[0])
+        r = trace_sql("SELECT count(*), max(create_time)::text, min(device_sn), NULL"
+                      " FROM t_user_health_data WHERE stream_id = $1",
+                      1, by_entry);
+    else
+        r = trace_sql("SELECT count(*), max(create_time)::text, max(stream_id),"
+                      " max(stream_shard)::text"
+                      " FROM t_user_health_data WHERE device_sn = $1"
+                      " AND ts = to_timestamp($2::bigint / 1000.0)",
+                      2, by_reading);
+    if (r == NULL)
         return -1;
-    if (t->stream_id[0]) {
-        params[0] = t->stream_id;
-        r = pg_query_params(pg, "SELECT count(*), max(create_time)::text, min(device_sn), NULL"
-                                " FROM t_user_health_data WHERE stream_id = $1",
-                            1, params);
-    } else {
-        params[0] = t->device_sn;
-        params[1] = t->ts;
-        r = pg_query_params(pg, "SELECT count(*), max(create_time)::text, max(stream_id),"
-                                " max(stream_shard)::text"
-                                " FROM t_user_health_data WHERE device_sn = $1"
-                                " AND ts = to_timestamp($2::bigint / 1000.0)",
-                            2, params);
-    }
-    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        PQclear(r);
-        if (PQstatus(pg) != CONNECTION_OK)
-            pool_pg_failed();
-        return -1;
-    }
     n = atoi(PQgetvalue(r, 0, 0));
     if (n > 0) {
         lj_buf_printf(out, "\"state\":\"stored\",\"rows\":%d,\"table\":\"t_user_health_data\","
@@ -1184,24 +1192,16 @@ static int hit_of(const trace_hits *h, int shard)
 static int hits_rows(const trace_query *t, trace_hits *h)
 {
     const char *params[2] = {t->stream_id, t->shard[0] ? t->shard : NULL};
-    PGconn *pg = pool_pg();
-    PGresult *r;
-    int i;
-
-    if (pg == NULL)
-        return -1;
-    r = pg_query_params(pg, "SELECT stream_shard, count(*), max(create_time)::text,"
+    PGresult *r = trace_sql("SELECT stream_shard, count(*), max(create_time)::text,"
                             " min(device_sn) FROM t_user_health_data WHERE stream_id = $1"
                             " AND ($2::smallint IS NULL OR stream_shard IS NULL"
                             " OR stream_shard = $2::smallint)"
                             " GROUP BY stream_shard ORDER BY stream_shard NULLS FIRST",
-                        2, params);
-    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        PQclear(r);
-        if (PQstatus(pg) != CONNECTION_OK)
-            pool_pg_failed();
+                            2, params);
+    int i;
+
+    if (r == NULL)
         return -1;
-    }
     for (i = 0; i < PQntuples(r); i++) {
         trace_hit *x = hit_add(h, PQgetisnull(r, i, 0) ? -1 : atoi(PQgetvalue(r, i, 0)));
 
