@@ -43,6 +43,7 @@ typedef struct upload {
     int may_fall_back;      /* routed: the legacy path is the fallback */
     int in_flight;          /* counted by flowctl_enter() */
     breaker *redis;         /* the stream path's breaker (redis_breaker) */
+    unsigned shard;         /* the stream path's shard */
     rec_batch b;
     char batch_id[REC_BATCH_ID_MAX + 1];
     uint64_t path_start_ns;
@@ -178,81 +179,77 @@ static int enter_flight(http_request *req)
     return 0;
 }
 
-/* The shard of the stream of 'kind' that device 'sn' writes to. */
-static unsigned shard_of(const ingest *in, const char *sn)
+/* Where an upload of device 'sn' goes: its shard of the stream of 'kind',
+ * found once per upload. */
+typedef struct xdest {
+    stream_kind kind;
+    unsigned shard;
+    char stream[STREAM_NAME_MAX];
+} xdest;
+
+static void dest_of(const ingest *in, stream_kind kind, const char *sn, xdest *d)
 {
-    return stream_shard_of(sn, strlen(sn), in->nshards);
+    d->kind = kind;
+    d->shard = stream_shard_of(sn, strlen(sn), in->nshards);
+    stream_shard_name(d->stream, sizeof(d->stream), in->cfg->stream_prefix, kind, d->shard,
+                      in->tagged);
 }
 
 /* The head of a stream path's answer: {"status":"accepted","stream_id":..,
  * and with more than one shard "shard" (an entry is a shard and an ID: two
  * shards may hand out one ID; /api/trace/<id>?shard=K names one). */
-static int accepted_head(lj_buf *out, const ingest *in, const char *sn, const char *id,
+static int accepted_head(lj_buf *out, const ingest *in, unsigned shard, const char *id,
                          size_t id_len)
 {
     if (lj_buf_puts(out, "{\"status\":\"accepted\",\"stream_id\":") ||
         lj_buf_json_str(out, id, id_len))
         return LJ_ENOMEM;
-    return in->nshards > 1 ? lj_buf_printf(out, ",\"shard\":%u", shard_of(in, sn)) : 0;
+    return in->nshards > 1 ? lj_buf_printf(out, ",\"shard\":%u", shard) : 0;
 }
 
-/* Nonzero when the device's shard of 'kind' is over the high watermark. */
-static int stream_full(const ingest *in, stream_kind kind, const char *sn)
+/* Nonzero when the shard 'd' is over the high watermark. */
+static int stream_full(const ingest *in, const xdest *d)
 {
-    return backlog_full(in->backlog, kind, shard_of(in, sn));
+    return backlog_full(in->backlog, d->kind, d->shard);
 }
 
-/* The name of device 'sn''s shard of the stream of 'kind'. */
-static void shard_stream(const ingest *in, stream_kind kind, const char *sn,
-                         char out[STREAM_NAME_MAX])
+/* The breaker in front of the XADD to 'd': on a cluster that of the master
+ * its shard routes to, so a dead master refuses its own devices only; on
+ * one Redis (or before the slot map is known) the one Redis breaker. */
+static breaker *redis_breaker(const ingest *in, const xdest *d)
 {
-    stream_shard_name(out, STREAM_NAME_MAX, in->cfg->stream_prefix, kind, shard_of(in, sn),
-                      in->tagged);
-}
-
-/* The breaker in front of the XADD of 'kind' for device 'sn': on a cluster
- * that of the master its shard routes to, so a dead master refuses its own
- * devices only; on one Redis (or before the slot map is known) the one
- * Redis breaker. */
-static breaker *redis_breaker(const ingest *in, stream_kind kind, const char *sn)
-{
-    char stream[STREAM_NAME_MAX];
     char master[RCLUSTER_NAME_MAX];
 
-    if (!rcluster_is_cluster(in->link))
-        return flowctl_breaker(FLOWCTL_REDIS);
-    shard_stream(in, kind, sn, stream);
-    if (rcluster_master_name(in->link, stream, master, sizeof(master)) != 0)
+    if (!rcluster_is_cluster(in->link) ||
+        rcluster_master_name(in->link, d->stream, master, sizeof(master)) != 0)
         return flowctl_breaker(FLOWCTL_REDIS);
     return flowctl_master_breaker(master);
 }
 
 /* XADD <stream> * timestamp <ms> uuid <uuid> device_sn <sn> message_type <t>
  *      api_version v2 batch_id <id> payload <json>  ('cb' gets the reply) */
-static int send_xadd(ingest *in, stream_kind kind, const char *sn, const char *batch_id,
+static int send_xadd(ingest *in, const xdest *d, const char *sn, const char *batch_id,
                      const lj_buf *payload, xwait_cb cb, void *arg)
 {
-    char stream[STREAM_NAME_MAX];
     char ts[24];
     char uuid[37];
-    const char *argv[] = {"XADD", stream, "*",
+    const char *argv[] = {"XADD", d->stream, "*",
                           "timestamp", ts,
                           "uuid", uuid,
                           "device_sn", sn,
-                          "message_type", stream_message_type(kind),
+                          "message_type", stream_message_type(d->kind),
                           "api_version", "v2",
                           "batch_id", batch_id,
                           "payload", payload->data};
     size_t lens[sizeof(argv) / sizeof(argv[0])];
     size_t i;
 
-    shard_stream(in, kind, sn, stream);
     snprintf(ts, sizeof(ts), "%lld", (long long)now_ms());
     make_uuid(in, uuid);
     for (i = 0; i + 1 < sizeof(argv) / sizeof(argv[0]); i++)
         lens[i] = strlen(argv[i]);
     lens[i] = payload->len;
-    return xwait_xadd(in->link, stream, (int)(i + 1), argv, lens,
+    return xwait_xadd(in->link, d->stream, (int)(i + 1), argv, lens,
                       (unsigned)in->cfg->redis_wait_replicas,
                       xverdict_wait_ms((unsigned)in->cfg->redis_timeout_ms), cb, arg);
 }
@@ -515,7 +512,7 @@ static void on_health_xadd(xverdict v, const char *id, size_t id_len, const redi
     }
     stats_path(STATS_STREAM, 1, seconds_since(u->path_start_ns));
     lj_buf_init(&body);
-    err = accepted_head(&body, u->in, u->b.recs[0].device_sn, id, id_len) ||
+    err = accepted_head(&body, u->in, u->shard, id, id_len) ||
           lj_buf_puts(&body, ",\"message\":\"health data accepted for processing\","
                              "\"processing\":\"async\"") ||
           common_keys(u, &body) || lj_buf_puts(&body, "}");
@@ -527,15 +524,18 @@ static void go_stream(upload *u)
 {
     uint64_t retry_ms;
     lj_buf payload;
+    xdest d;
     int rc;
 
     u->path_start_ns = uv_hrtime();
-    if (stream_full(u->in, STREAM_HEALTH, u->b.recs[0].device_sn)) {
+    dest_of(u->in, STREAM_HEALTH, u->b.recs[0].device_sn, &d);
+    u->shard = d.shard;
+    if (stream_full(u->in, &d)) {
         atomic_fetch_add(&stats_fault.backpressure, 1);
         stream_failed(u, "stream over its high watermark");
         return;
     }
-    u->redis = redis_breaker(u->in, STREAM_HEALTH, u->b.recs[0].device_sn);
+    u->redis = redis_breaker(u->in, &d);
     if (!breaker_allow(u->redis, u->path_start_ns, &retry_ms)) {
         stream_refused(u, retry_ms);
         return;
@@ -544,8 +544,8 @@ static void go_stream(upload *u)
     if (rec_batch_to_json(&u->b, &payload) != 0) {
         http_respond_error(u->req, 500, "out of memory");
         upload_free(u);
-    } else if ((rc = send_xadd(u->in, STREAM_HEALTH, u->b.recs[0].device_sn, u->b.batch_id,
-                               &payload, on_health_xadd, u)) != 0) {
+    } else if ((rc = send_xadd(u->in, &d, u->b.recs[0].device_sn, u->b.batch_id, &payload,
+                               on_health_xadd, u)) != 0) {
         xadd_outcome(u->in, u->redis, XV_LOST, NULL, 0);
         stream_failed(u, "redis unavailable");
     }
@@ -758,7 +758,7 @@ typedef struct simple_upload {
     ingest *in;
     http_request *req;
     const char *what;
-    char sn[REC_SN_MAX + 1];
+    unsigned shard;
     breaker *redis;
     uint64_t start_ns;
 } simple_upload;
@@ -784,7 +784,7 @@ static void on_simple_xadd(xverdict v, const char *id, size_t id_len, const redi
     }
     stats_path(STATS_STREAM, 1, seconds_since(su->start_ns));
     lj_buf_init(&body);
-    err = accepted_head(&body, su->in, su->sn, id, id_len) ||
+    err = accepted_head(&body, su->in, su->shard, id, id_len) ||
           lj_buf_printf(&body, ",\"message\":\"%s accepted for processing\"}", su->what);
     respond_buf(su->req, 200, &body, err);
     simple_free(su);
@@ -816,6 +816,7 @@ static void send_simple(ingest *in, http_request *req, stream_kind kind, const c
 {
     simple_upload *su;
     uint64_t retry_ms;
+    xdest d;
 
     if (!device_allowed(in, req, sn) || !enter_flight(req))
         return;
@@ -827,21 +828,22 @@ static void send_simple(ingest *in, http_request *req, stream_kind kind, const c
     su->in = in;
     su->req = req;
     su->what = what;
-    snprintf(su->sn, sizeof(su->sn), "%s", sn);
+    dest_of(in, kind, sn, &d);
+    su->shard = d.shard;
     su->start_ns = uv_hrtime();
-    if (stream_full(in, kind, sn)) {
+    if (stream_full(in, &d)) {
         atomic_fetch_add(&stats_fault.backpressure, 1);
         ingest_unavailable(req, "stream backlog full, retry later");
         simple_free(su);
         return;
     }
-    su->redis = redis_breaker(in, kind, sn);
+    su->redis = redis_breaker(in, &d);
     if (!breaker_allow(su->redis, su->start_ns, &retry_ms)) {
         unavailable_for(req, "stream unavailable, retry later", retry_ms);
         simple_free(su);
         return;
     }
-    if (send_xadd(in, kind, sn, "", payload, on_simple_xadd, su) != 0) {
+    if (send_xadd(in, &d, sn, "", payload, on_simple_xadd, su) != 0) {
         xadd_outcome(in, su->redis, XV_LOST, NULL, 0);
         ingest_unavailable(req, "stream unavailable, retry later");
         simple_free(su);
@@ -896,6 +898,7 @@ typedef struct report_upload {
     const char *what;       /* "device info", "event" (kinds.h) */
     char id[37];            /* device reports: the history's stream_id */
     breaker *redis;         /* the stream path's breaker (redis_breaker) */
+    unsigned shard;         /* the stream path's shard */
     uint64_t start_ns;
     kind_value u;
 } report_upload;
@@ -989,7 +992,7 @@ static void on_report_xadd(xverdict v, const char *id, size_t id_len, const redi
     }
     stats_path(STATS_STREAM, 1, seconds_since(ru->start_ns));
     lj_buf_init(&body);
-    err = accepted_head(&body, ru->in, report_sn(ru), id, id_len) ||
+    err = accepted_head(&body, ru->in, ru->shard, id, id_len) ||
           lj_buf_printf(&body, ",\"message\":\"%s accepted for processing\"}", ru->what);
     respond_buf(ru->req, 200, &body, err);
     report_free(ru);
@@ -999,15 +1002,18 @@ static void report_stream(report_upload *ru)
 {
     uint64_t retry_ms;
     lj_buf payload;
+    xdest d;
     int rc;
 
     ru->start_ns = uv_hrtime();
-    if (stream_full(ru->in, ru->kind, report_sn(ru))) {
+    dest_of(ru->in, ru->kind, report_sn(ru), &d);
+    ru->shard = d.shard;
+    if (stream_full(ru->in, &d)) {
         atomic_fetch_add(&stats_fault.backpressure, 1);
         report_fall_back(ru, "stream over its high watermark");
         return;
     }
-    ru->redis = redis_breaker(ru->in, ru->kind, report_sn(ru));
+    ru->redis = redis_breaker(ru->in, &d);
     if (!breaker_allow(ru->redis, ru->start_ns, &retry_ms)) {
         report_fall_back(ru, "redis circuit open");
         return;
@@ -1016,8 +1022,7 @@ static void report_stream(report_upload *ru)
     if ((rc = kind_get(ru->kind)->encode(&ru->u, &payload)) != 0) {
         http_respond_error(ru->req, 500, "out of memory");
         report_free(ru);
-    } else if (send_xadd(ru->in, ru->kind, report_sn(ru), "", &payload, on_report_xadd,
-                         ru) != 0) {
+    } else if (send_xadd(ru->in, &d, report_sn(ru), "", &payload, on_report_xadd, ru) != 0) {
         xadd_outcome(ru->in, ru->redis, XV_LOST, NULL, 0);
         stats_path(STATS_STREAM, 0, seconds_since(ru->start_ns));
         report_fall_back(ru, "redis unavailable");
